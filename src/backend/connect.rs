@@ -1,0 +1,159 @@
+//! Opening a server connection: TCP with keepalives, StartupMessage, authentication as the
+//! server asks, then ParameterStatus and BackendKeyData until the first ReadyForQuery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::net::TcpStream;
+
+use super::{BackendError, CancelKey, ServerConn};
+use crate::auth::backend::{Login, Step};
+use crate::wire::messages::PgError;
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl ServerTarget {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Socket options for server connections.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSettings {
+    pub keepalive_idle: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
+    pub user_timeout: Duration,
+}
+
+fn tune(stream: &TcpStream, tcp: &TcpSettings) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(tcp.keepalive_idle)
+        .with_interval(tcp.keepalive_interval)
+        .with_retries(tcp.keepalive_count);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout((!tcp.user_timeout.is_zero()).then_some(tcp.user_timeout))?;
+    Ok(())
+}
+
+/// Connects and logs in. The caller bounds the whole with its connect timeout.
+pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerConn, BackendError> {
+    let addr: Arc<str> = target.addr().into();
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|source| BackendError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    tune(&stream, tcp).map_err(|source| BackendError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let mut conn = ServerConn {
+        stream,
+        buf: BytesMut::with_capacity(8192),
+        addr: addr.clone(),
+        cancel: CancelKey {
+            addr,
+            pid: 0,
+            secret: Vec::new(),
+        },
+        params: Vec::new(),
+        applied: Vec::new(),
+        dirty: false,
+    };
+    conn.write_all(&startup_message(&target.user, &target.database))
+        .await?;
+    let mut login = Login::default();
+    loop {
+        let (tag, body) = conn.read_message().await?;
+        match tag {
+            b'R' => {
+                let step = login
+                    .on_request(&body, &target.user, target.password.as_deref())
+                    .map_err(|source| BackendError::Auth {
+                        addr: conn.addr.to_string(),
+                        source,
+                    })?;
+                if let Step::Send(payload) = step {
+                    let mut msg = BytesMut::with_capacity(payload.len() + 5);
+                    msg.put_u8(b'p');
+                    msg.put_u32(payload.len() as u32 + 4);
+                    msg.extend_from_slice(&payload);
+                    conn.write_all(&msg).await?;
+                }
+            }
+            b'S' => {
+                let mut parts = body[..].split(|b| *b == 0);
+                if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                    conn.params.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+            }
+            b'K' if body.len() >= 8 => {
+                conn.cancel.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                conn.cancel.secret = body[4..].to_vec();
+            }
+            b'E' => {
+                return Err(BackendError::Login {
+                    addr: conn.addr.to_string(),
+                    error: PgError::from_fields(&body),
+                })
+            }
+            b'Z' => return Ok(conn),
+            // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            _ => {}
+        }
+    }
+}
+
+fn startup_message(user: &str, database: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(crate::wire::startup::PROTOCOL_3_0);
+    for (k, v) in [("user", user), ("database", database)] {
+        body.extend_from_slice(k.as_bytes());
+        body.put_u8(0);
+        body.extend_from_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut msg = BytesMut::with_capacity(body.len() + 4);
+    msg.put_u32(body.len() as u32 + 4);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Sends a CancelRequest for the query running on a server connection.
+pub async fn cancel(key: &CancelKey) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(&*key.addr).await?;
+    let mut msg = BytesMut::with_capacity(16);
+    msg.put_u32(12 + key.secret.len() as u32);
+    msg.put_i32(80_877_102);
+    msg.put_i32(key.pid);
+    msg.extend_from_slice(&key.secret);
+    stream.write_all(&msg).await?;
+    // PostgreSQL closes the connection without a reply; wait for that so the
+    // cancel has been handed over before we return.
+    let mut sink = [0u8; 1];
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! One connection from the pooler to a PostgreSQL server: connect, startup, login,
+//! the parameters the server reported, small queries the pooler runs itself (parameter
+//! sync, reset, rollback), and the liveness check used before reuse. Relaying client
+//! traffic over it is the frontend's job; this module never sees client bytes.
+
+mod connect;
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::wire::frame;
+use crate::wire::messages::PgError;
+
+pub use connect::{cancel, connect, ServerTarget, TcpSettings};
+
+/// Largest message the pooler reads whole from a server while it converses itself.
+const OWN_MESSAGE_CAP: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to server {addr} lost: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server {addr} closed the connection")]
+    Closed { addr: String },
+    #[error("server {addr} sent a malformed message: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("server {addr} refused the login: {error}")]
+    Login { addr: String, error: PgError },
+    #[error("authentication with server {addr} failed: {source}")]
+    Auth {
+        addr: String,
+        source: crate::auth::AuthError,
+    },
+    #[error("server {addr} reported: {error}")]
+    Query { addr: String, error: PgError },
+}
+
+impl BackendError {
+    /// The error a client sees for this failure.
+    pub fn to_client(&self) -> PgError {
+        match self {
+            BackendError::Login { error, .. } | BackendError::Query { error, .. } => {
+                let mut e = error.clone();
+                e.severity = crate::wire::messages::Severity::Error;
+                e
+            }
+            BackendError::Auth { .. } => PgError::error("28000", self.to_string()),
+            _ => PgError::error("08006", self.to_string()),
+        }
+    }
+}
+
+/// Cancellation data for the query running on a server connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelKey {
+    pub addr: Arc<str>,
+    pub pid: i32,
+    pub secret: Vec<u8>,
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub buf: BytesMut,
+    pub addr: Arc<str>,
+    pub cancel: CancelKey,
+    /// ParameterStatus values the server sent at login.
+    pub params: Vec<(String, String)>,
+    /// Client parameters set on this connection, by lower-case name, sorted.
+    pub applied: Vec<(String, String)>,
+    /// Session state changed (SET, PREPARE, LISTEN …): reset before another client.
+    pub dirty: bool,
+}
+
+impl ServerConn {
+    fn io_err(&self, source: std::io::Error) -> BackendError {
+        BackendError::Io {
+            addr: self.addr.to_string(),
+            source,
+        }
+    }
+
+    /// Reads one whole message (tag, body) the pooler itself waits for.
+    pub async fn read_message(&mut self) -> Result<(u8, BytesMut), BackendError> {
+        loop {
+            match frame::whole(&self.buf, OWN_MESSAGE_CAP) {
+                Ok(Some((tag, _, total))) => {
+                    let mut msg = self.buf.split_to(total);
+                    msg.advance(5);
+                    return Ok((tag, msg));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(BackendError::Protocol {
+                        addr: self.addr.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| self.io_err(e))?;
+            if n == 0 {
+                return Err(BackendError::Closed {
+                    addr: self.addr.to_string(),
+                });
+            }
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        let r = self.stream.write_all(bytes).await;
+        r.map_err(|e| self.io_err(e))
+    }
+
+    /// Runs SQL the pooler needs (simple protocol), discarding rows, until ReadyForQuery.
+    /// Returns the first error the server reported; the connection stays usable then.
+    pub async fn execute(&mut self, sql: &str) -> Result<u8, BackendError> {
+        let mut msg = BytesMut::with_capacity(sql.len() + 6);
+        msg.extend_from_slice(b"Q");
+        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(sql.as_bytes());
+        msg.extend_from_slice(&[0]);
+        self.write_all(&msg).await?;
+        let mut error = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'E' if error.is_none() => error = Some(PgError::from_fields(&body)),
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    return match error {
+                        Some(error) => Err(BackendError::Query {
+                            addr: self.addr.to_string(),
+                            error,
+                        }),
+                        None => Ok(status),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes this connection carry exactly the client's parameters (`wanted`: lower-case
+    /// names, sorted): sets what differs, resets what the client does not have.
+    pub async fn sync_params(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
+        if self.applied == wanted {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        for (name, _) in &self.applied {
+            if !wanted.iter().any(|(n, _)| n == name) {
+                sql.push_str(&format!("RESET {};", quote_ident(name)));
+            }
+        }
+        let sets: Vec<String> = wanted
+            .iter()
+            .filter(|p| !self.applied.contains(p))
+            .map(|(n, v)| {
+                format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    quote_literal(n),
+                    quote_literal(v)
+                )
+            })
+            .collect();
+        if !sets.is_empty() {
+            sql.push_str(&format!("SELECT {};", sets.join(", ")));
+        }
+        // Whatever happens, the server's state is no longer what `applied` says.
+        self.applied.clear();
+        self.dirty = true;
+        self.execute(&sql).await?;
+        self.applied = wanted.to_vec();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Returns the session to a fresh state for the next client.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.execute("DISCARD ALL").await?;
+        self.applied.clear();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Cheap liveness check before reuse: an idle server sends nothing, so readable data
+    /// or EOF means it is gone (e.g. terminated by an administrator).
+    pub fn is_alive(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (standard_conforming_strings on, as the pooler's own
+/// queries run with server defaults; an E'' literal would also be safe either way).
+pub fn quote_literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_everything() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's \\ x"), "E'it''s \\\\ x'");
+    }
+}

@@ -1,0 +1,399 @@
+//! The pooling loop of one client. Idle, the client holds no server. Its first message
+//! takes one from its pool; from then on this task drives both sockets, forwarding bytes
+//! as they arrive (header scan only, rows never decoded) and watching the few tags that
+//! say where the conversation is: how many ReadyForQuery are owed (one per Query,
+//! FunctionCall and Sync), whether an extended batch is open, COPY, the transaction status.
+//!
+//! Transaction mode gives the server back when it is idle (ReadyForQuery 'I'), nothing is
+//! owed, no batch is open and no client bytes are half sent. Session mode keeps it until
+//! the client leaves. A server that saw session state changes is reset before the next
+//! client; one whose state is unknown is closed instead.
+
+use bytes::{Buf, BytesMut};
+use deadpool::managed::Object;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::login::Session;
+use super::ClientError;
+use crate::backend::{BackendError, ServerConn};
+use crate::config::PoolMode;
+use crate::pool::Server;
+use crate::wire::messages::{self, PgError, Severity};
+use crate::wire::Scanner;
+
+/// Where a client's conversation with its server stands.
+#[derive(Debug)]
+struct Flow {
+    /// ReadyForQuery messages the server still owes.
+    owed: usize,
+    /// An extended-protocol batch is open (messages since the last Sync).
+    batch: bool,
+    /// Transaction status from the last ReadyForQuery.
+    status: u8,
+    copy: bool,
+}
+
+impl Flow {
+    fn new() -> Flow {
+        Flow {
+            owed: 0,
+            batch: false,
+            status: b'I',
+            copy: false,
+        }
+    }
+
+    /// Nothing in flight and no transaction open.
+    fn settled(&self) -> bool {
+        self.owed == 0 && !self.batch && !self.copy
+    }
+}
+
+/// How holding a server ended.
+enum End {
+    /// Transaction mode: the server is idle and goes back to the pool.
+    Released,
+    /// The client left (Terminate, EOF or error).
+    ClientGone,
+    /// The server connection failed.
+    ServerGone(BackendError),
+    /// The client broke the protocol.
+    Fatal(PgError),
+}
+
+struct Client<'a> {
+    stream: &'a mut TcpStream,
+    session: Session,
+    buf: BytesMut,
+    scanner: Scanner,
+}
+
+/// Runs the client's queries until it leaves.
+pub async fn run(stream: &mut TcpStream, session: Session) -> Result<(), ClientError> {
+    let mut client = Client {
+        stream,
+        session,
+        buf: BytesMut::new(),
+        scanner: Scanner::default(),
+    };
+    loop {
+        if client.buf.is_empty() && read(client.stream, &mut client.buf).await? == 0 {
+            return Ok(());
+        }
+        if client.buf[0] == b'X' {
+            return Ok(());
+        }
+        let pool = client.session.pool.clone();
+        let mut server = match pool.checkout().await {
+            Ok(server) => server,
+            Err(e) => {
+                client.reject(e, false).await?;
+                continue;
+            }
+        };
+        if let Err(e) = server.sync_params(&client.session.params).await {
+            let to_client = e.to_client();
+            match e {
+                BackendError::Query { .. } => checkin(server, pool.mode).await,
+                _ => drop(Object::take(server)),
+            }
+            client.reject(to_client, false).await?;
+            continue;
+        }
+        let slot = client.session.registration.slot.clone();
+        slot.set(Some(server.cancel.clone()));
+        let mut flow = Flow::new();
+        let mut server_scan = Scanner::default();
+        let end = client.relay(&mut server, &mut flow, &mut server_scan).await;
+        slot.set(None);
+        match end {
+            End::Released => checkin(server, pool.mode).await,
+            End::ClientGone => {
+                let clean =
+                    flow.settled() && client.scanner.at_boundary() && server_scan.at_boundary();
+                abandon(server, &flow, clean, pool.mode).await;
+                return Ok(());
+            }
+            End::ServerGone(e) => {
+                tracing::warn!(error = %e, "server connection lost");
+                drop(Object::take(server));
+                client.server_lost(&e, &flow, pool.mode).await?;
+            }
+            End::Fatal(e) => {
+                drop(Object::take(server));
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Reads more client or server bytes into `buf`, growing it in steps.
+async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    stream.read_buf(buf).await
+}
+
+/// Returns a server to its pool: reset first if its session state changed (always in
+/// session mode); closed if the reset fails.
+async fn checkin(mut server: Server, mode: PoolMode) {
+    if mode == PoolMode::Session || server.dirty {
+        if let Err(e) = server.reset().await {
+            tracing::warn!(error = %e, "server reset failed; closing the connection");
+            drop(Object::take(server));
+        }
+    }
+}
+
+/// The client left while holding `server`. An open transaction is rolled back; a server
+/// with a query or batch in flight is cancelled and closed (its state is unknown).
+async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
+    if !clean {
+        let key = server.cancel.clone();
+        drop(Object::take(server));
+        tokio::spawn(async move {
+            let _ = crate::backend::cancel(&key).await;
+        });
+        return;
+    }
+    if flow.status != b'I' {
+        if let Err(e) = server.execute("ROLLBACK").await {
+            tracing::warn!(error = %e, "rollback of an abandoned transaction failed; closing the connection");
+            drop(Object::take(server));
+            return;
+        }
+    }
+    checkin(server, mode).await;
+}
+
+impl Client<'_> {
+    /// Relays between the client and `server` until one of the ends in [`End`].
+    async fn relay(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+    ) -> End {
+        let mode = self.session.pool.mode;
+        if let Some(end) = self.forward_client(server, flow).await {
+            return end;
+        }
+        loop {
+            if mode == PoolMode::Transaction
+                && flow.settled()
+                && flow.status == b'I'
+                && self.buf.is_empty()
+                && self.scanner.at_boundary()
+                && server.buf.is_empty()
+                && server_scan.at_boundary()
+            {
+                return End::Released;
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            if server.buf.capacity() - server.buf.len() < 4096 {
+                server.buf.reserve(16 * 1024);
+            }
+            tokio::select! {
+                r = self.stream.read_buf(&mut self.buf) => match r {
+                    Ok(0) | Err(_) => return End::ClientGone,
+                    Ok(_) => {
+                        if let Some(end) = self.forward_client(server, flow).await {
+                            return end;
+                        }
+                    }
+                },
+                r = server.stream.read_buf(&mut server.buf) => match r {
+                    Ok(0) => return End::ServerGone(BackendError::Closed { addr: server.addr.to_string() }),
+                    Err(source) => return End::ServerGone(BackendError::Io { addr: server.addr.to_string(), source }),
+                    Ok(_) => {
+                        if let Some(end) = self.forward_server(server, flow, server_scan).await {
+                            return end;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Forwards complete (or streamed) client messages to the server.
+    async fn forward_client(&mut self, server: &mut ServerConn, flow: &mut Flow) -> Option<End> {
+        let mut terminate_at = None;
+        let dirty = &mut server.dirty;
+        let scanned = self.scanner.scan(
+            &self.buf,
+            |tag| tag == b'P',
+            |tag, body, start| match tag {
+                b'Q' | b'F' => flow.owed += 1,
+                b'S' => {
+                    flow.owed += 1;
+                    flow.batch = false;
+                }
+                b'P' => {
+                    flow.batch = true;
+                    // A named statement outlives the transaction: the server is no longer clean.
+                    if body.is_none_or(|b| b.first() != Some(&0)) {
+                        *dirty = true;
+                    }
+                }
+                b'B' | b'D' | b'E' | b'C' | b'H' => flow.batch = true,
+                b'X' => {
+                    terminate_at.get_or_insert(start);
+                }
+                _ => {}
+            },
+        );
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => return Some(End::Fatal(PgError::fatal("08P01", e.to_string()))),
+        };
+        let send = terminate_at.unwrap_or(n);
+        if send > 0 {
+            if let Err(e) = server.write_all(&self.buf[..send]).await {
+                return Some(End::ServerGone(e));
+            }
+        }
+        self.buf.advance(n);
+        terminate_at.map(|_| End::ClientGone)
+    }
+
+    /// Forwards server messages to the client, noting the ones that change the flow.
+    async fn forward_server(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        scan: &mut Scanner,
+    ) -> Option<End> {
+        let dirty = &mut server.dirty;
+        let scanned = scan.scan(
+            &server.buf,
+            |tag| matches!(tag, b'Z' | b'C'),
+            |tag, body, _| match tag {
+                b'Z' => {
+                    flow.owed = flow.owed.saturating_sub(1);
+                    flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
+                    flow.copy = false;
+                }
+                b'G' | b'H' | b'W' => flow.copy = true,
+                b'C' if body.is_none_or(changes_session) => *dirty = true,
+                // ParameterStatus: a reported setting changed (SET, set_config …).
+                b'S' => *dirty = true,
+                _ => {}
+            },
+        );
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => {
+                return Some(End::ServerGone(BackendError::Protocol {
+                    addr: server.addr.to_string(),
+                    reason: e.to_string(),
+                }))
+            }
+        };
+        if n > 0 {
+            if self.stream.write_all(&server.buf[..n]).await.is_err() {
+                server.buf.advance(n);
+                return Some(End::ClientGone);
+            }
+            server.buf.advance(n);
+        }
+        None
+    }
+
+    /// Answers the client's current request with `error` instead of a server: a Query or
+    /// FunctionCall gets the error and ReadyForQuery; an extended batch gets the error once
+    /// (unless `reported`) and ReadyForQuery at its Sync, as PostgreSQL does after an error.
+    async fn reject(&mut self, error: PgError, mut reported: bool) -> Result<(), ClientError> {
+        let mut out = BytesMut::new();
+        loop {
+            let mut terminate = false;
+            let n = self.scanner.scan(
+                &self.buf,
+                |_| false,
+                |tag, _, _| match tag {
+                    b'Q' | b'F' => {
+                        error.encode(&mut out);
+                        messages::ready_for_query(&mut out, b'I');
+                    }
+                    b'S' => {
+                        if !reported {
+                            error.encode(&mut out);
+                        }
+                        reported = false;
+                        messages::ready_for_query(&mut out, b'I');
+                    }
+                    b'X' => terminate = true,
+                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if !reported => {
+                        error.encode(&mut out);
+                        reported = true;
+                    }
+                    _ => {}
+                },
+            )?;
+            self.buf.advance(n);
+            if !out.is_empty() {
+                self.stream.write_all(&out).await?;
+                out.clear();
+            }
+            if terminate {
+                return Err(ClientError::Gone);
+            }
+            if self.buf.is_empty() && self.scanner.at_boundary() && !reported {
+                return Ok(());
+            }
+            if read(self.stream, &mut self.buf).await? == 0 {
+                return Err(ClientError::Gone);
+            }
+        }
+    }
+
+    /// The server died under the client. Inside a transaction, or in session mode, the
+    /// client's state is gone with it, so the client is closed, as PostgreSQL would.
+    /// Otherwise the statement in flight fails with the 08 error and the client stays.
+    async fn server_lost(
+        &mut self,
+        e: &BackendError,
+        flow: &Flow,
+        mode: PoolMode,
+    ) -> Result<(), ClientError> {
+        let mut error = PgError::error("08006", format!("{e}; the statement did not complete"));
+        if flow.status != b'I' || mode == PoolMode::Session {
+            error.severity = Severity::Fatal;
+            error.message = format!("{e}; the session's transaction or state is lost");
+            return Err(error.into());
+        }
+        let mut out = BytesMut::new();
+        if flow.owed > 0 {
+            error.encode(&mut out);
+            for _ in 0..flow.owed {
+                messages::ready_for_query(&mut out, b'I');
+            }
+            self.stream.write_all(&out).await?;
+            if flow.batch || !self.scanner.at_boundary() {
+                return self.reject(error, true).await;
+            }
+            return Ok(());
+        }
+        // Mid-batch with nothing owed yet: the error goes with the rest of the batch.
+        self.reject(error, false).await
+    }
+}
+
+/// Command tags after which the server's session differs from a fresh one.
+fn changes_session(body: &[u8]) -> bool {
+    const TAGS: [&[u8]; 9] = [
+        b"SET",
+        b"RESET",
+        b"PREPARE",
+        b"LISTEN",
+        b"DECLARE CURSOR",
+        b"DISCARD",
+        b"DEALLOCATE",
+        b"LOAD",
+        b"CREATE TABLE",
+    ];
+    TAGS.iter().any(|t| body.starts_with(t))
+}

@@ -1,0 +1,116 @@
+//! The `pgcat` command: `pgcat [CONFIG]` runs the pooler, `--check` validates a config
+//! without connecting anywhere, `pgcat demo` runs it in front of a throwaway local
+//! PostgreSQL. Flags follow PgCat's so scripts written for PgCat keep working.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "pgcat",
+    version,
+    about = "PostgreSQL pooler and proxy (a drop-in for PgCat)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Configuration file.
+    #[arg(env = "CONFIG_FILE", default_value = "pgcat.toml")]
+    config: PathBuf,
+    /// Parse and validate the configuration, then exit (never connects).
+    #[arg(long)]
+    check: bool,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(short = 'l', long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(short = 'F', long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Disable colours in logs.
+    #[arg(short = 'n', long)]
+    no_color: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a throwaway local PostgreSQL (primary + replica, three shard databases) and
+    /// run the pooler in front of it on 127.0.0.1; Ctrl-C stops and removes everything.
+    Demo {
+        /// Port the pooler listens on.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Structured,
+    Debug,
+    Json,
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(!cli.no_color && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Structured | LogFormat::Json => builder.json().init(),
+        LogFormat::Debug => builder.pretty().init(),
+    }
+}
+
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    if let Some(Command::Demo { port }) = cli.command {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let result = runtime(threads)
+            .map_err(Into::into)
+            .and_then(|rt| rt.block_on(pgcat::demo::run(port)));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgcat demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let loaded = match pgcat::config::load(&cli.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("pgcat: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{}: {warning}", cli.config.display());
+    }
+    if cli.check {
+        println!("{}: configuration is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let result = runtime(loaded.config.general.worker_threads)
+        .and_then(|rt| rt.block_on(pgcat::app::serve(loaded.config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgcat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The deadpool manager for server connections: how to open one and whether an idle one
+//! may be handed out again (within `server_lifetime`, still connected, nothing unread).
+
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+
+use crate::backend::{self, BackendError, ServerConn, ServerTarget, TcpSettings};
+
+pub struct Manager {
+    pub target: ServerTarget,
+    pub tcp: TcpSettings,
+    pub server_lifetime: Duration,
+}
+
+impl managed::Manager for Manager {
+    type Type = ServerConn;
+    type Error = BackendError;
+
+    async fn create(&self) -> Result<ServerConn, BackendError> {
+        backend::connect(&self.target, &self.tcp).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut ServerConn,
+        metrics: &Metrics,
+    ) -> RecycleResult<BackendError> {
+        if metrics.age() > self.server_lifetime {
+            return Err(RecycleError::message("server_lifetime reached"));
+        }
+        if !conn.is_alive() {
+            return Err(RecycleError::message("server closed the connection"));
+        }
+        Ok(())
+    }
+}
+
+pub type ServerPool = managed::Pool<Manager>;
+pub type Server = managed::Object<Manager>;

@@ -1,0 +1,241 @@
+//! Server connection pools: one deadpool pool per (pool, user, shard, address), grouped
+//! per pool user, plus the maintenance that deadpool lacks (min_pool_size kept warm, idle
+//! and lifetime reaping). Checkout is deadpool's: fair FIFO waiting, no global lock.
+
+mod maintain;
+mod manager;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{PoolError, QueueMode, TimeoutType};
+use rand::Rng;
+
+use crate::auth::scram::Verifier;
+use crate::backend::{ServerTarget, TcpSettings};
+use crate::config::{self, AuthType, Config, DefaultShard, PoolMode, Role};
+use crate::wire::messages::PgError;
+
+pub use manager::{Manager, Server, ServerPool};
+
+/// One server address of a shard and its connections.
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+    pub role: Role,
+    pub pool: ServerPool,
+}
+
+/// Everything a client of (pool, user) needs: credentials to check, settings, and the
+/// connection pools of every shard.
+pub struct UserPool {
+    pub pool_name: String,
+    pub username: String,
+    pub auth_type: AuthType,
+    pub password: Option<String>,
+    /// SCRAM verifier derived once from `password`.
+    pub verifier: Option<Verifier>,
+    pub mode: PoolMode,
+    pub connect_timeout: Duration,
+    pub default_shard: DefaultShard,
+    pub shards: Vec<Vec<Address>>,
+    /// ParameterStatus values the servers report at login, learned from the first one.
+    server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("pool \"{pool}\" user \"{user}\": {reason}")]
+    Pool {
+        pool: String,
+        user: String,
+        reason: String,
+    },
+}
+
+impl UserPool {
+    fn build(
+        general: &config::General,
+        name: &str,
+        pool: &config::Pool,
+        user: &config::User,
+    ) -> Result<UserPool, BuildError> {
+        let settings = user.settings(general, pool);
+        let tcp = TcpSettings {
+            keepalive_idle: Duration::from_secs(general.tcp_keepalives_idle),
+            keepalive_interval: Duration::from_secs(general.tcp_keepalives_interval),
+            keepalive_count: general.tcp_keepalives_count,
+            user_timeout: Duration::from_millis(general.tcp_user_timeout),
+        };
+        let queue_mode = if general.server_round_robin {
+            QueueMode::Fifo
+        } else {
+            QueueMode::Lifo
+        };
+        let mut shards = Vec::with_capacity(pool.shards.len());
+        for shard in &pool.shards {
+            let mut addresses = Vec::with_capacity(shard.servers.len());
+            for server in &shard.servers {
+                let target = ServerTarget {
+                    host: server.host.clone(),
+                    port: server.port,
+                    database: shard.database.clone(),
+                    user: user
+                        .server_username
+                        .clone()
+                        .unwrap_or_else(|| user.username.clone()),
+                    password: user
+                        .server_password
+                        .clone()
+                        .or_else(|| user.password.clone()),
+                };
+                let manager = Manager {
+                    target,
+                    tcp,
+                    server_lifetime: settings.server_lifetime,
+                };
+                let pool = ServerPool::builder(manager)
+                    .max_size(user.pool_size as usize)
+                    .wait_timeout(Some(settings.connect_timeout))
+                    .create_timeout(Some(settings.connect_timeout))
+                    .recycle_timeout(Some(settings.connect_timeout))
+                    .queue_mode(queue_mode)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| BuildError::Pool {
+                        pool: name.to_string(),
+                        user: user.username.clone(),
+                        reason: e.to_string(),
+                    })?;
+                addresses.push(Address {
+                    host: server.host.clone(),
+                    port: server.port,
+                    role: server.role,
+                    pool,
+                });
+            }
+            shards.push(addresses);
+        }
+        let verifier = match (user.auth_type, &user.password) {
+            (AuthType::ScramSha256, Some(p)) => Some(Verifier::from_password(p)),
+            _ => None,
+        };
+        let up = UserPool {
+            pool_name: name.to_string(),
+            username: user.username.clone(),
+            auth_type: user.auth_type,
+            password: user.password.clone(),
+            verifier,
+            mode: settings.pool_mode,
+            connect_timeout: settings.connect_timeout,
+            default_shard: pool.default_shard,
+            shards,
+            server_params: tokio::sync::OnceCell::new(),
+        };
+        maintain::spawn(
+            &up,
+            user.min_pool_size as usize,
+            settings.idle_timeout,
+            settings.server_lifetime,
+        );
+        Ok(up)
+    }
+
+    /// The shard a transaction goes to until the router decides.
+    fn shard(&self) -> &[Address] {
+        let n = match self.default_shard {
+            DefaultShard::Shard(n) => n,
+            DefaultShard::Random | DefaultShard::RandomHealthy => {
+                rand::rng().random_range(0..self.shards.len())
+            }
+        };
+        &self.shards[n.min(self.shards.len() - 1)]
+    }
+
+    /// Takes a server connection from the shard's primary (or its first server).
+    pub async fn checkout(&self) -> Result<Server, PgError> {
+        let shard = self.shard();
+        let address = shard
+            .iter()
+            .find(|a| a.role == Role::Primary)
+            .unwrap_or(&shard[0]);
+        address
+            .pool
+            .get()
+            .await
+            .map_err(|e| self.checkout_error(address, e))
+    }
+
+    fn checkout_error(
+        &self,
+        address: &Address,
+        e: PoolError<crate::backend::BackendError>,
+    ) -> PgError {
+        let ms = self.connect_timeout.as_millis();
+        match e {
+            PoolError::Timeout(TimeoutType::Wait) => PgError::error(
+                "53300",
+                format!(
+                    "no server connection available for database \"{}\" user \"{}\" within {ms} ms",
+                    self.pool_name, self.username
+                ),
+            )
+            .with_hint("All pool_size connections are busy; raise pool_size or connect_timeout, or shorten transactions."),
+            PoolError::Timeout(_) => PgError::error(
+                "08001",
+                format!("could not connect to server {}:{} within {ms} ms (connect_timeout)", address.host, address.port),
+            ),
+            PoolError::Backend(e) => e.to_client(),
+            other => PgError::error("08006", format!("could not get a server connection: {other}")),
+        }
+    }
+
+    /// The ParameterStatus values PostgreSQL sends at login, learned once per pool from a
+    /// real server connection.
+    pub async fn server_params(&self) -> Result<&[(String, String)], PgError> {
+        self.server_params
+            .get_or_try_init(|| async {
+                let conn = self.checkout().await?;
+                Ok::<_, PgError>(conn.params.clone())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
+/// All pools, by (database, user).
+#[derive(Default)]
+pub struct Pools {
+    by_name: HashMap<(String, String), Arc<UserPool>>,
+}
+
+impl Pools {
+    /// Builds the pools of a configuration. Connections are opened lazily (and by the
+    /// min_pool_size warmer), so a server that is down does not stop the pooler.
+    pub fn build(config: &Config) -> Result<Pools, BuildError> {
+        let mut by_name = HashMap::new();
+        for (name, pool) in &config.pools {
+            for user in &pool.users {
+                let up = UserPool::build(&config.general, name, pool, user)?;
+                by_name.insert((name.clone(), user.username.clone()), Arc::new(up));
+            }
+        }
+        Ok(Pools { by_name })
+    }
+
+    pub fn get(&self, database: &str, user: &str) -> Option<&Arc<UserPool>> {
+        self.by_name.get(&(database.to_string(), user.to_string()))
+    }
+
+    /// Any pool of this user, for checking credentials when the database is unknown.
+    pub fn any_of_user(&self, user: &str) -> Option<&Arc<UserPool>> {
+        let mut of_user: Vec<_> = self
+            .by_name
+            .iter()
+            .filter(|((_, u), _)| u == user)
+            .collect();
+        of_user.sort_by(|a, b| a.0.cmp(b.0));
+        of_user.first().map(|(_, p)| *p)
+    }
+}

@@ -1,0 +1,188 @@
+//! Messages the pooler writes itself: authentication requests, parameter status, key data,
+//! ready-for-query and errors. Encoded with pgwire's typed encoders; all are small and
+//! appended to a caller's buffer so a reply goes out in one write.
+
+use bytes::BytesMut;
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+use pgwire::messages::Message;
+
+fn put<M: Message>(buf: &mut BytesMut, m: &M) {
+    // Encoding into a growable buffer only fails on a message above pgwire's size limits;
+    // the pooler's own messages are a few hundred bytes at most.
+    if let Err(e) = m.encode(buf) {
+        tracing::error!(error = %e, "could not encode a pooler message");
+    }
+}
+
+/// Severity of an error the pooler reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The session ends after this message.
+    Fatal,
+}
+
+/// An error as PostgreSQL reports it: severity, SQLSTATE and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Error,
+            code: code.to_string(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn fatal(code: &str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Fatal,
+            ..Self::error(code, message)
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Reads the fields of an ErrorResponse body a server sent.
+    pub fn from_fields(body: &[u8]) -> Self {
+        let mut e = PgError::error("XX000", "");
+        let mut severity = "ERROR";
+        for field in body.split(|b| *b == 0) {
+            let Some((&kind, value)) = field.split_first() else {
+                continue;
+            };
+            let value = String::from_utf8_lossy(value).into_owned();
+            match kind {
+                b'V' if value == "FATAL" || value == "PANIC" => severity = "FATAL",
+                b'C' => e.code = value,
+                b'M' => e.message = value,
+                b'D' => e.detail = Some(value),
+                b'H' => e.hint = Some(value),
+                _ => {}
+            }
+        }
+        if severity == "FATAL" {
+            e.severity = Severity::Fatal;
+        }
+        e
+    }
+
+    /// Appends this error as an ErrorResponse.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let sev = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut fields = vec![
+            (b'S', sev.to_string()),
+            (b'V', sev.to_string()),
+            (b'C', self.code.clone()),
+            (b'M', self.message.clone()),
+        ];
+        if let Some(d) = &self.detail {
+            fields.push((b'D', d.clone()));
+        }
+        if let Some(h) = &self.hint {
+            fields.push((b'H', h.clone()));
+        }
+        put(buf, &ErrorResponse::new(fields));
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+pub fn auth_ok(buf: &mut BytesMut) {
+    put(buf, &Authentication::Ok);
+}
+
+pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    put(buf, &Authentication::MD5Password(salt.to_vec()));
+}
+
+pub fn auth_sasl(buf: &mut BytesMut) {
+    put(
+        buf,
+        &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]),
+    );
+}
+
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: &str) {
+    put(
+        buf,
+        &Authentication::SASLContinue(bytes::Bytes::copy_from_slice(data.as_bytes())),
+    );
+}
+
+pub fn auth_sasl_final(buf: &mut BytesMut, data: &str) {
+    put(
+        buf,
+        &Authentication::SASLFinal(bytes::Bytes::copy_from_slice(data.as_bytes())),
+    );
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    put(
+        buf,
+        &ParameterStatus::new(name.to_string(), value.to_string()),
+    );
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    put(buf, &BackendKeyData::new(pid, SecretKey::I32(secret)));
+}
+
+/// Tells a client that asked for protocol 3.x (x > 0) that we speak 3.0, and which of its
+/// `_pq_.` options we do not know.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
+    put(buf, &NegotiateProtocolVersion::new(0, unsupported));
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(buf, &ReadyForQuery::new(status));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_round_trips_through_fields() {
+        let mut buf = BytesMut::new();
+        PgError::fatal("28P01", "password authentication failed for user \"x\"").encode(&mut buf);
+        assert_eq!(buf[0], b'E');
+        let e = PgError::from_fields(&buf[5..]);
+        assert_eq!(e.code, "28P01");
+        assert_eq!(e.severity, Severity::Fatal);
+        assert_eq!(e.message, "password authentication failed for user \"x\"");
+    }
+}
