@@ -69,6 +69,30 @@ pub fn partition_hash(key: i64) -> u64 {
     h.wrapping_add(COMBINE)
 }
 
+/// A pool's `sharding_function`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardingFunction {
+    /// `pg_bigint_hash` (PgCat's default): PostgreSQL's hash partitioning of a bigint.
+    #[default]
+    PgBigintHash,
+    /// `sha1`: PgCat's SHA-1 based alternative.
+    Sha1,
+}
+
+impl ShardingFunction {
+    /// The shard of `key` among `shards`; 0 when `shards` is 0 (no division by zero on a
+    /// misconfigured pool: the caller's range check reports it).
+    pub fn shard(self, key: i64, shards: usize) -> usize {
+        if shards == 0 {
+            return 0;
+        }
+        match self {
+            ShardingFunction::PgBigintHash => pg_bigint_hash(key, shards),
+            ShardingFunction::Sha1 => sha1(key, shards),
+        }
+    }
+}
+
 /// The shard of `key` among `shards` under `pg_bigint_hash`.
 pub fn pg_bigint_hash(key: i64, shards: usize) -> usize {
     (partition_hash(key) % shards as u64) as usize
@@ -101,6 +125,18 @@ mod tests {
                 assert_eq!(pg_bigint_hash(*key, 5), shard, "key {key}");
             }
         }
+    }
+
+    #[test]
+    fn sharding_function_dispatch() {
+        assert_eq!(
+            ShardingFunction::PgBigintHash.shard(6, 5),
+            pg_bigint_hash(6, 5)
+        );
+        assert_eq!(ShardingFunction::Sha1.shard(6, 12), sha1(6, 12));
+        assert_eq!(ShardingFunction::PgBigintHash.shard(6, 0), 0);
+        assert_eq!(ShardingFunction::Sha1.shard(6, 0), 0);
+        assert_eq!(ShardingFunction::default(), ShardingFunction::PgBigintHash);
     }
 
     #[test]

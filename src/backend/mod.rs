@@ -4,6 +4,7 @@
 //! traffic over it is the frontend's job; this module never sees client bytes.
 
 mod connect;
+pub mod statements;
 
 use std::sync::Arc;
 
@@ -82,6 +83,8 @@ pub struct ServerConn {
     pub applied: Vec<(String, String)>,
     /// Session state changed (SET, PREPARE, LISTEN …): reset before another client.
     pub dirty: bool,
+    /// Client statements prepared here under the pooler's names (transaction mode).
+    pub statements: Option<statements::ServerStatements>,
 }
 
 impl ServerConn {
@@ -195,6 +198,9 @@ impl ServerConn {
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.execute("DISCARD ALL").await?;
         self.applied.clear();
+        if let Some(s) = &mut self.statements {
+            s.clear();
+        }
         self.dirty = false;
         Ok(())
     }

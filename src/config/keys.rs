@@ -41,8 +41,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "pools.*.auth_query_user",
     "pools.*.auth_query_password",
     "pools.*.log_client_parameter_status_changes",
-    "pools.*.prepared_statements_cache_size",
-    "pools.*.max_prepared_statements",
     "pools.*.db_activity_based_routing",
     "pools.*.db_activity_init_delay",
     "pools.*.db_activity_ttl",

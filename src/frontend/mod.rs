@@ -5,7 +5,9 @@
 pub mod cancel;
 mod login;
 mod params;
+mod prepared;
 mod relay;
+mod replies;
 
 use std::sync::Arc;
 

@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::Session;
+use super::prepared::{ClientStatements, Mode, Outcome};
+use super::replies::{Action, Expect, Replies};
 use super::ClientError;
 use crate::backend::{BackendError, ServerConn};
 use crate::config::PoolMode;
@@ -25,8 +27,8 @@ use crate::wire::Scanner;
 /// Where a client's conversation with its server stands.
 #[derive(Debug)]
 struct Flow {
-    /// ReadyForQuery messages the server still owes.
-    owed: usize,
+    /// Replies owed, in order, and the ones the pooler makes up or swallows.
+    replies: Replies,
     /// An extended-protocol batch is open (messages since the last Sync).
     batch: bool,
     /// Transaction status from the last ReadyForQuery.
@@ -37,18 +39,22 @@ struct Flow {
 impl Flow {
     fn new() -> Flow {
         Flow {
-            owed: 0,
+            replies: Replies::default(),
             batch: false,
             status: b'I',
             copy: false,
         }
     }
 
-    /// Nothing in flight and no transaction open.
+    /// Nothing in flight.
     fn settled(&self) -> bool {
-        self.owed == 0 && !self.batch && !self.copy
+        self.replies.is_empty() && !self.batch && !self.copy
     }
 }
+
+/// Client messages the pooler may have to rewrite (prepared statements) are read whole
+/// up to this size; a larger one with a statement name to rewrite is refused.
+const REWRITE_CAP: usize = 16 << 20;
 
 /// How holding a server ended.
 enum End {
@@ -67,15 +73,24 @@ struct Client<'a> {
     session: Session,
     buf: BytesMut,
     scanner: Scanner,
+    statements: ClientStatements,
+    mode: Mode,
 }
 
 /// Runs the client's queries until it leaves.
 pub async fn run(stream: &mut TcpStream, session: Session) -> Result<(), ClientError> {
+    let mode = match (session.pool.mode, session.pool.statement_cache) {
+        (PoolMode::Session, _) => Mode::PassThrough,
+        (PoolMode::Transaction, 0) => Mode::Pin,
+        (PoolMode::Transaction, _) => Mode::Rewrite,
+    };
     let mut client = Client {
         stream,
         session,
         buf: BytesMut::new(),
-        scanner: Scanner::default(),
+        scanner: Scanner::with_cap(REWRITE_CAP),
+        statements: ClientStatements::default(),
+        mode,
     };
     loop {
         if client.buf.is_empty() && read(client.stream, &mut client.buf).await? == 0 {
@@ -83,6 +98,9 @@ pub async fn run(stream: &mut TcpStream, session: Session) -> Result<(), ClientE
         }
         if client.buf[0] == b'X' {
             return Ok(());
+        }
+        if client.mode == Mode::Rewrite && client.prepare_locally().await? {
+            continue;
         }
         let pool = client.session.pool.clone();
         let mut server = match pool.checkout().await {
@@ -183,6 +201,7 @@ impl Client<'_> {
         loop {
             if mode == PoolMode::Transaction
                 && flow.settled()
+                && !(self.mode == Mode::Pin && self.statements.pins())
                 && flow.status == b'I'
                 && self.buf.is_empty()
                 && self.scanner.at_boundary()
@@ -219,27 +238,71 @@ impl Client<'_> {
         }
     }
 
-    /// Forwards complete (or streamed) client messages to the server.
+    /// Forwards complete (or streamed) client messages to the server, rewriting the ones
+    /// that name prepared statements, then sends the client any replies made up for them.
     async fn forward_client(&mut self, server: &mut ServerConn, flow: &mut Flow) -> Option<End> {
         let mut terminate_at = None;
+        let mut failure = None;
+        let mut out = BytesMut::new();
+        let mut replacement = BytesMut::new();
+        let mut copied = 0;
+        let mode = self.mode;
+        let statements = &mut self.statements;
+        let buf = &self.buf;
+        let server_statements = &mut server.statements;
         let dirty = &mut server.dirty;
         let scanned = self.scanner.scan(
-            &self.buf,
-            |tag| tag == b'P',
+            buf,
+            |tag| matches!(tag, b'P' | b'B' | b'D' | b'C'),
             |tag, body, start| match tag {
-                b'Q' | b'F' => flow.owed += 1,
+                b'Q' => flow.replies.push(Expect::Query),
+                b'F' => flow.replies.push(Expect::FunctionCall),
                 b'S' => {
-                    flow.owed += 1;
+                    flow.replies.push(Expect::Sync);
                     flow.batch = false;
                 }
-                b'P' => {
+                b'E' => {
+                    flow.replies.push(Expect::Execute);
                     flow.batch = true;
-                    // A named statement outlives the transaction: the server is no longer clean.
-                    if body.is_none_or(|b| b.first() != Some(&0)) {
+                }
+                b'H' => flow.batch = true,
+                b'P' | b'B' | b'D' | b'C' => {
+                    flow.batch = true;
+                    let Some(body) = body else {
+                        failure.get_or_insert(PgError::fatal(
+                            "54000",
+                            format!(
+                                "{} message larger than {REWRITE_CAP} bytes",
+                                char::from(tag)
+                            ),
+                        ));
+                        return;
+                    };
+                    // In session mode a named statement stays on the server for its next client
+                    // unless the reset drops it; DISCARD ALL at check-in does.
+                    if mode == Mode::PassThrough && tag == b'P' && body.first() != Some(&0) {
                         *dirty = true;
                     }
+                    match statements.on_message(
+                        mode,
+                        tag,
+                        body,
+                        server_statements.as_mut(),
+                        &mut flow.replies,
+                        &mut replacement,
+                    ) {
+                        Ok(Outcome::Keep) => {}
+                        Ok(Outcome::Replaced) => {
+                            out.extend_from_slice(&buf[copied..start]);
+                            out.extend_from_slice(&replacement);
+                            replacement.clear();
+                            copied = start + 5 + body.len();
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
                 }
-                b'B' | b'D' | b'E' | b'C' | b'H' => flow.batch = true,
                 b'X' => {
                     terminate_at.get_or_insert(start);
                 }
@@ -250,38 +313,102 @@ impl Client<'_> {
             Ok(n) => n,
             Err(e) => return Some(End::Fatal(PgError::fatal("08P01", e.to_string()))),
         };
-        let send = terminate_at.unwrap_or(n);
-        if send > 0 {
-            if let Err(e) = server.write_all(&self.buf[..send]).await {
-                return Some(End::ServerGone(e));
-            }
+        if let Some(e) = failure {
+            return Some(End::Fatal(e));
         }
+        let send = terminate_at.unwrap_or(n);
+        let result = if copied == 0 {
+            server.write_all(&self.buf[..send]).await
+        } else {
+            out.extend_from_slice(&self.buf[copied.min(send)..send]);
+            server.write_all(&out).await
+        };
         self.buf.advance(n);
-        terminate_at.map(|_| End::ClientGone)
+        if let Err(e) = result {
+            return Some(End::ServerGone(e));
+        }
+        if terminate_at.is_some() {
+            return Some(End::ClientGone);
+        }
+        let mut synth = BytesMut::new();
+        flow.replies.take_synth(|tag| synth_reply(&mut synth, tag));
+        if !synth.is_empty() && self.stream.write_all(&synth).await.is_err() {
+            return Some(End::ClientGone);
+        }
+        None
     }
 
-    /// Forwards server messages to the client, noting the ones that change the flow.
+    /// Forwards server messages to the client, noting the ones that change the flow,
+    /// swallowing replies to messages the pooler added and inserting the ones it made up.
     async fn forward_server(
         &mut self,
         server: &mut ServerConn,
         flow: &mut Flow,
         scan: &mut Scanner,
     ) -> Option<End> {
-        let dirty = &mut server.dirty;
+        let mut out = BytesMut::new();
+        let mut copied = 0;
+        let mut dropped_all = false;
+        let known = &self.session.pool.known_statements;
+        let ServerConn {
+            buf,
+            dirty,
+            statements,
+            ..
+        } = server;
         let scanned = scan.scan(
-            &server.buf,
-            |tag| matches!(tag, b'Z' | b'C'),
-            |tag, body, _| match tag {
-                b'Z' => {
-                    flow.owed = flow.owed.saturating_sub(1);
-                    flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
-                    flow.copy = false;
+            buf,
+            |tag| {
+                matches!(
+                    tag,
+                    b'Z' | b'C' | b'1' | b'2' | b'3' | b'T' | b'n' | b'I' | b's'
+                )
+            },
+            |tag, body, start| {
+                match tag {
+                    b'Z' => {
+                        flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
+                        flow.copy = false;
+                    }
+                    b'G' | b'H' | b'W' => flow.copy = true,
+                    b'C' if body.is_none_or(changes_session) => {
+                        *dirty = true;
+                        // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's
+                        // and the ones the pooler prepared on this server.
+                        if body.is_none_or(|b| {
+                            b.starts_with(b"DISCARD ALL") || b.starts_with(b"DEALLOCATE ALL")
+                        }) {
+                            dropped_all = true;
+                            if let Some(s) = statements.as_mut() {
+                                s.clear();
+                            }
+                        }
+                    }
+                    // ParameterStatus: a reported setting changed (SET, set_config …).
+                    b'S' => *dirty = true,
+                    _ => {}
                 }
-                b'G' | b'H' | b'W' => flow.copy = true,
-                b'C' if body.is_none_or(changes_session) => *dirty = true,
-                // ParameterStatus: a reported setting changed (SET, set_config …).
-                b'S' => *dirty = true,
-                _ => {}
+                let end = body.map(|b| start + 5 + b.len());
+                let action = flow.replies.on_server(tag, |name, prepared| {
+                    if prepared {
+                        known.insert(name);
+                    } else if let Some(s) = statements.as_mut() {
+                        s.forget(name);
+                    }
+                });
+                if action == Action::Swallow {
+                    out.extend_from_slice(&buf[copied..start]);
+                    copied = end.unwrap_or(start + 5);
+                }
+                let mut synth = BytesMut::new();
+                flow.replies.take_synth(|t| synth_reply(&mut synth, t));
+                if !synth.is_empty() {
+                    if let Some(end) = end {
+                        out.extend_from_slice(&buf[copied..end]);
+                        copied = end;
+                    }
+                    out.extend_from_slice(&synth);
+                }
             },
         );
         let n = match scanned {
@@ -293,14 +420,66 @@ impl Client<'_> {
                 }))
             }
         };
-        if n > 0 {
-            if self.stream.write_all(&server.buf[..n]).await.is_err() {
-                server.buf.advance(n);
-                return Some(End::ClientGone);
-            }
-            server.buf.advance(n);
+        if dropped_all {
+            self.statements.clear();
+        }
+        let result = if out.is_empty() && copied == 0 {
+            self.stream.write_all(&server.buf[..n]).await
+        } else {
+            out.extend_from_slice(&server.buf[copied.min(n)..n]);
+            self.stream.write_all(&out).await
+        };
+        server.buf.advance(n);
+        if result.is_err() {
+            return Some(End::ClientGone);
         }
         None
+    }
+
+    /// Answers a request made only of Parse of statements the pool knows, Close of
+    /// statements, and a final Sync, without a server. Returns false (consuming nothing)
+    /// for anything else.
+    async fn prepare_locally(&mut self) -> Result<bool, ClientError> {
+        let known = &self.session.pool.known_statements;
+        let mut pos = 0;
+        let mut replies = BytesMut::new();
+        loop {
+            let Some((tag, body, total)) = crate::wire::frame::whole(&self.buf[pos..], 64 * 1024)?
+            else {
+                return Ok(false);
+            };
+            let answerable = match tag {
+                b'P' => self
+                    .statements
+                    .is_known_parse(body, |name| known.contains(name)),
+                b'C' => body.first() == Some(&b'S'),
+                b'S' => true,
+                _ => false,
+            };
+            if !answerable {
+                return Ok(false);
+            }
+            pos += total;
+            if tag == b'S' {
+                break;
+            }
+        }
+        // All answerable: apply them for real.
+        let mut scratch = BytesMut::new();
+        let mut queue = Replies::default();
+        while let Some((tag, body, total)) = crate::wire::frame::whole(&self.buf, 64 * 1024)? {
+            if tag == b'S' {
+                self.buf.advance(total);
+                break;
+            }
+            self.statements
+                .on_message(Mode::Rewrite, tag, body, None, &mut queue, &mut scratch)?;
+            synth_reply(&mut replies, if tag == b'P' { b'1' } else { b'3' });
+            self.buf.advance(total);
+        }
+        messages::ready_for_query(&mut replies, b'I');
+        self.stream.write_all(&replies).await?;
+        Ok(true)
     }
 
     /// Answers the client's current request with `error` instead of a server: a Query or
@@ -366,9 +545,9 @@ impl Client<'_> {
             return Err(error.into());
         }
         let mut out = BytesMut::new();
-        if flow.owed > 0 {
+        if flow.replies.owed() > 0 {
             error.encode(&mut out);
-            for _ in 0..flow.owed {
+            for _ in 0..flow.replies.owed() {
                 messages::ready_for_query(&mut out, b'I');
             }
             self.stream.write_all(&out).await?;
@@ -380,6 +559,11 @@ impl Client<'_> {
         // Mid-batch with nothing owed yet: the error goes with the rest of the batch.
         self.reject(error, false).await
     }
+}
+
+/// Appends a reply the pooler makes up (ParseComplete '1', CloseComplete '3').
+fn synth_reply(out: &mut BytesMut, tag: u8) {
+    out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }
 
 /// Command tags after which the server's session differs from a fresh one.

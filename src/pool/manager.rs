@@ -1,16 +1,20 @@
 //! The deadpool manager for server connections: how to open one and whether an idle one
 //! may be handed out again (within `server_lifetime`, still connected, nothing unread).
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
+use crate::backend::statements::ServerStatements;
 use crate::backend::{self, BackendError, ServerConn, ServerTarget, TcpSettings};
 
 pub struct Manager {
     pub target: ServerTarget,
     pub tcp: TcpSettings,
     pub server_lifetime: Duration,
+    /// `prepared_statements_cache_size`: statements kept per server (0 = off).
+    pub statement_cache: usize,
 }
 
 impl managed::Manager for Manager {
@@ -18,7 +22,9 @@ impl managed::Manager for Manager {
     type Error = BackendError;
 
     async fn create(&self) -> Result<ServerConn, BackendError> {
-        backend::connect(&self.target, &self.tcp).await
+        let mut conn = backend::connect(&self.target, &self.tcp).await?;
+        conn.statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
+        Ok(conn)
     }
 
     async fn recycle(

@@ -37,11 +37,42 @@ pub struct UserPool {
     /// SCRAM verifier derived once from `password`.
     pub verifier: Option<Verifier>,
     pub mode: PoolMode,
+    /// `prepared_statements_cache_size` of the pool (0 = off).
+    pub statement_cache: usize,
     pub connect_timeout: Duration,
     pub default_shard: DefaultShard,
     pub shards: Vec<Vec<Address>>,
     /// ParameterStatus values the servers report at login, learned from the first one.
     server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
+    /// Statements some server of this pool prepared successfully (see `KnownStatements`).
+    pub known_statements: KnownStatements,
+}
+
+/// Server names of statements a server of the pool has prepared without error. A client
+/// that only prepares a known statement (Parse + Sync, as libpq's PQprepare does) is
+/// answered without taking a server: a client that holds one and blocks on a prepare
+/// for another connection (pgbench -M prepared) cannot then starve the pool.
+#[derive(Default)]
+pub struct KnownStatements(std::sync::Mutex<std::collections::HashSet<Arc<str>>>);
+
+impl KnownStatements {
+    /// Bound on remembered statements; past it the set starts over.
+    const MAX: usize = 10_000;
+
+    pub fn insert(&self, name: &Arc<str>) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert(name.clone());
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +125,7 @@ impl UserPool {
                     target,
                     tcp,
                     server_lifetime: settings.server_lifetime,
+                    statement_cache: pool.prepared_statements_cache_size,
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)
@@ -128,10 +160,12 @@ impl UserPool {
             password: user.password.clone(),
             verifier,
             mode: settings.pool_mode,
+            statement_cache: pool.prepared_statements_cache_size,
             connect_timeout: settings.connect_timeout,
             default_shard: pool.default_shard,
             shards,
             server_params: tokio::sync::OnceCell::new(),
+            known_statements: KnownStatements::default(),
         };
         maintain::spawn(
             &up,

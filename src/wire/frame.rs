@@ -21,12 +21,24 @@ pub enum FrameError {
 
 /// Walks a stream of messages across reads. It keeps only the count of bytes of a
 /// streamed message still to come, so it costs nothing while a client is idle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scanner {
     skip: usize,
+    cap: usize,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner::with_cap(INSPECT_CAP)
+    }
 }
 
 impl Scanner {
+    /// A scanner that buffers inspected messages whole up to `cap` body bytes.
+    pub fn with_cap(cap: usize) -> Scanner {
+        Scanner { skip: 0, cap }
+    }
+
     /// True when the stream is between messages (no streamed message is half through).
     pub fn at_boundary(&self) -> bool {
         self.skip == 0
@@ -58,7 +70,7 @@ impl Scanner {
                 return Ok(pos);
             };
             let total = 1 + len;
-            if inspect(tag) && len - 4 <= INSPECT_CAP {
+            if inspect(tag) && len - 4 <= self.cap {
                 if buf.len() - pos < total {
                     return Ok(pos);
                 }

@@ -1,0 +1,241 @@
+//! A client's named prepared statements in transaction mode.
+//!
+//! With the cache on, the pooler keeps each client's Parse, prepares it on whatever server
+//! the client gets under the statement's server name (once per server), rewrites Bind,
+//! Describe and Parse to that name, and answers Close itself; the client sees exactly
+//! the replies PostgreSQL would send (see `replies`). With the cache off
+//! (`prepared_statements_cache_size = 0`) nothing is rewritten and a client holding named
+//! statements keeps its server until it closes them. Session mode passes everything through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use super::replies::{Expect, Replies};
+use crate::backend::statements::{ServerStatements, Statement};
+use crate::wire::messages::PgError;
+use crate::wire::startup::cstr;
+
+/// How named statements are handled for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Transaction mode with the cache on: statements follow the client across servers.
+    Rewrite,
+    /// Transaction mode with the cache off: a client with named statements keeps its server.
+    Pin,
+    /// Session mode: the client has its server to itself.
+    PassThrough,
+}
+
+/// What became of a client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward it unchanged.
+    Keep,
+    /// Its replacement (possibly nothing) is in the output buffer.
+    Replaced,
+}
+
+#[derive(Default)]
+pub struct ClientStatements {
+    map: HashMap<String, Arc<Statement>>,
+}
+
+fn malformed(what: &str) -> PgError {
+    PgError::fatal("08P01", format!("invalid {what} message"))
+}
+
+impl ClientStatements {
+    /// In `Pin` mode: the client has named statements, so it must keep its server.
+    pub fn pins(&self) -> bool {
+        !self.map.is_empty()
+    }
+
+    /// Handles a Parse, Bind, Describe or Close (`tag`) with its `body`: records the
+    /// expected replies and, in `Rewrite` mode, writes the rewritten message(s) to `out`.
+    pub fn on_message(
+        &mut self,
+        mode: Mode,
+        tag: u8,
+        body: &[u8],
+        server: Option<&mut ServerStatements>,
+        replies: &mut Replies,
+        out: &mut BytesMut,
+    ) -> Result<Outcome, PgError> {
+        let server = match (mode, server) {
+            (Mode::Rewrite, Some(server)) => server,
+            (Mode::Rewrite, None) => {
+                // Answered without a server: only remember or forget the client's names.
+                self.track_names(tag, body)?;
+                return Ok(Outcome::Replaced);
+            }
+            (Mode::Pin, _) => {
+                self.track_names(tag, body)?;
+                replies.push(expect_for(tag, body));
+                return Ok(Outcome::Keep);
+            }
+            _ => {
+                replies.push(expect_for(tag, body));
+                return Ok(Outcome::Keep);
+            }
+        };
+        match tag {
+            b'P' => {
+                let (name, rest) = cstr(body).map_err(|_| malformed("Parse"))?;
+                if name.is_empty() {
+                    replies.push(Expect::Parse(None));
+                    return Ok(Outcome::Keep);
+                }
+                let stmt = Arc::new(Statement::new(rest));
+                self.map.insert(name.to_string(), stmt.clone());
+                if server.has(&stmt) {
+                    replies.push(Expect::Synth(b'1'));
+                } else {
+                    if let Some(evicted) = server.insert(stmt.clone()) {
+                        close_message(out, &evicted);
+                        replies.push(Expect::SwallowClose);
+                    }
+                    parse_message(out, &stmt.server_name, &stmt.body);
+                    replies.push(Expect::Parse(Some(stmt.server_name.clone())));
+                }
+                Ok(Outcome::Replaced)
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body).map_err(|_| malformed("Bind"))?;
+                let (name, rest) = cstr(rest).map_err(|_| malformed("Bind"))?;
+                let Some(stmt) = self.known(name) else {
+                    replies.push(Expect::Bind);
+                    return Ok(Outcome::Keep);
+                };
+                self.ensure(&stmt, server, replies, out);
+                replies.push(Expect::Bind);
+                out.put_u8(b'B');
+                out.put_u32(
+                    (4 + portal.len() + 1 + stmt.server_name.len() + 1 + rest.len()) as u32,
+                );
+                put_cstr(out, portal);
+                put_cstr(out, &stmt.server_name);
+                out.extend_from_slice(rest);
+                Ok(Outcome::Replaced)
+            }
+            b'D' | b'C' => {
+                let (&kind, rest) = body
+                    .split_first()
+                    .ok_or_else(|| malformed("Describe/Close"))?;
+                let (name, _) = cstr(rest).map_err(|_| malformed("Describe/Close"))?;
+                if kind != b'S' || name.is_empty() {
+                    replies.push(expect_for(tag, body));
+                    return Ok(Outcome::Keep);
+                }
+                if tag == b'C' {
+                    // The server keeps the statement for other clients; PostgreSQL answers a
+                    // Close of an unknown statement with CloseComplete too.
+                    self.map.remove(name);
+                    replies.push(Expect::Synth(b'3'));
+                    return Ok(Outcome::Replaced);
+                }
+                let Some(stmt) = self.known(name) else {
+                    replies.push(Expect::DescribeStatement);
+                    return Ok(Outcome::Keep);
+                };
+                self.ensure(&stmt, server, replies, out);
+                replies.push(Expect::DescribeStatement);
+                out.put_u8(b'D');
+                out.put_u32((4 + 1 + stmt.server_name.len() + 1) as u32);
+                out.put_u8(b'S');
+                put_cstr(out, &stmt.server_name);
+                Ok(Outcome::Replaced)
+            }
+            _ => Ok(Outcome::Keep),
+        }
+    }
+
+    /// True when `body` is a named Parse whose statement `known` says a server prepared.
+    pub fn is_known_parse(&self, body: &[u8], known: impl Fn(&str) -> bool) -> bool {
+        match cstr(body) {
+            Ok((name, rest)) if !name.is_empty() => known(&Statement::new(rest).server_name),
+            _ => false,
+        }
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<Statement>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.map.get(name).cloned()
+    }
+
+    /// Prepares `stmt` on the server first if it does not have it.
+    fn ensure(
+        &self,
+        stmt: &Arc<Statement>,
+        server: &mut ServerStatements,
+        replies: &mut Replies,
+        out: &mut BytesMut,
+    ) {
+        if server.has(stmt) {
+            return;
+        }
+        if let Some(evicted) = server.insert(stmt.clone()) {
+            close_message(out, &evicted);
+            replies.push(Expect::SwallowClose);
+        }
+        parse_message(out, &stmt.server_name, &stmt.body);
+        replies.push(Expect::SwallowParse(stmt.server_name.clone()));
+    }
+
+    /// Cache off: only remember which names exist, so the server is kept while they do.
+    fn track_names(&mut self, tag: u8, body: &[u8]) -> Result<(), PgError> {
+        match tag {
+            b'P' => {
+                let (name, rest) = cstr(body).map_err(|_| malformed("Parse"))?;
+                if !name.is_empty() {
+                    self.map
+                        .insert(name.to_string(), Arc::new(Statement::new(rest)));
+                }
+            }
+            b'C' if body.first() == Some(&b'S') => {
+                let (name, _) = cstr(&body[1..]).map_err(|_| malformed("Close"))?;
+                self.map.remove(name);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The client ran DISCARD ALL or DEALLOCATE ALL: its statements are gone.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+/// The reply a Parse/Bind/Describe/Close gets when forwarded unchanged.
+fn expect_for(tag: u8, body: &[u8]) -> Expect {
+    match (tag, body.first()) {
+        (b'P', _) => Expect::Parse(None),
+        (b'B', _) => Expect::Bind,
+        (b'D', Some(b'S')) => Expect::DescribeStatement,
+        (b'D', _) => Expect::DescribePortal,
+        _ => Expect::Close,
+    }
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+fn parse_message(out: &mut BytesMut, name: &str, body: &[u8]) {
+    out.put_u8(b'P');
+    out.put_u32((4 + name.len() + 1 + body.len()) as u32);
+    put_cstr(out, name);
+    out.extend_from_slice(body);
+}
+
+fn close_message(out: &mut BytesMut, name: &str) {
+    out.put_u8(b'C');
+    out.put_u32((4 + 1 + name.len() + 1) as u32);
+    out.put_u8(b'S');
+    put_cstr(out, name);
+}

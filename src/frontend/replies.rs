@@ -1,0 +1,185 @@
+//! Which server reply belongs to which client request.
+//!
+//! Every client message that gets an answer pushes an [`Expect`] in order. Server replies
+//! complete them front to back; replies the pooler made up (ParseComplete for a statement
+//! the server already has, CloseComplete for a Close it answers itself) sit in the queue
+//! and go out as soon as everything before them has been answered, and replies to
+//! messages the pooler added itself (a Parse re-preparing a statement on this server, a
+//! Close evicting one) are swallowed. After an ErrorResponse in the extended protocol
+//! PostgreSQL skips to the next Sync, and so does the queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One answer the client (or the pooler) waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// ParseComplete for a forwarded Parse; names the server statement it creates, if any.
+    Parse(Option<Arc<str>>),
+    Bind,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Close,
+    Sync,
+    Query,
+    FunctionCall,
+    /// A reply the pooler sends itself (its tag: '1' ParseComplete, '3' CloseComplete).
+    Synth(u8),
+    /// ParseComplete of a Parse the pooler added to prepare a statement; swallowed.
+    SwallowParse(Arc<str>),
+    /// CloseComplete of a Close the pooler added to evict a statement; swallowed.
+    SwallowClose,
+}
+
+/// What to do with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Forward,
+    Swallow,
+}
+
+#[derive(Debug, Default)]
+pub struct Replies {
+    queue: VecDeque<Expect>,
+    /// ReadyForQuery messages owed (Sync, Query and FunctionCall entries queued).
+    owed: usize,
+}
+
+impl Replies {
+    pub fn push(&mut self, e: Expect) {
+        if matches!(e, Expect::Sync | Expect::Query | Expect::FunctionCall) {
+            self.owed += 1;
+        }
+        self.queue.push_back(e);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.queue.pop_front()?;
+        if matches!(e, Expect::Sync | Expect::Query | Expect::FunctionCall) {
+            self.owed -= 1;
+        }
+        Some(e)
+    }
+
+    /// Takes the made-up replies now at the front of the queue.
+    pub fn take_synth(&mut self, mut emit: impl FnMut(u8)) {
+        while let Some(Expect::Synth(tag)) = self.queue.front() {
+            emit(*tag);
+            self.pop();
+        }
+    }
+
+    /// Accounts for one server message. `statement` is told of every server statement
+    /// the pooler asked for: `true` once prepared, `false` when it turned out not to exist
+    /// (its Parse failed or was skipped after an error).
+    pub fn on_server(&mut self, tag: u8, mut statement: impl FnMut(&Arc<str>, bool)) -> Action {
+        let Some(head) = self.queue.front() else {
+            return Action::Forward;
+        };
+        let completes = match (head, tag) {
+            (Expect::Parse(_), b'1') | (Expect::Bind, b'2') | (Expect::Close, b'3') => true,
+            (Expect::DescribeStatement | Expect::DescribePortal, b'T' | b'n') => true,
+            (Expect::Execute, b'C' | b'I' | b's') => true,
+            (Expect::Sync | Expect::Query | Expect::FunctionCall, b'Z') => true,
+            (Expect::SwallowParse(name), b'1') => {
+                statement(name, true);
+                self.pop();
+                return Action::Swallow;
+            }
+            (Expect::SwallowClose, b'3') => {
+                self.pop();
+                return Action::Swallow;
+            }
+            (_, b'E') => {
+                if !matches!(head, Expect::Query | Expect::FunctionCall | Expect::Sync) {
+                    self.skip_to_sync(&mut statement);
+                }
+                false
+            }
+            _ => false,
+        };
+        if completes {
+            if let Some(Expect::Parse(Some(name))) = self.pop() {
+                statement(&name, true);
+            }
+        }
+        Action::Forward
+    }
+
+    /// After an error in an extended batch: everything up to the Sync was skipped.
+    fn skip_to_sync(&mut self, statement: &mut impl FnMut(&Arc<str>, bool)) {
+        while let Some(head) = self.queue.front() {
+            match head {
+                Expect::Sync => return,
+                Expect::Parse(Some(name)) | Expect::SwallowParse(name) => statement(name, false),
+                _ => {}
+            }
+            self.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_replies_keep_their_place() {
+        let mut r = Replies::default();
+        r.push(Expect::Synth(b'1'));
+        r.push(Expect::Bind);
+        r.push(Expect::Synth(b'3'));
+        r.push(Expect::Sync);
+        let mut out = Vec::new();
+        r.take_synth(|t| out.push(t));
+        assert_eq!(out, vec![b'1']);
+        assert_eq!(r.on_server(b'2', |_, _| {}), Action::Forward);
+        r.take_synth(|t| out.push(t));
+        assert_eq!(out, vec![b'1', b'3']);
+        assert_eq!(r.owed(), 1);
+        r.on_server(b'Z', |_, _| {});
+        assert!(r.is_empty());
+        assert_eq!(r.owed(), 0);
+    }
+
+    #[test]
+    fn an_error_skips_to_sync_and_forgets_unprepared_statements() {
+        let mut r = Replies::default();
+        let a: Arc<str> = "pgcat_a".into();
+        let b: Arc<str> = "pgcat_b".into();
+        r.push(Expect::SwallowParse(a.clone()));
+        r.push(Expect::Bind);
+        r.push(Expect::Execute);
+        r.push(Expect::Parse(Some(b.clone())));
+        r.push(Expect::Synth(b'1'));
+        r.push(Expect::Sync);
+        r.push(Expect::Query);
+        assert_eq!(r.on_server(b'1', |_, _| {}), Action::Swallow);
+        assert_eq!(r.on_server(b'2', |_, _| {}), Action::Forward);
+        let mut forgotten = Vec::new();
+        assert_eq!(
+            r.on_server(b'E', |n, ok| if !ok {
+                forgotten.push(n.clone())
+            }),
+            Action::Forward
+        );
+        assert_eq!(forgotten, vec![b]);
+        let mut synth = Vec::new();
+        r.take_synth(|t| synth.push(t));
+        assert!(synth.is_empty(), "the skipped Parse gets no ParseComplete");
+        r.on_server(b'Z', |_, _| {});
+        assert_eq!(r.owed(), 1);
+        r.on_server(b'E', |_, _| {});
+        r.on_server(b'Z', |_, _| {});
+        assert!(r.is_empty());
+    }
+}
