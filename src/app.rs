@@ -16,6 +16,8 @@ pub struct App {
     pub general: General,
     pub pools: Pools,
     pub cancels: Arc<cancel::Registry>,
+    /// Session effects of query texts, cached (transaction mode state tracking).
+    pub effects: frontend::state::Effects,
     /// Per-process secret behind the fake SCRAM salts of unknown users.
     pub mock_secret: [u8; 32],
 }
@@ -29,6 +31,7 @@ impl App {
             general: config.general.clone(),
             pools,
             cancels: Arc::default(),
+            effects: frontend::state::Effects::default(),
             mock_secret,
         })
     }

@@ -72,7 +72,7 @@ pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerC
         },
         params: Vec::new(),
         applied: Vec::new(),
-        dirty: false,
+        dirty: super::Dirty::default(),
         statements: None,
     };
     conn.write_all(&startup_message(&target.user, &target.database))

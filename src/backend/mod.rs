@@ -70,6 +70,39 @@ pub struct CancelKey {
     pub secret: Vec<u8>,
 }
 
+/// Session state a server picked up that must be undone before another client uses it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dirty {
+    /// Parameters changed (SET, set_config, RESET): `RESET ALL`.
+    pub settings: bool,
+    /// SQL-level or client-named prepared statements: `DEALLOCATE ALL`.
+    pub prepared: bool,
+    /// `LISTEN`: `UNLISTEN *`.
+    pub listen: bool,
+    /// Session advisory locks: `pg_advisory_unlock_all()`.
+    pub advisory: bool,
+    /// Temporary tables: `DISCARD TEMP`.
+    pub temp: bool,
+    /// Held cursors: `CLOSE ALL`.
+    pub cursors: bool,
+    /// Anything else, or unknown: `DISCARD ALL`.
+    pub everything: bool,
+}
+
+impl Dirty {
+    pub fn any(&self) -> bool {
+        *self != Dirty::default()
+    }
+
+    /// Everything must go: session mode check-in, or state the pooler cannot name.
+    pub fn all() -> Dirty {
+        Dirty {
+            everything: true,
+            ..Dirty::default()
+        }
+    }
+}
+
 /// A logged-in server connection.
 pub struct ServerConn {
     pub stream: TcpStream,
@@ -81,8 +114,8 @@ pub struct ServerConn {
     pub params: Vec<(String, String)>,
     /// Client parameters set on this connection, by lower-case name, sorted.
     pub applied: Vec<(String, String)>,
-    /// Session state changed (SET, PREPARE, LISTEN …): reset before another client.
-    pub dirty: bool,
+    /// Session state to undo before another client gets this server.
+    pub dirty: Dirty,
     /// Client statements prepared here under the pooler's names (transaction mode).
     pub statements: Option<statements::ServerStatements>,
 }
@@ -187,21 +220,47 @@ impl ServerConn {
         }
         // Whatever happens, the server's state is no longer what `applied` says.
         self.applied.clear();
-        self.dirty = true;
+        self.dirty.settings = true;
         self.execute(&sql).await?;
         self.applied = wanted.to_vec();
-        self.dirty = false;
+        self.dirty.settings = false;
         Ok(())
     }
 
-    /// Returns the session to a fresh state for the next client.
+    /// Undoes what `dirty` records, with the narrowest commands that do it (so the
+    /// statements the pooler prepared survive a client's SET), or everything with
+    /// `DISCARD ALL`.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
-        self.execute("DISCARD ALL").await?;
-        self.applied.clear();
-        if let Some(s) = &mut self.statements {
-            s.clear();
+        let d = self.dirty;
+        if d.everything {
+            self.execute("DISCARD ALL").await?;
+        } else {
+            let mut sql = Vec::new();
+            for (on, cmd) in [
+                (d.settings, "RESET ALL"),
+                (d.prepared, "DEALLOCATE ALL"),
+                (d.listen, "UNLISTEN *"),
+                (d.advisory, "SELECT pg_advisory_unlock_all()"),
+                (d.temp, "DISCARD TEMP"),
+                (d.cursors, "CLOSE ALL"),
+            ] {
+                if on {
+                    sql.push(cmd);
+                }
+            }
+            if !sql.is_empty() {
+                self.execute(&sql.join("; ")).await?;
+            }
         }
-        self.dirty = false;
+        if d.everything || d.settings {
+            self.applied.clear();
+        }
+        if d.everything || d.prepared {
+            if let Some(s) = &mut self.statements {
+                s.clear();
+            }
+        }
+        self.dirty = Dirty::default();
         Ok(())
     }
 

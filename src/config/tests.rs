@@ -73,7 +73,11 @@ fn upstream_sample_loads_with_warnings() {
     assert!(has(
         "'pools.sharded_db.users.0.statement_timeout' is not implemented yet and is ignored"
     ));
-    assert!(!w.iter().any(|x| x.contains("prepared_statements_cache_size")), "{w:#?}");
+    assert!(
+        !w.iter()
+            .any(|x| x.contains("prepared_statements_cache_size")),
+        "{w:#?}"
+    );
     // Only the typo is unknown.
     assert_eq!(w.iter().filter(|x| x.starts_with("unknown key")).count(), 1);
 

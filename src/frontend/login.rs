@@ -29,6 +29,8 @@ const MAX_AUTH_MESSAGE: usize = 65_535;
 pub struct Session {
     pub pool: Arc<UserPool>,
     pub params: Vec<(String, String)>,
+    /// The parameters the client logged in with (what RESET returns to).
+    pub startup_params: Vec<(String, String)>,
     pub registration: Registration,
     pub user: String,
     pub database: String,
@@ -130,6 +132,7 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Session>,
     stream.write_all(&out).await?;
     Ok(Some(Session {
         pool,
+        startup_params: params.clone(),
         params,
         registration,
         user,

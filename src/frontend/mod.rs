@@ -8,6 +8,7 @@ mod params;
 mod prepared;
 mod relay;
 mod replies;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -63,7 +64,7 @@ pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
                     tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
                 }
                 let (user, database) = (session.user.clone(), session.database.clone());
-                let r = relay::run(&mut stream, session).await;
+                let r = relay::run(&mut stream, session, &app.effects).await;
                 if app.general.log_client_disconnections {
                     tracing::info!(%user, %database, "client disconnected");
                 }

@@ -9,16 +9,20 @@
 //! the client leaves. A server that saw session state changes is reset before the next
 //! client; one whose state is unknown is closed instead.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
+use pgcat_parser::SessionEffects;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Expect, Replies};
+use super::state::{self, Effects};
 use super::ClientError;
-use crate::backend::{BackendError, ServerConn};
+use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::pool::Server;
 use crate::wire::messages::{self, PgError, Severity};
@@ -34,6 +38,10 @@ struct Flow {
     /// Transaction status from the last ReadyForQuery.
     status: u8,
     copy: bool,
+    /// SET/RESET sent outside a transaction: the client keeps them if they succeed.
+    remember: Option<Arc<SessionEffects>>,
+    /// An ErrorResponse came since the last ReadyForQuery.
+    failed: bool,
 }
 
 impl Flow {
@@ -43,6 +51,8 @@ impl Flow {
             batch: false,
             status: b'I',
             copy: false,
+            remember: None,
+            failed: false,
         }
     }
 
@@ -71,6 +81,7 @@ enum End {
 struct Client<'a> {
     stream: &'a mut TcpStream,
     session: Session,
+    effects: &'a Effects,
     buf: BytesMut,
     scanner: Scanner,
     statements: ClientStatements,
@@ -78,7 +89,11 @@ struct Client<'a> {
 }
 
 /// Runs the client's queries until it leaves.
-pub async fn run(stream: &mut TcpStream, session: Session) -> Result<(), ClientError> {
+pub async fn run(
+    stream: &mut TcpStream,
+    session: Session,
+    effects: &Effects,
+) -> Result<(), ClientError> {
     let mode = match (session.pool.mode, session.pool.statement_cache) {
         (PoolMode::Session, _) => Mode::PassThrough,
         (PoolMode::Transaction, 0) => Mode::Pin,
@@ -87,6 +102,7 @@ pub async fn run(stream: &mut TcpStream, session: Session) -> Result<(), ClientE
     let mut client = Client {
         stream,
         session,
+        effects,
         buf: BytesMut::new(),
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
@@ -157,7 +173,10 @@ async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usi
 /// Returns a server to its pool: reset first if its session state changed (always in
 /// session mode); closed if the reset fails.
 async fn checkin(mut server: Server, mode: PoolMode) {
-    if mode == PoolMode::Session || server.dirty {
+    if mode == PoolMode::Session {
+        server.dirty = Dirty::all();
+    }
+    if server.dirty.any() {
         if let Err(e) = server.reset().await {
             tracing::warn!(error = %e, "server reset failed; closing the connection");
             drop(Object::take(server));
@@ -251,11 +270,28 @@ impl Client<'_> {
         let buf = &self.buf;
         let server_statements = &mut server.statements;
         let dirty = &mut server.dirty;
+        let effects = self.effects;
+        let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
             buf,
-            |tag| matches!(tag, b'P' | b'B' | b'D' | b'C'),
+            |tag| matches!(tag, b'P' | b'B' | b'D' | b'C') || (tracks_state && tag == b'Q'),
             |tag, body, start| match tag {
-                b'Q' => flow.replies.push(Expect::Query),
+                b'Q' => {
+                    if tracks_state {
+                        let idle = flow.replies.is_empty() && flow.status == b'I';
+                        match body.map(query_text).map(|sql| effects.of(&sql)) {
+                            None => *dirty = Dirty::all(),
+                            Some(None) => {}
+                            Some(Some(e))
+                                if idle && state::only_settings(&e) && flow.remember.is_none() =>
+                            {
+                                flow.remember = Some(e);
+                            }
+                            Some(Some(e)) => state::merge(dirty, state::dirty(&e)),
+                        }
+                    }
+                    flow.replies.push(Expect::Query);
+                }
                 b'F' => flow.replies.push(Expect::FunctionCall),
                 b'S' => {
                     flow.replies.push(Expect::Sync);
@@ -278,10 +314,16 @@ impl Client<'_> {
                         ));
                         return;
                     };
-                    // In session mode a named statement stays on the server for its next client
-                    // unless the reset drops it; DISCARD ALL at check-in does.
-                    if mode == Mode::PassThrough && tag == b'P' && body.first() != Some(&0) {
-                        *dirty = true;
+                    if tag == b'P' && tracks_state {
+                        if let Ok((name, rest)) = crate::wire::startup::cstr(body) {
+                            // Cache off: the client's own statement names stay on the server.
+                            if mode == Mode::Pin && !name.is_empty() {
+                                dirty.prepared = true;
+                            }
+                            if let Some(e) = effects.of(&query_text(rest)) {
+                                state::merge(dirty, state::dirty(&e));
+                            }
+                        }
                     }
                     match statements.on_message(
                         mode,
@@ -349,11 +391,14 @@ impl Client<'_> {
         let mut out = BytesMut::new();
         let mut copied = 0;
         let mut dropped_all = false;
+        let mut kept = None;
+        let mut discarded = false;
         let known = &self.session.pool.known_statements;
         let ServerConn {
             buf,
             dirty,
             statements,
+            applied,
             ..
         } = server;
         let scanned = scan.scan(
@@ -369,23 +414,36 @@ impl Client<'_> {
                     b'Z' => {
                         flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
                         flow.copy = false;
-                    }
-                    b'G' | b'H' | b'W' => flow.copy = true,
-                    b'C' if body.is_none_or(changes_session) => {
-                        *dirty = true;
-                        // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's
-                        // and the ones the pooler prepared on this server.
-                        if body.is_none_or(|b| {
-                            b.starts_with(b"DISCARD ALL") || b.starts_with(b"DEALLOCATE ALL")
-                        }) {
-                            dropped_all = true;
-                            if let Some(s) = statements.as_mut() {
-                                s.clear();
+                        if let Some(e) = flow.remember.take() {
+                            if flow.status != b'I' {
+                                // The same query opened a transaction: not the client's to keep.
+                                dirty.settings = true;
+                            } else if !flow.failed {
+                                kept = Some(e);
                             }
                         }
+                        flow.failed = false;
                     }
-                    // ParameterStatus: a reported setting changed (SET, set_config …).
-                    b'S' => *dirty = true,
+                    b'E' => flow.failed = true,
+                    b'G' | b'H' | b'W' => flow.copy = true,
+                    // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's and the
+                    // ones the pooler prepared on this server; DISCARD ALL resets settings too.
+                    b'C' if body.is_some_and(|b| {
+                        b.starts_with(b"DISCARD ALL") || b.starts_with(b"DEALLOCATE ALL")
+                    }) =>
+                    {
+                        dropped_all = true;
+                        if let Some(s) = statements.as_mut() {
+                            s.clear();
+                        }
+                        if body.is_some_and(|b| b.starts_with(b"DISCARD ALL")) {
+                            applied.clear();
+                            *dirty = Dirty::default();
+                            discarded = true;
+                        } else {
+                            dirty.prepared = false;
+                        }
+                    }
                     _ => {}
                 }
                 let end = body.map(|b| start + 5 + b.len());
@@ -422,6 +480,22 @@ impl Client<'_> {
         };
         if dropped_all {
             self.statements.clear();
+        }
+        if discarded {
+            // The client's DISCARD ALL resets its own remembered settings, nobody else's.
+            self.session.params = self.session.startup_params.clone();
+        }
+        if let Some(e) = kept {
+            // The client's own SET/RESET: remembered, and this server now carries it.
+            let params = &mut self.session.params;
+            state::remember(params, &self.session.startup_params, &e);
+            if e.reset.is_empty() && !e.reset_all && e.set.iter().all(|(_, v)| v.is_some()) {
+                server.applied = params.clone();
+            } else {
+                // RESET returns to the server's default, not the client's: re-apply next time.
+                server.applied.clear();
+                server.dirty.settings = true;
+            }
         }
         let result = if out.is_empty() && copied == 0 {
             self.stream.write_all(&server.buf[..n]).await
@@ -566,18 +640,8 @@ fn synth_reply(out: &mut BytesMut, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }
 
-/// Command tags after which the server's session differs from a fresh one.
-fn changes_session(body: &[u8]) -> bool {
-    const TAGS: [&[u8]; 9] = [
-        b"SET",
-        b"RESET",
-        b"PREPARE",
-        b"LISTEN",
-        b"DECLARE CURSOR",
-        b"DISCARD",
-        b"DEALLOCATE",
-        b"LOAD",
-        b"CREATE TABLE",
-    ];
-    TAGS.iter().any(|t| body.starts_with(t))
+/// The text of a Query or Parse query string (without its NUL terminator).
+fn query_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end])
 }

@@ -269,9 +269,15 @@ impl Cluster {
         signal_node(node, libc::SIGCONT);
     }
 
-    /// Waits until every replica has replayed the primary's current WAL position (60 s at most).
+    /// Waits until every replica has replayed everything inserted into the primary's WAL so far
+    /// (the insert position: with synchronous_commit off, the write position can lag behind the
+    /// last commit). 60 s at most.
     pub fn wait_replicas_caught_up(&self) -> Result<(), LocalPgError> {
-        let lsn = self.psql(&self.primary, "postgres", "SELECT pg_current_wal_lsn()")?;
+        let lsn = self.psql(
+            &self.primary,
+            "postgres",
+            "SELECT pg_current_wal_insert_lsn()",
+        )?;
         let check = format!("SELECT coalesce(pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn, false)");
         for replica in &self.replicas {
             let deadline = Instant::now() + STEP_LIMIT;

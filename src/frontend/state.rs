@@ -1,0 +1,214 @@
+//! Session state in transaction mode: which statements leave state on the server that
+//! another client must not see, and which `SET`s are the client's own to keep.
+//!
+//! Statements are classified by the parser crate (command tags cannot tell `CREATE TEMP
+//! TABLE` from `CREATE TABLE`, or see `pg_advisory_lock()` inside a SELECT). A cheap keyword
+//! check runs first so ordinary queries never reach sqlparser, and results are cached by
+//! query text.
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use pgcat_parser::{classify, SessionEffects};
+
+use crate::backend::Dirty;
+
+/// Query texts remembered per pool.
+const CACHE_SIZE: usize = 1024;
+
+/// Words that start, or functions that appear in, statements with session effects.
+const HINTS: [&str; 12] = [
+    "set",
+    "reset",
+    "prepare",
+    "listen",
+    "lock",
+    "temp",
+    "declare",
+    "discard",
+    "load",
+    "deallocate",
+    "role",
+    "authorization",
+];
+
+/// Cheap pre-check: false means the text cannot leave session state. Any of the keywords
+/// anywhere (case-insensitive) sends it to the parser.
+pub fn may_change_session(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    HINTS.iter().any(|hint| {
+        bytes
+            .windows(hint.len())
+            .any(|w| w.eq_ignore_ascii_case(hint.as_bytes()))
+    })
+}
+
+/// Classification results of one pool, by query text.
+pub struct Effects {
+    cache: Mutex<LruCache<u64, Arc<SessionEffects>>>,
+}
+
+impl Default for Effects {
+    fn default() -> Self {
+        Effects {
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+}
+
+impl Effects {
+    /// The session effects of `sql`; `None` when it has none.
+    pub fn of(&self, sql: &str) -> Option<Arc<SessionEffects>> {
+        if !may_change_session(sql) {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sql.hash(&mut h);
+        let key = h.finish();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let effects = match cached {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(classify(sql, None).session);
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(key, e.clone());
+                e
+            }
+        };
+        (!effects.is_empty()).then_some(effects)
+    }
+}
+
+/// Only plain `SET`/`RESET` of parameters: state the client may keep as its own.
+pub fn only_settings(e: &SessionEffects) -> bool {
+    let settings = SessionEffects {
+        set: e.set.clone(),
+        reset: e.reset.clone(),
+        reset_all: e.reset_all,
+        ..SessionEffects::default()
+    };
+    *e == settings
+}
+
+/// What a server must undo after these effects.
+pub fn dirty(e: &SessionEffects) -> Dirty {
+    Dirty {
+        settings: !e.set.is_empty() || !e.reset.is_empty() || e.reset_all || e.set_config,
+        prepared: e.prepare,
+        listen: e.listen,
+        advisory: e.advisory_lock,
+        temp: e.temp_table,
+        cursors: e.declare_with_hold,
+        everything: e.other,
+    }
+}
+
+/// Adds `more` to `into`.
+pub fn merge(into: &mut Dirty, more: Dirty) {
+    into.settings |= more.settings;
+    into.prepared |= more.prepared;
+    into.listen |= more.listen;
+    into.advisory |= more.advisory;
+    into.temp |= more.temp;
+    into.cursors |= more.cursors;
+    into.everything |= more.everything;
+}
+
+/// Applies a client's successful `SET`/`RESET` (outside a transaction) to its remembered
+/// parameters (`params`, lower-case names, sorted). `startup` holds the values it logged in
+/// with, which `RESET` returns to.
+pub fn remember(
+    params: &mut Vec<(String, String)>,
+    startup: &[(String, String)],
+    e: &SessionEffects,
+) {
+    let restore = |params: &mut Vec<(String, String)>, name: &str| {
+        params.retain(|(n, _)| n != name);
+        if let Some(p) = startup.iter().find(|(n, _)| n == name) {
+            params.push(p.clone());
+        }
+    };
+    if e.reset_all {
+        *params = startup.to_vec();
+    }
+    for (name, value) in &e.set {
+        match value {
+            Some(v) => {
+                params.retain(|(n, _)| n != name);
+                params.push((name.clone(), v.clone()));
+            }
+            None => restore(params, name),
+        }
+    }
+    for name in &e.reset {
+        restore(params, name);
+    }
+    params.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefilter_lets_plain_queries_through() {
+        assert!(!may_change_session(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+        ));
+        assert!(may_change_session("select pg_advisory_lock(1)"));
+        assert!(may_change_session("CREATE TEMP TABLE t (a int)"));
+        assert!(may_change_session("SELECT 1; SET x = 1"));
+    }
+
+    #[test]
+    fn effects_are_classified_and_cached() {
+        let e = Effects::default();
+        assert!(e.of("SELECT 1").is_none());
+        let set = e.of("SET search_path = a, b").unwrap();
+        assert!(only_settings(&set));
+        assert!(dirty(&set).settings);
+        let temp = e.of("create temporary table t (a int)").unwrap();
+        assert!(!only_settings(&temp));
+        assert!(dirty(&temp).temp);
+        assert!(dirty(&e.of("SELECT pg_advisory_lock(7)").unwrap()).advisory);
+        // An UPDATE's SET is not a session SET.
+        assert!(e.of("UPDATE t SET a = 1").is_none());
+    }
+
+    #[test]
+    fn remembered_settings_follow_set_and_reset() {
+        let startup = vec![("application_name".to_string(), "psql".to_string())];
+        let mut params = startup.clone();
+        let e = Effects::default();
+        remember(
+            &mut params,
+            &startup,
+            &e.of("SET application_name = 'x'").unwrap(),
+        );
+        remember(
+            &mut params,
+            &startup,
+            &e.of("SET statement_timeout = 1234").unwrap(),
+        );
+        assert_eq!(
+            params,
+            vec![
+                ("application_name".to_string(), "x".to_string()),
+                ("statement_timeout".to_string(), "1234".to_string())
+            ]
+        );
+        remember(&mut params, &startup, &e.of("RESET ALL").unwrap());
+        assert_eq!(params, startup);
+    }
+}
