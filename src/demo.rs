@@ -79,7 +79,6 @@ pub fn config_toml(cluster: &Cluster, port: u16) -> String {
          query_parser_enabled = true\n\
          query_parser_read_write_splitting = true\n\
          primary_reads_enabled = true\n\
-         sharding_function = \"pg_bigint_hash\"\n\
          \n\
          [pools.app.users.0]\n\
          username = \"app\"\n\

@@ -89,15 +89,16 @@ impl ClientStatements {
                 }
                 let stmt = Arc::new(Statement::new(rest));
                 self.map.insert(name.to_string(), stmt.clone());
+                let client_name: Arc<str> = name.into();
                 if server.has(&stmt) {
-                    replies.push(Expect::Synth(b'1'));
+                    replies.push(Expect::Synth(b'1', Some(client_name)));
                 } else {
                     if let Some(evicted) = server.insert(stmt.clone()) {
                         close_message(out, &evicted);
                         replies.push(Expect::SwallowClose);
                     }
                     parse_message(out, &stmt.server_name, &stmt.body);
-                    replies.push(Expect::Parse(Some(stmt.server_name.clone())));
+                    replies.push(Expect::Parse(Some((stmt.server_name.clone(), client_name))));
                 }
                 Ok(Outcome::Replaced)
             }
@@ -132,7 +133,7 @@ impl ClientStatements {
                     // The server keeps the statement for other clients; PostgreSQL answers a
                     // Close of an unknown statement with CloseComplete too.
                     self.map.remove(name);
-                    replies.push(Expect::Synth(b'3'));
+                    replies.push(Expect::Synth(b'3', None));
                     return Ok(Outcome::Replaced);
                 }
                 let Some(stmt) = self.known(name) else {
@@ -202,6 +203,12 @@ impl ClientStatements {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The client's Parse of `name` failed or was skipped after an error: as on
+    /// PostgreSQL, the name does not exist.
+    pub fn undefine(&mut self, name: &str) {
+        self.map.remove(name);
     }
 
     /// The client ran DISCARD ALL or DEALLOCATE ALL: its statements are gone.

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
-use super::replies::{Action, Expect, Replies};
+use super::replies::{Action, Event, Expect, Replies};
 use super::state::{self, Effects};
 use super::ClientError;
 use crate::backend::{BackendError, Dirty, ServerConn};
@@ -394,6 +394,7 @@ impl Client<'_> {
         let mut kept = None;
         let mut discarded = false;
         let known = &self.session.pool.known_statements;
+        let client_statements = &mut self.statements;
         let ServerConn {
             buf,
             dirty,
@@ -447,12 +448,14 @@ impl Client<'_> {
                     _ => {}
                 }
                 let end = body.map(|b| start + 5 + b.len());
-                let action = flow.replies.on_server(tag, |name, prepared| {
-                    if prepared {
-                        known.insert(name);
-                    } else if let Some(s) = statements.as_mut() {
-                        s.forget(name);
+                let action = flow.replies.on_server(tag, |event| match event {
+                    Event::Prepared(name) => known.insert(name),
+                    Event::Failed(name) => {
+                        if let Some(s) = statements.as_mut() {
+                            s.forget(name);
+                        }
                     }
+                    Event::Undefined(name) => client_statements.undefine(name),
                 });
                 if action == Action::Swallow {
                     out.extend_from_slice(&buf[copied..start]);

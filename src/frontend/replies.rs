@@ -14,8 +14,9 @@ use std::sync::Arc;
 /// One answer the client (or the pooler) waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// ParseComplete for a forwarded Parse; names the server statement it creates, if any.
-    Parse(Option<Arc<str>>),
+    /// ParseComplete for a forwarded Parse: the server statement it creates and the
+    /// client's name for it, for named statements.
+    Parse(Option<(Arc<str>, Arc<str>)>),
     Bind,
     DescribeStatement,
     DescribePortal,
@@ -24,12 +25,24 @@ pub enum Expect {
     Sync,
     Query,
     FunctionCall,
-    /// A reply the pooler sends itself (its tag: '1' ParseComplete, '3' CloseComplete).
-    Synth(u8),
+    /// A reply the pooler sends itself (its tag: '1' ParseComplete, '3' CloseComplete),
+    /// and for a ParseComplete the client's statement name.
+    Synth(u8, Option<Arc<str>>),
     /// ParseComplete of a Parse the pooler added to prepare a statement; swallowed.
     SwallowParse(Arc<str>),
     /// CloseComplete of a Close the pooler added to evict a statement; swallowed.
     SwallowClose,
+}
+
+/// What became of a statement the pooler was tracking.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The server prepared this statement (server name).
+    Prepared(&'a Arc<str>),
+    /// The server does not have this statement after all (server name).
+    Failed(&'a Arc<str>),
+    /// The client's Parse of this name failed or was skipped: the name does not exist.
+    Undefined(&'a Arc<str>),
 }
 
 /// What to do with one server message.
@@ -72,16 +85,16 @@ impl Replies {
 
     /// Takes the made-up replies now at the front of the queue.
     pub fn take_synth(&mut self, mut emit: impl FnMut(u8)) {
-        while let Some(Expect::Synth(tag)) = self.queue.front() {
+        while let Some(Expect::Synth(tag, _)) = self.queue.front() {
             emit(*tag);
             self.pop();
         }
     }
 
-    /// Accounts for one server message. `statement` is told of every server statement
-    /// the pooler asked for: `true` once prepared, `false` when it turned out not to exist
-    /// (its Parse failed or was skipped after an error).
-    pub fn on_server(&mut self, tag: u8, mut statement: impl FnMut(&Arc<str>, bool)) -> Action {
+    /// Accounts for one server message. `statement` is told what became of the statements
+    /// in flight: prepared, or not existing after all (the Parse failed or was skipped
+    /// after an error).
+    pub fn on_server(&mut self, tag: u8, mut statement: impl FnMut(Event<'_>)) -> Action {
         let Some(head) = self.queue.front() else {
             return Action::Forward;
         };
@@ -91,7 +104,7 @@ impl Replies {
             (Expect::Execute, b'C' | b'I' | b's') => true,
             (Expect::Sync | Expect::Query | Expect::FunctionCall, b'Z') => true,
             (Expect::SwallowParse(name), b'1') => {
-                statement(name, true);
+                statement(Event::Prepared(name));
                 self.pop();
                 return Action::Swallow;
             }
@@ -108,19 +121,24 @@ impl Replies {
             _ => false,
         };
         if completes {
-            if let Some(Expect::Parse(Some(name))) = self.pop() {
-                statement(&name, true);
+            if let Some(Expect::Parse(Some((name, _)))) = self.pop() {
+                statement(Event::Prepared(&name));
             }
         }
         Action::Forward
     }
 
     /// After an error in an extended batch: everything up to the Sync was skipped.
-    fn skip_to_sync(&mut self, statement: &mut impl FnMut(&Arc<str>, bool)) {
+    fn skip_to_sync(&mut self, statement: &mut impl FnMut(Event<'_>)) {
         while let Some(head) = self.queue.front() {
             match head {
                 Expect::Sync => return,
-                Expect::Parse(Some(name)) | Expect::SwallowParse(name) => statement(name, false),
+                Expect::Parse(Some((name, client))) => {
+                    statement(Event::Failed(name));
+                    statement(Event::Undefined(client));
+                }
+                Expect::SwallowParse(name) => statement(Event::Failed(name)),
+                Expect::Synth(b'1', Some(client)) => statement(Event::Undefined(client)),
                 _ => {}
             }
             self.pop();
@@ -135,18 +153,18 @@ mod tests {
     #[test]
     fn made_up_replies_keep_their_place() {
         let mut r = Replies::default();
-        r.push(Expect::Synth(b'1'));
+        r.push(Expect::Synth(b'1', None));
         r.push(Expect::Bind);
-        r.push(Expect::Synth(b'3'));
+        r.push(Expect::Synth(b'3', None));
         r.push(Expect::Sync);
         let mut out = Vec::new();
         r.take_synth(|t| out.push(t));
         assert_eq!(out, vec![b'1']);
-        assert_eq!(r.on_server(b'2', |_, _| {}), Action::Forward);
+        assert_eq!(r.on_server(b'2', |_| {}), Action::Forward);
         r.take_synth(|t| out.push(t));
         assert_eq!(out, vec![b'1', b'3']);
         assert_eq!(r.owed(), 1);
-        r.on_server(b'Z', |_, _| {});
+        r.on_server(b'Z', |_| {});
         assert!(r.is_empty());
         assert_eq!(r.owed(), 0);
     }
@@ -159,27 +177,32 @@ mod tests {
         r.push(Expect::SwallowParse(a.clone()));
         r.push(Expect::Bind);
         r.push(Expect::Execute);
-        r.push(Expect::Parse(Some(b.clone())));
-        r.push(Expect::Synth(b'1'));
+        r.push(Expect::Parse(Some((b.clone(), "s1".into()))));
+        r.push(Expect::Synth(b'1', None));
         r.push(Expect::Sync);
         r.push(Expect::Query);
-        assert_eq!(r.on_server(b'1', |_, _| {}), Action::Swallow);
-        assert_eq!(r.on_server(b'2', |_, _| {}), Action::Forward);
+        assert_eq!(r.on_server(b'1', |_| {}), Action::Swallow);
+        assert_eq!(r.on_server(b'2', |_| {}), Action::Forward);
         let mut forgotten = Vec::new();
+        let mut undefined = Vec::new();
         assert_eq!(
-            r.on_server(b'E', |n, ok| if !ok {
-                forgotten.push(n.clone())
+            r.on_server(b'E', |e| match e {
+                Event::Failed(n) => forgotten.push(n.clone()),
+                Event::Undefined(c) => undefined.push(c.clone()),
+                Event::Prepared(_) => {}
             }),
             Action::Forward
         );
         assert_eq!(forgotten, vec![b]);
+        let s1: Arc<str> = "s1".into();
+        assert_eq!(undefined, vec![s1]);
         let mut synth = Vec::new();
         r.take_synth(|t| synth.push(t));
         assert!(synth.is_empty(), "the skipped Parse gets no ParseComplete");
-        r.on_server(b'Z', |_, _| {});
+        r.on_server(b'Z', |_| {});
         assert_eq!(r.owed(), 1);
-        r.on_server(b'E', |_, _| {});
-        r.on_server(b'Z', |_, _| {});
+        r.on_server(b'E', |_| {});
+        r.on_server(b'Z', |_| {});
         assert!(r.is_empty());
     }
 }

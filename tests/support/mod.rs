@@ -1,0 +1,448 @@
+//! Test harness: real PostgreSQL clusters (`pgcat::localpg`), the real `pgcat` binary, and the
+//! clients the tests talk through (psql, pgbench, tokio-postgres, a raw protocol client).
+//!
+//! - [`shared`]: one primary + one replica per test binary, with the fixture roles and the
+//!   `app` database; for tests that only read and write.
+//! - [`private`]: a cluster of its own, for tests that stop or freeze servers or count
+//!   connections.
+//! - [`Pooler`]: the `pgcat` binary on a config; killed on drop; on a failing test its log
+//!   tail is printed.
+
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use pgcat::localpg::{Cluster, ClusterSpec, Node};
+
+/// Fixture role whose password PostgreSQL stores as SCRAM-SHA-256; owns database `app`.
+pub const SCRAM_USER: &str = "scram_user";
+pub const SCRAM_PASS: &str = "scram_pass";
+/// Fixture role whose password PostgreSQL stores as MD5.
+pub const MD5_USER: &str = "md5_user";
+pub const MD5_PASS: &str = "md5_pass";
+/// The fixture database, and the name of the pool in [`config`].
+pub const DB: &str = "app";
+
+/// The cluster shared by the tests of one binary: primary + 1 replica, fixtures in place,
+/// the replica caught up. Removed when the test process exits.
+pub fn shared() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| private(1))
+}
+
+/// A cluster of its own with `replicas` replicas and the same fixtures; removed on drop.
+pub fn private(replicas: usize) -> Cluster {
+    let cluster = Cluster::start(&ClusterSpec {
+        replicas,
+        max_connections: 300,
+    })
+    .unwrap_or_else(|e| panic!("cannot start a local PostgreSQL: {e}"));
+    let setup = format!(
+        "SET password_encryption = 'scram-sha-256';\n\
+         CREATE ROLE {SCRAM_USER} LOGIN CREATEDB PASSWORD '{SCRAM_PASS}';\n\
+         SET password_encryption = 'md5';\n\
+         CREATE ROLE {MD5_USER} LOGIN CREATEDB PASSWORD '{MD5_PASS}';\n\
+         CREATE DATABASE {DB} OWNER {SCRAM_USER};\n\
+         GRANT ALL ON DATABASE {DB} TO {MD5_USER};\n"
+    );
+    cluster
+        .psql(&cluster.primary, "postgres", &setup)
+        .unwrap_or_else(|e| panic!("fixture setup failed: {e}"));
+    cluster
+        .psql(
+            &cluster.primary,
+            DB,
+            &format!("GRANT ALL ON SCHEMA public TO {MD5_USER};"),
+        )
+        .unwrap_or_else(|e| panic!("fixture setup failed: {e}"));
+    // The premise of the auth tests: each role's password is stored the way its name says.
+    let stored = |role: &str| {
+        cluster
+            .psql(
+                &cluster.primary,
+                "postgres",
+                &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
+            )
+            .unwrap_or_else(|e| panic!("fixture check failed: {e}"))
+    };
+    assert!(
+        stored(SCRAM_USER).starts_with("SCRAM-SHA-256$"),
+        "{SCRAM_USER} must be stored as SCRAM"
+    );
+    assert_eq!(
+        stored(MD5_USER),
+        stored_md5(MD5_USER, MD5_PASS),
+        "{MD5_USER} must be stored as MD5"
+    );
+    cluster
+        .wait_replicas_caught_up()
+        .unwrap_or_else(|e| panic!("replica did not catch up after fixture setup: {e}"));
+    cluster
+}
+
+/// What PostgreSQL stores for an MD5 password: `md5` + hex(md5(password || username)).
+pub fn stored_md5(user: &str, password: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(format!("{password}{user}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("md5{hex}")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// The `servers = [...]` array for shard 0: the primary, then the replicas.
+pub fn servers_toml(cluster: &Cluster) -> String {
+    let mut servers = vec![format!(
+        "[\"{}\", {}, \"primary\"]",
+        cluster.primary.host, cluster.primary.port
+    )];
+    servers.extend(
+        cluster
+            .replicas
+            .iter()
+            .map(|r| format!("[\"{}\", {}, \"replica\"]", r.host, r.port)),
+    );
+    format!("[{}]", servers.join(", "))
+}
+
+/// The `[general]` section tests use: 127.0.0.1:`port`, admin/admin, a 10 s checkout timeout.
+pub fn general_toml(port: u16) -> String {
+    format!(
+        "[general]\n\
+         host = \"127.0.0.1\"\n\
+         port = {port}\n\
+         admin_username = \"admin\"\n\
+         admin_password = \"admin\"\n\
+         connect_timeout = 10000\n\
+         shutdown_timeout = 1000\n"
+    )
+}
+
+/// A pgcat.toml with pool `app` (database `app`, shard 0 = the cluster, queries to the
+/// primary) for users scram_user and md5_user with `pool_size`; `extra_user_toml` is added
+/// to both user tables (e.g. `auth_type = "md5"`).
+pub fn config(
+    cluster: &Cluster,
+    port: u16,
+    pool_mode: &str,
+    pool_size: u32,
+    extra_user_toml: &str,
+) -> String {
+    let mut toml = general_toml(port);
+    toml.push_str(&format!(
+        "\n[pools.{DB}]\npool_mode = \"{pool_mode}\"\ndefault_role = \"primary\"\n"
+    ));
+    for (i, (user, pass)) in [(SCRAM_USER, SCRAM_PASS), (MD5_USER, MD5_PASS)]
+        .iter()
+        .enumerate()
+    {
+        toml.push_str(&format!(
+            "\n[pools.{DB}.users.{i}]\nusername = \"{user}\"\npassword = \"{pass}\"\npool_size = {pool_size}\n{extra_user_toml}\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "\n[pools.{DB}.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
+        servers_toml(cluster)
+    ));
+    toml
+}
+
+/// A unique scratch directory for one pooler (config + log).
+fn scratch_dir() -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pgcat-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create pooler scratch dir");
+    dir
+}
+
+/// The `pgcat` binary, running on a config.
+pub struct Pooler {
+    /// The client port (`general.port` of the config).
+    pub port: u16,
+    /// The config file it runs on.
+    pub config_path: PathBuf,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Pooler {
+    /// Starts `pgcat <config>` and waits (20 s at most) until its port accepts connections.
+    pub fn start(config_toml: &str) -> Pooler {
+        Pooler::start_with_args(config_toml, &[])
+    }
+
+    /// Like [`Pooler::start`] with extra command-line arguments after the config path.
+    pub fn start_with_args(config_toml: &str, args: &[&str]) -> Pooler {
+        let doc: toml::Table = toml::from_str(config_toml).expect("test config is valid TOML");
+        let port = doc
+            .get("general")
+            .and_then(|g| g.get("port"))
+            .and_then(|p| p.as_integer())
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("test config has general.port");
+        let dir = scratch_dir();
+        let config_path = dir.join("pgcat.toml");
+        std::fs::write(&config_path, config_toml).expect("write test config");
+        let log = dir.join("pgcat.log");
+        let out = File::create(&log).expect("create pooler log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgcat"))
+            .arg(&config_path)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn pgcat");
+        let mut pooler = Pooler {
+            port,
+            config_path,
+            log,
+            dir,
+            child,
+        };
+        pooler.wait_listening(Duration::from_secs(20));
+        pooler
+    }
+
+    fn wait_listening(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "pgcat exited ({status}) before listening on {}:\n{}",
+                    self.port,
+                    self.logs()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pgcat did not listen on {} within {limit:?}:\n{}",
+                    self.port,
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Everything the pooler wrote so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// libpq connection string for `user` to `database` through the pooler.
+    pub fn conninfo(&self, user: &str, password: &str, database: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname={database} connect_timeout=10", self.port)
+    }
+
+    /// Connects tokio-postgres through the pooler; the connection runs on a spawned task.
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        connect(&self.conninfo(user, password, database)).await
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            eprintln!(
+                "--- pgcat log ({}), last lines ---\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Connects tokio-postgres with a libpq-style connection string; the connection is spawned.
+pub async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Connects tokio-postgres straight to a node as the superuser (bypassing the pooler).
+pub async fn connect_direct(node: &Node, database: &str) -> tokio_postgres::Client {
+    let conninfo = format!(
+        "host={} port={} user=postgres password=postgres dbname={database} connect_timeout=10",
+        node.host, node.port
+    );
+    connect(&conninfo)
+        .await
+        .unwrap_or_else(|e| panic!("direct connection to {}: {e}", node.port))
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pooler) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_owned())
+}
+
+/// Runs a client program from PostgreSQL's bin dir (psql, pgbench) with a clean libpq
+/// environment plus `PGPASSWORD`, bounded by `limit`.
+pub fn run_client(
+    cluster: &Cluster,
+    program: &str,
+    password: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Output {
+    let mut cmd = Command::new(cluster.bin_dir().join(program));
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGOPTIONS",
+        "PGSERVICE",
+        "PGPASSFILE",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let (out, err) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{program} {args:?} did not finish within {limit:?}; stderr so far unknown (killed)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// psql through the pooler (`-X -A -t -v ON_ERROR_STOP=1 -c sql`): stdout trimmed, or
+/// the exit status and stderr.
+pub fn psql(
+    cluster: &Cluster,
+    pooler: &Pooler,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={user} dbname={DB}",
+        pooler.port
+    );
+    let out = run_client(
+        cluster,
+        "psql",
+        password,
+        &[
+            &conninfo,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ],
+        Duration::from_secs(60),
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes; returns the last result.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The path of a file in the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
