@@ -313,9 +313,11 @@ fn unparsed(sql: &str) -> Classification {
         let is = |w: &str, kw: &str| w.eq_ignore_ascii_case(kw);
         if is(first, "BEGIN") || (is(first, "START") && is(second, "TRANSACTION")) {
             c.begin = Some(false);
-        } else if is(first, "COMMIT") || is(first, "END") || is(first, "ABORT") {
-            c.ends_transaction = true;
-        } else if is(first, "ROLLBACK") && !is(second, "TO") {
+        } else if is(first, "COMMIT")
+            || is(first, "END")
+            || is(first, "ABORT")
+            || (is(first, "ROLLBACK") && !is(second, "TO"))
+        {
             c.ends_transaction = true;
         }
     }

@@ -66,48 +66,30 @@ pub(crate) fn statement_effects(statement: &Statement, effects: &mut SessionEffe
         },
         Statement::Prepare { .. } => effects.prepare = true,
         Statement::Deallocate { name, .. } => {
-            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
-                effects.deallocate_all = true;
-            }
+            effects.deallocate_all |=
+                name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
         }
         Statement::Discard { object_type } => {
-            if matches!(object_type, DiscardObject::ALL) {
-                effects.discard_all = true;
-            }
+            effects.discard_all |= matches!(object_type, DiscardObject::ALL);
         }
         Statement::LISTEN { .. } => effects.listen = true,
         Statement::UNLISTEN { channel } => {
-            if channel.quote_style.is_none() && channel.value == "*" {
-                effects.unlisten_all = true;
-            }
+            effects.unlisten_all |= channel.quote_style.is_none() && channel.value == "*";
         }
         Statement::Declare { stmts } => {
-            if stmts.iter().any(|d| d.hold == Some(true)) {
-                effects.declare_with_hold = true;
-            }
+            effects.declare_with_hold |= stmts.iter().any(|d| d.hold == Some(true));
         }
         Statement::CreateTable(create) => {
-            if create.temporary || in_pg_temp(&create.name) {
-                effects.temp_table = true;
-            }
+            effects.temp_table |= create.temporary || in_pg_temp(&create.name);
         }
         Statement::CreateView(create) => {
-            if create.temporary || in_pg_temp(&create.name) {
-                effects.temp_table = true;
-            }
+            effects.temp_table |= create.temporary || in_pg_temp(&create.name);
         }
         Statement::CreateSequence {
             temporary, name, ..
-        } => {
-            if *temporary || in_pg_temp(name) {
-                effects.temp_table = true;
-            }
-        }
-        Statement::CreateFunction(create) => {
-            if in_pg_temp(&create.name) {
-                effects.other = true;
-            }
-        }
+        } => effects.temp_table |= *temporary || in_pg_temp(name),
+        // A function in pg_temp lives as long as the session.
+        Statement::CreateFunction(create) => effects.other |= in_pg_temp(&create.name),
         Statement::Load { .. } => effects.other = true,
         _ => {}
     }
@@ -282,11 +264,7 @@ pub(crate) fn scan_effects(sql: &str, effects: &mut SessionEffects) {
         let word = |i: usize| words.get(i).copied().unwrap_or("");
         let is = |i: usize, kw: &str| word(i).eq_ignore_ascii_case(kw);
         match word(0).to_ascii_uppercase().as_str() {
-            "SET" => {
-                if !(is(1, "LOCAL") || is(1, "TRANSACTION")) {
-                    effects.other = true;
-                }
-            }
+            "SET" => effects.other |= !(is(1, "LOCAL") || is(1, "TRANSACTION")),
             "RESET" => {
                 if is(1, "ALL") {
                     effects.reset_all = true;
@@ -294,15 +272,9 @@ pub(crate) fn scan_effects(sql: &str, effects: &mut SessionEffects) {
                     effects.reset.push(word(1).to_lowercase());
                 }
             }
-            "PREPARE" => {
-                if !is(1, "TRANSACTION") {
-                    effects.prepare = true;
-                }
-            }
+            "PREPARE" => effects.prepare |= !is(1, "TRANSACTION"),
             "DEALLOCATE" => {
-                if is(1, "ALL") || (is(1, "PREPARE") && is(2, "ALL")) {
-                    effects.deallocate_all = true;
-                }
+                effects.deallocate_all |= is(1, "ALL") || (is(1, "PREPARE") && is(2, "ALL"));
             }
             "DISCARD" => effects.discard_all |= is(1, "ALL"),
             "LISTEN" => effects.listen = true,

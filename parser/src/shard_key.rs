@@ -169,10 +169,20 @@ fn set_expr_keys(body: &SetExpr, key: &KeyColumn) -> Option<Vec<KeyValue>> {
     match body {
         SetExpr::Select(select) => select_keys(select, key),
         SetExpr::Query(query) => query_keys(query, key),
-        // Both sides of a UNION/INTERSECT/EXCEPT run; both must be restricted.
-        SetExpr::SetOperation { left, right, .. } => {
-            let mut values = set_expr_keys(left, key)?;
-            values.extend(set_expr_keys(right, key)?);
+        // Every branch of a UNION/INTERSECT/EXCEPT runs; all must be restricted. The chain
+        // is walked with a stack: a client can send thousands of UNIONs.
+        SetExpr::SetOperation { .. } => {
+            let mut values = Vec::new();
+            let mut stack = vec![body];
+            while let Some(part) = stack.pop() {
+                match part {
+                    SetExpr::SetOperation { left, right, .. } => {
+                        stack.push(right);
+                        stack.push(left);
+                    }
+                    leaf => values.extend(set_expr_keys(leaf, key)?),
+                }
+            }
             Some(values)
         }
         SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
@@ -411,35 +421,45 @@ fn strip_nested(mut expr: &Expr) -> &Expr {
 }
 
 /// An integer literal, a quoted integer, or a `$n` parameter, through casts and signs.
-fn key_value(expr: &Expr) -> Option<KeyValue> {
-    match strip_nested(expr) {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse().ok().map(KeyValue::Literal),
-            Value::SingleQuotedString(s) => s.trim().parse().ok().map(KeyValue::Literal),
-            Value::Placeholder(p) => p
-                .strip_prefix('$')?
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(KeyValue::Param),
-            _ => None,
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => match strip_nested(expr) {
-            // Parse with the sign so that i64::MIN is representable.
-            Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => format!("-{n}").parse().ok().map(KeyValue::Literal),
-                _ => None,
-            },
-            _ => None,
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Plus,
-            expr,
-        } => key_value(expr),
-        Expr::Cast { expr, .. } => key_value(expr),
+/// A loop, not recursion: `1::int::int::…` can be thousands of casts deep.
+fn key_value(mut expr: &Expr) -> Option<KeyValue> {
+    let mut negative = false;
+    loop {
+        match expr {
+            Expr::Nested(inner)
+            | Expr::Cast { expr: inner, .. }
+            | Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr: inner,
+            } => expr = inner,
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } => {
+                negative = !negative;
+                expr = inner;
+            }
+            Expr::Value(v) => return literal(&v.value, negative),
+            _ => return None,
+        }
+    }
+}
+
+fn literal(value: &Value, negative: bool) -> Option<KeyValue> {
+    match value {
+        // Parse with the sign so that i64::MIN is representable.
+        Value::Number(n, _) if negative => format!("-{n}").parse().ok().map(KeyValue::Literal),
+        Value::Number(n, _) => n.parse().ok().map(KeyValue::Literal),
+        Value::SingleQuotedString(s) => {
+            let n: i64 = s.trim().parse().ok()?;
+            if negative { n.checked_neg() } else { Some(n) }.map(KeyValue::Literal)
+        }
+        Value::Placeholder(p) if !negative => p
+            .strip_prefix('$')?
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(KeyValue::Param),
         _ => None,
     }
 }
