@@ -8,6 +8,7 @@ mod params;
 mod prepared;
 mod relay;
 mod replies;
+mod route;
 pub mod state;
 
 use std::sync::Arc;

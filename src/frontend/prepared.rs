@@ -152,6 +152,13 @@ impl ClientStatements {
         }
     }
 
+    /// The SQL of the client's named statement `name`.
+    pub fn sql_of(&self, name: &str) -> Option<&str> {
+        let stmt = self.map.get(name)?;
+        let end = stmt.body.iter().position(|b| *b == 0)?;
+        std::str::from_utf8(&stmt.body[..end]).ok()
+    }
+
     /// True when `body` is a named Parse whose statement `known` says a server prepared.
     pub fn is_known_parse(&self, body: &[u8], known: impl Fn(&str) -> bool) -> bool {
         match cstr(body) {

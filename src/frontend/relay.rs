@@ -13,18 +13,19 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
-use pgcat_parser::SessionEffects;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
+use super::route::{self, Request};
 use super::state::{self, Effects};
 use super::ClientError;
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
-use crate::pool::Server;
+use crate::pool::{Server, UserPool};
 use crate::wire::messages::{self, PgError, Severity};
 use crate::wire::Scanner;
 
@@ -76,6 +77,8 @@ enum End {
     ServerGone(BackendError),
     /// The client broke the protocol.
     Fatal(PgError),
+    /// The client sent an SQL extension (`SET SHARD TO` …) while holding the server.
+    Intercept,
 }
 
 struct Client<'a> {
@@ -86,6 +89,9 @@ struct Client<'a> {
     scanner: Scanner,
     statements: ClientStatements,
     mode: Mode,
+    /// What the client's SQL extensions set.
+    routing: SessionRouting,
+    held_begin: Option<HeldBegin>,
 }
 
 /// Runs the client's queries until it leaves.
@@ -107,59 +113,102 @@ pub async fn run(
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
         mode,
+        routing: SessionRouting::default(),
+        held_begin: None,
     };
+    let pool = client.session.pool.clone();
+    let slot = client.session.registration.slot.clone();
+    let mut held: Option<Held> = None;
     loop {
-        if client.buf.is_empty() && read(client.stream, &mut client.buf).await? == 0 {
-            return Ok(());
-        }
-        if client.buf[0] == b'X' {
-            return Ok(());
-        }
-        if client.mode == Mode::Rewrite && client.prepare_locally().await? {
-            continue;
-        }
-        let pool = client.session.pool.clone();
-        let mut server = match pool.checkout().await {
-            Ok(server) => server,
-            Err(e) => {
-                client.reject(e, false).await?;
-                continue;
+        let Some(h) = held.as_mut() else {
+            let (route, begin) = match client.idle().await? {
+                Idle::Exit => return Ok(()),
+                Idle::Answered => continue,
+                Idle::Route(route, begin) => (route, begin),
+            };
+            held = client.take_server(route, begin).await?;
+            if let Some(h) = &held {
+                slot.set(Some(h.server.cancel.clone()));
             }
+            continue;
         };
-        if let Err(e) = server.sync_params(&client.session.params).await {
-            let to_client = e.to_client();
-            match e {
-                BackendError::Query { .. } => checkin(server, pool.mode).await,
-                _ => drop(Object::take(server)),
-            }
-            client.reject(to_client, false).await?;
-            continue;
-        }
-        let slot = client.session.registration.slot.clone();
-        slot.set(Some(server.cancel.clone()));
-        let mut flow = Flow::new();
-        let mut server_scan = Scanner::default();
-        let end = client.relay(&mut server, &mut flow, &mut server_scan).await;
-        slot.set(None);
+        let end = client.relay(&mut h.server, &mut h.flow, &mut h.scan).await;
         match end {
-            End::Released => checkin(server, pool.mode).await,
+            End::Released => {
+                slot.set(None);
+                if let Some(h) = held.take() {
+                    checkin(h.server, pool.mode).await;
+                }
+            }
+            End::Intercept => {
+                let status = h.flow.status;
+                let changed = client.answer_command(status).await?;
+                if changed && pool.mode == PoolMode::Session {
+                    // A new target: give the server back, the next query takes one there.
+                    slot.set(None);
+                    if let Some(h) = held.take() {
+                        checkin(h.server, pool.mode).await;
+                    }
+                }
+            }
             End::ClientGone => {
-                let clean =
-                    flow.settled() && client.scanner.at_boundary() && server_scan.at_boundary();
-                abandon(server, &flow, clean, pool.mode).await;
+                slot.set(None);
+                if let Some(h) = held.take() {
+                    let clean =
+                        h.flow.settled() && client.scanner.at_boundary() && h.scan.at_boundary();
+                    abandon(h.server, &h.flow, clean, pool.mode).await;
+                }
                 return Ok(());
             }
             End::ServerGone(e) => {
+                slot.set(None);
                 tracing::warn!(error = %e, "server connection lost");
-                drop(Object::take(server));
-                client.server_lost(&e, &flow, pool.mode).await?;
+                if let Some(h) = held.take() {
+                    drop(Object::take(h.server));
+                    client.server_lost(&e, &h.flow, pool.mode).await?;
+                }
             }
             End::Fatal(e) => {
-                drop(Object::take(server));
+                slot.set(None);
+                if let Some(h) = held.take() {
+                    drop(Object::take(h.server));
+                }
                 return Err(e.into());
             }
         }
     }
+}
+
+/// A server a client holds, and where their conversation stands.
+struct Held {
+    server: Server,
+    flow: Flow,
+    scan: Scanner,
+}
+
+/// What an idle client asked for.
+enum Idle {
+    /// It left.
+    Exit,
+    /// The pooler answered (an SQL extension, a held BEGIN, a known prepare), or more
+    /// bytes are needed.
+    Answered,
+    /// A server is needed for this route; with the BEGIN held back, if any.
+    Route(Route, Option<BytesMut>),
+}
+
+/// What the pooler answers for a BEGIN it holds back.
+enum HeldReply {
+    /// Hold this BEGIN (read only or not).
+    Begin(bool),
+    /// The held transaction ends before it started: COMMIT or ROLLBACK.
+    End(&'static str),
+}
+
+/// A BEGIN the pooler answered itself: the statement after it decides the server.
+struct HeldBegin {
+    message: BytesMut,
+    read_only: bool,
 }
 
 /// Reads more client or server bytes into `buf`, growing it in steps.
@@ -214,7 +263,7 @@ impl Client<'_> {
         server_scan: &mut Scanner,
     ) -> End {
         let mode = self.session.pool.mode;
-        if let Some(end) = self.forward_client(server, flow).await {
+        if let Some(end) = self.forward_client(server, flow, server_scan).await {
             return end;
         }
         loop {
@@ -239,7 +288,7 @@ impl Client<'_> {
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     Ok(0) | Err(_) => return End::ClientGone,
                     Ok(_) => {
-                        if let Some(end) = self.forward_client(server, flow).await {
+                        if let Some(end) = self.forward_client(server, flow, server_scan).await {
                             return end;
                         }
                     }
@@ -259,7 +308,25 @@ impl Client<'_> {
 
     /// Forwards complete (or streamed) client messages to the server, rewriting the ones
     /// that name prepared statements, then sends the client any replies made up for them.
-    async fn forward_client(&mut self, server: &mut ServerConn, flow: &mut Flow) -> Option<End> {
+    async fn forward_client(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+    ) -> Option<End> {
+        if flow.settled() && self.scanner.at_boundary() {
+            match crate::wire::frame::header(&self.buf) {
+                // A small Query or Parse still arriving: it may be an SQL extension, which
+                // must not reach the server. Wait for the rest.
+                Ok(Some((b'Q' | b'P', len))) if len < 64 * 1024 && self.buf.len() < len + 1 => {
+                    return None
+                }
+                Ok(Some((b'Q' | b'P', _))) if route::command_request(&self.buf).is_some() => {
+                    return Some(End::Intercept)
+                }
+                _ => {}
+            }
+        }
         let mut terminate_at = None;
         let mut failure = None;
         let mut out = BytesMut::new();
@@ -359,15 +426,28 @@ impl Client<'_> {
             return Some(End::Fatal(e));
         }
         let send = terminate_at.unwrap_or(n);
-        let result = if copied == 0 {
-            server.write_all(&self.buf[..send]).await
+        let bytes: &[u8] = if copied == 0 {
+            &self.buf[..send]
         } else {
             out.extend_from_slice(&self.buf[copied.min(send)..send]);
-            server.write_all(&out).await
+            &out
         };
+        // Usually the socket takes it all at once; what it does not take is written while
+        // the server's replies keep flowing (see `drain_to_server`).
+        let written = match server.stream.try_write(bytes) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(source) => {
+                let addr = server.addr.to_string();
+                return Some(End::ServerGone(BackendError::Io { addr, source }));
+            }
+        };
+        let rest = (written < bytes.len()).then(|| BytesMut::from(&bytes[written..]));
         self.buf.advance(n);
-        if let Err(e) = result {
-            return Some(End::ServerGone(e));
+        if let Some(rest) = rest {
+            if let Some(end) = self.drain_to_server(server, flow, server_scan, rest).await {
+                return Some(end);
+            }
         }
         if terminate_at.is_some() {
             return Some(End::ClientGone);
@@ -376,6 +456,60 @@ impl Client<'_> {
         flow.replies.take_synth(|tag| synth_reply(&mut synth, tag));
         if !synth.is_empty() && self.stream.write_all(&synth).await.is_err() {
             return Some(End::ClientGone);
+        }
+        None
+    }
+
+    /// Writes `rest` to the server while relaying what the server sends meanwhile. A
+    /// server blocked sending results stops reading, so writing a large pipeline without
+    /// reading would deadlock both.
+    async fn drain_to_server(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        scan: &mut Scanner,
+        mut rest: BytesMut,
+    ) -> Option<End> {
+        let gone = |server: &ServerConn, source| {
+            End::ServerGone(BackendError::Io {
+                addr: server.addr.to_string(),
+                source,
+            })
+        };
+        while !rest.is_empty() {
+            let ready = match server
+                .stream
+                .ready(Interest::READABLE | Interest::WRITABLE)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Some(gone(server, e)),
+            };
+            if ready.is_writable() {
+                match server.stream.try_write(&rest) {
+                    Ok(w) => rest.advance(w),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(gone(server, e)),
+                }
+            }
+            if ready.is_readable() {
+                if server.buf.capacity() - server.buf.len() < 4096 {
+                    server.buf.reserve(16 * 1024);
+                }
+                match server.stream.try_read_buf(&mut server.buf) {
+                    Ok(0) => {
+                        let addr = server.addr.to_string();
+                        return Some(End::ServerGone(BackendError::Closed { addr }));
+                    }
+                    Ok(_) => {
+                        if let Some(end) = self.forward_server(server, flow, scan).await {
+                            return Some(end);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(gone(server, e)),
+                }
+            }
         }
         None
     }
@@ -511,6 +645,190 @@ impl Client<'_> {
             return Some(End::ClientGone);
         }
         None
+    }
+
+    /// Serves an idle client's next request without a server where the pooler can (SQL
+    /// extensions, a BEGIN held back until the statement after it, a known prepare), else
+    /// says where it goes.
+    async fn idle(&mut self) -> Result<Idle, ClientError> {
+        if self.buf.is_empty() && read(self.stream, &mut self.buf).await? == 0 {
+            return Ok(Idle::Exit);
+        }
+        if self.buf[0] == b'X' {
+            return Ok(Idle::Exit);
+        }
+        let in_transaction = self.held_begin.is_some();
+        if !in_transaction && self.mode == Mode::Rewrite && self.prepare_locally().await? {
+            return Ok(Idle::Answered);
+        }
+        let status = if in_transaction { b'T' } else { b'I' };
+        if route::command_request(&self.buf).is_some() {
+            self.answer_command(status).await?;
+            return Ok(Idle::Answered);
+        }
+        let pool = self.session.pool.clone();
+        let statements = &self.statements;
+        let request = route::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
+        let Some(request) = request else {
+            if read(self.stream, &mut self.buf).await? == 0 {
+                return Ok(Idle::Exit);
+            }
+            return Ok(Idle::Answered);
+        };
+        if let Request::Query(sql) = request {
+            if let Some(reply) = self.held_begin_reply(sql, &pool) {
+                let (_, _, total) =
+                    crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+                let message = self.buf.split_to(total);
+                let mut out = BytesMut::new();
+                match reply {
+                    HeldReply::Begin(read_only) => {
+                        self.held_begin = Some(HeldBegin { message, read_only });
+                        route::command_complete(&mut out, "BEGIN");
+                        messages::ready_for_query(&mut out, b'T');
+                    }
+                    HeldReply::End(tag) => {
+                        self.held_begin = None;
+                        route::command_complete(&mut out, tag);
+                        messages::ready_for_query(&mut out, b'I');
+                    }
+                }
+                self.stream.write_all(&out).await?;
+                return Ok(Idle::Answered);
+            }
+        }
+        let mut decided = route::decide(&request, &self.routing, &pool);
+        if let (Ok(r), Some(begin)) = (&mut decided, &self.held_begin) {
+            let routing = &pool.router.routing;
+            if !begin.read_only
+                && self.routing.parser_enabled(routing)
+                && routing.read_write_splitting
+            {
+                r.role = Some(Role::Primary);
+            }
+        }
+        match decided {
+            Ok(r) => Ok(Idle::Route(r, self.held_begin.take().map(|b| b.message))),
+            Err(e) => {
+                self.held_begin = None;
+                self.reject(e, false).await?;
+                Ok(Idle::Answered)
+            }
+        }
+    }
+
+    /// With several shards, a lone BEGIN waits for the statement after it (whose keys or
+    /// hints pick the shard): the pooler answers it, and answers COMMIT/ROLLBACK of a
+    /// transaction that never got further.
+    fn held_begin_reply(&self, sql: &str, pool: &UserPool) -> Option<HeldReply> {
+        if pool.mode != PoolMode::Transaction || pool.shards.len() < 2 {
+            return None;
+        }
+        let first = sql.trim_start().get(..5)?.to_ascii_lowercase();
+        if !matches!(
+            first.as_str(),
+            "begin" | "start" | "commi" | "rollb" | "end" | "end;" | "abort"
+        ) {
+            return None;
+        }
+        let analysis = pool.router.analyze(sql);
+        let c = &analysis.classification;
+        if c.statement_count != 1 {
+            return None;
+        }
+        match (c.begin, self.held_begin.is_some()) {
+            (Some(read_only), false) => Some(HeldReply::Begin(read_only)),
+            (None, true) if c.ends_transaction => Some(HeldReply::End(
+                if first.starts_with("rollb") || first == "abort" {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    /// Checks out a server for `route` and brings it in line with the client (parameters,
+    /// a held BEGIN). On failure the client gets the error for its request.
+    async fn take_server(
+        &mut self,
+        route: Route,
+        begin: Option<BytesMut>,
+    ) -> Result<Option<Held>, ClientError> {
+        let pool = self.session.pool.clone();
+        let mut server = match pool.checkout(route).await {
+            Ok(server) => server,
+            Err(e) => {
+                self.reject(e, false).await?;
+                return Ok(None);
+            }
+        };
+        if let Err(e) = server.sync_params(&self.session.params).await {
+            let to_client = e.to_client();
+            match e {
+                BackendError::Query { .. } => checkin(server, pool.mode).await,
+                _ => drop(Object::take(server)),
+            }
+            self.reject(to_client, false).await?;
+            return Ok(None);
+        }
+        let mut flow = Flow::new();
+        if let Some(begin) = begin {
+            if let Err(e) = server.write_all(&begin).await {
+                drop(Object::take(server));
+                self.reject(e.to_client(), false).await?;
+                return Ok(None);
+            }
+            // The client already has its BEGIN reply.
+            flow.replies.push(Expect::SwallowQuery);
+        }
+        Ok(Some(Held {
+            server,
+            flow,
+            scan: Scanner::default(),
+        }))
+    }
+
+    /// Answers the SQL extension at the start of the buffer (a Query, or an extended
+    /// batch through its Sync). `status` is the client's transaction status. Returns true
+    /// when the session's target changed.
+    async fn answer_command(&mut self, status: u8) -> Result<bool, ClientError> {
+        loop {
+            let Some((command, extended)) = route::command_request(&self.buf) else {
+                return Ok(false);
+            };
+            let pool = self.session.pool.clone();
+            let before = self.routing;
+            let mut trial = self.routing;
+            let result = route::apply(&command, &mut trial, &pool, status != b'I');
+            let mut out = BytesMut::new();
+            let reply_status = if result.is_err() && status == b'T' {
+                b'T'
+            } else {
+                status
+            };
+            match route::answer(
+                &self.buf,
+                extended,
+                route::column_of(&command),
+                &result,
+                reply_status,
+                &mut out,
+            )? {
+                Some(used) => {
+                    self.buf.advance(used);
+                    self.routing = trial;
+                    self.stream.write_all(&out).await?;
+                    return Ok(self.routing != before);
+                }
+                None => {
+                    if read(self.stream, &mut self.buf).await? == 0 {
+                        return Err(ClientError::Gone);
+                    }
+                }
+            }
+        }
     }
 
     /// Answers a request made only of Parse of statements the pool knows, Close of

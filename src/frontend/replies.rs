@@ -32,6 +32,9 @@ pub enum Expect {
     SwallowParse(Arc<str>),
     /// CloseComplete of a Close the pooler added to evict a statement; swallowed.
     SwallowClose,
+    /// Every reply to a Query the pooler already answered (a held-back BEGIN), through its
+    /// ReadyForQuery; swallowed.
+    SwallowQuery,
 }
 
 /// What became of a statement the pooler was tracking.
@@ -112,6 +115,12 @@ impl Replies {
                 self.pop();
                 return Action::Swallow;
             }
+            (Expect::SwallowQuery, b'Z') => {
+                self.pop();
+                return Action::Swallow;
+            }
+            (Expect::SwallowQuery, b'N' | b'S' | b'A') => return Action::Forward,
+            (Expect::SwallowQuery, _) => return Action::Swallow,
             (_, b'E') => {
                 if !matches!(head, Expect::Query | Expect::FunctionCall | Expect::Sync) {
                     self.skip_to_sync(&mut statement);

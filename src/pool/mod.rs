@@ -4,17 +4,20 @@
 
 mod maintain;
 mod manager;
+pub mod routing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{PoolError, QueueMode, TimeoutType};
+use deadpool::managed::{PoolError, QueueMode, TimeoutType, Timeouts};
+use pgcat_parser::{Role as RouteRole, Route};
+use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::auth::scram::Verifier;
 use crate::backend::{ServerTarget, TcpSettings};
-use crate::config::{self, AuthType, Config, DefaultShard, PoolMode, Role};
+use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, PoolMode, Role};
 use crate::wire::messages::PgError;
 
 pub use manager::{Manager, Server, ServerPool};
@@ -41,7 +44,10 @@ pub struct UserPool {
     pub statement_cache: usize,
     pub connect_timeout: Duration,
     pub default_shard: DefaultShard,
+    pub load_balancing: LoadBalancingMode,
     pub shards: Vec<Vec<Address>>,
+    /// Routing settings, comment hints and the analysis cache of this pool.
+    pub router: routing::PoolRouter,
     /// ParameterStatus values the servers report at login, learned from the first one.
     server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).
@@ -163,7 +169,13 @@ impl UserPool {
             statement_cache: pool.prepared_statements_cache_size,
             connect_timeout: settings.connect_timeout,
             default_shard: pool.default_shard,
+            load_balancing: pool.load_balancing_mode,
             shards,
+            router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
+                pool: name.to_string(),
+                user: user.username.clone(),
+                reason,
+            })?,
             server_params: tokio::sync::OnceCell::new(),
             known_statements: KnownStatements::default(),
         };
@@ -176,29 +188,91 @@ impl UserPool {
         Ok(up)
     }
 
-    /// The shard a transaction goes to until the router decides.
-    fn shard(&self) -> &[Address] {
-        let n = match self.default_shard {
-            DefaultShard::Shard(n) => n,
+    /// The shard of a transaction the router did not place: `default_shard`.
+    pub fn default_shard_index(&self) -> usize {
+        match self.default_shard {
+            DefaultShard::Shard(n) => n.min(self.shards.len() - 1),
             DefaultShard::Random | DefaultShard::RandomHealthy => {
                 rand::rng().random_range(0..self.shards.len())
             }
-        };
-        &self.shards[n.min(self.shards.len() - 1)]
+        }
     }
 
-    /// Takes a server connection from the shard's primary (or its first server).
-    pub async fn checkout(&self) -> Result<Server, PgError> {
-        let shard = self.shard();
-        let address = shard
+    /// The servers of a shard that may serve `role`, in the order to try them: the
+    /// primary for writes; replicas for reads (the primary last, should every replica
+    /// fail); any server when no role is set. Balanced by `load_balancing_mode`.
+    fn candidates(&self, shard: usize, role: Option<RouteRole>) -> Vec<&Address> {
+        let servers = &self.shards[shard];
+        let primary = servers
             .iter()
             .find(|a| a.role == Role::Primary)
-            .unwrap_or(&shard[0]);
-        address
-            .pool
-            .get()
-            .await
-            .map_err(|e| self.checkout_error(address, e))
+            .unwrap_or(&servers[0]);
+        let mut chosen: Vec<&Address> = match role {
+            Some(RouteRole::Primary) => return vec![primary],
+            Some(RouteRole::Replica) => {
+                servers.iter().filter(|a| a.role != Role::Primary).collect()
+            }
+            None => servers.iter().collect(),
+        };
+        chosen.shuffle(&mut rand::rng());
+        if self.load_balancing == LoadBalancingMode::LeastOutstandingConnections {
+            // Fewest connections in use first (stable sort keeps the random order of ties).
+            chosen.sort_by_key(|a| {
+                let s = a.pool.status();
+                s.size.saturating_sub(s.available)
+            });
+        }
+        if role == Some(RouteRole::Replica) {
+            chosen.push(primary);
+        }
+        chosen
+    }
+
+    /// Takes a server connection for `route`. A server that is idle somewhere among the
+    /// candidates is taken at once; otherwise the first candidate is waited for (up to
+    /// `connect_timeout`). A candidate that cannot be reached is skipped.
+    pub async fn checkout(&self, route: Route) -> Result<Server, PgError> {
+        let shard = match route.shard {
+            Some(n) if n < self.shards.len() => n,
+            Some(n) => {
+                return Err(PgError::error(
+                    "22023",
+                    format!(
+                        "shard {n} is not configured: pool \"{}\" has shards 0 to {}",
+                        self.pool_name,
+                        self.shards.len() - 1
+                    ),
+                ))
+            }
+            None => self.default_shard_index(),
+        };
+        let candidates = self.candidates(shard, route.role);
+        if let [only] = candidates.as_slice() {
+            return only
+                .pool
+                .get()
+                .await
+                .map_err(|e| self.checkout_error(only, e));
+        }
+        let no_wait = Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            ..candidates[0].pool.timeouts()
+        };
+        let mut last_error = None;
+        for address in &candidates {
+            match address.pool.timeout_get(&no_wait).await {
+                Ok(server) => return Ok(server),
+                Err(PoolError::Timeout(TimeoutType::Wait)) => {}
+                Err(e) => last_error = Some(self.checkout_error(address, e)),
+            }
+        }
+        for address in &candidates {
+            match address.pool.get().await {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(self.checkout_error(address, e)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| PgError::error("08006", "no server could be reached")))
     }
 
     fn checkout_error(
@@ -230,7 +304,7 @@ impl UserPool {
     pub async fn server_params(&self) -> Result<&[(String, String)], PgError> {
         self.server_params
             .get_or_try_init(|| async {
-                let conn = self.checkout().await?;
+                let conn = self.checkout(Route::default()).await?;
                 Ok::<_, PgError>(conn.params.clone())
             })
             .await

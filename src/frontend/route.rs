@@ -1,0 +1,452 @@
+//! Where a client's next transaction goes, and PgCat's SQL extensions answered by the
+//! pooler itself (`SET SHARD TO`, `SET SHARDING KEY TO`, `SET SERVER ROLE TO`,
+//! `SET PRIMARY READS TO`, `SHOW SHARD` …), in the simple protocol and as an extended
+//! protocol statement. The decision itself is the parser crate's; this module finds the
+//! request's SQL (the Query, or the Parse behind a batch's Bind and that Bind's
+//! parameters), checks the shard, and writes the replies the pooler makes up.
+
+use bytes::{BufMut, BytesMut};
+use pgcat_parser::{
+    bind_param_as_i64, parse_command, resolve_keys, route, Command, CommandError, Route,
+    SessionRouting, ShardSelector,
+};
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+use pgwire::messages::Message;
+
+use crate::pool::UserPool;
+use crate::wire::frame::{self, FrameError};
+use crate::wire::messages::{self, PgError};
+use crate::wire::startup::cstr;
+
+/// The first request in a client's buffer, as far as routing is concerned.
+pub enum Request<'a> {
+    /// A simple Query.
+    Query(&'a str),
+    /// An extended batch: the SQL of the statement its first Bind (or Describe/Sync)
+    /// uses, when known, and that Bind's body.
+    Extended {
+        sql: Option<&'a str>,
+        bind: Option<&'a [u8]>,
+    },
+    /// Something else (FunctionCall, a Query too large to inspect): default route.
+    Opaque,
+}
+
+/// Reads the first request from `buf`; `None` when more bytes are needed. `named` finds
+/// the SQL of a client's named statement.
+pub fn first_request<'a>(
+    buf: &'a [u8],
+    cap: usize,
+    named: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<Request<'a>>, FrameError> {
+    let mut pos = 0;
+    // Statements parsed earlier in this batch: (name, SQL).
+    let mut parsed: Vec<(&str, &str)> = Vec::new();
+    let lookup = |parsed: &[(&'a str, &'a str)], name: &str| {
+        parsed
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, sql)| *sql)
+            .or_else(|| if name.is_empty() { None } else { named(name) })
+    };
+    loop {
+        let Some((tag, len)) = frame::header(&buf[pos..])? else {
+            return Ok(None);
+        };
+        if len - 4 > cap {
+            return Ok(Some(Request::Opaque));
+        }
+        let Some((_, body, total)) = frame::whole(&buf[pos..], cap)? else {
+            return Ok(None);
+        };
+        match tag {
+            b'Q' if pos == 0 => return Ok(Some(Request::Query(text(body)))),
+            b'P' => {
+                if let Ok((name, rest)) = cstr(body) {
+                    parsed.push((name, text(rest)));
+                }
+            }
+            b'B' => {
+                let sql = cstr(body)
+                    .and_then(|(_, rest)| cstr(rest))
+                    .ok()
+                    .and_then(|(stmt, _)| lookup(&parsed, stmt));
+                return Ok(Some(Request::Extended {
+                    sql,
+                    bind: Some(body),
+                }));
+            }
+            b'D' | b'E' | b'S' | b'H' | b'C' => {
+                let sql = if tag == b'D' && body.first() == Some(&b'S') {
+                    cstr(&body[1..]).ok().and_then(|(n, _)| lookup(&parsed, n))
+                } else {
+                    parsed.last().map(|(_, sql)| *sql)
+                };
+                return Ok(Some(Request::Extended { sql, bind: None }));
+            }
+            _ => return Ok(Some(Request::Opaque)),
+        }
+        pos += total;
+    }
+}
+
+/// The text of a query string (up to its NUL); invalid UTF-8 routes like unparsable SQL.
+pub fn text(body: &[u8]) -> &str {
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    std::str::from_utf8(&body[..end]).unwrap_or("\u{FFFD}")
+}
+
+/// Decides the route of a request for a client with `session` routing state.
+pub fn decide(
+    request: &Request<'_>,
+    session: &SessionRouting,
+    pool: &UserPool,
+) -> Result<Route, PgError> {
+    let router = &pool.router;
+    let (sql, bind) = match *request {
+        Request::Query(sql) => (Some(sql), None),
+        Request::Extended { sql, bind } => (sql, bind),
+        Request::Opaque => (None, None),
+    };
+    let Some(sql) = sql else {
+        return Ok(route(
+            &Default::default(),
+            &[],
+            None,
+            session,
+            &router.routing,
+        ));
+    };
+    let hint = router.hints.find(sql);
+    let parsing = session.parser_enabled(&router.routing)
+        && (router.routing.read_write_splitting || router.routing.automatic_key.is_some());
+    let analysis = parsing.then(|| router.analyze(sql));
+    let default_analysis = Default::default();
+    let analysis = analysis.as_deref().unwrap_or(&default_analysis);
+    let keys =
+        resolve_keys(&analysis.keys, |i| bind.and_then(|b| bind_param(b, i))).unwrap_or_default();
+    let routed = route(
+        &analysis.classification,
+        &keys,
+        hint,
+        session,
+        &router.routing,
+    );
+    if let Some(shard) = routed.shard {
+        check_shard(shard, pool)?;
+    } else if keys.len() > 1 {
+        let mut shards: Vec<usize> = keys
+            .iter()
+            .map(|k| pgcat_parser::shard_for_key(*k, &router.routing))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        if shards.len() > 1 {
+            let list = shards
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(PgError::error(
+                "0A000",
+                format!("the query's sharding keys are on shards {list}: cross-shard queries are not supported"),
+            )
+            .with_hint("Query one shard at a time (one sharding key, or SET SHARD TO)."));
+        }
+    }
+    Ok(routed)
+}
+
+fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {
+    let n = pool.shards.len();
+    if shard >= n {
+        return Err(PgError::error(
+            "22023",
+            format!(
+                "shard {shard} is not configured: pool \"{}\" has shards 0 to {}",
+                pool.pool_name,
+                n - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parameter `i` (1-based) of a Bind body as a bigint, if it is one.
+fn bind_param(body: &[u8], i: usize) -> Option<i64> {
+    let (_, rest) = cstr(body).ok()?;
+    let (_, mut rest) = cstr(rest).ok()?;
+    let take = |rest: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+        *rest = tail;
+        Some(head.to_vec())
+    };
+    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    let nfmt = i16_at(&take(&mut rest, 2)?) as usize;
+    let formats = take(&mut rest, 2 * nfmt)?;
+    let nparams = i16_at(&take(&mut rest, 2)?) as usize;
+    if i == 0 || i > nparams {
+        return None;
+    }
+    let binary = match nfmt {
+        0 => false,
+        1 => i16_at(&formats) == 1,
+        _ => i16_at(formats.get(2 * (i - 1)..)?) == 1,
+    };
+    for n in 1..=nparams {
+        let len = i32::from_be_bytes(take(&mut rest, 4)?.try_into().ok()?);
+        if len < 0 {
+            if n == i {
+                return None;
+            }
+            continue;
+        }
+        let value = take(&mut rest, len as usize)?;
+        if n == i {
+            return bind_param_as_i64(&value, binary);
+        }
+    }
+    None
+}
+
+/// An SQL extension at the start of `buf`: the command and how many bytes the request
+/// spans (a Query, or an extended batch through its Sync). `None`: not an extension (or
+/// not complete yet).
+pub fn command_request(buf: &[u8]) -> Option<(Result<Command, CommandError>, bool)> {
+    let (tag, body, _) = frame::whole(buf, 64 * 1024).ok()??;
+    match tag {
+        b'Q' => parse_command(text(body)).map(|c| (c, false)),
+        b'P' => {
+            let (name, rest) = cstr(body).ok()?;
+            if !name.is_empty() {
+                return None;
+            }
+            parse_command(text(rest)).map(|c| (c, true))
+        }
+        _ => None,
+    }
+}
+
+/// Applies an extension to the session, or says why not. `in_transaction`: the client is
+/// inside a transaction block, where the target cannot change.
+pub fn apply(
+    command: &Result<Command, CommandError>,
+    session: &mut SessionRouting,
+    pool: &UserPool,
+    in_transaction: bool,
+) -> Result<Option<String>, PgError> {
+    let command = command
+        .as_ref()
+        .map_err(|e| PgError::error("22023", e.message.clone()))?;
+    let routing = &pool.router.routing;
+    if let Some(shown) = session.show(command, routing) {
+        return Ok(Some(shown));
+    }
+    if in_transaction {
+        return Err(PgError::error(
+            "25001",
+            "cannot change the shard, sharding key, server role or primary reads inside a transaction",
+        )
+        .with_hint("Run it before BEGIN or after COMMIT."));
+    }
+    if let Command::SetShard(ShardSelector::Number(n)) = command {
+        check_shard(*n, pool)?;
+    }
+    session.apply(command, routing, rand::random());
+    Ok(None)
+}
+
+/// Writes the replies to an extension request spanning `buf[..]` up to its Sync (extended)
+/// or its Query (simple): the result (`Ok(Some(value))` for SHOW, `Ok(None)` for SET) or
+/// the error, then ReadyForQuery with `status`. Returns the bytes consumed, `None` if the
+/// extended batch is not complete yet.
+pub fn answer(
+    buf: &[u8],
+    extended: bool,
+    column: &str,
+    result: &Result<Option<String>, PgError>,
+    status: u8,
+    out: &mut BytesMut,
+) -> Result<Option<usize>, FrameError> {
+    let put_result = |out: &mut BytesMut| match result {
+        Ok(Some(value)) => {
+            let _ = DataRow::new(row_value(value), 1).encode(out);
+            command_complete(out, "SHOW");
+        }
+        Ok(None) => command_complete(out, "SET"),
+        Err(e) => e.encode(out),
+    };
+    if !extended {
+        let Some((_, _, total)) = frame::whole(buf, 64 * 1024)? else {
+            return Ok(None);
+        };
+        if let Ok(Some(_)) = result {
+            row_description(out, column);
+        }
+        put_result(out);
+        messages::ready_for_query(out, status);
+        return Ok(Some(total));
+    }
+    // Extended: find the Sync first so nothing is consumed half-way.
+    let mut pos = 0;
+    let mut end = None;
+    while let Some((tag, _, total)) = frame::whole(&buf[pos..], 64 * 1024)? {
+        pos += total;
+        if tag == b'S' {
+            end = Some(pos);
+            break;
+        }
+    }
+    let Some(end) = end else {
+        return Ok(None);
+    };
+    let mut pos = 0;
+    let mut failed = false;
+    while pos < end {
+        let Some((tag, body, total)) = frame::whole(&buf[pos..end], 64 * 1024)? else {
+            break;
+        };
+        pos += total;
+        if failed && tag != b'S' {
+            continue;
+        }
+        match tag {
+            b'P' => out.extend_from_slice(&[b'1', 0, 0, 0, 4]),
+            b'B' => out.extend_from_slice(&[b'2', 0, 0, 0, 4]),
+            b'C' => out.extend_from_slice(&[b'3', 0, 0, 0, 4]),
+            b'D' => {
+                if body.first() == Some(&b'S') {
+                    out.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
+                }
+                match result {
+                    Ok(Some(_)) => row_description(out, column),
+                    _ => out.extend_from_slice(&[b'n', 0, 0, 0, 4]),
+                }
+            }
+            b'E' => {
+                put_result(out);
+                failed = result.is_err();
+            }
+            b'S' => messages::ready_for_query(out, status),
+            _ => {}
+        }
+    }
+    Ok(Some(end))
+}
+
+fn row_value(value: &str) -> BytesMut {
+    let mut data = BytesMut::with_capacity(value.len() + 4);
+    data.put_i32(value.len() as i32);
+    data.extend_from_slice(value.as_bytes());
+    data
+}
+
+fn row_description(out: &mut BytesMut, column: &str) {
+    let field = FieldDescription::new(column.to_string(), 0, 0, 25, -1, -1, 0);
+    let _ = RowDescription::new(vec![field]).encode(out);
+}
+
+/// Appends a CommandComplete with `tag`.
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    out.put_u8(b'C');
+    out.put_u32((4 + tag.len() + 1) as u32);
+    out.extend_from_slice(tag.as_bytes());
+    out.put_u8(0);
+}
+
+/// The column name PgCat gives a SHOW extension's one-row answer.
+pub fn column_of(command: &Result<Command, CommandError>) -> &'static str {
+    match command {
+        Ok(Command::ShowServerRole) => "server role",
+        Ok(Command::ShowPrimaryReads) => "primary reads",
+        _ => "shard",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(params: &[(&[u8], i16)]) -> Vec<u8> {
+        let mut b = b"\0stmt\0".to_vec();
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for (_, f) in params {
+            b.extend_from_slice(&f.to_be_bytes());
+        }
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for (v, _) in params {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&[0, 0]);
+        b
+    }
+
+    #[test]
+    fn bind_parameters_are_read_in_text_and_binary() {
+        let b = bind(&[
+            (b"42", 0),
+            (&7i64.to_be_bytes(), 1),
+            (&(-3i32).to_be_bytes(), 1),
+        ]);
+        assert_eq!(bind_param(&b, 1), Some(42));
+        assert_eq!(bind_param(&b, 2), Some(7));
+        assert_eq!(bind_param(&b, 3), Some(-3));
+        assert_eq!(bind_param(&b, 4), None);
+        assert_eq!(
+            bind_param(&b[..8], 1),
+            None,
+            "truncated input is not an error"
+        );
+    }
+
+    #[test]
+    fn extended_extension_batch_gets_the_replies_postgres_would_send() {
+        let mut buf = Vec::new();
+        for (tag, body) in [
+            (b'P', &b"\0SHOW SHARD\0\0\0"[..]),
+            (b'B', &b"\0\0\0\0\0\0\0\0"[..]),
+            (b'D', &b"P\0"[..]),
+            (b'E', &b"\0\0\0\0\0"[..]),
+            (b'S', &b""[..]),
+        ] {
+            buf.push(tag);
+            buf.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            buf.extend_from_slice(body);
+        }
+        let mut out = BytesMut::new();
+        let used = answer(
+            &buf,
+            true,
+            "shard",
+            &Ok(Some("unset".into())),
+            b'I',
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(used, Some(buf.len()));
+        let tags: Vec<u8> = {
+            let mut t = Vec::new();
+            let mut p = 0;
+            while let Ok(Some((tag, _, total))) = frame::whole(&out[p..], 1 << 20) {
+                t.push(tag);
+                p += total;
+            }
+            t
+        };
+        assert_eq!(tags, b"12TDCZ".to_vec());
+        assert_eq!(
+            answer(
+                &buf[..buf.len() - 5],
+                true,
+                "shard",
+                &Ok(None),
+                b'I',
+                &mut out
+            )
+            .unwrap(),
+            None
+        );
+    }
+}
