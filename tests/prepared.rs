@@ -1287,3 +1287,79 @@ fn parse_skipped_after_an_error_is_not_prepared() {
         "1 2 D[skipped,1] C[SELECT 1] Z[I]"
     );
 }
+
+/// The server fails a batch before the client has sent the rest of it (Flush brings the
+/// error back early). PostgreSQL skips everything up to the Sync, so the rest of the batch
+/// gets no replies; the pooler must expect none (it once waited for them forever, and every
+/// made-up ParseComplete after that queued behind them: psycopg's pipelines hung).
+#[test]
+fn rest_of_a_failed_batch_sent_after_the_error_gets_no_replies() {
+    let cluster = shared();
+    let script = |c: &mut RawConn| -> Vec<String> {
+        let mut out = Vec::new();
+        c.send(
+            &[
+                raw::parse("late_a", "SELECT $1::int4 + 1"),
+                raw::bind("", "late_a", &[Some("1")]),
+                raw::execute(""),
+                raw::parse("", DIV0),
+                raw::bind("", "", &[Some("0")]),
+                raw::execute(""),
+                raw::flush(),
+            ]
+            .concat(),
+        )
+        .expect("send");
+        let mut early = Vec::new();
+        loop {
+            let m = c.read_msg().expect("the error comes back on Flush");
+            let done = m.tag == b'E';
+            early.push(m);
+            if done {
+                break;
+            }
+        }
+        out.push(summary(&early));
+        c.send(
+            &[
+                raw::parse("late_b", "SELECT $1::int4 + 2"),
+                raw::bind("", "late_b", &[Some("1")]),
+                raw::execute(""),
+                raw::sync(),
+            ]
+            .concat(),
+        )
+        .expect("send");
+        out.push(summary(&read_syncs(c, 1)));
+        // A prepare of a statement this server has: PostgreSQL answers ParseComplete.
+        c.send(&[raw::parse("late_c", "SELECT $1::int4 + 1"), raw::sync()].concat())
+            .expect("send");
+        out.push(summary(&read_syncs(c, 1)));
+        c.send(
+            &[
+                raw::bind("", "late_c", &[Some("41")]),
+                raw::execute(""),
+                raw::sync(),
+            ]
+            .concat(),
+        )
+        .expect("send");
+        out.push(summary(&read_syncs(c, 1)));
+        c.send(&[raw::bind("", "late_b", &[]), raw::execute(""), raw::sync()].concat())
+            .expect("send");
+        out.push(summary(&read_syncs(c, 1)));
+        out
+    };
+    let mut direct =
+        RawConn::connect(cluster.primary.port, SCRAM_USER, SCRAM_PASS, DB).expect("direct login");
+    let want = script(&mut direct);
+    assert_eq!(
+        want[1], "Z[I]",
+        "PostgreSQL skips the rest of the failed batch"
+    );
+
+    let pooler = Pooler::start(&pool_toml(cluster, free_port(), DB, 1, ""));
+    let mut c = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("login");
+    c.set_read_timeout(Duration::from_secs(20));
+    assert_eq!(script(&mut c), want, "\n{}", tail(&pooler.logs(), 40));
+}

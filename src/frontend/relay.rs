@@ -9,6 +9,7 @@
 //! the client leaves. A server that saw session state changes is reset before the next
 //! client; one whose state is unknown is closed instead.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -91,6 +92,12 @@ struct Client<'a> {
     mode: Mode,
     /// What the client's SQL extensions set.
     routing: SessionRouting,
+    /// The last message forwarded to the server ended a request (Query or Sync): what
+    /// comes next starts a new one, which may be an SQL extension.
+    request_boundary: bool,
+    /// The client's named statements that are SQL extensions (name → SQL): answered by
+    /// the pooler whenever they are bound.
+    command_statements: HashMap<String, String>,
     held_begin: Option<HeldBegin>,
 }
 
@@ -114,6 +121,8 @@ pub async fn run(
         statements: ClientStatements::default(),
         mode,
         routing: SessionRouting::default(),
+        request_boundary: true,
+        command_statements: HashMap::new(),
         held_begin: None,
     };
     let pool = client.session.pool.clone();
@@ -142,6 +151,9 @@ pub async fn run(
             }
             End::Intercept => {
                 let status = h.flow.status;
+                if client.close_command_statement(status).await? {
+                    continue;
+                }
                 let changed = client.answer_command(status).await?;
                 if changed && pool.mode == PoolMode::Session {
                     // A new target: give the server back, the next query takes one there.
@@ -267,16 +279,23 @@ impl Client<'_> {
             return end;
         }
         loop {
+            let settled = flow.settled() && self.scanner.at_boundary();
             if mode == PoolMode::Transaction
-                && flow.settled()
+                && settled
                 && !(self.mode == Mode::Pin && self.statements.pins())
                 && flow.status == b'I'
-                && self.buf.is_empty()
-                && self.scanner.at_boundary()
                 && server.buf.is_empty()
                 && server_scan.at_boundary()
             {
+                // Anything the client already sent is a new request: routed afresh.
                 return End::Released;
+            }
+            if settled && self.has_complete_message() {
+                // Requests held back behind an SQL extension (see `extension_cut`).
+                if let Some(end) = self.forward_client(server, flow, server_scan).await {
+                    return end;
+                }
+                continue;
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);
@@ -321,12 +340,18 @@ impl Client<'_> {
                 Ok(Some((b'Q' | b'P', len))) if len < 64 * 1024 && self.buf.len() < len + 1 => {
                     return None
                 }
-                Ok(Some((b'Q' | b'P', _))) if route::command_request(&self.buf).is_some() => {
+                Ok(Some((b'Q' | b'P' | b'B' | b'D', _))) if self.command_request().is_some() => {
+                    return Some(End::Intercept)
+                }
+                Ok(Some((b'C', _))) if self.closes_command_statement() => {
                     return Some(End::Intercept)
                 }
                 _ => {}
             }
         }
+        let cut = self.extension_cut();
+        let mut last = None;
+        let last_tag = &mut last;
         let mut terminate_at = None;
         let mut failure = None;
         let mut out = BytesMut::new();
@@ -340,9 +365,12 @@ impl Client<'_> {
         let effects = self.effects;
         let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
-            buf,
+            &buf[..cut],
             |tag| matches!(tag, b'P' | b'B' | b'D' | b'C') || (tracks_state && tag == b'Q'),
-            |tag, body, start| match tag {
+            |tag, body, start| {
+                tracing::trace!(tag = %char::from(tag), len = body.map(<[u8]>::len), "client message");
+                *last_tag = Some(tag);
+                match tag {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
@@ -416,7 +444,7 @@ impl Client<'_> {
                     terminate_at.get_or_insert(start);
                 }
                 _ => {}
-            },
+            }},
         );
         let n = match scanned {
             Ok(n) => n,
@@ -424,6 +452,9 @@ impl Client<'_> {
         };
         if let Some(e) = failure {
             return Some(End::Fatal(e));
+        }
+        if let Some(tag) = last {
+            self.request_boundary = matches!(tag, b'Q' | b'S');
         }
         let send = terminate_at.unwrap_or(n);
         let bytes: &[u8] = if copied == 0 {
@@ -591,6 +622,7 @@ impl Client<'_> {
                     }
                     Event::Undefined(name) => client_statements.undefine(name),
                 });
+                tracing::trace!(tag = %char::from(tag), ?action, "server message");
                 if action == Action::Swallow {
                     out.extend_from_slice(&buf[copied..start]);
                     copied = end.unwrap_or(start + 5);
@@ -662,7 +694,10 @@ impl Client<'_> {
             return Ok(Idle::Answered);
         }
         let status = if in_transaction { b'T' } else { b'I' };
-        if route::command_request(&self.buf).is_some() {
+        if self.close_command_statement(status).await? {
+            return Ok(Idle::Answered);
+        }
+        if self.command_request().is_some() {
             self.answer_command(status).await?;
             return Ok(Idle::Answered);
         }
@@ -790,12 +825,141 @@ impl Client<'_> {
         }))
     }
 
+    /// Where to stop forwarding: before a request (after a Query or Sync) that is, or may
+    /// still turn out to be, an SQL extension; the pooler answers it once the server has
+    /// answered everything before it. The whole buffer otherwise.
+    fn extension_cut(&self) -> usize {
+        let buf = &self.buf[..];
+        if !self.scanner.at_boundary() {
+            return buf.len();
+        }
+        let candidate = |rest: &[u8]| {
+            let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < 64 * 1024);
+            let complete =
+                matches!(crate::wire::frame::header(rest), Ok(Some((_, l))) if rest.len() > l);
+            small && (!complete || self.command_request_at(rest).is_some())
+        };
+        if self.request_boundary && candidate(buf) {
+            return 0;
+        }
+        let mut pos = 0;
+        while let Ok(Some((tag, len))) = crate::wire::frame::header(&buf[pos..]) {
+            let next = pos + 1 + len;
+            if next >= buf.len() {
+                break;
+            }
+            if matches!(tag, b'Q' | b'S') {
+                let rest = &buf[next..];
+                let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < 64 * 1024);
+                let complete =
+                    matches!(crate::wire::frame::header(rest), Ok(Some((_, l))) if rest.len() > l);
+                if small && (!complete || self.command_request_at(rest).is_some()) {
+                    return next;
+                }
+            }
+            pos = next;
+        }
+        buf.len()
+    }
+
+    /// Whether the buffer starts with a whole message (or one long enough to be streamed),
+    /// so forwarding it makes progress.
+    fn has_complete_message(&self) -> bool {
+        match crate::wire::frame::header(&self.buf) {
+            Ok(Some((_, len))) => len > REWRITE_CAP || self.buf.len() > len,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the buffer starts with a Close of a statement that is an SQL extension.
+    fn closes_command_statement(&self) -> bool {
+        match crate::wire::frame::whole(&self.buf, 64 * 1024) {
+            Ok(Some((b'C', body, _))) if body.first() == Some(&b'S') => {
+                crate::wire::startup::cstr(&body[1..])
+                    .is_ok_and(|(name, _)| self.command_statements.contains_key(name))
+            }
+            _ => false,
+        }
+    }
+
+    /// Answers Close messages (through their Sync) of statements that are SQL extensions:
+    /// they never reached a server. Returns false, consuming nothing, when the request is
+    /// anything else.
+    async fn close_command_statement(&mut self, status: u8) -> Result<bool, ClientError> {
+        if !self.closes_command_statement() {
+            return Ok(false);
+        }
+        let (pos, names) = loop {
+            let mut pos = 0;
+            let mut names = Vec::new();
+            let complete = loop {
+                let Ok(next) = crate::wire::frame::whole(&self.buf[pos..], 64 * 1024) else {
+                    // Too large to be a Close or Sync: not ours to answer.
+                    return Ok(false);
+                };
+                let Some((tag, body, total)) = next else {
+                    break false;
+                };
+                pos += total;
+                match tag {
+                    b'C' if body.first() == Some(&b'S') => {
+                        let name =
+                            crate::wire::startup::cstr(&body[1..]).map(|(n, _)| n.to_string());
+                        match name {
+                            Ok(n) if self.command_statements.contains_key(&n) => names.push(n),
+                            _ => return Ok(false),
+                        }
+                    }
+                    b'S' => break true,
+                    _ => return Ok(false),
+                }
+            };
+            if complete {
+                break (pos, names);
+            }
+            if read(self.stream, &mut self.buf).await? == 0 {
+                return Err(ClientError::Gone);
+            }
+        };
+        let mut out = BytesMut::new();
+        for name in &names {
+            self.command_statements.remove(name);
+            synth_reply(&mut out, b'3');
+        }
+        messages::ready_for_query(&mut out, status);
+        self.buf.advance(pos);
+        self.stream.write_all(&out).await?;
+        Ok(true)
+    }
+
+    /// The SQL extension at the start of the buffer, if that is what it holds.
+    fn command_request(
+        &self,
+    ) -> Option<(
+        Result<pgcat_parser::Command, pgcat_parser::CommandError>,
+        bool,
+    )> {
+        self.command_request_at(&self.buf)
+    }
+
+    fn command_request_at(
+        &self,
+        buf: &[u8],
+    ) -> Option<(
+        Result<pgcat_parser::Command, pgcat_parser::CommandError>,
+        bool,
+    )> {
+        let named = &self.command_statements;
+        route::command_request(buf, |name| named.get(name).map(String::as_str))
+    }
+
     /// Answers the SQL extension at the start of the buffer (a Query, or an extended
     /// batch through its Sync). `status` is the client's transaction status. Returns true
     /// when the session's target changed.
     async fn answer_command(&mut self, status: u8) -> Result<bool, ClientError> {
         loop {
-            let Some((command, extended)) = route::command_request(&self.buf) else {
+            let Some((command, extended)) = self.command_request() else {
                 return Ok(false);
             };
             let pool = self.session.pool.clone();
@@ -817,6 +981,10 @@ impl Client<'_> {
                 &mut out,
             )? {
                 Some(used) => {
+                    if extended {
+                        self.command_statements
+                            .extend(route::parsed_names(&self.buf[..used]));
+                    }
                     self.buf.advance(used);
                     self.routing = trial;
                     self.stream.write_all(&out).await?;
@@ -839,7 +1007,9 @@ impl Client<'_> {
         let mut pos = 0;
         let mut replies = BytesMut::new();
         loop {
-            let Some((tag, body, total)) = crate::wire::frame::whole(&self.buf[pos..], 64 * 1024)?
+            // Incomplete, or too large to be a prepare answered here.
+            let Ok(Some((tag, body, total))) =
+                crate::wire::frame::whole(&self.buf[pos..], 64 * 1024)
             else {
                 return Ok(false);
             };
@@ -862,7 +1032,7 @@ impl Client<'_> {
         // All answerable: apply them for real.
         let mut scratch = BytesMut::new();
         let mut queue = Replies::default();
-        while let Some((tag, body, total)) = crate::wire::frame::whole(&self.buf, 64 * 1024)? {
+        while let Ok(Some((tag, body, total))) = crate::wire::frame::whole(&self.buf, 64 * 1024) {
             if tag == b'S' {
                 self.buf.advance(total);
                 break;

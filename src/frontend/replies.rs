@@ -60,10 +60,22 @@ pub struct Replies {
     queue: VecDeque<Expect>,
     /// ReadyForQuery messages owed (Sync, Query and FunctionCall entries queued).
     owed: usize,
+    /// The server reported an error in an extended batch whose Sync the client has not
+    /// sent yet: it ignores everything up to that Sync, so what arrives meanwhile gets no
+    /// reply (kept here to report the statements that were never prepared).
+    skipping: bool,
+    skipped: Vec<Expect>,
 }
 
 impl Replies {
     pub fn push(&mut self, e: Expect) {
+        if self.skipping {
+            if e != Expect::Sync {
+                self.skipped.push(e);
+                return;
+            }
+            self.skipping = false;
+        }
         if matches!(e, Expect::Sync | Expect::Query | Expect::FunctionCall) {
             self.owed += 1;
         }
@@ -98,6 +110,9 @@ impl Replies {
     /// in flight: prepared, or not existing after all (the Parse failed or was skipped
     /// after an error).
     pub fn on_server(&mut self, tag: u8, mut statement: impl FnMut(Event<'_>)) -> Action {
+        for e in std::mem::take(&mut self.skipped) {
+            forget(&e, &mut statement);
+        }
         let Some(head) = self.queue.front() else {
             return Action::Forward;
         };
@@ -140,24 +155,61 @@ impl Replies {
     /// After an error in an extended batch: everything up to the Sync was skipped.
     fn skip_to_sync(&mut self, statement: &mut impl FnMut(Event<'_>)) {
         while let Some(head) = self.queue.front() {
-            match head {
-                Expect::Sync => return,
-                Expect::Parse(Some((name, client))) => {
-                    statement(Event::Failed(name));
-                    statement(Event::Undefined(client));
-                }
-                Expect::SwallowParse(name) => statement(Event::Failed(name)),
-                Expect::Synth(b'1', Some(client)) => statement(Event::Undefined(client)),
-                _ => {}
+            if *head == Expect::Sync {
+                return;
             }
+            forget(head, statement);
             self.pop();
         }
+        // The Sync is still to come from the client.
+        self.skipping = true;
+    }
+}
+
+/// Reports what an entry the server skipped leaves undone: statements not prepared.
+fn forget(e: &Expect, statement: &mut impl FnMut(Event<'_>)) {
+    match e {
+        Expect::Parse(Some((name, client))) => {
+            statement(Event::Failed(name));
+            statement(Event::Undefined(client));
+        }
+        Expect::SwallowParse(name) => statement(Event::Failed(name)),
+        Expect::Synth(b'1', Some(client)) => statement(Event::Undefined(client)),
+        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_sent_after_an_error_but_before_their_sync_get_no_replies() {
+        let mut r = Replies::default();
+        let a: Arc<str> = "pgcat_a".into();
+        r.push(Expect::Bind);
+        r.push(Expect::Execute);
+        // The server fails the Execute before the rest of the batch was even forwarded.
+        r.on_server(b'2', |_| {});
+        r.on_server(b'E', |_| {});
+        assert!(r.is_empty());
+        r.push(Expect::Parse(Some((a.clone(), "s3".into()))));
+        r.push(Expect::Bind);
+        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Sync);
+        let mut events = Vec::new();
+        let mut synth = Vec::new();
+        r.take_synth(|t| synth.push(t));
+        assert!(synth.is_empty());
+        r.on_server(b'Z', |e| events.push(format!("{e:?}")));
+        assert!(r.is_empty(), "{r:?}");
+        assert_eq!(events.len(), 2, "{events:?}");
+        // The next request is tracked normally.
+        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Sync);
+        r.take_synth(|t| synth.push(t));
+        assert_eq!(synth, vec![b'1']);
+    }
 
     #[test]
     fn made_up_replies_keep_their_place() {

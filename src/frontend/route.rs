@@ -210,22 +210,43 @@ fn bind_param(body: &[u8], i: usize) -> Option<i64> {
     None
 }
 
-/// An SQL extension at the start of `buf`: the command and how many bytes the request
-/// spans (a Query, or an extended batch through its Sync). `None`: not an extension (or
-/// not complete yet).
-pub fn command_request(buf: &[u8]) -> Option<(Result<Command, CommandError>, bool)> {
+/// An SQL extension at the start of `buf`: the command, and whether it comes as an
+/// extended batch (through its Sync) rather than a Query. The batch may Parse the
+/// extension, or Bind/Describe a statement that is one (`named` gives the SQL of the
+/// client's extension statements). `None`: not an extension (or not complete yet).
+pub fn command_request<'a>(
+    buf: &'a [u8],
+    named: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(Result<Command, CommandError>, bool)> {
     let (tag, body, _) = frame::whole(buf, 64 * 1024).ok()??;
-    match tag {
-        b'Q' => parse_command(text(body)).map(|c| (c, false)),
-        b'P' => {
-            let (name, rest) = cstr(body).ok()?;
-            if !name.is_empty() {
-                return None;
+    let sql = match tag {
+        b'Q' => return parse_command(text(body)).map(|c| (c, false)),
+        b'P' => text(cstr(body).ok()?.1),
+        b'B' => named(cstr(cstr(body).ok()?.1).ok()?.0)?,
+        b'D' if body.first() == Some(&b'S') => named(cstr(&body[1..]).ok()?.0)?,
+        _ => return None,
+    };
+    parse_command(sql).map(|c| (c, true))
+}
+
+/// The named statements an extension batch prepares: (name, SQL).
+pub fn parsed_names(buf: &[u8]) -> Vec<(String, String)> {
+    let mut names = Vec::new();
+    let mut pos = 0;
+    while let Ok(Some((tag, body, total))) = frame::whole(&buf[pos..], 64 * 1024) {
+        pos += total;
+        if tag == b'P' {
+            if let Ok((name, rest)) = cstr(body) {
+                if !name.is_empty() {
+                    names.push((name.to_string(), text(rest).to_string()));
+                }
             }
-            parse_command(text(rest)).map(|c| (c, true))
         }
-        _ => None,
+        if tag == b'S' {
+            break;
+        }
     }
+    names
 }
 
 /// Applies an extension to the session, or says why not. `in_transaction`: the client is

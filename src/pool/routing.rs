@@ -2,14 +2,10 @@
 //! crate's `PoolRouting`, the compiled comment-hint regexes, and the analysis of query texts
 //! (classification + automatic sharding keys) cached so a repeated statement is parsed once.
 
-use std::hash::{Hash, Hasher};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
 use pgcat_parser::{
-    classify_parsed, find_keys_parsed, Classification, CommentHints, KeyColumn, KeyValue, Parsed,
-    PoolRouting, Role, ShardingFunction,
+    Analysis, AnalysisCache, CommentHints, KeyColumn, PoolRouting, Role, ShardingFunction,
 };
 
 use crate::config::{self, DefaultRole};
@@ -17,18 +13,10 @@ use crate::config::{self, DefaultRole};
 /// Query texts whose analysis a pool remembers.
 const CACHE_SIZE: usize = 4096;
 
-/// What the router needs to know about a query text.
-#[derive(Debug, Default)]
-pub struct Analysis {
-    pub classification: Classification,
-    /// Automatic sharding key values (literals, or Bind parameters by position).
-    pub keys: Vec<KeyValue>,
-}
-
 pub struct PoolRouter {
     pub routing: PoolRouting,
     pub hints: CommentHints,
-    cache: Mutex<LruCache<u64, Arc<Analysis>>>,
+    cache: AnalysisCache,
 }
 
 impl PoolRouter {
@@ -65,34 +53,15 @@ impl PoolRouter {
         Ok(PoolRouter {
             routing,
             hints,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: AnalysisCache::new(CACHE_SIZE),
         })
     }
 
     /// Parses and analyses `sql` once; later calls with the same text hit the cache.
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        sql.hash(&mut h);
-        let key = h.finish();
-        if let Some(a) = self.lock().get(&key) {
-            return a.clone();
-        }
-        let parsed = Parsed::parse_within(sql, self.routing.max_length);
-        let keys = match (&parsed, &self.routing.automatic_key) {
-            (Some(p), Some(column)) => find_keys_parsed(p, column),
-            _ => Vec::new(),
-        };
-        let analysis = Arc::new(Analysis {
-            classification: classify_parsed(sql, parsed.as_ref()),
-            keys,
-        });
-        self.lock().put(key, analysis.clone());
-        analysis
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Arc<Analysis>>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        let routing = &self.routing;
+        self.cache.get_or_insert(sql, || {
+            Analysis::of(sql, routing.automatic_key.as_ref(), routing.max_length)
+        })
     }
 }
