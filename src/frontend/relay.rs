@@ -10,7 +10,6 @@
 //! client; one whose state is unknown is closed instead.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
@@ -41,7 +40,7 @@ struct Flow {
     status: u8,
     copy: bool,
     /// SET/RESET sent outside a transaction: the client keeps them if they succeed.
-    remember: Option<Arc<SessionEffects>>,
+    remember: Option<SessionEffects>,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed: bool,
 }
@@ -374,7 +373,7 @@ impl Client<'_> {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
-                        match body.map(query_text).map(|sql| effects.of(&sql)) {
+                        match body.map(|b| effects.of(route::text(b))) {
                             None => *dirty = Dirty::all(),
                             Some(None) => {}
                             Some(Some(e))
@@ -415,7 +414,7 @@ impl Client<'_> {
                             if mode == Mode::Pin && !name.is_empty() {
                                 dirty.prepared = true;
                             }
-                            if let Some(e) = effects.of(&query_text(rest)) {
+                            if let Some(e) = effects.of(route::text(rest)) {
                                 state::merge(dirty, state::dirty(&e));
                             }
                         }
@@ -1129,10 +1128,4 @@ impl Client<'_> {
 /// Appends a reply the pooler makes up (ParseComplete '1', CloseComplete '3').
 fn synth_reply(out: &mut BytesMut, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
-}
-
-/// The text of a Query or Parse query string (without its NUL terminator).
-fn query_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
-    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end])
 }

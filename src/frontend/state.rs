@@ -6,12 +6,7 @@
 //! check runs first so ordinary queries never reach sqlparser, and results are cached by
 //! query text.
 
-use std::hash::{Hash, Hasher};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
-use pgcat_parser::{classify, SessionEffects};
+use pgcat_parser::{classify, Analysis, AnalysisCache, SessionEffects};
 
 use crate::backend::Dirty;
 
@@ -45,48 +40,31 @@ pub fn may_change_session(sql: &str) -> bool {
     })
 }
 
-/// Classification results of one pool, by query text.
+/// Classification results, by query text.
 pub struct Effects {
-    cache: Mutex<LruCache<u64, Arc<SessionEffects>>>,
+    cache: AnalysisCache,
 }
 
 impl Default for Effects {
     fn default() -> Self {
         Effects {
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: AnalysisCache::new(CACHE_SIZE),
         }
     }
 }
 
 impl Effects {
     /// The session effects of `sql`; `None` when it has none.
-    pub fn of(&self, sql: &str) -> Option<Arc<SessionEffects>> {
+    pub fn of(&self, sql: &str) -> Option<SessionEffects> {
         if !may_change_session(sql) {
             return None;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        sql.hash(&mut h);
-        let key = h.finish();
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let effects = match cached {
-            Some(e) => e,
-            None => {
-                let e = Arc::new(classify(sql, None).session);
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .put(key, e.clone());
-                e
-            }
-        };
-        (!effects.is_empty()).then_some(effects)
+        let analysis = self.cache.get_or_insert(sql, || Analysis {
+            classification: classify(sql, None),
+            keys: Vec::new(),
+        });
+        let effects = &analysis.classification.session;
+        (!effects.is_empty()).then(|| effects.clone())
     }
 }
 
