@@ -9,6 +9,7 @@
 //!    (parameters resolved with [`resolve_keys`] / [`bind_param_as_i64`]).
 //! 4. [`route`] → [`Route`] { shard, role }.
 
+pub mod cache;
 pub mod classify;
 pub mod command;
 pub mod comment;
@@ -18,6 +19,7 @@ pub mod route;
 pub mod session;
 pub mod shard_key;
 
+pub use cache::{Analysis, AnalysisCache};
 pub use classify::{classify, classify_parsed, Classification};
 pub use command::{parse_command, Command, CommandError, PrimaryReads, RoleSetting, ShardSelector};
 pub use comment::{CommentHints, Hint};
