@@ -1,43 +1,142 @@
-//! The running pooler: builds the pools from a configuration, listens, hands each client
-//! connection to its own task, and stops on SIGINT/SIGTERM.
+//! The running pooler: the shared state every client task sees (current configuration and
+//! pools, cancel keys, statistics), the listener, live reload (SIGHUP, admin RELOAD,
+//! `autoreload`) and shutdown (SIGINT and admin SHUTDOWN drain, SIGTERM stops at once).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rand::RngCore;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
-use crate::config::{Config, General};
+use crate::config::{self, Config};
 use crate::frontend::{self, cancel};
 use crate::pool::Pools;
+use crate::stats;
 
 /// What every client task shares.
 pub struct App {
-    pub general: General,
-    pub pools: Pools,
+    config: RwLock<Arc<Config>>,
+    pools: RwLock<Arc<Pools>>,
     pub cancels: Arc<cancel::Registry>,
     /// Session effects of query texts, cached (transaction mode state tracking).
     pub effects: frontend::state::Effects,
     /// Per-process secret behind the fake SCRAM salts of unknown users.
     pub mock_secret: [u8; 32],
+    /// Every client and server connection, for SHOW CLIENTS/SERVERS and cl_*/sv_* figures.
+    pub registry: Arc<stats::Registry>,
+    /// Set once a graceful shutdown has begun.
+    shutdown: watch::Sender<bool>,
 }
 
 impl App {
-    pub fn new(config: &Config) -> std::io::Result<App> {
-        let pools = Pools::build(config).map_err(std::io::Error::other)?;
+    pub fn new(config: Config) -> std::io::Result<App> {
+        let registry = Arc::new(stats::Registry::default());
+        let pools = Pools::build(&config, None, &registry).map_err(std::io::Error::other)?;
         let mut mock_secret = [0u8; 32];
         rand::rng().fill_bytes(&mut mock_secret);
         Ok(App {
-            general: config.general.clone(),
-            pools,
+            config: RwLock::new(Arc::new(config)),
+            pools: RwLock::new(Arc::new(pools)),
             cancels: Arc::default(),
             effects: frontend::state::Effects::default(),
             mock_secret,
+            registry,
+            shutdown: watch::channel(false).0,
         })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The pools in force.
+    pub fn pools(&self) -> Arc<Pools> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the configuration file. Unchanged pools keep their connections; changed
+    /// ones are rebuilt (clients move at their next transaction). A broken file changes
+    /// nothing. Returns what the operator should know (warnings, settings that need a
+    /// restart), or the reason the file was refused.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let current = self.config();
+        let loaded = config::load(&current.path).map_err(|e| e.to_string())?;
+        let mut notes = loaded.warnings;
+        let new = loaded.config;
+        for (key, old, now) in [
+            (
+                "general.host",
+                current.general.host.clone(),
+                new.general.host.clone(),
+            ),
+            (
+                "general.port",
+                current.general.port.to_string(),
+                new.general.port.to_string(),
+            ),
+            (
+                "general.worker_threads",
+                current.general.worker_threads.to_string(),
+                new.general.worker_threads.to_string(),
+            ),
+            (
+                "general.prometheus_exporter_port",
+                current.general.prometheus_exporter_port.to_string(),
+                new.general.prometheus_exporter_port.to_string(),
+            ),
+        ] {
+            if old != now {
+                notes.push(format!(
+                    "'{key}' changed from {old} to {now}: takes effect after a restart"
+                ));
+            }
+        }
+        let pools =
+            Pools::build(&new, Some(&self.pools()), &self.registry).map_err(|e| e.to_string())?;
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        tracing::info!("configuration reloaded");
+        for note in &notes {
+            tracing::warn!("{note}");
+        }
+        Ok(notes)
+    }
+
+    /// Logs the outcome of a reload the operator did not ask for by command.
+    fn reload_logged(&self, why: &str) {
+        match self.reload() {
+            Ok(_) => tracing::info!("reloaded on {why}"),
+            Err(e) => {
+                tracing::error!("reload on {why} refused, keeping the running configuration: {e}")
+            }
+        }
+    }
+
+    /// Begins a graceful shutdown: no new logins (but the admin's), idle clients are
+    /// closed, transactions in progress may finish.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves when a graceful shutdown begins.
+    pub fn shutdown_started(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 }
 
-/// Runs the pooler on `general.host:general.port` until SIGINT or SIGTERM.
+/// Runs the pooler on `general.host:general.port` until it is shut down.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let (host, port) = (config.general.host.clone(), config.general.port);
     let listener = TcpListener::bind((host.as_str(), port))
@@ -45,13 +144,96 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         .map_err(|e| {
             std::io::Error::new(e.kind(), format!("could not listen on {host}:{port}: {e}"))
         })?;
-    let app = Arc::new(App::new(&config)?);
-    tracing::info!(%host, port, pools = config.pools.len(), "pgcat is accepting connections");
-    tokio::select! {
-        r = accept(listener, app) => r,
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
+    let pools = config.pools.len();
+    let prometheus = config.general.enable_prometheus_exporter.then(|| {
+        (
+            config.general.host.clone(),
+            config.general.prometheus_exporter_port,
+        )
+    });
+    let autoreload = config.general.autoreload;
+    let app = Arc::new(App::new(config)?);
+    if let Some((host, port)) = prometheus {
+        let listener = TcpListener::bind((host.as_str(), port))
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("could not listen for Prometheus on {host}:{port}: {e}"),
+                )
+            })?;
+        tokio::spawn(stats::prometheus::serve(listener, app.clone()));
+    }
+    tokio::spawn(stats_period(app.clone()));
+    if let Some(ms) = autoreload {
+        tokio::spawn(autoreload_loop(
+            app.clone(),
+            Duration::from_millis(ms.max(100)),
+        ));
+    }
+    tracing::info!(%host, port, pools, "pgcat is accepting connections");
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut shutdown = app.shutdown_started();
+    let accepting = tokio::spawn(accept(listener, app.clone()));
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => app.reload_logged("SIGHUP"),
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: shutting down once transactions finish");
+                app.begin_shutdown();
+            }
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: shutting down now");
+                accepting.abort();
+                return Ok(());
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drain(&app).await;
+    accepting.abort();
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Waits (up to `shutdown_timeout`) until no client of a pool is connected.
+async fn drain(app: &App) {
+    let limit = Duration::from_millis(app.config().general.shutdown_timeout);
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if app.registry.clients().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!("shutdown_timeout reached: closing the remaining clients");
+}
+
+async fn stats_period(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(stats::STATS_PERIOD_SECS));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for pool in app.pools().all() {
+            for address in pool.shards.iter().flatten() {
+                address.counters.roll();
+            }
+        }
+    }
+}
+
+async fn autoreload_loop(app: Arc<App>, every: Duration) {
+    let path = app.config().path.clone();
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = modified(&path);
+        if now != last {
+            last = now;
+            app.reload_logged("autoreload (file changed)");
         }
     }
 }
@@ -64,26 +246,11 @@ async fn accept(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
             Err(e) => {
                 // Out of file descriptors and the like: wait a moment, keep serving.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(frontend::handle(stream, app.clone(), id));
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

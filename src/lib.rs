@@ -4,6 +4,7 @@
 //! `frontend` serves clients, `backend` talks to PostgreSQL, `pool` hands out server
 //! connections, `config` reads `pgcat.toml`, `app` ties them together.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
@@ -12,4 +13,5 @@ pub mod demo;
 pub mod frontend;
 pub mod localpg;
 pub mod pool;
+pub mod stats;
 pub mod wire;

@@ -74,6 +74,7 @@ pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerC
         applied: Vec::new(),
         dirty: super::Dirty::default(),
         statements: None,
+        stats: None,
     };
     conn.write_all(&startup_message(&target.user, &target.database))
         .await?;

@@ -118,6 +118,14 @@ pub struct ServerConn {
     pub dirty: Dirty,
     /// Client statements prepared here under the pooler's names (transaction mode).
     pub statements: Option<statements::ServerStatements>,
+    /// Where this connection's traffic is counted (set by the pool that made it).
+    pub stats: Option<ServerStats>,
+}
+
+/// The statistics records of a pooled server connection.
+pub struct ServerStats {
+    pub counters: Arc<crate::stats::Counters>,
+    pub info: Arc<crate::stats::ServerInfo>,
 }
 
 impl ServerConn {

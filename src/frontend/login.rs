@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::auth::{md5, scram, AuthError};
 use crate::config::AuthType;
 use crate::pool::UserPool;
+use crate::stats::ClientInfo;
 use crate::wire::frame;
 use crate::wire::messages::{self, PgError};
 use crate::wire::startup::{self, StartupPacket};
@@ -35,10 +36,34 @@ pub struct Session {
     pub user: String,
     pub database: String,
     pub application_name: String,
+    /// The client's record for SHOW CLIENTS and the pool figures.
+    pub info: Arc<ClientInfo>,
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Who came in.
+pub enum Entry {
+    /// A client of a pool.
+    Pool(Session),
+    /// The operator, on the admin database `pgcat` or `pgbouncer`.
+    Admin { database: String, user: String },
+}
+
+/// What a user's password is checked against.
+struct Credentials<'a> {
+    auth_type: AuthType,
+    password: Option<&'a str>,
+    verifier: Option<scram::Verifier>,
 }
 
 /// Runs the startup phase. `Ok(None)` when the connection was a cancel request.
-pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Session>, ClientError> {
+pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, ClientError> {
     let (minor, startup) = loop {
         match startup::read(stream).await? {
             StartupPacket::Ssl | StartupPacket::GssEnc => stream.write_all(b"N").await?,
@@ -86,21 +111,39 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Session>,
     }
     let params =
         params::from_startup(&startup).map_err(|reason| PgError::fatal("22023", reason))?;
-
-    let pool = app.pools.get(&database, &user).cloned();
-    let credentials = pool
-        .clone()
-        .or_else(|| app.pools.any_of_user(&user).cloned());
     let mut buf = BytesMut::new();
-    authenticate(
-        stream,
-        &mut out,
-        &mut buf,
-        app,
-        &user,
-        credentials.as_deref(),
-    )
-    .await?;
+
+    if crate::admin::is_admin_database(&database) {
+        let config = app.config();
+        let general = &config.general;
+        let credentials = (user == general.admin_username).then(|| Credentials {
+            auth_type: general.admin_auth_type,
+            password: Some(general.admin_password.as_str()),
+            verifier: (general.admin_auth_type == AuthType::ScramSha256)
+                .then(|| scram::Verifier::from_password(&general.admin_password)),
+        });
+        authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
+        messages::auth_ok(&mut out);
+        crate::admin::greet(&mut out, &database);
+        let registration = app.cancels.register();
+        messages::backend_key_data(&mut out, registration.pid, registration.secret);
+        messages::ready_for_query(&mut out, b'I');
+        stream.write_all(&out).await?;
+        return Ok(Some(Entry::Admin { database, user }));
+    }
+    if app.shutting_down() {
+        return Err(PgError::fatal("57P03", "the pooler is shutting down").into());
+    }
+
+    let pools = app.pools();
+    let pool = pools.get(&database, &user).cloned();
+    let credentials = pool.clone().or_else(|| pools.any_of_user(&user).cloned());
+    let credentials = credentials.as_deref().map(|p| Credentials {
+        auth_type: p.auth_type,
+        password: p.password.as_deref(),
+        verifier: p.verifier.clone(),
+    });
+    authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
 
     let Some(pool) = pool else {
         return Err(
@@ -130,7 +173,10 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Session>,
     messages::backend_key_data(&mut out, registration.pid, registration.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(Session {
+    let info = app
+        .registry
+        .client(&database, &user, &application_name, &peer(stream));
+    Ok(Some(Entry::Pool(Session {
         pool,
         startup_params: params.clone(),
         params,
@@ -138,7 +184,8 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Session>,
         user,
         database,
         application_name,
-    }))
+        info,
+    })))
 }
 
 fn failed(user: &str) -> ClientError {
@@ -157,9 +204,11 @@ async fn authenticate(
     buf: &mut BytesMut,
     app: &App,
     user: &str,
-    pool: Option<&UserPool>,
+    credentials: Option<Credentials<'_>>,
 ) -> Result<(), ClientError> {
-    let auth_type = pool.map_or(AuthType::ScramSha256, |p| p.auth_type);
+    let auth_type = credentials
+        .as_ref()
+        .map_or(AuthType::ScramSha256, |c| c.auth_type);
     match auth_type {
         AuthType::Trust => Ok(()),
         AuthType::Md5 => {
@@ -169,12 +218,12 @@ async fn authenticate(
             flush(stream, out).await?;
             let response = read_password(stream, buf).await?;
             let response = response.strip_suffix(&[0]).unwrap_or(&response);
-            let password = pool.and_then(|p| p.password.as_deref());
+            let password = credentials.as_ref().and_then(|c| c.password);
             md5::verify(user, password, salt, response).map_err(|_| failed(user))
         }
         AuthType::ScramSha256 => {
-            let verifier = pool
-                .and_then(|p| p.verifier.clone())
+            let verifier = credentials
+                .and_then(|c| c.verifier)
                 .unwrap_or_else(|| scram::Verifier::mock(user, &app.mock_secret));
             messages::auth_sasl(out);
             flush(stream, out).await?;

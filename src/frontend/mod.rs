@@ -60,13 +60,18 @@ pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
         let _ = stream.set_nodelay(true);
         let result = match login::login(&mut stream, &app).await {
             Ok(None) => Ok(()),
-            Ok(Some(session)) => {
-                if app.general.log_client_connections {
+            Ok(Some(login::Entry::Admin { database, user })) => {
+                tracing::info!(%user, %database, "admin logged in");
+                crate::admin::serve(&mut stream, &app, &database).await.map_err(ClientError::from)
+            }
+            Ok(Some(login::Entry::Pool(session))) => {
+                let general = app.config().general.clone();
+                if general.log_client_connections {
                     tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
                 }
                 let (user, database) = (session.user.clone(), session.database.clone());
-                let r = relay::run(&mut stream, session, &app.effects).await;
-                if app.general.log_client_disconnections {
+                let r = relay::run(&mut stream, session, &app).await;
+                if general.log_client_disconnections {
                     tracing::info!(%user, %database, "client disconnected");
                 }
                 r

@@ -10,6 +10,8 @@
 //! client; one whose state is unknown is closed instead.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
@@ -23,9 +25,11 @@ use super::replies::{Action, Event, Expect, Replies};
 use super::route::{self, Request};
 use super::state::{self, Effects};
 use super::ClientError;
+use crate::app::App;
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::pool::{Server, UserPool};
+use crate::stats::{micros_since, ClientState, ServerState};
 use crate::wire::messages::{self, PgError, Severity};
 use crate::wire::Scanner;
 
@@ -43,6 +47,9 @@ struct Flow {
     remember: Option<SessionEffects>,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed: bool,
+    /// When the query being answered was sent, and when the transaction began.
+    query_started: Option<Instant>,
+    xact_started: Instant,
 }
 
 impl Flow {
@@ -54,6 +61,8 @@ impl Flow {
             copy: false,
             remember: None,
             failed: false,
+            query_started: None,
+            xact_started: Instant::now(),
         }
     }
 
@@ -85,6 +94,7 @@ struct Client<'a> {
     stream: &'a mut TcpStream,
     session: Session,
     effects: &'a Effects,
+    app: &'a App,
     buf: BytesMut,
     scanner: Scanner,
     statements: ClientStatements,
@@ -100,21 +110,23 @@ struct Client<'a> {
     held_begin: Option<HeldBegin>,
 }
 
-/// Runs the client's queries until it leaves.
-pub async fn run(
-    stream: &mut TcpStream,
-    session: Session,
-    effects: &Effects,
-) -> Result<(), ClientError> {
-    let mode = match (session.pool.mode, session.pool.statement_cache) {
+/// How a pool's named statements are handled.
+fn statement_mode(pool: &UserPool) -> Mode {
+    match (pool.mode, pool.statement_cache) {
         (PoolMode::Session, _) => Mode::PassThrough,
         (PoolMode::Transaction, 0) => Mode::Pin,
         (PoolMode::Transaction, _) => Mode::Rewrite,
-    };
+    }
+}
+
+/// Runs the client's queries until it leaves.
+pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<(), ClientError> {
+    let mode = statement_mode(&session.pool);
     let mut client = Client {
         stream,
         session,
-        effects,
+        effects: &app.effects,
+        app,
         buf: BytesMut::new(),
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
@@ -124,11 +136,12 @@ pub async fn run(
         command_statements: HashMap::new(),
         held_begin: None,
     };
-    let pool = client.session.pool.clone();
     let slot = client.session.registration.slot.clone();
     let mut held: Option<Held> = None;
     loop {
+        let pool_mode = client.session.pool.mode;
         let Some(h) = held.as_mut() else {
+            client.follow_reload();
             let (route, begin) = match client.idle().await? {
                 Idle::Exit => return Ok(()),
                 Idle::Answered => continue,
@@ -145,7 +158,7 @@ pub async fn run(
             End::Released => {
                 slot.set(None);
                 if let Some(h) = held.take() {
-                    checkin(h.server, pool.mode).await;
+                    checkin(h.server, pool_mode).await;
                 }
             }
             End::Intercept => {
@@ -154,11 +167,11 @@ pub async fn run(
                     continue;
                 }
                 let changed = client.answer_command(status).await?;
-                if changed && pool.mode == PoolMode::Session {
+                if changed && pool_mode == PoolMode::Session {
                     // A new target: give the server back, the next query takes one there.
                     slot.set(None);
                     if let Some(h) = held.take() {
-                        checkin(h.server, pool.mode).await;
+                        checkin(h.server, pool_mode).await;
                     }
                 }
             }
@@ -167,7 +180,7 @@ pub async fn run(
                 if let Some(h) = held.take() {
                     let clean =
                         h.flow.settled() && client.scanner.at_boundary() && h.scan.at_boundary();
-                    abandon(h.server, &h.flow, clean, pool.mode).await;
+                    abandon(h.server, &h.flow, clean, pool_mode).await;
                 }
                 return Ok(());
             }
@@ -176,7 +189,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "server connection lost");
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
-                    client.server_lost(&e, &h.flow, pool.mode).await?;
+                    client.server_lost(&e, &h.flow, pool_mode).await?;
                 }
             }
             End::Fatal(e) => {
@@ -233,6 +246,9 @@ async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usi
 /// Returns a server to its pool: reset first if its session state changed (always in
 /// session mode); closed if the reset fails.
 async fn checkin(mut server: Server, mode: PoolMode) {
+    if let Some(stats) = &server.stats {
+        stats.info.set_state(ServerState::Idle);
+    }
     if mode == PoolMode::Session {
         server.dirty = Dirty::all();
     }
@@ -385,11 +401,16 @@ impl Client<'_> {
                         }
                     }
                     flow.replies.push(Expect::Query);
+                    flow.query_started.get_or_insert_with(Instant::now);
                 }
-                b'F' => flow.replies.push(Expect::FunctionCall),
+                b'F' => {
+                    flow.replies.push(Expect::FunctionCall);
+                    flow.query_started.get_or_insert_with(Instant::now);
+                }
                 b'S' => {
                     flow.replies.push(Expect::Sync);
                     flow.batch = false;
+                    flow.query_started.get_or_insert_with(Instant::now);
                 }
                 b'E' => {
                     flow.replies.push(Expect::Execute);
@@ -454,6 +475,10 @@ impl Client<'_> {
         }
         if let Some(tag) = last {
             self.request_boundary = matches!(tag, b'Q' | b'S');
+        }
+        if let Some(stats) = &server.stats {
+            stats.counters.bytes(n as u64, 0);
+            stats.info.bytes_sent.fetch_add(n as u64, Relaxed);
         }
         let send = terminate_at.unwrap_or(n);
         let bytes: &[u8] = if copied == 0 {
@@ -559,11 +584,13 @@ impl Client<'_> {
         let mut discarded = false;
         let known = &self.session.pool.known_statements;
         let client_statements = &mut self.statements;
+        let info = &self.session.info;
         let ServerConn {
             buf,
             dirty,
             statements,
             applied,
+            stats,
             ..
         } = server;
         let scanned = scan.scan(
@@ -579,6 +606,23 @@ impl Client<'_> {
                     b'Z' => {
                         flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
                         flow.copy = false;
+                        let now = Instant::now();
+                        let started = flow.query_started.take().unwrap_or(now);
+                        if let Some(st) = stats.as_ref() {
+                            st.counters
+                                .query(now.duration_since(started).as_micros() as u64);
+                            st.info.query_count.fetch_add(1, Relaxed);
+                            if flow.status == b'I' {
+                                st.counters
+                                    .xact(now.duration_since(flow.xact_started).as_micros() as u64);
+                                st.info.xact_count.fetch_add(1, Relaxed);
+                            }
+                        }
+                        info.query_count.fetch_add(1, Relaxed);
+                        if flow.status == b'I' {
+                            info.xact_count.fetch_add(1, Relaxed);
+                            flow.xact_started = now;
+                        }
                         if let Some(e) = flow.remember.take() {
                             if flow.status != b'I' {
                                 // The same query opened a transaction: not the client's to keep.
@@ -589,7 +633,13 @@ impl Client<'_> {
                         }
                         flow.failed = false;
                     }
-                    b'E' => flow.failed = true,
+                    b'E' => {
+                        flow.failed = true;
+                        info.error_count.fetch_add(1, Relaxed);
+                        if let Some(st) = stats.as_ref() {
+                            st.counters.error();
+                        }
+                    }
                     b'G' | b'H' | b'W' => flow.copy = true,
                     // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's and the
                     // ones the pooler prepared on this server; DISCARD ALL resets settings too.
@@ -672,6 +722,10 @@ impl Client<'_> {
             self.stream.write_all(&out).await
         };
         server.buf.advance(n);
+        if let Some(stats) = &server.stats {
+            stats.counters.bytes(0, n as u64);
+            stats.info.bytes_received.fetch_add(n as u64, Relaxed);
+        }
         if result.is_err() {
             return Some(End::ClientGone);
         }
@@ -682,8 +736,18 @@ impl Client<'_> {
     /// extensions, a BEGIN held back until the statement after it, a known prepare), else
     /// says where it goes.
     async fn idle(&mut self) -> Result<Idle, ClientError> {
-        if self.buf.is_empty() && read(self.stream, &mut self.buf).await? == 0 {
-            return Ok(Idle::Exit);
+        self.session.info.set_state(ClientState::Idle);
+        if self.buf.is_empty() {
+            let mut shutdown = self.app.shutdown_started();
+            if self.app.shutting_down() && self.held_begin.is_none() {
+                return Err(shutdown_error());
+            }
+            tokio::select! {
+                r = read(self.stream, &mut self.buf) => if r? == 0 {
+                    return Ok(Idle::Exit);
+                },
+                _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
+            }
         }
         if self.buf[0] == b'X' {
             return Ok(Idle::Exit);
@@ -783,6 +847,18 @@ impl Client<'_> {
         }
     }
 
+    /// Moves the client to its pool's replacement after a reload changed the pool.
+    fn follow_reload(&mut self) {
+        if !self.session.pool.retired.load(Relaxed) {
+            return;
+        }
+        let pools = self.app.pools();
+        if let Some(new) = pools.get(&self.session.database, &self.session.user) {
+            self.session.pool = new.clone();
+            self.mode = statement_mode(new);
+        }
+    }
+
     /// Checks out a server for `route` and brings it in line with the client (parameters,
     /// a held BEGIN). On failure the client gets the error for its request.
     async fn take_server(
@@ -791,13 +867,23 @@ impl Client<'_> {
         begin: Option<BytesMut>,
     ) -> Result<Option<Held>, ClientError> {
         let pool = self.session.pool.clone();
+        let info = self.session.info.clone();
+        info.set_state(ClientState::Waiting);
+        let waited = std::time::Instant::now();
         let mut server = match pool.checkout(route).await {
             Ok(server) => server,
             Err(e) => {
+                info.set_state(ClientState::Idle);
+                info.error_count.fetch_add(1, Relaxed);
                 self.reject(e, false).await?;
                 return Ok(None);
             }
         };
+        info.set_state(ClientState::Active);
+        if let Some(stats) = &server.stats {
+            stats.counters.wait(micros_since(waited));
+            stats.info.set_state(ServerState::Active);
+        }
         if let Err(e) = server.sync_params(&self.session.params).await {
             let to_client = e.to_client();
             match e {
@@ -1123,6 +1209,15 @@ impl Client<'_> {
         // Mid-batch with nothing owed yet: the error goes with the rest of the batch.
         self.reject(error, false).await
     }
+}
+
+/// What an idle client is told when the pooler shuts down.
+fn shutdown_error() -> ClientError {
+    PgError::fatal(
+        "57P01",
+        "terminating connection due to administrator command: the pooler is shutting down",
+    )
+    .into()
 }
 
 /// Appends a reply the pooler makes up (ParseComplete '1', CloseComplete '3').

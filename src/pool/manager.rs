@@ -2,12 +2,14 @@
 //! may be handed out again (within `server_lifetime`, still connected, nothing unread).
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
 use crate::backend::statements::ServerStatements;
-use crate::backend::{self, BackendError, ServerConn, ServerTarget, TcpSettings};
+use crate::backend::{self, BackendError, ServerConn, ServerStats, ServerTarget, TcpSettings};
+use crate::stats::{Counters, Registry};
 
 pub struct Manager {
     pub target: ServerTarget,
@@ -15,6 +17,9 @@ pub struct Manager {
     pub server_lifetime: Duration,
     /// `prepared_statements_cache_size`: statements kept per server (0 = off).
     pub statement_cache: usize,
+    pub counters: Arc<Counters>,
+    pub registry: Arc<Registry>,
+    pub pool_name: String,
 }
 
 impl managed::Manager for Manager {
@@ -24,6 +29,12 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<ServerConn, BackendError> {
         let mut conn = backend::connect(&self.target, &self.tcp).await?;
         conn.statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
+        conn.stats = Some(ServerStats {
+            counters: self.counters.clone(),
+            info: self
+                .registry
+                .server(&self.pool_name, &self.target.user, &self.target.addr()),
+        });
         Ok(conn)
     }
 

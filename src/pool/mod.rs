@@ -7,6 +7,7 @@ mod manager;
 pub mod routing;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use rand::Rng;
 use crate::auth::scram::Verifier;
 use crate::backend::{ServerTarget, TcpSettings};
 use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, PoolMode, Role};
+use crate::stats::{Counters, Registry};
 use crate::wire::messages::PgError;
 
 pub use manager::{Manager, Server, ServerPool};
@@ -27,7 +29,48 @@ pub struct Address {
     pub host: String,
     pub port: u16,
     pub role: Role,
+    /// The shard's database on this server.
+    pub database: String,
     pub pool: ServerPool,
+    /// Traffic through this address, for SHOW STATS and Prometheus.
+    pub counters: Arc<Counters>,
+}
+
+impl Address {
+    /// Connections handed out now.
+    pub fn active(&self) -> usize {
+        let s = self.pool.status();
+        s.size.saturating_sub(s.available)
+    }
+}
+
+/// The settings a pool user was built from: a reload that leaves them equal keeps the pool
+/// (and its connections).
+#[derive(Debug, Clone, PartialEq)]
+struct Source {
+    pool: config::Pool,
+    user: config::User,
+    general: (u64, u64, u64, u64, u32, u64, u64, bool),
+}
+
+impl Source {
+    fn new(general: &config::General, pool: &config::Pool, user: &config::User) -> Source {
+        let g = general;
+        Source {
+            pool: pool.clone(),
+            user: user.clone(),
+            general: (
+                g.connect_timeout,
+                g.idle_timeout,
+                g.server_lifetime,
+                g.tcp_keepalives_idle,
+                g.tcp_keepalives_count,
+                g.tcp_keepalives_interval,
+                g.tcp_user_timeout,
+                g.server_round_robin,
+            ),
+        }
+    }
 }
 
 /// Everything a client of (pool, user) needs: credentials to check, settings, and the
@@ -52,6 +95,13 @@ pub struct UserPool {
     server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).
     pub known_statements: KnownStatements,
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    source: Source,
+    /// A reload replaced this pool: its clients move to the new one at their next transaction.
+    pub retired: AtomicBool,
+    /// PAUSE: checkouts wait while this is true.
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 /// Server names of statements a server of the pool has prepared without error. A client
@@ -97,6 +147,7 @@ impl UserPool {
         name: &str,
         pool: &config::Pool,
         user: &config::User,
+        registry: &Arc<Registry>,
     ) -> Result<UserPool, BuildError> {
         let settings = user.settings(general, pool);
         let tcp = TcpSettings {
@@ -127,11 +178,15 @@ impl UserPool {
                         .clone()
                         .or_else(|| user.password.clone()),
                 };
+                let counters = Arc::new(Counters::default());
                 let manager = Manager {
                     target,
                     tcp,
                     server_lifetime: settings.server_lifetime,
                     statement_cache: pool.prepared_statements_cache_size,
+                    counters: counters.clone(),
+                    registry: registry.clone(),
+                    pool_name: name.to_string(),
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)
@@ -150,7 +205,9 @@ impl UserPool {
                     host: server.host.clone(),
                     port: server.port,
                     role: server.role,
+                    database: shard.database.clone(),
                     pool,
+                    counters,
                 });
             }
             shards.push(addresses);
@@ -178,6 +235,11 @@ impl UserPool {
             })?,
             server_params: tokio::sync::OnceCell::new(),
             known_statements: KnownStatements::default(),
+            pool_size: user.pool_size,
+            min_pool_size: user.min_pool_size,
+            source: Source::new(general, pool, user),
+            retired: AtomicBool::new(false),
+            paused: tokio::sync::watch::channel(false).0,
         };
         maintain::spawn(
             &up,
@@ -232,6 +294,7 @@ impl UserPool {
     /// candidates is taken at once; otherwise the first candidate is waited for (up to
     /// `connect_timeout`). A candidate that cannot be reached is skipped.
     pub async fn checkout(&self, route: Route) -> Result<Server, PgError> {
+        self.wait_resumed().await;
         let shard = match route.shard {
             Some(n) if n < self.shards.len() => n,
             Some(n) => {
@@ -299,6 +362,29 @@ impl UserPool {
         }
     }
 
+    /// PAUSE (true) or RESUME (false) this pool's checkouts.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Waits while the pool is paused.
+    async fn wait_resumed(&self) {
+        if !self.is_paused() {
+            return;
+        }
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|paused| !paused).await;
+    }
+
+    /// Connections of this pool user handed out now, over all addresses.
+    pub fn active(&self) -> usize {
+        self.shards.iter().flatten().map(Address::active).sum()
+    }
+
     /// The ParameterStatus values PostgreSQL sends at login, learned once per pool from a
     /// real server connection.
     pub async fn server_params(&self) -> Result<&[(String, String)], PgError> {
@@ -320,16 +406,51 @@ pub struct Pools {
 
 impl Pools {
     /// Builds the pools of a configuration. Connections are opened lazily (and by the
-    /// min_pool_size warmer), so a server that is down does not stop the pooler.
-    pub fn build(config: &Config) -> Result<Pools, BuildError> {
+    /// min_pool_size warmer), so a server that is down does not stop the pooler. With
+    /// `previous` (a reload), a pool user whose settings did not change is kept as it is;
+    /// the others are marked retired so their clients move over.
+    pub fn build(
+        config: &Config,
+        previous: Option<&Pools>,
+        registry: &Arc<Registry>,
+    ) -> Result<Pools, BuildError> {
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {
             for user in &pool.users {
-                let up = UserPool::build(&config.general, name, pool, user)?;
-                by_name.insert((name.clone(), user.username.clone()), Arc::new(up));
+                let key = (name.clone(), user.username.clone());
+                let source = Source::new(&config.general, pool, user);
+                let kept = previous
+                    .and_then(|p| p.by_name.get(&key))
+                    .filter(|old| old.source == source);
+                let up = match kept {
+                    Some(old) => old.clone(),
+                    None => Arc::new(UserPool::build(
+                        &config.general,
+                        name,
+                        pool,
+                        user,
+                        registry,
+                    )?),
+                };
+                by_name.insert(key, up);
+            }
+        }
+        if let Some(previous) = previous {
+            for (key, old) in &previous.by_name {
+                if !by_name.get(key).is_some_and(|new| Arc::ptr_eq(new, old)) {
+                    old.retired.store(true, Ordering::Relaxed);
+                    old.set_paused(false);
+                }
             }
         }
         Ok(Pools { by_name })
+    }
+
+    /// Every pool user, ordered by (database, user).
+    pub fn all(&self) -> Vec<&Arc<UserPool>> {
+        let mut v: Vec<_> = self.by_name.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, p)| p).collect()
     }
 
     pub fn get(&self, database: &str, user: &str) -> Option<&Arc<UserPool>> {

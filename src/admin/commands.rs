@@ -1,0 +1,109 @@
+//! Admin commands: parsing and the ones that act (RELOAD, PAUSE, RESUME, SHUTDOWN,
+//! RECONNECT, KILL, SET). SHOW lives in `show`.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::{show, Flavor};
+use crate::app::App;
+use crate::wire::messages::PgError;
+
+/// Runs one admin statement, appending its replies (not ReadyForQuery) to `out`.
+pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some(first) = words.first() else {
+        out.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+        return;
+    };
+    let arg = words.get(1..).map(|w| w.join(" ")).unwrap_or_default();
+    let result = match first.to_ascii_uppercase().as_str() {
+        "SHOW" => show::run(app, flavor, &arg, out),
+        "SET" => Ok("SET".to_string()),
+        "RELOAD" => reload(app, out),
+        "PAUSE" => pause(app, &arg, true).await,
+        "RESUME" => pause(app, &arg, false).await,
+        "SHUTDOWN" => {
+            app.begin_shutdown();
+            Ok("SHUTDOWN".to_string())
+        }
+        "RECONNECT" => reconnect(app, &arg, "RECONNECT"),
+        "KILL" => reconnect(app, &arg, "KILL"),
+        _ => Err(unknown(text)),
+    };
+    match result {
+        Ok(tag) => show::command_complete(out, &tag),
+        Err(e) => e.encode(out),
+    }
+}
+
+fn unknown(text: &str) -> PgError {
+    PgError::error("42601", format!("unsupported admin command: {text}"))
+        .with_hint("SHOW HELP lists the commands.")
+}
+
+fn reload(app: &App, out: &mut BytesMut) -> Result<String, PgError> {
+    match app.reload() {
+        Ok(notes) => {
+            for note in notes {
+                show::notice(out, &note);
+            }
+            Ok("RELOAD".to_string())
+        }
+        Err(reason) => Err(PgError::error(
+            "F0000",
+            format!("RELOAD refused, the running configuration is kept: {reason}"),
+        )),
+    }
+}
+
+/// The pool users a PAUSE/RESUME/RECONNECT target names: all, `db`, or PgCat's `db,user`.
+fn targets(app: &App, arg: &str) -> Result<Vec<std::sync::Arc<crate::pool::UserPool>>, PgError> {
+    let pools = app.pools();
+    let all = pools.all();
+    let arg = arg.trim();
+    if arg.is_empty() {
+        return Ok(all.into_iter().cloned().collect());
+    }
+    let (db, user) = match arg.split_once(',') {
+        Some((d, u)) => (d.trim(), Some(u.trim())),
+        None => (arg, None),
+    };
+    let chosen: Vec<_> = all
+        .into_iter()
+        .filter(|p| p.pool_name == db && user.is_none_or(|u| p.username == u))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        return Err(PgError::error("3D000", format!("no such pool: {arg}"))
+            .with_hint("SHOW POOLS lists them."));
+    }
+    Ok(chosen)
+}
+
+/// PAUSE waits for transactions in progress to end (new ones queue); RESUME releases them.
+async fn pause(app: &App, arg: &str, paused: bool) -> Result<String, PgError> {
+    let pools = targets(app, arg)?;
+    for p in &pools {
+        p.set_paused(paused);
+    }
+    if paused {
+        while pools.iter().any(|p| p.active() > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok("PAUSE".to_string())
+    } else {
+        Ok("RESUME".to_string())
+    }
+}
+
+/// Closes the idle server connections of the targets; the pools open fresh ones.
+fn reconnect(app: &App, arg: &str, tag: &str) -> Result<String, PgError> {
+    for p in targets(app, arg)? {
+        for a in p.shards.iter().flatten() {
+            a.pool.retain(|_, _| false);
+        }
+    }
+    Ok(tag.to_string())
+}

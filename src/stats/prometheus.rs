@@ -1,0 +1,200 @@
+//! `GET /metrics` in the Prometheus text format, with PgCat's metric names and labels
+//! (`pgcat_stats_*` per server address, `pgcat_pools_*` per pool user,
+//! `pgcat_databases_*` per address), rendered from `report` at each scrape.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::report::{self, AddressRow};
+use super::Totals;
+use crate::app::App;
+
+/// Serves scrapes until the process ends.
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut request),
+            )
+            .await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&request[..n]);
+            let (status, body) = if line.starts_with("GET /metrics") {
+                ("200 OK", render(&app))
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+fn labels(r: &AddressRow) -> String {
+    format!(
+        "host=\"{}\",shard=\"{}\",role=\"{}\",pool=\"{}\",index=\"{}\",database=\"{}\",username=\"{}\"",
+        escape(&r.host),
+        r.shard,
+        r.role,
+        escape(&r.pool),
+        r.index,
+        escape(&r.database),
+        escape(&r.user)
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: its HELP/TYPE lines and a sample per (labels, value).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// A counter PgCat exports per address: name, help text, and how to read it.
+type Stat = (&'static str, &'static str, fn(&Totals) -> u64);
+
+/// The counters PgCat exports per address.
+const STATS: [Stat; 8] = [
+    ("total_xact_count", "Transactions completed", |t| {
+        t.xact_count
+    }),
+    ("total_query_count", "Queries completed", |t| t.query_count),
+    ("total_received", "Bytes received from clients", |t| {
+        t.bytes_received
+    }),
+    ("total_sent", "Bytes sent to clients", |t| t.bytes_sent),
+    (
+        "total_xact_time",
+        "Microseconds spent in transactions",
+        |t| t.xact_time_us,
+    ),
+    ("total_query_time", "Microseconds spent in queries", |t| {
+        t.query_time_us
+    }),
+    (
+        "total_wait_time",
+        "Microseconds clients waited for a server",
+        |t| t.wait_time_us,
+    ),
+    ("total_errors", "Errors reported by servers", |t| t.errors),
+];
+
+pub fn render(app: &App) -> String {
+    let mut out = String::new();
+    let rows = report::addresses(app);
+    for (stat, help, get) in STATS {
+        let name = format!("pgcat_stats_{stat}");
+        family(
+            &mut out,
+            &name,
+            "counter",
+            help,
+            rows.iter().map(|r| (labels(r), get(&r.totals))),
+        );
+        let avg = format!("pgcat_stats_{}", stat.replacen("total_", "avg_", 1));
+        family(
+            &mut out,
+            &avg,
+            "gauge",
+            &format!("{help}, average of the last period"),
+            rows.iter().map(|r| (labels(r), get(&r.averages))),
+        );
+    }
+    family(
+        &mut out,
+        "pgcat_databases_pool_size",
+        "gauge",
+        "Configured pool_size",
+        rows.iter().map(|r| (labels(r), r.pool_size as u64)),
+    );
+    family(
+        &mut out,
+        "pgcat_databases_current_connections",
+        "gauge",
+        "Open server connections",
+        rows.iter().map(|r| (labels(r), r.connections as u64)),
+    );
+    family(
+        &mut out,
+        "pgcat_servers_active",
+        "gauge",
+        "Server connections in use",
+        rows.iter().map(|r| (labels(r), r.active as u64)),
+    );
+    family(
+        &mut out,
+        "pgcat_servers_is_paused",
+        "gauge",
+        "1 when the pool is paused",
+        rows.iter().map(|r| (labels(r), r.paused as u64)),
+    );
+    let pools = report::pools(app);
+    let pool_labels = |p: &report::PoolRow| {
+        format!(
+            "pool=\"{}\",user=\"{}\",pool_mode=\"{}\"",
+            escape(&p.pool),
+            escape(&p.user),
+            p.mode
+        )
+    };
+    for (stat, help, get) in [
+        (
+            "cl_idle",
+            "Clients idle",
+            (|p| p.cl_idle as u64) as fn(&report::PoolRow) -> u64,
+        ),
+        ("cl_active", "Clients holding a server", |p| {
+            p.cl_active as u64
+        }),
+        ("cl_waiting", "Clients waiting for a server", |p| {
+            p.cl_waiting as u64
+        }),
+        ("sv_active", "Server connections in use", |p| {
+            p.sv_active as u64
+        }),
+        ("sv_idle", "Server connections idle", |p| p.sv_idle as u64),
+        (
+            "maxwait_us",
+            "Longest current wait for a server, microseconds",
+            |p| p.maxwait_us,
+        ),
+    ] {
+        family(
+            &mut out,
+            &format!("pgcat_pools_{stat}"),
+            "gauge",
+            help,
+            pools.iter().map(|p| (pool_labels(p), get(p))),
+        );
+    }
+    out
+}

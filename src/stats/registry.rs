@@ -1,0 +1,210 @@
+//! Who is connected: every client and every server connection, with a state the owning
+//! task updates with a relaxed store, so SHOW CLIENTS / SHOW SERVERS and the cl_* / sv_*
+//! figures can be read without asking the tasks. Entries add and remove themselves at
+//! login/logout and connect/close, never on the per-query path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Instant, SystemTime};
+
+/// What a client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Between transactions, holding no server.
+    Idle = 0,
+    /// Holding a server.
+    Active = 1,
+    /// Waiting for a server.
+    Waiting = 2,
+}
+
+/// What a server connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServerState {
+    Idle = 0,
+    Active = 1,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub database: String,
+    pub user: String,
+    pub application_name: String,
+    pub addr: String,
+    pub connected_at: SystemTime,
+    pub since: Instant,
+    state: AtomicU8,
+    /// When the current wait for a server began (µs since `since`), 0 when not waiting.
+    wait_started_us: AtomicU64,
+    pub xact_count: AtomicU64,
+    pub query_count: AtomicU64,
+    pub error_count: AtomicU64,
+    registry: Weak<Registry>,
+}
+
+impl ClientInfo {
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Relaxed) {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+
+    pub fn set_state(&self, state: ClientState) {
+        if state == ClientState::Waiting {
+            let now = self.since.elapsed().as_micros() as u64;
+            self.wait_started_us.store(now.max(1), Relaxed);
+        } else {
+            self.wait_started_us.store(0, Relaxed);
+        }
+        self.state.store(state as u8, Relaxed);
+    }
+
+    /// How long the client has been waiting for a server, in µs (0 if not waiting).
+    pub fn waiting_us(&self) -> u64 {
+        match self.wait_started_us.load(Relaxed) {
+            0 => 0,
+            start => (self.since.elapsed().as_micros() as u64).saturating_sub(start),
+        }
+    }
+}
+
+impl Drop for ClientInfo {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.lock_clients().remove(&self.id);
+        }
+    }
+}
+
+/// One server connection.
+#[derive(Debug)]
+pub struct ServerInfo {
+    pub id: u64,
+    pub database: String,
+    pub user: String,
+    pub addr: String,
+    pub connected_at: SystemTime,
+    pub since: Instant,
+    state: AtomicU8,
+    pub xact_count: AtomicU64,
+    pub query_count: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    registry: Weak<Registry>,
+}
+
+impl ServerInfo {
+    pub fn state(&self) -> ServerState {
+        if self.state.load(Relaxed) == 1 {
+            ServerState::Active
+        } else {
+            ServerState::Idle
+        }
+    }
+
+    pub fn set_state(&self, state: ServerState) {
+        self.state.store(state as u8, Relaxed);
+    }
+}
+
+impl Drop for ServerInfo {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.lock_servers().remove(&self.id);
+        }
+    }
+}
+
+/// All clients and servers of the process.
+#[derive(Default, Debug)]
+pub struct Registry {
+    ids: AtomicU64,
+    clients: Mutex<HashMap<u64, Weak<ClientInfo>>>,
+    servers: Mutex<HashMap<u64, Weak<ServerInfo>>>,
+}
+
+impl Registry {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<ClientInfo>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_servers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<ServerInfo>>> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a client; it is removed when the returned record is dropped.
+    pub fn client(
+        self: &Arc<Self>,
+        database: &str,
+        user: &str,
+        application_name: &str,
+        addr: &str,
+    ) -> Arc<ClientInfo> {
+        let id = self.ids.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            database: database.to_string(),
+            user: user.to_string(),
+            application_name: application_name.to_string(),
+            addr: addr.to_string(),
+            connected_at: SystemTime::now(),
+            since: Instant::now(),
+            state: AtomicU8::new(ClientState::Idle as u8),
+            wait_started_us: AtomicU64::new(0),
+            xact_count: AtomicU64::new(0),
+            query_count: AtomicU64::new(0),
+            error_count: AtomicU64::new(0),
+            registry: Arc::downgrade(self),
+        });
+        self.lock_clients().insert(id, Arc::downgrade(&info));
+        info
+    }
+
+    /// Registers a server connection; removed when the record is dropped.
+    pub fn server(self: &Arc<Self>, database: &str, user: &str, addr: &str) -> Arc<ServerInfo> {
+        let id = self.ids.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ServerInfo {
+            id,
+            database: database.to_string(),
+            user: user.to_string(),
+            addr: addr.to_string(),
+            connected_at: SystemTime::now(),
+            since: Instant::now(),
+            state: AtomicU8::new(ServerState::Idle as u8),
+            xact_count: AtomicU64::new(0),
+            query_count: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            registry: Arc::downgrade(self),
+        });
+        self.lock_servers().insert(id, Arc::downgrade(&info));
+        info
+    }
+
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self
+            .lock_clients()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub fn servers(&self) -> Vec<Arc<ServerInfo>> {
+        let mut v: Vec<_> = self
+            .lock_servers()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}

@@ -1,0 +1,146 @@
+//! The figures operators read, gathered from the pools and the registry when asked: one
+//! place that both the admin console and the Prometheus endpoint format.
+
+use std::collections::BTreeMap;
+
+use super::{ClientState, Totals};
+use crate::app::App;
+use crate::config::{PoolMode, Role};
+
+/// One server address of a pool user.
+#[derive(Debug, Clone)]
+pub struct AddressRow {
+    pub pool: String,
+    pub user: String,
+    pub shard: usize,
+    pub role: &'static str,
+    /// Position among the shard's servers (PgCat's `index`).
+    pub index: usize,
+    /// PgCat's name: `<pool>_shard_<n>_primary` / `_replica_<k>`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    pub mode: PoolMode,
+    /// Open connections, and how many are handed out.
+    pub connections: usize,
+    pub active: usize,
+    pub paused: bool,
+    pub totals: Totals,
+    pub averages: Totals,
+}
+
+/// One pool user: client and server counts.
+#[derive(Debug, Clone, Default)]
+pub struct PoolRow {
+    pub pool: String,
+    pub user: String,
+    pub mode: &'static str,
+    pub cl_idle: usize,
+    pub cl_active: usize,
+    pub cl_waiting: usize,
+    pub sv_active: usize,
+    pub sv_idle: usize,
+    pub maxwait_us: u64,
+    pub paused: bool,
+}
+
+pub fn mode_name(mode: PoolMode) -> &'static str {
+    match mode {
+        PoolMode::Transaction => "transaction",
+        PoolMode::Session => "session",
+    }
+}
+
+pub fn addresses(app: &App) -> Vec<AddressRow> {
+    let mut rows = Vec::new();
+    for pool in app.pools().all() {
+        for (shard, servers) in pool.shards.iter().enumerate() {
+            let mut replica = 0;
+            for (index, a) in servers.iter().enumerate() {
+                let role = match a.role {
+                    Role::Primary => "primary",
+                    Role::Replica => "replica",
+                    Role::Auto => "auto",
+                };
+                let name = if a.role == Role::Primary {
+                    format!("{}_shard_{shard}_primary", pool.pool_name)
+                } else {
+                    replica += 1;
+                    format!("{}_shard_{shard}_replica_{}", pool.pool_name, replica - 1)
+                };
+                let status = a.pool.status();
+                rows.push(AddressRow {
+                    pool: pool.pool_name.clone(),
+                    user: pool.username.clone(),
+                    shard,
+                    role,
+                    index,
+                    name,
+                    host: a.host.clone(),
+                    port: a.port,
+                    database: a.database.clone(),
+                    pool_size: pool.pool_size,
+                    min_pool_size: pool.min_pool_size,
+                    mode: pool.mode,
+                    connections: status.size,
+                    active: status.size.saturating_sub(status.available),
+                    paused: pool.is_paused(),
+                    totals: a.counters.totals(),
+                    averages: a.counters.averages(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+pub fn pools(app: &App) -> Vec<PoolRow> {
+    let mut rows: BTreeMap<(String, String), PoolRow> = BTreeMap::new();
+    for pool in app.pools().all() {
+        let (mut active, mut idle) = (0, 0);
+        for a in pool.shards.iter().flatten() {
+            let s = a.pool.status();
+            active += s.size.saturating_sub(s.available);
+            idle += s.available;
+        }
+        rows.insert(
+            (pool.pool_name.clone(), pool.username.clone()),
+            PoolRow {
+                pool: pool.pool_name.clone(),
+                user: pool.username.clone(),
+                mode: mode_name(pool.mode),
+                sv_active: active,
+                sv_idle: idle,
+                paused: pool.is_paused(),
+                ..PoolRow::default()
+            },
+        );
+    }
+    for c in app.registry.clients() {
+        if let Some(row) = rows.get_mut(&(c.database.clone(), c.user.clone())) {
+            match c.state() {
+                ClientState::Idle => row.cl_idle += 1,
+                ClientState::Active => row.cl_active += 1,
+                ClientState::Waiting => {
+                    row.cl_waiting += 1;
+                    row.maxwait_us = row.maxwait_us.max(c.waiting_us());
+                }
+            }
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// Sums address rows per pool (database), as PgBouncer's SHOW STATS reports.
+pub fn per_database(rows: &[AddressRow]) -> Vec<(String, Totals, Totals)> {
+    let mut sums: BTreeMap<String, (Totals, Totals)> = BTreeMap::new();
+    for r in rows {
+        let e = sums.entry(r.pool.clone()).or_default();
+        e.0 += r.totals;
+        e.1 += r.averages;
+    }
+    sums.into_iter().map(|(k, (t, a))| (k, t, a)).collect()
+}
