@@ -9,13 +9,10 @@ use std::fmt::Write as _;
 /// (a pool name, a user or shard index).
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "plugins",
-    "general.enable_prometheus_exporter",
-    "general.prometheus_exporter_port",
     "general.idle_client_in_transaction_timeout",
     "general.healthcheck_timeout",
     "general.healthcheck_delay",
     "general.ban_time",
-    "general.autoreload",
     "general.dns_cache_enabled",
     "general.dns_max_ttl",
     "general.tls_certificate",
