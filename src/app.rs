@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, Config};
 use crate::frontend::{self, cancel};
+use crate::pool::health::HealthMap;
 use crate::pool::Pools;
 use crate::stats;
 
@@ -28,6 +29,8 @@ pub struct App {
     pub mock_secret: [u8; 32],
     /// Every client and server connection, for SHOW CLIENTS/SERVERS and cl_*/sv_* figures.
     pub registry: Arc<stats::Registry>,
+    /// Health and bans of every server address.
+    pub healths: HealthMap,
     /// Set once a graceful shutdown has begun.
     shutdown: watch::Sender<bool>,
 }
@@ -35,7 +38,9 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> std::io::Result<App> {
         let registry = Arc::new(stats::Registry::default());
-        let pools = Pools::build(&config, None, &registry).map_err(std::io::Error::other)?;
+        let healths = HealthMap::default();
+        let pools =
+            Pools::build(&config, None, &registry, &healths).map_err(std::io::Error::other)?;
         let mut mock_secret = [0u8; 32];
         rand::rng().fill_bytes(&mut mock_secret);
         Ok(App {
@@ -45,6 +50,7 @@ impl App {
             effects: frontend::state::Effects::default(),
             mock_secret,
             registry,
+            healths,
             shutdown: watch::channel(false).0,
         })
     }
@@ -99,8 +105,8 @@ impl App {
                 ));
             }
         }
-        let pools =
-            Pools::build(&new, Some(&self.pools()), &self.registry).map_err(|e| e.to_string())?;
+        let pools = Pools::build(&new, Some(&self.pools()), &self.registry, &self.healths)
+            .map_err(|e| e.to_string())?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         tracing::info!("configuration reloaded");

@@ -30,6 +30,8 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
         }
         "RECONNECT" => reconnect(app, &arg, "RECONNECT"),
         "KILL" => reconnect(app, &arg, "KILL"),
+        "BAN" => ban(app, &words[1..]),
+        "UNBAN" => unban(app, &words[1..]),
         _ => Err(unknown(text)),
     };
     match result {
@@ -96,6 +98,40 @@ async fn pause(app: &App, arg: &str, paused: bool) -> Result<String, PgError> {
     } else {
         Ok("RESUME".to_string())
     }
+}
+
+fn health_of(
+    app: &App,
+    addr: Option<&&str>,
+) -> Result<std::sync::Arc<crate::pool::health::Health>, PgError> {
+    let addr = addr.ok_or_else(|| {
+        PgError::error("42601", "give the server as host:port").with_hint("BAN 10.0.0.5:5432 60")
+    })?;
+    app.healths.find(addr).ok_or_else(|| {
+        PgError::error("22023", format!("no server {addr} in any pool"))
+            .with_hint("SHOW DATABASES lists host and port.")
+    })
+}
+
+/// `BAN host:port seconds`: keeps the server out of rotation (queries on it fail now).
+fn ban(app: &App, args: &[&str]) -> Result<String, PgError> {
+    let health = health_of(app, args.first())?;
+    let secs: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            PgError::error("22023", "BAN needs a number of seconds > 0")
+                .with_hint("BAN 10.0.0.5:5432 60")
+        })?;
+    health.ban(secs, "banned by the administrator", true);
+    Ok("BAN".to_string())
+}
+
+/// `UNBAN host:port`.
+fn unban(app: &App, args: &[&str]) -> Result<String, PgError> {
+    health_of(app, args.first())?.unban();
+    Ok("UNBAN".to_string())
 }
 
 /// Closes the idle server connections of the targets; the pools open fresh ones.

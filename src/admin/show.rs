@@ -94,20 +94,7 @@ pub fn run(app: &App, flavor: Flavor, what: &str, out: &mut BytesMut) -> Result<
             &[("version", false)],
             vec![vec![format!("PgCat {}", env!("CARGO_PKG_VERSION"))]],
         ),
-        "bans" => result(
-            out,
-            &[
-                ("database", false),
-                ("user", false),
-                ("role", false),
-                ("host", false),
-                ("reason", false),
-                ("ban_time", false),
-                ("ban_duration_seconds", true),
-                ("ban_remaining_seconds", true),
-            ],
-            Vec::new(),
-        ),
+        "bans" => bans(app, out),
         _ => {
             return Err(
                 PgError::error("42601", format!("unsupported SHOW target: {what}"))
@@ -128,6 +115,7 @@ fn help(out: &mut BytesMut) {
         "PAUSE [db] | PAUSE db,user",
         "RESUME [db] | RESUME db,user",
         "RECONNECT [db] | KILL db",
+        "BAN host:port seconds | UNBAN host:port",
         "SHUTDOWN",
     ] {
         notice(out, line);
@@ -629,6 +617,39 @@ fn config(app: &App, out: &mut BytesMut) {
             ("value", false),
             ("default", false),
             ("changeable", false),
+        ],
+        data,
+    );
+}
+
+fn bans(app: &App, out: &mut BytesMut) {
+    let data = report::addresses(app)
+        .into_iter()
+        .filter_map(|r| {
+            let (reason, since, secs, left) = r.ban?;
+            Some(vec![
+                r.pool,
+                r.user,
+                r.role.to_string(),
+                format!("{}:{}", r.host, r.port),
+                reason,
+                n(since),
+                n(secs),
+                n(left),
+            ])
+        })
+        .collect();
+    result(
+        out,
+        &[
+            ("database", false),
+            ("user", false),
+            ("role", false),
+            ("host", false),
+            ("reason", false),
+            ("ban_time", true),
+            ("ban_duration_seconds", true),
+            ("ban_remaining_seconds", true),
         ],
         data,
     );

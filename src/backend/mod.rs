@@ -43,6 +43,8 @@ pub enum BackendError {
         addr: String,
         source: crate::auth::AuthError,
     },
+    #[error("server {addr} was banned ({reason})")]
+    Banned { addr: String, reason: String },
     #[error("server {addr} reported: {error}")]
     Query { addr: String, error: PgError },
 }
@@ -126,6 +128,7 @@ pub struct ServerConn {
 pub struct ServerStats {
     pub counters: Arc<crate::stats::Counters>,
     pub info: Arc<crate::stats::ServerInfo>,
+    pub health: Arc<crate::pool::health::Health>,
 }
 
 impl ServerConn {
@@ -194,6 +197,35 @@ impl ServerConn {
                         }),
                         None => Ok(status),
                     };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a query the pooler needs and returns its first row (text values).
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
+        let mut msg = BytesMut::with_capacity(sql.len() + 6);
+        msg.extend_from_slice(b"Q");
+        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(sql.as_bytes());
+        msg.extend_from_slice(&[0]);
+        self.write_all(&msg).await?;
+        let mut row = None;
+        let mut error = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'D' if row.is_none() => row = Some(data_row(&body)),
+                b'E' if error.is_none() => error = Some(PgError::from_fields(&body)),
+                b'Z' => {
+                    return match error {
+                        Some(error) => Err(BackendError::Query {
+                            addr: self.addr.to_string(),
+                            error,
+                        }),
+                        None => Ok(row.unwrap_or_default()),
+                    }
                 }
                 _ => {}
             }
@@ -281,6 +313,31 @@ impl ServerConn {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
+}
+
+/// The text values of a DataRow body (NULL as None); malformed input yields what parsed.
+fn data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut values = Vec::new();
+    let Some(count) = body.get(..2) else {
+        return values;
+    };
+    let count = i16::from_be_bytes([count[0], count[1]]).max(0) as usize;
+    let mut rest = &body[2..];
+    for _ in 0..count {
+        let Some(len) = rest.get(..4) else { break };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let Some(value) = rest.get(..len as usize) else {
+            break;
+        };
+        values.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &rest[len as usize..];
+    }
+    values
 }
 
 /// Quotes an SQL identifier.

@@ -158,6 +158,14 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
             .healthcheck_timeout
             .unwrap_or(defaults::HEALTHCHECK_TIMEOUT),
         healthcheck_delay: g.healthcheck_delay.unwrap_or(defaults::HEALTHCHECK_DELAY),
+        healthcheck_interval: g
+            .healthcheck_interval
+            .unwrap_or(defaults::HEALTHCHECK_INTERVAL)
+            .max(1),
+        replica_lag_check_interval: g
+            .replica_lag_check_interval
+            .unwrap_or(defaults::REPLICA_LAG_CHECK_INTERVAL)
+            .max(1),
         shutdown_timeout: g.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
         ban_time: g.ban_time.unwrap_or(defaults::BAN_TIME),
         server_round_robin: g.server_round_robin.unwrap_or(defaults::SERVER_ROUND_ROBIN),
@@ -347,6 +355,7 @@ fn build_pool(
         )?,
         query_parser_enabled,
         query_parser_max_length: p.query_parser_max_length,
+        max_replica_lag_bytes: p.max_replica_lag_bytes,
         query_parser_read_write_splitting,
         primary_reads_enabled: p.primary_reads_enabled.unwrap_or(false),
         connect_timeout: p.connect_timeout,

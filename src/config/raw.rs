@@ -23,6 +23,8 @@ pub(crate) mod defaults {
     pub const IDLE_CLIENT_IN_TRANSACTION_TIMEOUT: u64 = 0;
     pub const HEALTHCHECK_TIMEOUT: u64 = 1000;
     pub const HEALTHCHECK_DELAY: u64 = 30_000;
+    pub const HEALTHCHECK_INTERVAL: u64 = 5_000;
+    pub const REPLICA_LAG_CHECK_INTERVAL: u64 = 1_000;
     pub const SHUTDOWN_TIMEOUT: u64 = 60_000;
     /// Seconds.
     pub const BAN_TIME: i64 = 60;
@@ -100,6 +102,8 @@ pub(crate) struct RawGeneral {
     pub idle_client_in_transaction_timeout: Option<u64>,
     pub healthcheck_timeout: Option<u64>,
     pub healthcheck_delay: Option<u64>,
+    pub healthcheck_interval: Option<u64>,
+    pub replica_lag_check_interval: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub ban_time: Option<i64>,
     pub server_round_robin: Option<bool>,
@@ -133,6 +137,7 @@ pub(crate) struct RawPool {
     pub default_role: Option<String>,
     pub query_parser_enabled: Option<bool>,
     pub query_parser_max_length: Option<usize>,
+    pub max_replica_lag_bytes: Option<u64>,
     pub query_parser_read_write_splitting: Option<bool>,
     pub primary_reads_enabled: Option<bool>,
     pub connect_timeout: Option<u64>,

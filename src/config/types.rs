@@ -36,6 +36,10 @@ pub struct General {
     pub idle_client_in_transaction_timeout: u64,
     pub healthcheck_timeout: u64,
     pub healthcheck_delay: u64,
+    /// Background check of every server address, ms (new key; PgCat checks only at checkout).
+    pub healthcheck_interval: u64,
+    /// How often replica lag is measured, ms.
+    pub replica_lag_check_interval: u64,
     pub shutdown_timeout: u64,
     /// Seconds.
     pub ban_time: i64,
@@ -130,6 +134,8 @@ pub struct Pool {
     pub default_role: DefaultRole,
     pub query_parser_enabled: bool,
     pub query_parser_max_length: Option<usize>,
+    /// A replica further behind the primary than this many bytes of WAL takes no reads.
+    pub max_replica_lag_bytes: Option<u64>,
     pub query_parser_read_write_splitting: bool,
     pub primary_reads_enabled: bool,
     pub connect_timeout: Option<u64>,
@@ -345,6 +351,11 @@ impl fmt::Debug for General {
             )
             .field("healthcheck_timeout", &self.healthcheck_timeout)
             .field("healthcheck_delay", &self.healthcheck_delay)
+            .field("healthcheck_interval", &self.healthcheck_interval)
+            .field(
+                "replica_lag_check_interval",
+                &self.replica_lag_check_interval,
+            )
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("ban_time", &self.ban_time)
             .field("server_round_robin", &self.server_round_robin)
@@ -384,6 +395,7 @@ impl fmt::Debug for Pool {
             .field("default_role", &self.default_role)
             .field("query_parser_enabled", &self.query_parser_enabled)
             .field("query_parser_max_length", &self.query_parser_max_length)
+            .field("max_replica_lag_bytes", &self.max_replica_lag_bytes)
             .field(
                 "query_parser_read_write_splitting",
                 &self.query_parser_read_write_splitting,

@@ -290,6 +290,10 @@ impl Client<'_> {
         server_scan: &mut Scanner,
     ) -> End {
         let mode = self.session.pool.mode;
+        let mut bans = match &server.stats {
+            Some(s) => s.health.bans(),
+            None => tokio::sync::watch::channel(0).1,
+        };
         if let Some(end) = self.forward_client(server, flow, server_scan).await {
             return end;
         }
@@ -327,6 +331,12 @@ impl Client<'_> {
                         }
                     }
                 },
+                _ = bans.changed() => {
+                    // The address was banned (health check failed, or an operator's BAN):
+                    // whatever is in flight there fails now rather than hang.
+                    let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();
+                    return End::ServerGone(BackendError::Banned { addr: server.addr.to_string(), reason });
+                }
                 r = server.stream.read_buf(&mut server.buf) => match r {
                     Ok(0) => return End::ServerGone(BackendError::Closed { addr: server.addr.to_string() }),
                     Err(source) => return End::ServerGone(BackendError::Io { addr: server.addr.to_string(), source }),

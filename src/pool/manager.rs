@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
+use super::health::Health;
 use crate::backend::statements::ServerStatements;
 use crate::backend::{self, BackendError, ServerConn, ServerStats, ServerTarget, TcpSettings};
 use crate::stats::{Counters, Registry};
@@ -18,6 +19,11 @@ pub struct Manager {
     /// `prepared_statements_cache_size`: statements kept per server (0 = off).
     pub statement_cache: usize,
     pub counters: Arc<Counters>,
+    pub health: Arc<Health>,
+    /// A connection idle longer than this is checked before it is handed out.
+    pub healthcheck_delay: Duration,
+    pub healthcheck_timeout: Duration,
+    pub ban_secs: u64,
     pub registry: Arc<Registry>,
     pub pool_name: String,
 }
@@ -31,6 +37,7 @@ impl managed::Manager for Manager {
         conn.statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
         conn.stats = Some(ServerStats {
             counters: self.counters.clone(),
+            health: self.health.clone(),
             info: self
                 .registry
                 .server(&self.pool_name, &self.target.user, &self.target.addr()),
@@ -48,6 +55,14 @@ impl managed::Manager for Manager {
         }
         if !conn.is_alive() {
             return Err(RecycleError::message("server closed the connection"));
+        }
+        if metrics.last_used() > self.healthcheck_delay {
+            let check = tokio::time::timeout(self.healthcheck_timeout, conn.execute(";")).await;
+            if !matches!(check, Ok(Ok(_))) {
+                self.health
+                    .ban(self.ban_secs, "health check before reuse failed", false);
+                return Err(RecycleError::message("health check before reuse failed"));
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! per pool user, plus the maintenance that deadpool lacks (min_pool_size kept warm, idle
 //! and lifetime reaping). Checkout is deadpool's: fair FIFO waiting, no global lock.
 
+pub mod health;
 mod maintain;
 mod manager;
 pub mod routing;
@@ -34,6 +35,8 @@ pub struct Address {
     pub pool: ServerPool,
     /// Traffic through this address, for SHOW STATS and Prometheus.
     pub counters: Arc<Counters>,
+    /// Bans, role seen by the background check, WAL position.
+    pub health: Arc<health::Health>,
 }
 
 impl Address {
@@ -88,6 +91,10 @@ pub struct UserPool {
     pub connect_timeout: Duration,
     pub default_shard: DefaultShard,
     pub load_balancing: LoadBalancingMode,
+    /// Replicas further behind than this take no reads.
+    pub max_replica_lag_bytes: Option<u64>,
+    /// `ban_time`, seconds.
+    pub ban_secs: u64,
     pub shards: Vec<Vec<Address>>,
     /// Routing settings, comment hints and the analysis cache of this pool.
     pub router: routing::PoolRouter,
@@ -148,6 +155,7 @@ impl UserPool {
         pool: &config::Pool,
         user: &config::User,
         registry: &Arc<Registry>,
+        healths: &health::HealthMap,
     ) -> Result<UserPool, BuildError> {
         let settings = user.settings(general, pool);
         let tcp = TcpSettings {
@@ -178,6 +186,17 @@ impl UserPool {
                         .clone()
                         .or_else(|| user.password.clone()),
                 };
+                let check = health::CheckSettings {
+                    interval: Duration::from_millis(
+                        general
+                            .healthcheck_interval
+                            .min(general.replica_lag_check_interval),
+                    ),
+                    timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
+                    ban_secs: general.ban_time.max(1) as u64,
+                    tcp,
+                };
+                let health = healths.get(&target, check);
                 let counters = Arc::new(Counters::default());
                 let manager = Manager {
                     target,
@@ -185,6 +204,10 @@ impl UserPool {
                     server_lifetime: settings.server_lifetime,
                     statement_cache: pool.prepared_statements_cache_size,
                     counters: counters.clone(),
+                    health: health.clone(),
+                    healthcheck_delay: Duration::from_millis(general.healthcheck_delay),
+                    healthcheck_timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
+                    ban_secs: general.ban_time.max(1) as u64,
                     registry: registry.clone(),
                     pool_name: name.to_string(),
                 };
@@ -208,6 +231,7 @@ impl UserPool {
                     database: shard.database.clone(),
                     pool,
                     counters,
+                    health,
                 });
             }
             shards.push(addresses);
@@ -227,6 +251,8 @@ impl UserPool {
             connect_timeout: settings.connect_timeout,
             default_shard: pool.default_shard,
             load_balancing: pool.load_balancing_mode,
+            max_replica_lag_bytes: pool.max_replica_lag_bytes,
+            ban_secs: general.ban_time.max(1) as u64,
             shards,
             router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
                 pool: name.to_string(),
@@ -265,16 +291,38 @@ impl UserPool {
     /// fail); any server when no role is set. Balanced by `load_balancing_mode`.
     fn candidates(&self, shard: usize, role: Option<RouteRole>) -> Vec<&Address> {
         let servers = &self.shards[shard];
+        let is_primary = |a: &Address| match a.role {
+            Role::Primary => true,
+            Role::Replica => false,
+            Role::Auto => a.health.seen() == health::Seen::Primary,
+        };
         let primary = servers
             .iter()
-            .find(|a| a.role == Role::Primary)
+            .find(|a| is_primary(a))
+            .or_else(|| {
+                servers
+                    .iter()
+                    .find(|a| a.role == Role::Auto && a.health.seen() == health::Seen::Unknown)
+            })
             .unwrap_or(&servers[0]);
+        let primary_lsn = primary.health.lsn();
+        // Banned servers, and replicas too far behind, take no reads while others can.
+        let usable = |a: &&Address| {
+            let lagging = !is_primary(a)
+                && self.max_replica_lag_bytes.is_some_and(|max| {
+                    let lsn = a.health.lsn();
+                    primary_lsn > 0 && lsn > 0 && primary_lsn.saturating_sub(lsn) > max
+                });
+            !a.health.is_banned() && !lagging
+        };
         let mut chosen: Vec<&Address> = match role {
             Some(RouteRole::Primary) => return vec![primary],
-            Some(RouteRole::Replica) => {
-                servers.iter().filter(|a| a.role != Role::Primary).collect()
-            }
-            None => servers.iter().collect(),
+            Some(RouteRole::Replica) => servers
+                .iter()
+                .filter(|a| !is_primary(a))
+                .filter(usable)
+                .collect(),
+            None => servers.iter().filter(usable).collect(),
         };
         chosen.shuffle(&mut rand::rng());
         if self.load_balancing == LoadBalancingMode::LeastOutstandingConnections {
@@ -284,8 +332,14 @@ impl UserPool {
                 s.size.saturating_sub(s.available)
             });
         }
-        if role == Some(RouteRole::Replica) {
-            chosen.push(primary);
+        if role == Some(RouteRole::Replica) || chosen.is_empty() {
+            // Every replica down, banned or behind: the primary serves the reads.
+            if role == Some(RouteRole::Replica) && chosen.is_empty() {
+                tracing::debug!(pool = %self.pool_name, shard, "no usable replica: reading from the primary");
+            }
+            if !chosen.iter().any(|a| std::ptr::eq(*a, primary)) {
+                chosen.push(primary);
+            }
         }
         chosen
     }
@@ -344,6 +398,19 @@ impl UserPool {
         e: PoolError<crate::backend::BackendError>,
     ) -> PgError {
         let ms = self.connect_timeout.as_millis();
+        // A server that cannot be reached or logged in to is banned; a busy pool is not.
+        let credentials = matches!(
+            e,
+            PoolError::Backend(
+                crate::backend::BackendError::Login { .. }
+                    | crate::backend::BackendError::Auth { .. }
+            )
+        );
+        if !credentials && !matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
+            address
+                .health
+                .ban(self.ban_secs, &format!("checkout failed: {e}"), false);
+        }
         match e {
             PoolError::Timeout(TimeoutType::Wait) => PgError::error(
                 "53300",
@@ -413,6 +480,7 @@ impl Pools {
         config: &Config,
         previous: Option<&Pools>,
         registry: &Arc<Registry>,
+        healths: &health::HealthMap,
     ) -> Result<Pools, BuildError> {
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {
@@ -430,6 +498,7 @@ impl Pools {
                         pool,
                         user,
                         registry,
+                        healths,
                     )?),
                 };
                 by_name.insert(key, up);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{ClientState, Totals};
 use crate::app::App;
 use crate::config::{PoolMode, Role};
+use crate::pool::health::Seen;
 
 /// One server address of a pool user.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct AddressRow {
     pub connections: usize,
     pub active: usize,
     pub paused: bool,
+    /// (reason, since epoch s, length s, remaining s) when banned.
+    pub ban: Option<(String, u64, u64, u64)>,
     pub totals: Totals,
     pub averages: Totals,
 }
@@ -60,10 +63,10 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
         for (shard, servers) in pool.shards.iter().enumerate() {
             let mut replica = 0;
             for (index, a) in servers.iter().enumerate() {
-                let role = match a.role {
-                    Role::Primary => "primary",
-                    Role::Replica => "replica",
-                    Role::Auto => "auto",
+                let role = match (a.role, a.health.seen()) {
+                    (Role::Primary, _) | (Role::Auto, Seen::Primary) => "primary",
+                    (Role::Replica, _) | (Role::Auto, Seen::Standby) => "replica",
+                    (Role::Auto, Seen::Unknown) => "auto",
                 };
                 let name = if a.role == Role::Primary {
                     format!("{}_shard_{shard}_primary", pool.pool_name)
@@ -88,6 +91,7 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
                     connections: status.size,
                     active: status.size.saturating_sub(status.available),
                     paused: pool.is_paused(),
+                    ban: a.health.ban_info(),
                     totals: a.counters.totals(),
                     averages: a.counters.averages(),
                 });
