@@ -3,7 +3,7 @@
 //! `autoreload`) and shutdown (SIGINT and admin SHUTDOWN drain, SIGTERM stops at once).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,6 +33,17 @@ pub struct App {
     pub healths: HealthMap,
     /// Set once a graceful shutdown has begun.
     shutdown: watch::Sender<bool>,
+    /// Client connections open now (max_client_conn).
+    connections: Arc<AtomicUsize>,
+}
+
+/// Counts a client connection while it lives.
+pub struct Connection(Arc<AtomicUsize>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
@@ -52,7 +63,19 @@ impl App {
             registry,
             healths,
             shutdown: watch::channel(false).0,
+            connections: Arc::default(),
         })
+    }
+
+    /// Counts a new client connection; see [`App::too_many_clients`].
+    pub fn connection(&self) -> Connection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Connection(self.connections.clone())
+    }
+
+    /// More client connections are open than `max_client_conn` allows.
+    pub fn too_many_clients(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) > self.config().general.max_client_conn
     }
 
     /// The configuration in force.

@@ -67,6 +67,42 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// Raises the open-file limit to its hard limit: every client and server connection is a
+/// file descriptor. Says so when even that is below what `max_client_conn` needs.
+fn raise_open_files(max_client_conn: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::info!(
+                from = limit.rlim_cur,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    // A client needs its socket, and usually a server connection too.
+    let needed = (max_client_conn as u64)
+        .saturating_mul(2)
+        .saturating_add(100);
+    if limit.rlim_cur < needed {
+        tracing::warn!(limit = limit.rlim_cur, max_client_conn, "the open-file limit is below what max_client_conn needs; raise it (ulimit -n) or lower max_client_conn");
+    }
+}
+
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -104,6 +140,7 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    raise_open_files(loaded.config.general.max_client_conn);
     let result = runtime(loaded.config.general.worker_threads)
         .and_then(|rt| rt.block_on(pgcat::app::serve(loaded.config)));
     match result {

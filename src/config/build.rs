@@ -158,6 +158,11 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
             .healthcheck_timeout
             .unwrap_or(defaults::HEALTHCHECK_TIMEOUT),
         healthcheck_delay: g.healthcheck_delay.unwrap_or(defaults::HEALTHCHECK_DELAY),
+        max_client_conn: g.max_client_conn.unwrap_or(defaults::MAX_CLIENT_CONN),
+        client_login_timeout: g
+            .client_login_timeout
+            .unwrap_or(defaults::CLIENT_LOGIN_TIMEOUT)
+            .max(1),
         healthcheck_interval: g
             .healthcheck_interval
             .unwrap_or(defaults::HEALTHCHECK_INTERVAL)

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 /// (a pool name, a user or shard index).
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "plugins",
-    "general.idle_client_in_transaction_timeout",
     "general.dns_cache_enabled",
     "general.dns_max_ttl",
     "general.tls_certificate",
@@ -116,6 +115,8 @@ const GENERAL_LEAVES: &[&str] = &[
     "healthcheck_timeout",
     "healthcheck_delay",
     "healthcheck_interval",
+    "max_client_conn",
+    "client_login_timeout",
     "replica_lag_check_interval",
     "shutdown_timeout",
     "ban_time",

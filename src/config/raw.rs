@@ -24,6 +24,8 @@ pub(crate) mod defaults {
     pub const HEALTHCHECK_TIMEOUT: u64 = 1000;
     pub const HEALTHCHECK_DELAY: u64 = 30_000;
     pub const HEALTHCHECK_INTERVAL: u64 = 5_000;
+    pub const MAX_CLIENT_CONN: usize = 10_000;
+    pub const CLIENT_LOGIN_TIMEOUT: u64 = 60_000;
     pub const REPLICA_LAG_CHECK_INTERVAL: u64 = 1_000;
     pub const SHUTDOWN_TIMEOUT: u64 = 60_000;
     /// Seconds.
@@ -103,6 +105,8 @@ pub(crate) struct RawGeneral {
     pub healthcheck_timeout: Option<u64>,
     pub healthcheck_delay: Option<u64>,
     pub healthcheck_interval: Option<u64>,
+    pub max_client_conn: Option<usize>,
+    pub client_login_timeout: Option<u64>,
     pub replica_lag_check_interval: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub ban_time: Option<i64>,

@@ -38,6 +38,10 @@ pub struct General {
     pub healthcheck_delay: u64,
     /// Background check of every server address, ms (new key; PgCat checks only at checkout).
     pub healthcheck_interval: u64,
+    /// Most client connections at once (new key; PgCat has no limit).
+    pub max_client_conn: usize,
+    /// A client that has not finished startup and authentication by then is closed, ms.
+    pub client_login_timeout: u64,
     /// How often replica lag is measured, ms.
     pub replica_lag_check_interval: u64,
     pub shutdown_timeout: u64,
@@ -352,6 +356,8 @@ impl fmt::Debug for General {
             .field("healthcheck_timeout", &self.healthcheck_timeout)
             .field("healthcheck_delay", &self.healthcheck_delay)
             .field("healthcheck_interval", &self.healthcheck_interval)
+            .field("max_client_conn", &self.max_client_conn)
+            .field("client_login_timeout", &self.client_login_timeout)
             .field(
                 "replica_lag_check_interval",
                 &self.replica_lag_check_interval,

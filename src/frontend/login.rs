@@ -134,6 +134,14 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
     if app.shutting_down() {
         return Err(PgError::fatal("57P03", "the pooler is shutting down").into());
     }
+    if app.too_many_clients() {
+        let max = app.config().general.max_client_conn;
+        return Err(PgError::fatal(
+            "53300",
+            format!("sorry, too many clients already (max_client_conn = {max})"),
+        )
+        .into());
+    }
 
     let pools = app.pools();
     let pool = pools.get(&database, &user).cloned();

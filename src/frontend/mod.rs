@@ -12,6 +12,7 @@ mod route;
 pub mod state;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -58,7 +59,16 @@ pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
     let span = tracing::info_span!("client", id, %peer);
     async move {
         let _ = stream.set_nodelay(true);
-        let result = match login::login(&mut stream, &app).await {
+        let _counted = app.connection();
+        let login_timeout = Duration::from_millis(app.config().general.client_login_timeout);
+        let login = match tokio::time::timeout(login_timeout, login::login(&mut stream, &app)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Fatal(PgError::fatal(
+                "08P01",
+                format!("startup and authentication not finished within {} ms (client_login_timeout)", login_timeout.as_millis()),
+            ))),
+        };
+        let result = match login {
             Ok(None) => Ok(()),
             Ok(Some(login::Entry::Admin { database, user })) => {
                 tracing::info!(%user, %database, "admin logged in");

@@ -88,6 +88,8 @@ enum End {
     Fatal(PgError),
     /// The client sent an SQL extension (`SET SHARD TO` …) while holding the server.
     Intercept,
+    /// The client stayed idle inside a transaction past idle_client_in_transaction_timeout.
+    IdleInTransaction,
 }
 
 struct Client<'a> {
@@ -174,6 +176,17 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
                         checkin(h.server, pool_mode).await;
                     }
                 }
+            }
+            End::IdleInTransaction => {
+                slot.set(None);
+                if let Some(h) = held.take() {
+                    abandon(h.server, &h.flow, true, pool_mode).await;
+                }
+                return Err(PgError::fatal(
+                    "25P03",
+                    "terminating connection due to idle-in-transaction timeout (idle_client_in_transaction_timeout)",
+                )
+                .into());
             }
             End::ClientGone => {
                 slot.set(None);
@@ -290,6 +303,7 @@ impl Client<'_> {
         server_scan: &mut Scanner,
     ) -> End {
         let mode = self.session.pool.mode;
+        let idle_in_transaction = self.app.config().general.idle_client_in_transaction_timeout;
         let mut bans = match &server.stats {
             Some(s) => s.health.bans(),
             None => tokio::sync::watch::channel(0).1,
@@ -322,7 +336,15 @@ impl Client<'_> {
             if server.buf.capacity() - server.buf.len() < 4096 {
                 server.buf.reserve(16 * 1024);
             }
+            // A client idle inside a transaction holds a server: bounded by
+            // idle_client_in_transaction_timeout.
+            let idle_limit = (settled && flow.status != b'I' && idle_in_transaction > 0)
+                .then(|| std::time::Duration::from_millis(idle_in_transaction));
             tokio::select! {
+                _ = async { match idle_limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                } } => return End::IdleInTransaction,
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     Ok(0) | Err(_) => return End::ClientGone,
                     Ok(_) => {
