@@ -29,7 +29,15 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
             Ok("SHUTDOWN".to_string())
         }
         "RECONNECT" => reconnect(app, &arg, "RECONNECT"),
-        "KILL" => reconnect(app, &arg, "KILL"),
+        "KILL" => {
+            if arg.trim().is_empty() {
+                Err(PgError::error("42601", "KILL needs a database").with_hint("KILL mydb"))
+            } else {
+                targets(app, &arg)
+                    .map(|pools| pools.iter().for_each(|p| p.kill()))
+                    .and_then(|_| reconnect(app, &arg, "KILL"))
+            }
+        }
         "BAN" => ban(app, &words[1..]),
         "UNBAN" => unban(app, &words[1..]),
         _ => Err(unknown(text)),
@@ -53,10 +61,13 @@ fn reload(app: &App, out: &mut BytesMut) -> Result<String, PgError> {
             }
             Ok("RELOAD".to_string())
         }
-        Err(reason) => Err(PgError::error(
-            "F0000",
-            format!("RELOAD refused, the running configuration is kept: {reason}"),
-        )),
+        Err(reason) => {
+            tracing::error!("RELOAD refused, keeping the running configuration: {reason}");
+            Err(PgError::error(
+                "F0000",
+                format!("RELOAD refused, the running configuration is kept: {reason}"),
+            ))
+        }
     }
 }
 

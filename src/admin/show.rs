@@ -85,7 +85,7 @@ pub fn run(app: &App, flavor: Flavor, what: &str, out: &mut BytesMut) -> Result<
         "pools" => pools(app, flavor, out),
         "clients" => clients(app, flavor, out),
         "servers" => servers(app, flavor, out),
-        "databases" => databases(app, out),
+        "databases" => databases(app, flavor, out),
         "users" => users(app, out),
         "config" => config(app, out),
         "lists" => lists(app, out),
@@ -151,11 +151,7 @@ fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
                 .iter()
                 .map(|r| {
                     let (t, a) = (&r.totals, &r.averages);
-                    let mut row = vec![
-                        format!("{}:{}", r.host, r.port),
-                        r.pool.clone(),
-                        r.user.clone(),
-                    ];
+                    let mut row = vec![r.name.clone(), r.pool.clone(), r.user.clone()];
                     row.extend(totals_cells(t));
                     row.push(n(t.errors));
                     row.extend([
@@ -324,6 +320,69 @@ fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
     }
 }
 
+/// PgBouncer's SHOW CLIENTS / SHOW SERVERS columns.
+const BOUNCER_CONNECTION_COLUMNS: &[Col] = &[
+    ("type", false),
+    ("user", false),
+    ("database", false),
+    ("state", false),
+    ("addr", false),
+    ("port", true),
+    ("local_addr", false),
+    ("local_port", true),
+    ("connect_time", false),
+    ("request_time", false),
+    ("wait", true),
+    ("wait_us", true),
+    ("close_needed", true),
+    ("ptr", false),
+    ("link", false),
+    ("remote_pid", true),
+    ("tls", false),
+    ("application_name", false),
+];
+
+fn timestamp(t: std::time::SystemTime) -> String {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bouncer_row(
+    kind: &str,
+    user: &str,
+    database: &str,
+    state: &str,
+    addr: &str,
+    connected_at: std::time::SystemTime,
+    wait_us: u64,
+    id: u64,
+    application_name: &str,
+) -> Vec<String> {
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "0"));
+    vec![
+        kind.to_string(),
+        user.to_string(),
+        database.to_string(),
+        state.to_string(),
+        host.to_string(),
+        port.to_string(),
+        String::new(),
+        n(0),
+        timestamp(connected_at),
+        timestamp(std::time::SystemTime::now()),
+        n(wait_us / 1_000_000),
+        n(wait_us % 1_000_000),
+        n(0),
+        format!("{id:#x}"),
+        String::new(),
+        n(0),
+        String::new(),
+        application_name.to_string(),
+    ]
+}
+
 fn client_state(s: ClientState) -> &'static str {
     match s {
         ClientState::Idle => "idle",
@@ -352,7 +411,7 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
             let data = list
                 .iter()
                 .map(|c| {
-                    let w = c.waiting_us();
+                    let w = c.max_wait_us();
                     vec![
                         format!("{:#010X}", c.id),
                         c.database.clone(),
@@ -374,40 +433,21 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
             let data = list
                 .iter()
                 .map(|c| {
-                    let (addr, port) = c.addr.rsplit_once(':').unwrap_or((&c.addr, "0"));
                     let w = c.waiting_us();
-                    vec![
-                        "C".to_string(),
-                        c.user.clone(),
-                        c.database.clone(),
-                        client_state(c.state()).to_string(),
-                        addr.to_string(),
-                        port.to_string(),
-                        format!("{:?}", c.connected_at),
-                        n(w / 1_000_000),
-                        n(w % 1_000_000),
-                        format!("{:#x}", c.id),
-                        c.application_name.clone(),
-                    ]
+                    bouncer_row(
+                        "C",
+                        &c.user,
+                        &c.database,
+                        client_state(c.state()),
+                        &c.addr,
+                        c.connected_at,
+                        w,
+                        c.id,
+                        &c.application_name,
+                    )
                 })
                 .collect();
-            result(
-                out,
-                &[
-                    ("type", false),
-                    ("user", false),
-                    ("database", false),
-                    ("state", false),
-                    ("addr", false),
-                    ("port", true),
-                    ("connect_time", false),
-                    ("wait", true),
-                    ("wait_us", true),
-                    ("ptr", false),
-                    ("application_name", false),
-                ],
-                data,
-            );
+            result(out, BOUNCER_CONNECTION_COLUMNS, data);
         }
     }
 }
@@ -461,40 +501,25 @@ fn servers(app: &App, flavor: Flavor, out: &mut BytesMut) {
             let data = list
                 .iter()
                 .map(|s| {
-                    let (addr, port) = s.addr.rsplit_once(':').unwrap_or((&s.addr, "0"));
-                    vec![
-                        "S".to_string(),
-                        s.user.clone(),
-                        s.database.clone(),
-                        state(s.state()).to_string(),
-                        addr.to_string(),
-                        port.to_string(),
-                        format!("{:?}", s.connected_at),
-                        format!("{:#x}", s.id),
-                        "pgcat".to_string(),
-                    ]
+                    bouncer_row(
+                        "S",
+                        &s.user,
+                        &s.database,
+                        state(s.state()),
+                        &s.addr,
+                        s.connected_at,
+                        0,
+                        s.id,
+                        "pgcat",
+                    )
                 })
                 .collect();
-            result(
-                out,
-                &[
-                    ("type", false),
-                    ("user", false),
-                    ("database", false),
-                    ("state", false),
-                    ("addr", false),
-                    ("port", true),
-                    ("connect_time", false),
-                    ("ptr", false),
-                    ("application_name", false),
-                ],
-                data,
-            );
+            result(out, BOUNCER_CONNECTION_COLUMNS, data);
         }
     }
 }
 
-fn databases(app: &App, out: &mut BytesMut) {
+fn databases(app: &App, flavor: Flavor, out: &mut BytesMut) {
     let cols: &[Col] = &[
         ("name", false),
         ("host", false),
@@ -510,9 +535,29 @@ fn databases(app: &App, out: &mut BytesMut) {
         ("paused", true),
         ("disabled", true),
     ];
-    let data = report::addresses(app)
+    let mut rows = report::addresses(app);
+    if flavor == Flavor::PgBouncer {
+        // PgBouncer: one row per database (pool): its first server, connections summed.
+        let mut merged: Vec<report::AddressRow> = Vec::new();
+        for r in rows {
+            match merged.iter_mut().find(|m| m.pool == r.pool) {
+                Some(m) => {
+                    m.connections += r.connections;
+                    m.pool_size = m.pool_size.max(r.pool_size);
+                    m.paused |= r.paused;
+                }
+                None => merged.push(report::AddressRow {
+                    name: r.pool.clone(),
+                    ..r
+                }),
+            }
+        }
+        rows = merged;
+    }
+    let data = rows
         .into_iter()
         .map(|r| {
+            let banned = r.ban.is_some() as u8;
             vec![
                 r.name,
                 r.host,
@@ -526,7 +571,7 @@ fn databases(app: &App, out: &mut BytesMut) {
                 n(r.pool_size),
                 n(r.connections),
                 n(r.paused as u8),
-                n(0),
+                n(banned),
             ]
         })
         .collect();
@@ -642,7 +687,7 @@ fn bans(app: &App, out: &mut BytesMut) {
     result(
         out,
         &[
-            ("database", false),
+            ("db", false),
             ("user", false),
             ("role", false),
             ("host", false),

@@ -110,6 +110,8 @@ struct Client<'a> {
     /// the pooler whenever they are bound.
     command_statements: HashMap<String, String>,
     held_begin: Option<HeldBegin>,
+    /// Admin KILL of the client's pool.
+    kills: tokio::sync::watch::Receiver<u64>,
 }
 
 /// How a pool's named statements are handled.
@@ -124,6 +126,7 @@ fn statement_mode(pool: &UserPool) -> Mode {
 /// Runs the client's queries until it leaves.
 pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<(), ClientError> {
     let mode = statement_mode(&session.pool);
+    let (session_db, session_user) = (session.database.clone(), session.user.clone());
     let mut client = Client {
         stream,
         session,
@@ -137,6 +140,10 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
         request_boundary: true,
         command_statements: HashMap::new(),
         held_begin: None,
+        kills: app
+            .pools()
+            .get(&session_db, &session_user)
+            .map_or_else(|| tokio::sync::watch::channel(0).1, |p| p.kills()),
     };
     let slot = client.session.registration.slot.clone();
     let mut held: Option<Held> = None;
@@ -353,6 +360,7 @@ impl Client<'_> {
                         }
                     }
                 },
+                _ = self.kills.changed() => return End::Fatal(killed_error_pg()),
                 _ = bans.changed() => {
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
@@ -779,6 +787,7 @@ impl Client<'_> {
                     return Ok(Idle::Exit);
                 },
                 _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
+                _ = self.kills.changed() => return Err(killed_error()),
             }
         }
         if self.buf[0] == b'X' {
@@ -888,6 +897,7 @@ impl Client<'_> {
         if let Some(new) = pools.get(&self.session.database, &self.session.user) {
             self.session.pool = new.clone();
             self.mode = statement_mode(new);
+            self.kills = new.kills();
         }
     }
 
@@ -1241,6 +1251,17 @@ impl Client<'_> {
         // Mid-batch with nothing owed yet: the error goes with the rest of the batch.
         self.reject(error, false).await
     }
+}
+
+fn killed_error_pg() -> PgError {
+    PgError::fatal(
+        "57P01",
+        "terminating connection due to administrator command: KILL of its database",
+    )
+}
+
+fn killed_error() -> ClientError {
+    killed_error_pg().into()
 }
 
 /// What an idle client is told when the pooler shuts down.

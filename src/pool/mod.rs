@@ -109,6 +109,8 @@ pub struct UserPool {
     pub retired: AtomicBool,
     /// PAUSE: checkouts wait while this is true.
     paused: tokio::sync::watch::Sender<bool>,
+    /// Bumped by admin KILL: every client of the pool is disconnected.
+    kills: tokio::sync::watch::Sender<u64>,
 }
 
 /// Server names of statements a server of the pool has prepared without error. A client
@@ -266,6 +268,7 @@ impl UserPool {
             source: Source::new(general, pool, user),
             retired: AtomicBool::new(false),
             paused: tokio::sync::watch::channel(false).0,
+            kills: tokio::sync::watch::channel(0).0,
         };
         maintain::spawn(
             &up,
@@ -427,6 +430,16 @@ impl UserPool {
             PoolError::Backend(e) => e.to_client(),
             other => PgError::error("08006", format!("could not get a server connection: {other}")),
         }
+    }
+
+    /// Admin KILL: disconnects every client of the pool (they are told why).
+    pub fn kill(&self) {
+        self.kills.send_modify(|k| *k += 1);
+    }
+
+    /// Wakes when the pool's clients are to be disconnected.
+    pub fn kills(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.kills.subscribe()
     }
 
     /// PAUSE (true) or RESUME (false) this pool's checkouts.

@@ -157,6 +157,13 @@ pub fn render(app: &App) -> String {
         "1 when the pool is paused",
         rows.iter().map(|r| (labels(r), r.paused as u64)),
     );
+    family(
+        &mut out,
+        "pgcat_servers_is_banned",
+        "gauge",
+        "1 when the server is banned",
+        rows.iter().map(|r| (labels(r), r.ban.is_some() as u64)),
+    );
     let pools = report::pools(app);
     let pool_labels = |p: &report::PoolRow| {
         format!(
@@ -183,9 +190,14 @@ pub fn render(app: &App) -> String {
         }),
         ("sv_idle", "Server connections idle", |p| p.sv_idle as u64),
         (
+            "maxwait",
+            "Longest current wait for a server, seconds",
+            |p| p.maxwait_us / 1_000_000,
+        ),
+        (
             "maxwait_us",
-            "Longest current wait for a server, microseconds",
-            |p| p.maxwait_us,
+            "Longest current wait for a server, microseconds part",
+            |p| p.maxwait_us % 1_000_000,
         ),
     ] {
         family(

@@ -41,6 +41,8 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// When the current wait for a server began (µs since `since`), 0 when not waiting.
     wait_started_us: AtomicU64,
+    /// Longest wait for a server so far, µs.
+    max_wait_us: AtomicU64,
     pub xact_count: AtomicU64,
     pub query_count: AtomicU64,
     pub error_count: AtomicU64,
@@ -61,9 +63,16 @@ impl ClientInfo {
             let now = self.since.elapsed().as_micros() as u64;
             self.wait_started_us.store(now.max(1), Relaxed);
         } else {
+            let waited = self.waiting_us();
+            self.max_wait_us.fetch_max(waited, Relaxed);
             self.wait_started_us.store(0, Relaxed);
         }
         self.state.store(state as u8, Relaxed);
+    }
+
+    /// The longest the client has waited for a server, in µs (including a wait in progress).
+    pub fn max_wait_us(&self) -> u64 {
+        self.max_wait_us.load(Relaxed).max(self.waiting_us())
     }
 
     /// How long the client has been waiting for a server, in µs (0 if not waiting).
@@ -158,6 +167,7 @@ impl Registry {
             since: Instant::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_started_us: AtomicU64::new(0),
+            max_wait_us: AtomicU64::new(0),
             xact_count: AtomicU64::new(0),
             query_count: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
