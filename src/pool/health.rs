@@ -134,6 +134,7 @@ impl Health {
 pub struct CheckSettings {
     pub interval: Duration,
     pub timeout: Duration,
+    pub connect_timeout: Duration,
     pub ban_secs: u64,
     pub tcp: TcpSettings,
 }
@@ -181,10 +182,8 @@ async fn check_loop(health: Weak<Health>, target: ServerTarget, settings: CheckS
     let mut conn = None;
     loop {
         let Some(h) = health.upgrade() else { return };
-        let outcome =
-            tokio::time::timeout(settings.timeout, check(&mut conn, &target, &settings)).await;
-        match outcome {
-            Ok(Ok((standby, lsn))) => {
+        let failure = match check(&mut conn, &target, &settings).await {
+            Ok(Some((standby, lsn))) => {
                 h.seen.store(if standby { 2 } else { 1 }, Relaxed);
                 if let Some(lsn) = lsn {
                     h.lsn.store(lsn, Relaxed);
@@ -192,48 +191,57 @@ async fn check_loop(health: Weak<Health>, target: ServerTarget, settings: CheckS
                 if h.is_banned() && !h.manual.load(Relaxed) {
                     h.unban();
                 }
+                None
             }
-            Ok(Err(e)) => {
-                conn = None;
-                h.ban(
-                    settings.ban_secs,
-                    &format!("health check failed: {e}"),
-                    false,
-                );
-            }
-            Err(_) => {
-                conn = None;
-                let ms = settings.timeout.as_millis();
-                h.ban(
-                    settings.ban_secs,
-                    &format!("health check did not answer within {ms} ms"),
-                    false,
-                );
-            }
+            Ok(None) => Some(format!(
+                "health check did not answer within {} ms",
+                settings.timeout.as_millis()
+            )),
+            Err(e) => Some(format!("health check failed: {e}")),
+        };
+        if let Some(reason) = failure {
+            // Whatever role it had, it is not known to be primary any more.
+            conn = None;
+            h.seen.store(0, Relaxed);
+            h.ban(settings.ban_secs, &reason, false);
         }
         drop(h);
         tokio::time::sleep(settings.interval).await;
     }
 }
 
-/// One check on the checker's own connection: is the server a standby, and its WAL position.
+/// One check on the checker's own connection: is the server a standby, and its WAL
+/// position. Connecting is bounded by `connect_timeout` (a first login can be slow on a busy
+/// server), the query by `healthcheck_timeout`: `Ok(None)` when it did not answer in time.
 async fn check(
     conn: &mut Option<backend::ServerConn>,
     target: &ServerTarget,
     settings: &CheckSettings,
-) -> Result<(bool, Option<u64>), backend::BackendError> {
+) -> Result<Option<(bool, Option<u64>)>, backend::BackendError> {
     let c = match conn {
         Some(c) => c,
-        None => conn.insert(backend::connect(target, &settings.tcp).await?),
+        None => {
+            let connect = tokio::time::timeout(
+                settings.connect_timeout,
+                backend::connect(target, &settings.tcp),
+            );
+            match connect.await {
+                Ok(c) => conn.insert(c?),
+                Err(_) => return Ok(None),
+            }
+        }
     };
-    let row = c
-        .query_row(
+    let query = c.query_row(
             "SELECT pg_is_in_recovery()::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
         )
-        .await?;
+    ;
+    let Ok(row) = tokio::time::timeout(settings.timeout, query).await else {
+        return Ok(None);
+    };
+    let row = row?;
     let standby = row.first().and_then(|v| v.as_deref()) == Some("true");
     let lsn = row.get(1).and_then(|v| v.as_deref()).and_then(parse_lsn);
-    Ok((standby, lsn))
+    Ok(Some((standby, lsn)))
 }
 
 #[cfg(test)]

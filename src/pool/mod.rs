@@ -195,6 +195,9 @@ impl UserPool {
                             .min(general.replica_lag_check_interval),
                     ),
                     timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
+                    connect_timeout: settings
+                        .connect_timeout
+                        .max(Duration::from_millis(general.healthcheck_timeout)),
                     ban_secs: general.ban_time.max(1) as u64,
                     tcp,
                 };
@@ -292,59 +295,65 @@ impl UserPool {
     /// The servers of a shard that may serve `role`, in the order to try them: the
     /// primary for writes; replicas for reads (the primary last, should every replica
     /// fail); any server when no role is set. Balanced by `load_balancing_mode`.
-    fn candidates(&self, shard: usize, role: Option<RouteRole>) -> Vec<&Address> {
+    /// The shard's primary: the server configured as primary, or among `"auto"` servers the
+    /// one the health check saw out of recovery (not banned, if there is a choice).
+    fn primary(&self, shard: usize) -> &Address {
         let servers = &self.shards[shard];
-        let is_primary = |a: &Address| match a.role {
-            Role::Primary => true,
-            Role::Replica => false,
-            Role::Auto => a.health.seen() == health::Seen::Primary,
+        let rank = |a: &Address| match (a.role, a.health.seen(), a.health.is_banned()) {
+            (Role::Primary, _, _) => 0,
+            (Role::Auto, health::Seen::Primary, false) => 1,
+            (Role::Auto, health::Seen::Unknown, false) => 2,
+            (Role::Auto, health::Seen::Primary, true) => 3,
+            (Role::Auto, _, _) => 4,
+            (Role::Replica, _, _) => 5,
         };
-        let primary = servers
+        servers
             .iter()
-            .find(|a| is_primary(a))
-            .or_else(|| {
-                servers
-                    .iter()
-                    .find(|a| a.role == Role::Auto && a.health.seen() == health::Seen::Unknown)
-            })
-            .unwrap_or(&servers[0]);
+            .min_by_key(|a| rank(a))
+            .unwrap_or(&servers[0])
+    }
+
+    /// The servers of a shard that may serve `role`, in the order to try them, and the
+    /// server to fall back on when none of them can: the primary, for reads. Writes go to
+    /// the primary; reads to usable replicas (not banned, not lagging); with no role, to
+    /// any usable server. Balanced by `load_balancing_mode`.
+    fn candidates(
+        &self,
+        shard: usize,
+        role: Option<RouteRole>,
+    ) -> (Vec<&Address>, Option<&Address>) {
+        let servers = &self.shards[shard];
+        let primary = self.primary(shard);
+        if role == Some(RouteRole::Primary) {
+            return (vec![primary], None);
+        }
         let primary_lsn = primary.health.lsn();
         // Banned servers, and replicas too far behind, take no reads while others can.
         let usable = |a: &&Address| {
-            let lagging = !is_primary(a)
+            let lagging = !std::ptr::eq(*a, primary)
                 && self.max_replica_lag_bytes.is_some_and(|max| {
                     let lsn = a.health.lsn();
                     primary_lsn > 0 && lsn > 0 && primary_lsn.saturating_sub(lsn) > max
                 });
             !a.health.is_banned() && !lagging
         };
-        let mut chosen: Vec<&Address> = match role {
-            Some(RouteRole::Primary) => return vec![primary],
-            Some(RouteRole::Replica) => servers
-                .iter()
-                .filter(|a| !is_primary(a))
-                .filter(usable)
-                .collect(),
-            None => servers.iter().filter(usable).collect(),
-        };
+        let mut chosen: Vec<&Address> = servers
+            .iter()
+            .filter(|a| role.is_none() || !std::ptr::eq(*a, primary))
+            .filter(usable)
+            .collect();
         chosen.shuffle(&mut rand::rng());
         if self.load_balancing == LoadBalancingMode::LeastOutstandingConnections {
             // Fewest connections in use first (stable sort keeps the random order of ties).
-            chosen.sort_by_key(|a| {
-                let s = a.pool.status();
-                s.size.saturating_sub(s.available)
-            });
+            chosen.sort_by_key(|a| a.active());
         }
-        if role == Some(RouteRole::Replica) || chosen.is_empty() {
+        if chosen.is_empty() {
             // Every replica down, banned or behind: the primary serves the reads.
-            if role == Some(RouteRole::Replica) && chosen.is_empty() {
-                tracing::debug!(pool = %self.pool_name, shard, "no usable replica: reading from the primary");
-            }
-            if !chosen.iter().any(|a| std::ptr::eq(*a, primary)) {
-                chosen.push(primary);
-            }
+            tracing::debug!(pool = %self.pool_name, shard, "no usable replica: reading from the primary");
+            return (vec![primary], None);
         }
-        chosen
+        let fallback = (!chosen.iter().any(|a| std::ptr::eq(*a, primary))).then_some(primary);
+        (chosen, fallback)
     }
 
     /// Takes a server connection for `route`. A server that is idle somewhere among the
@@ -366,8 +375,8 @@ impl UserPool {
             }
             None => self.default_shard_index(),
         };
-        let candidates = self.candidates(shard, route.role);
-        if let [only] = candidates.as_slice() {
+        let (candidates, fallback) = self.candidates(shard, route.role);
+        if let ([only], None) = (candidates.as_slice(), fallback) {
             return only
                 .pool
                 .get()
@@ -386,11 +395,22 @@ impl UserPool {
                 Err(e) => last_error = Some(self.checkout_error(address, e)),
             }
         }
+        let mut busy = false;
         for address in &candidates {
             match address.pool.get().await {
                 Ok(server) => return Ok(server),
+                Err(PoolError::Timeout(TimeoutType::Wait)) => busy = true,
                 Err(e) => last_error = Some(self.checkout_error(address, e)),
             }
+        }
+        // The replicas failed (not merely busy): the primary serves the read.
+        if let (Some(primary), false) = (fallback, busy) {
+            tracing::info!(pool = %self.pool_name, shard, "no replica could be reached: reading from the primary");
+            return primary
+                .pool
+                .get()
+                .await
+                .map_err(|e| self.checkout_error(primary, e));
         }
         Err(last_error.unwrap_or_else(|| PgError::error("08006", "no server could be reached")))
     }
