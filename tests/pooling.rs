@@ -251,7 +251,8 @@ async fn server_connections(direct: &tokio_postgres::Client) -> i64 {
     direct
         .query_one(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE usename = $1 AND datname = $2 AND backend_type = 'client backend'",
+             WHERE usename = $1 AND datname = $2 AND backend_type = 'client backend' \
+             AND application_name <> 'pgcat_healthcheck'",
             &[&SCRAM_USER, &DB],
         )
         .await

@@ -202,7 +202,8 @@ fn pgbench_through_pool(database: &str, mode: &str, select_only: bool, per_clien
             let cluster = shared();
             let sql = format!(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE usename = '{SCRAM_USER}' AND datname = '{database}'"
+                 WHERE usename = '{SCRAM_USER}' AND datname = '{database}' \
+                 AND application_name <> 'pgcat_healthcheck'"
             );
             loop {
                 let done = stop.load(Ordering::SeqCst);

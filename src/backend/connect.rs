@@ -50,6 +50,19 @@ fn tune(stream: &TcpStream, tcp: &TcpSettings) -> std::io::Result<()> {
 
 /// Connects and logs in. The caller bounds the whole with its connect timeout.
 pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerConn, BackendError> {
+    connect_as(target, tcp, None).await
+}
+
+/// The application_name of the pooler's own health-check connections, so they are told
+/// apart from the pool's in pg_stat_activity.
+pub const HEALTHCHECK_APPLICATION_NAME: &str = "pgcat_healthcheck";
+
+/// Connects and logs in, with `application_name` set at startup when given.
+pub async fn connect_as(
+    target: &ServerTarget,
+    tcp: &TcpSettings,
+    application_name: Option<&str>,
+) -> Result<ServerConn, BackendError> {
     let addr: Arc<str> = target.addr().into();
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -76,8 +89,12 @@ pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerC
         statements: None,
         stats: None,
     };
-    conn.write_all(&startup_message(&target.user, &target.database))
-        .await?;
+    conn.write_all(&startup_message(
+        &target.user,
+        &target.database,
+        application_name,
+    ))
+    .await?;
     let mut login = Login::default();
     loop {
         let (tag, body) = conn.read_message().await?;
@@ -123,10 +140,14 @@ pub async fn connect(target: &ServerTarget, tcp: &TcpSettings) -> Result<ServerC
     }
 }
 
-fn startup_message(user: &str, database: &str) -> BytesMut {
+fn startup_message(user: &str, database: &str, application_name: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(crate::wire::startup::PROTOCOL_3_0);
-    for (k, v) in [("user", user), ("database", database)] {
+    let app = application_name.map(|a| ("application_name", a));
+    for (k, v) in [("user", user), ("database", database)]
+        .into_iter()
+        .chain(app)
+    {
         body.extend_from_slice(k.as_bytes());
         body.put_u8(0);
         body.extend_from_slice(v.as_bytes());

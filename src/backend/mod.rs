@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use crate::wire::frame;
 use crate::wire::messages::PgError;
 
-pub use connect::{cancel, connect, ServerTarget, TcpSettings};
+pub use connect::{
+    cancel, connect, connect_as, ServerTarget, TcpSettings, HEALTHCHECK_APPLICATION_NAME,
+};
 
 /// Largest message the pooler reads whole from a server while it converses itself.
 const OWN_MESSAGE_CAP: usize = 1 << 20;

@@ -782,12 +782,15 @@ impl Client<'_> {
             if self.app.shutting_down() && self.held_begin.is_none() {
                 return Err(shutdown_error());
             }
+            // An idle client keeps no read buffer: wait for data first, then allocate.
+            self.buf = BytesMut::new();
             tokio::select! {
-                r = read(self.stream, &mut self.buf) => if r? == 0 {
-                    return Ok(Idle::Exit);
-                },
+                r = self.stream.readable() => r?,
                 _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
                 _ = self.kills.changed() => return Err(killed_error()),
+            }
+            if read(self.stream, &mut self.buf).await? == 0 {
+                return Ok(Idle::Exit);
             }
         }
         if self.buf[0] == b'X' {

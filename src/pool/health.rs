@@ -223,7 +223,11 @@ async fn check(
         None => {
             let connect = tokio::time::timeout(
                 settings.connect_timeout,
-                backend::connect(target, &settings.tcp),
+                backend::connect_as(
+                    target,
+                    &settings.tcp,
+                    Some(backend::HEALTHCHECK_APPLICATION_NAME),
+                ),
             );
             match connect.await {
                 Ok(c) => conn.insert(c?),
