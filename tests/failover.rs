@@ -1021,3 +1021,121 @@ async fn auto_roles_follow_a_promotion_within_two_check_intervals() {
         "a new client writes to the promoted server"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Read-your-writes
+// ---------------------------------------------------------------------------------------------
+
+/// With `read_your_writes = true` and WAL replay paused on the only replica, a client's read
+/// right after its own committed write sees the row (it is sent to the primary, since the
+/// replica has not replayed the write); another client's reads still go to the replica; with
+/// the setting off, the same read misses the row on the lagging replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_sees_its_own_write_despite_a_paused_replica() {
+    let _serial = serial().await;
+    let cluster = private(1).await;
+    let primary = cluster.primary.clone();
+    let replica = cluster.replicas[0].clone();
+    direct_psql(
+        &cluster,
+        &primary,
+        DB,
+        &format!("SET ROLE {SCRAM_USER}; CREATE TABLE ryw_t (id int PRIMARY KEY)"),
+    )
+    .await;
+    {
+        let c = cluster.clone();
+        blocking(move || c.wait_replicas_caught_up().expect("caught up")).await;
+    }
+    let start = |ryw: bool| {
+        Pooler::start(&app_toml(
+            free_port(),
+            &format!(
+                "{}replica_lag_check_interval = 200\n",
+                health_keys(INTERVAL_MS, TIMEOUT_MS, 60)
+            ),
+            &format!("read_your_writes = {ryw}\n"),
+            5,
+            &servers_toml(&cluster),
+        ))
+    };
+    let on = start(true);
+    let off = start(false);
+    let (writer, other, plain) = (
+        connect_app(&on).await,
+        connect_app(&on).await,
+        connect_app(&off).await,
+    );
+    for c in [&writer, &other, &plain] {
+        let reaches_replica = eventually(ms(5000), || async {
+            port(c, READ, HUNG).await == Ok(replica.port)
+        })
+        .await;
+        assert!(
+            reaches_replica,
+            "premise: reads go to the caught-up replica"
+        );
+    }
+
+    direct_psql(
+        &cluster,
+        &replica,
+        "postgres",
+        "SELECT pg_wal_replay_pause()",
+    )
+    .await;
+    let paused = {
+        let (c, r) = (cluster.clone(), replica.clone());
+        blocking(move || {
+            support::wait_until(Duration::from_secs(10), || {
+                c.psql(&r, "postgres", "SELECT pg_get_wal_replay_pause_state()")
+                    .map(|s| s == "paused")
+                    .unwrap_or(false)
+            })
+        })
+        .await
+    };
+    assert!(paused, "premise: replay is paused on the replica");
+
+    let read = "SELECT count(*)::int, inet_server_port() FROM ryw_t WHERE id = $1";
+    for id in 1..=5 {
+        writer
+            .execute("INSERT INTO ryw_t (id) VALUES ($1)", &[&id])
+            .await
+            .expect("write");
+        let row = writer
+            .query_one(read, &[&id])
+            .await
+            .expect("read after write");
+        assert_eq!(
+            (row.get::<_, i32>(0), row.get::<_, i32>(1) as u16),
+            (1, primary.port),
+            "read-your-writes: the read after write {id} must see it (on the primary)"
+        );
+        // A client that wrote nothing keeps reading from the replica.
+        assert_eq!(
+            port(&other, READ, HUNG).await.ok(),
+            Some(replica.port),
+            "other client, write {id}"
+        );
+    }
+    // The same sequence without read_your_writes: the read lands on the paused replica
+    // and misses the row (what the feature is for).
+    plain
+        .execute("INSERT INTO ryw_t (id) VALUES (100)", &[])
+        .await
+        .expect("write");
+    let row = plain.query_one(read, &[&100]).await.expect("read");
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, i32>(1) as u16),
+        (0, replica.port),
+        "premise: without read_your_writes the read goes to the lagging replica"
+    );
+    direct_psql(
+        &cluster,
+        &replica,
+        "postgres",
+        "SELECT pg_wal_replay_resume()",
+    )
+    .await;
+}

@@ -361,6 +361,7 @@ fn build_pool(
         query_parser_enabled,
         query_parser_max_length: p.query_parser_max_length,
         max_replica_lag_bytes: p.max_replica_lag_bytes,
+        read_your_writes: p.read_your_writes.unwrap_or(false),
         query_parser_read_write_splitting,
         primary_reads_enabled: p.primary_reads_enabled.unwrap_or(false),
         connect_timeout: p.connect_timeout,

@@ -140,6 +140,8 @@ pub struct Pool {
     pub query_parser_max_length: Option<usize>,
     /// A replica further behind the primary than this many bytes of WAL takes no reads.
     pub max_replica_lag_bytes: Option<u64>,
+    /// After a client's write transaction, its reads go only to replicas that replayed it.
+    pub read_your_writes: bool,
     pub query_parser_read_write_splitting: bool,
     pub primary_reads_enabled: bool,
     pub connect_timeout: Option<u64>,
@@ -402,6 +404,7 @@ impl fmt::Debug for Pool {
             .field("query_parser_enabled", &self.query_parser_enabled)
             .field("query_parser_max_length", &self.query_parser_max_length)
             .field("max_replica_lag_bytes", &self.max_replica_lag_bytes)
+            .field("read_your_writes", &self.read_your_writes)
             .field(
                 "query_parser_read_write_splitting",
                 &self.query_parser_read_write_splitting,

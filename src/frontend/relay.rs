@@ -112,6 +112,8 @@ struct Client<'a> {
     held_begin: Option<HeldBegin>,
     /// Admin KILL of the client's pool.
     kills: tokio::sync::watch::Receiver<u64>,
+    /// Read-your-writes: the primary's WAL position after the client's last write.
+    min_lsn: u64,
 }
 
 /// How a pool's named statements are handled.
@@ -140,6 +142,7 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
         request_boundary: true,
         command_statements: HashMap::new(),
         held_begin: None,
+        min_lsn: 0,
         kills: app
             .pools()
             .get(&session_db, &session_user)
@@ -166,7 +169,8 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
         match end {
             End::Released => {
                 slot.set(None);
-                if let Some(h) = held.take() {
+                if let Some(mut h) = held.take() {
+                    client.note_write(&mut h).await;
                     checkin(h.server, pool_mode).await;
                 }
             }
@@ -228,6 +232,8 @@ struct Held {
     server: Server,
     flow: Flow,
     scan: Scanner,
+    /// The transaction was routed to the primary (a write, for read-your-writes).
+    wrote: bool,
 }
 
 /// What an idle client asked for.
@@ -891,6 +897,34 @@ impl Client<'_> {
         }
     }
 
+    /// Read-your-writes: after a write transaction on a primary, remembers the primary's WAL
+    /// position so the client's next reads skip replicas that have not replayed it. One
+    /// extra round trip per write transaction, only with `read_your_writes = true`.
+    async fn note_write(&mut self, held: &mut Held) {
+        let pool = &self.session.pool;
+        if !pool.read_your_writes || !held.wrote || !pool.is_primary_addr(&held.server.addr) {
+            return;
+        }
+        match held
+            .server
+            .query_row("SELECT pg_current_wal_insert_lsn()::text")
+            .await
+        {
+            Ok(row) => {
+                if let Some(lsn) = row
+                    .first()
+                    .and_then(|v| v.as_deref())
+                    .and_then(crate::pool::health::parse_lsn)
+                {
+                    self.min_lsn = self.min_lsn.max(lsn);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes")
+            }
+        }
+    }
+
     /// Moves the client to its pool's replacement after a reload changed the pool.
     fn follow_reload(&mut self) {
         if !self.session.pool.retired.load(Relaxed) {
@@ -915,7 +949,7 @@ impl Client<'_> {
         let info = self.session.info.clone();
         info.set_state(ClientState::Waiting);
         let waited = std::time::Instant::now();
-        let mut server = match pool.checkout(route).await {
+        let mut server = match pool.checkout_after(route, self.min_lsn).await {
             Ok(server) => server,
             Err(e) => {
                 info.set_state(ClientState::Idle);
@@ -952,6 +986,7 @@ impl Client<'_> {
             server,
             flow,
             scan: Scanner::default(),
+            wrote: route.role == Some(Role::Primary),
         }))
     }
 

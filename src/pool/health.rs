@@ -236,7 +236,7 @@ async fn check(
         }
     };
     let query = c.query_row(
-            "SELECT pg_is_in_recovery()::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
+            "SELECT pg_is_in_recovery()::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text",
         )
     ;
     let Ok(row) = tokio::time::timeout(settings.timeout, query).await else {

@@ -93,6 +93,8 @@ pub struct UserPool {
     pub load_balancing: LoadBalancingMode,
     /// Replicas further behind than this take no reads.
     pub max_replica_lag_bytes: Option<u64>,
+    /// `read_your_writes`.
+    pub read_your_writes: bool,
     /// `ban_time`, seconds.
     pub ban_secs: u64,
     pub shards: Vec<Vec<Address>>,
@@ -257,6 +259,7 @@ impl UserPool {
             default_shard: pool.default_shard,
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
+            read_your_writes: pool.read_your_writes,
             ban_secs: general.ban_time.max(1) as u64,
             shards,
             router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
@@ -321,6 +324,7 @@ impl UserPool {
         &self,
         shard: usize,
         role: Option<RouteRole>,
+        min_lsn: u64,
     ) -> (Vec<&Address>, Option<&Address>) {
         let servers = &self.shards[shard];
         let primary = self.primary(shard);
@@ -335,7 +339,9 @@ impl UserPool {
                     let lsn = a.health.lsn();
                     primary_lsn > 0 && lsn > 0 && primary_lsn.saturating_sub(lsn) > max
                 });
-            !a.health.is_banned() && !lagging
+            // Read-your-writes: a replica that has not replayed the client's last write.
+            let behind = min_lsn > 0 && !std::ptr::eq(*a, primary) && a.health.lsn() < min_lsn;
+            !a.health.is_banned() && !lagging && !behind
         };
         let mut chosen: Vec<&Address> = servers
             .iter()
@@ -360,6 +366,20 @@ impl UserPool {
     /// candidates is taken at once; otherwise the first candidate is waited for (up to
     /// `connect_timeout`). A candidate that cannot be reached is skipped.
     pub async fn checkout(&self, route: Route) -> Result<Server, PgError> {
+        self.checkout_after(route, 0).await
+    }
+
+    /// Whether `addr` (host:port) is the primary of the pool's `default_shard`-or-given shard.
+    pub fn is_primary_addr(&self, addr: &str) -> bool {
+        (0..self.shards.len()).any(|shard| {
+            let p = self.primary(shard);
+            format!("{}:{}", p.host, p.port) == addr
+        })
+    }
+
+    /// Like [`UserPool::checkout`], for a client whose reads must see WAL position
+    /// `min_lsn` (0 = any): replicas that have not replayed it are skipped.
+    pub async fn checkout_after(&self, route: Route, min_lsn: u64) -> Result<Server, PgError> {
         self.wait_resumed().await;
         let shard = match route.shard {
             Some(n) if n < self.shards.len() => n,
@@ -375,7 +395,7 @@ impl UserPool {
             }
             None => self.default_shard_index(),
         };
-        let (candidates, fallback) = self.candidates(shard, route.role);
+        let (candidates, fallback) = self.candidates(shard, route.role, min_lsn);
         if let ([only], None) = (candidates.as_slice(), fallback) {
             return only
                 .pool
