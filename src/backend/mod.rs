@@ -177,36 +177,19 @@ impl ServerConn {
     }
 
     /// Runs SQL the pooler needs (simple protocol), discarding rows, until ReadyForQuery.
-    /// Returns the first error the server reported; the connection stays usable then.
+    /// Returns the transaction status, or the first error the server reported; the
+    /// connection stays usable then.
     pub async fn execute(&mut self, sql: &str) -> Result<u8, BackendError> {
-        let mut msg = BytesMut::with_capacity(sql.len() + 6);
-        msg.extend_from_slice(b"Q");
-        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-        msg.extend_from_slice(sql.as_bytes());
-        msg.extend_from_slice(&[0]);
-        self.write_all(&msg).await?;
-        let mut error = None;
-        loop {
-            let (tag, body) = self.read_message().await?;
-            match tag {
-                b'E' if error.is_none() => error = Some(PgError::from_fields(&body)),
-                b'Z' => {
-                    let status = body.first().copied().unwrap_or(b'I');
-                    return match error {
-                        Some(error) => Err(BackendError::Query {
-                            addr: self.addr.to_string(),
-                            error,
-                        }),
-                        None => Ok(status),
-                    };
-                }
-                _ => {}
-            }
-        }
+        self.run(sql).await.map(|(status, _)| status)
     }
 
     /// Runs a query the pooler needs and returns its first row (text values).
     pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
+        self.run(sql).await.map(|(_, row)| row.unwrap_or_default())
+    }
+
+    /// Sends one simple Query and reads to its ReadyForQuery: the status and first row.
+    async fn run(&mut self, sql: &str) -> Result<(u8, Option<Vec<Option<String>>>), BackendError> {
         let mut msg = BytesMut::with_capacity(sql.len() + 6);
         msg.extend_from_slice(b"Q");
         msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
@@ -221,13 +204,14 @@ impl ServerConn {
                 b'D' if row.is_none() => row = Some(data_row(&body)),
                 b'E' if error.is_none() => error = Some(PgError::from_fields(&body)),
                 b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
                     return match error {
                         Some(error) => Err(BackendError::Query {
                             addr: self.addr.to_string(),
                             error,
                         }),
-                        None => Ok(row.unwrap_or_default()),
-                    }
+                        None => Ok((status, row)),
+                    };
                 }
                 _ => {}
             }
