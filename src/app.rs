@@ -168,11 +168,12 @@ impl App {
 /// Runs the pooler on `general.host:general.port` until it is shut down.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let (host, port) = (config.general.host.clone(), config.general.port);
-    let listener = TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| {
-            std::io::Error::new(e.kind(), format!("could not listen on {host}:{port}: {e}"))
-        })?;
+    // A deep accept queue: a burst of connections must not be dropped by the kernel before
+    // the pooler accepts them (the default is 128).
+    let backlog = config.general.max_client_conn.clamp(128, 4096) as u32;
+    let listener = listen(&host, port, backlog).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("could not listen on {host}:{port}: {e}"))
+    })?;
     let pools = config.pools.len();
     let prometheus = config.general.enable_prometheus_exporter.then(|| {
         (
@@ -225,6 +226,27 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     accepting.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Binds `host:port` with an accept queue of `backlog`.
+async fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolves to no address",
+            )
+        })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Waits (up to `shutdown_timeout`) until no client of a pool is connected.

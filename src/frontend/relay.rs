@@ -509,6 +509,9 @@ impl Client<'_> {
                 b'X' => {
                     terminate_at.get_or_insert(start);
                 }
+                other if !crate::wire::frame::is_frontend_tag(other) => {
+                    failure.get_or_insert(PgError::fatal("08P01", crate::wire::frame::invalid_frontend_tag(other)));
+                }
                 _ => {}
             }},
         );
@@ -801,6 +804,13 @@ impl Client<'_> {
         }
         if self.buf[0] == b'X' {
             return Ok(Idle::Exit);
+        }
+        if !crate::wire::frame::is_frontend_tag(self.buf[0]) {
+            return Err(PgError::fatal(
+                "08P01",
+                crate::wire::frame::invalid_frontend_tag(self.buf[0]),
+            )
+            .into());
         }
         let in_transaction = self.held_begin.is_some();
         if !in_transaction && self.mode == Mode::Rewrite && self.prepare_locally().await? {

@@ -84,6 +84,20 @@ impl Scanner {
     }
 }
 
+/// Whether a client may send this message type after startup (PostgreSQL closes the
+/// connection on anything else).
+pub fn is_frontend_tag(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'X' | b'd' | b'c' | b'f'
+    )
+}
+
+/// The error for a message type a client may not send.
+pub fn invalid_frontend_tag(tag: u8) -> String {
+    format!("invalid frontend message type {tag}")
+}
+
 /// Reads a message header: `(tag, length)` where length counts itself, or `None` when
 /// fewer than 5 bytes are present.
 pub fn header(buf: &[u8]) -> Result<Option<(u8, usize)>, FrameError> {

@@ -35,7 +35,7 @@ pub enum StartupError {
     Closed,
     #[error("invalid length of startup packet: {0}")]
     BadLength(usize),
-    #[error("unsupported frontend protocol {}.{}: server supports 3.0 to 3.0", .0 >> 16, .0 & 0xffff)]
+    #[error("unsupported frontend protocol {}.{}: server supports 3.0 to 3.0", (*.0 as u32) >> 16, (*.0 as u32) & 0xffff)]
     UnsupportedProtocol(i32),
     #[error("invalid startup packet layout: {0}")]
     Malformed(&'static str),
