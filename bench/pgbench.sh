@@ -18,8 +18,10 @@
 #        pgcat+parser  the same with query_parser_enabled and query_parser_read_write_splitting
 #                      (only a primary, primary_reads_enabled: every query is parsed and routed
 #                      to the primary), to measure what the parser costs;
-#   4. memory per idle client: a python3 script (stdlib sockets, startup + md5 login) opens
-#      $IDLE_CLIENTS idle connections to each pooler; (VmRSS after - VmRSS before) / clients;
+#   4. memory per idle client, on the freshly started poolers: a python3 script (stdlib sockets,
+#      startup + md5 login) opens $IDLE_CLIENTS idle connections to each pooler in turn;
+#      (VmRSS after - VmRSS before) / clients. The poolers are then restarted and warmed up
+#      ($WARMUP s of -S each);
 #   5. $ROUNDS rounds; in each round, for each workload, one `pgbench -j 2 -T $DURATION` run per
 #      target, targets alternated (the order rotates from round to round):
 #        select         -S, $CLIENTS clients
@@ -34,6 +36,11 @@
 #      transactions (utime+stime of the pooler process from /proc/<pid>/stat before and after,
 #      in CLK_TCK ticks), peak RSS of the pooler during the run (VmHWM from /proc/<pid>/status,
 #      reset before each run by writing 5 to /proc/<pid>/clear_refs).
+#      Shared machines: before each run the script waits (at most $QUIET_WAIT s) until other
+#      processes use less than $QUIET_PCT % of the cores; during the run it measures the CPU
+#      used by everything that is not ours (/proc/stat minus PostgreSQL, the poolers and
+#      pgbench) and repeats a run where that exceeded $DISTURBED_PCT % (at most $RETRIES times;
+#      the last attempt is kept and the report says how many kept runs were disturbed).
 #   6. prints a markdown table (medians over the rounds, each column its own median) with ratios
 #      to PgBouncer, the idle-client memory, and the targets with met/missed.
 #
@@ -41,7 +48,8 @@
 #   WORKLOADS (space-separated subset of the names above, default all), TARGETS (subset of
 #   "direct pgbouncer pgcat pgcat+parser"), WARMUP (5 s), PGBIN (dir of initdb/pg_ctl; found
 #   via pg_config or /usr/lib/postgresql/*/bin), PGCAT_BIN (default target/release/pgcat),
-#   OUT (also write the report to this file), KEEP=1 (keep the temp dir).
+#   OUT (also write the report to this file, and the per-run rows to ${OUT%.*}.tsv),
+#   KEEP=1 (keep the temp dir), QUIET_PCT (10), QUIET_WAIT (600), DISTURBED_PCT (10), RETRIES (2).
 #
 # Needs: PostgreSQL server binaries, pgbench, psql, python3; pgbouncer optional
 #   (`apt-get install pgbouncer`). Run as root, PostgreSQL and PgBouncer run as the `postgres`
