@@ -1,6 +1,6 @@
 //! `cargo bench -p pgcat-parser`: what routing a statement costs, cold (parse, classify,
 //! find keys, route) and cached (hash + lookup + route), for pgbench's statements and a
-//! 1 KB join.
+//! 1 KB join, and a statement whose literal changes every time (cached by shape).
 
 use std::hint::black_box;
 
@@ -26,7 +26,7 @@ fn routing(c: &mut Criterion) {
         ..PoolRouting::default()
     };
     let session = SessionRouting::default();
-    let cache = AnalysisCache::new(1024);
+    let cache = AnalysisCache::new(1024, None);
     let decide = |a: &Analysis| {
         let keys = resolve_keys(&a.keys, |_| Some(42)).unwrap_or_default();
         route(&a.classification, &keys, None, &session, &pool)
@@ -56,6 +56,29 @@ fn routing(c: &mut Criterion) {
         });
     }
     cached.finish();
+
+    // pgbench -S over the simple protocol: a new literal every time, one shape.
+    let splitting = PoolRouting {
+        automatic_key: None,
+        ..pool.clone()
+    };
+    let texts: Vec<String> = (0..4096)
+        .map(|aid| {
+            format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                aid * 7919 % 1_000_000
+            )
+        })
+        .collect();
+    let mut next = 0;
+    c.bench_function("route by shape (new literal each time)", |b| {
+        b.iter(|| {
+            next = (next + 1) % texts.len();
+            let sql = black_box(texts[next].as_str());
+            let a = cache.get_or_insert(sql, || Analysis::of(sql, None, None));
+            route(&a.classification, &[], None, &session, &splitting)
+        })
+    });
 }
 
 criterion_group!(benches, routing);

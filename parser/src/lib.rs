@@ -17,6 +17,7 @@ pub mod hash;
 pub mod parsed;
 pub mod route;
 pub mod session;
+pub mod shape;
 pub mod shard_key;
 
 pub use cache::{Analysis, AnalysisCache};

@@ -6,7 +6,7 @@
 //! check runs first so ordinary queries never reach sqlparser, and results are cached by
 //! query text.
 
-use pgcat_parser::{classify, Analysis, AnalysisCache, SessionEffects};
+use pgcat_parser::{Analysis, AnalysisCache, SessionEffects};
 
 use crate::backend::Dirty;
 
@@ -48,7 +48,7 @@ pub struct Effects {
 impl Default for Effects {
     fn default() -> Self {
         Effects {
-            cache: AnalysisCache::new(CACHE_SIZE),
+            cache: AnalysisCache::new(CACHE_SIZE, None),
         }
     }
 }
@@ -59,10 +59,9 @@ impl Effects {
         if !may_change_session(sql) {
             return None;
         }
-        let analysis = self.cache.get_or_insert(sql, || Analysis {
-            classification: classify(sql, None),
-            keys: Vec::new(),
-        });
+        let analysis = self
+            .cache
+            .get_or_insert(sql, || Analysis::of(sql, None, None));
         let effects = &analysis.classification.session;
         (!effects.is_empty()).then(|| effects.clone())
     }

@@ -51,13 +51,14 @@ impl PoolRouter {
         )
         .map_err(|e| e.to_string())?;
         Ok(PoolRouter {
+            cache: AnalysisCache::new(CACHE_SIZE, routing.max_length),
             routing,
             hints,
-            cache: AnalysisCache::new(CACHE_SIZE),
         })
     }
 
-    /// Parses and analyses `sql` once; later calls with the same text hit the cache.
+    /// Parses and analyses `sql` once; later calls with the same text, or the same text
+    /// with other literal values, hit the cache.
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
         let routing = &self.routing;
         self.cache.get_or_insert(sql, || {

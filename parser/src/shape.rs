@@ -1,0 +1,229 @@
+//! The shape of a query text: the text with each string and number literal replaced by a
+//! marker. `SELECT abalance FROM pgbench_accounts WHERE aid = 17` and `… WHERE aid = 42`
+//! have one shape, so the routing cache analyses it once instead of running sqlparser for
+//! every value an application sends.
+//!
+//! The lexer only has to be right about where literals start and end; everything else is
+//! kept byte for byte (whitespace, comments, identifiers, `$n` parameters). Where it
+//! cannot be sure — a backslash in a string (`standard_conforming_strings = off`, `E''`),
+//! dollar quoting, a number glued to a word, an unterminated quote or comment — it gives
+//! up and the caller falls back to caching by the exact text.
+
+use std::hash::Hasher;
+
+/// Feeds the shape of `sql` to `hasher`; `None` when the text has a construct the lexer
+/// does not handle. Verbatim runs and literal markers alternate, each run preceded by its
+/// length, so two different shapes never feed the same bytes.
+pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
+    let b = sql.as_bytes();
+    let mut run_start = 0;
+    let mut i = 0;
+    let literal = |hasher: &mut dyn Hasher, run: &[u8], marker: u8| {
+        hasher.write_usize(run.len());
+        hasher.write(run);
+        hasher.write_u8(marker);
+    };
+    while i < b.len() {
+        let c = b[i];
+        let after_word = i > 0 && is_word(b[i - 1]);
+        match c {
+            b'\'' => {
+                // E'…' and U&'…' take escapes; a prefix letter in general changes nothing
+                // but those two.
+                if after_word && matches!(b[i - 1], b'e' | b'E') || i > 0 && b[i - 1] == b'&' {
+                    return None;
+                }
+                let end = string_end(b, i)?;
+                literal(hasher, &b[run_start..i], b'\'');
+                i = end;
+                run_start = i;
+            }
+            b'"' => i = quoted_end(b, i, b'"')?,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i)?,
+            b'$' if after_word => i += 1,
+            b'$' => {
+                let digits = b[i + 1..].iter().take_while(|x| x.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None; // dollar quoting
+                }
+                i += 1 + digits;
+            }
+            b'0'..=b'9' if !after_word => {
+                let end = number_end(b, i)?;
+                literal(hasher, &b[run_start..i], b'0');
+                i = end;
+                run_start = i;
+            }
+            b'.' if !after_word && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let end = number_end(b, i)?;
+                literal(hasher, &b[run_start..i], b'0');
+                i = end;
+                run_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    hasher.write_usize(b.len() - run_start);
+    hasher.write(&b[run_start..]);
+    Some(())
+}
+
+/// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier or keyword.
+pub(crate) fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// One past the closing quote of the string starting at `start` (`''` is a quote inside).
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let end = quoted_end(b, start, b'\'')?;
+    (!b[start..end].contains(&b'\\')).then_some(end)
+}
+
+/// One past the closing `quote` of the run starting at `start`; a doubled quote is part of
+/// the run.
+fn quoted_end(b: &[u8], start: usize, quote: u8) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let p = b[i..].iter().position(|&x| x == quote)? + i;
+        if b.get(p + 1) == Some(&quote) {
+            i = p + 2;
+        } else {
+            return Some(p + 1);
+        }
+    }
+}
+
+/// One past a (nested) `/* */` comment.
+fn block_comment_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// One past the number starting at `start`: digits, a fraction, an exponent. A number
+/// running into a word (`1e`, `0x1F`, `12abc`) is left to the exact-text cache.
+fn number_end(b: &[u8], start: usize) -> Option<usize> {
+    let digits = |i: usize| b[i..].iter().take_while(|x| x.is_ascii_digit()).count();
+    let mut i = start + digits(start);
+    if b.get(i) == Some(&b'.') && b.get(i + 1) != Some(&b'.') {
+        i += 1 + digits(i + 1);
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+        let exp = digits(i + 1 + sign);
+        if exp == 0 {
+            return None;
+        }
+        i += 1 + sign + exp;
+    }
+    match b.get(i) {
+        Some(&c) if is_word(c) || c == b'.' => None,
+        _ => Some(i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::DefaultHasher;
+
+    use super::*;
+
+    fn key(sql: &str) -> Option<u64> {
+        let mut h = DefaultHasher::new();
+        shape(sql, &mut h)?;
+        Some(h.finish())
+    }
+
+    #[test]
+    fn literals_do_not_change_the_shape() {
+        let same = [
+            (
+                "SELECT * FROM t WHERE id = 1",
+                "SELECT * FROM t WHERE id = 123456",
+            ),
+            ("SELECT 'a' FROM t", "SELECT 'it''s; DROP TABLE t' FROM t"),
+            ("SELECT 1.5, .5, 1e10, 2.5E-3", "SELECT 7, .25, 3e+2, 9"),
+            (
+                "SELECT x FROM t LIMIT 10 -- 5",
+                "SELECT x FROM t LIMIT 20 -- 5",
+            ),
+        ];
+        for (a, b) in same {
+            assert_eq!(key(a), key(b), "{a} / {b}");
+            assert!(key(a).is_some(), "{a}");
+        }
+    }
+
+    #[test]
+    fn everything_else_does() {
+        let different = [
+            (
+                "SELECT * FROM t1 WHERE id = 1",
+                "SELECT * FROM t2 WHERE id = 1",
+            ),
+            ("SELECT $1 FROM t", "SELECT $2 FROM t"),
+            ("SELECT 1 -- a\n", "SELECT 1 -- b\n"),
+            ("SELECT 1 /* shard_id: 1 */", "SELECT 1 /* shard_id: 2 */"),
+            ("SELECT \"a'1\" FROM t", "SELECT \"a'2\" FROM t"),
+            ("SELECT 'a' FROM t", "SELECT 1 FROM t"),
+            ("SELECT 'a', 'b'", "SELECT 'a'"),
+            ("SELECT true", "SELECT false"),
+            ("SELECT 'x'; SELECT 1", "SELECT 'x'  SELECT 1"),
+        ];
+        for (a, b) in different {
+            assert_ne!(key(a), key(b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn gives_up_where_unsure() {
+        for sql in [
+            "SELECT 'a\\'b'",
+            "SELECT E'a'",
+            "SELECT U&'d\\0061t'",
+            "SELECT $$a$$",
+            "SELECT $tag$a$tag$",
+            "SELECT 'unterminated",
+            "SELECT \"unterminated",
+            "SELECT /* unterminated /* nested */",
+            "SELECT 0x1F",
+            "SELECT 1e",
+            "SELECT 12abc",
+            "SELECT 1..2",
+        ] {
+            assert_eq!(key(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn words_with_digits_and_dollars_are_words() {
+        assert_ne!(key("SELECT * FROM t1"), key("SELECT * FROM t2"));
+        assert_ne!(key("SELECT a$1 FROM t"), key("SELECT a$2 FROM t"));
+        assert_eq!(
+            key("SELECT x FROM t /* a /* b */ c */ WHERE y = 1"),
+            key("SELECT x FROM t /* a /* b */ c */ WHERE y = 2")
+        );
+    }
+}
