@@ -50,7 +50,7 @@ fn peer(stream: &TcpStream) -> String {
 /// Who came in.
 pub enum Entry {
     /// A client of a pool.
-    Pool(Session),
+    Pool(Box<Session>),
     /// The operator, on the admin database `pgcat` or `pgbouncer`.
     Admin { database: String, user: String },
 }
@@ -184,7 +184,7 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
     let info = app
         .registry
         .client(&database, &user, &application_name, &peer(stream));
-    Ok(Some(Entry::Pool(Session {
+    Ok(Some(Entry::Pool(Box::new(Session {
         pool,
         startup_params: params.clone(),
         params,
@@ -193,7 +193,7 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
         database,
         application_name,
         info,
-    })))
+    }))))
 }
 
 fn failed(user: &str) -> ClientError {

@@ -60,52 +60,84 @@ pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
     async move {
         let _ = stream.set_nodelay(true);
         let _counted = app.connection();
-        let login_timeout = Duration::from_millis(app.config().general.client_login_timeout);
-        let login = match tokio::time::timeout(login_timeout, login::login(&mut stream, &app)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Fatal(PgError::fatal(
-                "08P01",
-                format!("startup and authentication not finished within {} ms (client_login_timeout)", login_timeout.as_millis()),
-            ))),
-        };
-        let result = match login {
+        // Only what an idle client needs stays in this task's future: login, the admin
+        // console and error reporting run in boxed futures (BENCHMARKS.md, idle memory).
+        let result = match Box::pin(login_within_timeout(&mut stream, &app)).await {
             Ok(None) => Ok(()),
             Ok(Some(login::Entry::Admin { database, user })) => {
                 tracing::info!(%user, %database, "admin logged in");
-                crate::admin::serve(&mut stream, &app, &database).await.map_err(ClientError::from)
+                Box::pin(crate::admin::serve(&mut stream, &app, &database))
+                    .await
+                    .map_err(ClientError::from)
             }
-            Ok(Some(login::Entry::Pool(session))) => {
-                let general = app.config().general.clone();
-                if general.log_client_connections {
-                    tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
-                }
-                let (user, database) = (session.user.clone(), session.database.clone());
-                let r = relay::run(&mut stream, session, &app).await;
-                if general.log_client_disconnections {
-                    tracing::info!(%user, %database, "client disconnected");
-                }
-                r
-            }
+            Ok(Some(login::Entry::Pool(session))) => pooled(&mut stream, session, &app).await,
             Err(e) => Err(e),
         };
-        match result {
-            Ok(()) | Err(ClientError::Gone) => {}
-            Err(ClientError::Fatal(e)) => {
-                tracing::info!(code = %e.code, "closing client: {}", e.message);
-                let mut out = BytesMut::new();
-                e.encode(&mut out);
-                let _ = stream.write_all(&out).await;
-            }
-            Err(ClientError::Startup(StartupError::Closed)) => {}
-            Err(e @ ClientError::Startup(_)) => {
-                tracing::info!(error = %e, "bad startup packet");
-                let mut out = BytesMut::new();
-                PgError::fatal("08P01", e.to_string()).encode(&mut out);
-                let _ = stream.write_all(&out).await;
-            }
-            Err(ClientError::Io(e)) => tracing::debug!(error = %e, "client connection error"),
+        if let Err(e) = result {
+            Box::pin(report(&mut stream, e)).await;
         }
     }
     .instrument(span)
     .await
+}
+
+async fn login_within_timeout(
+    stream: &mut TcpStream,
+    app: &App,
+) -> Result<Option<login::Entry>, ClientError> {
+    let login_timeout = Duration::from_millis(app.config().general.client_login_timeout);
+    match tokio::time::timeout(login_timeout, login::login(stream, app)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Fatal(PgError::fatal(
+            "08P01",
+            format!(
+                "startup and authentication not finished within {} ms (client_login_timeout)",
+                login_timeout.as_millis()
+            ),
+        ))),
+    }
+}
+
+async fn pooled(
+    stream: &mut TcpStream,
+    session: Box<login::Session>,
+    app: &App,
+) -> Result<(), ClientError> {
+    let (log_connections, log_disconnections) = {
+        let general = &app.config().general;
+        (
+            general.log_client_connections,
+            general.log_client_disconnections,
+        )
+    };
+    if log_connections {
+        tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
+    }
+    let (user, database) = (session.user.clone(), session.database.clone());
+    let r = relay::run(stream, *session, app).await;
+    if log_disconnections {
+        tracing::info!(%user, %database, "client disconnected");
+    }
+    r
+}
+
+/// Tells the client why it is being closed, where the protocol allows.
+async fn report(stream: &mut TcpStream, error: ClientError) {
+    let mut out = BytesMut::new();
+    match error {
+        ClientError::Gone | ClientError::Startup(StartupError::Closed) => return,
+        ClientError::Fatal(e) => {
+            tracing::info!(code = %e.code, "closing client: {}", e.message);
+            e.encode(&mut out);
+        }
+        e @ ClientError::Startup(_) => {
+            tracing::info!(error = %e, "bad startup packet");
+            PgError::fatal("08P01", e.to_string()).encode(&mut out);
+        }
+        ClientError::Io(e) => {
+            tracing::debug!(error = %e, "client connection error");
+            return;
+        }
+    }
+    let _ = stream.write_all(&out).await;
 }

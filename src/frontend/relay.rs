@@ -125,11 +125,19 @@ fn statement_mode(pool: &UserPool) -> Mode {
     }
 }
 
-/// Runs the client's queries until it leaves.
-pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<(), ClientError> {
+/// Runs the client's queries until it leaves. Not an `async fn`: the session moves into
+/// the boxed client before the future exists, so the idle future does not carry it.
+pub fn run<'a>(
+    stream: &'a mut TcpStream,
+    session: Session,
+    app: &'a App,
+) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
     let mode = statement_mode(&session.pool);
-    let (session_db, session_user) = (session.database.clone(), session.user.clone());
-    let mut client = Client {
+    let kills = app
+        .pools()
+        .get(&session.database, &session.user)
+        .map_or_else(|| tokio::sync::watch::channel(0).1, |p| p.kills());
+    let client = Box::new(Client {
         stream,
         session,
         effects: &app.effects,
@@ -143,43 +151,68 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
         command_statements: HashMap::new(),
         held_begin: None,
         min_lsn: 0,
-        kills: app
-            .pools()
-            .get(&session_db, &session_user)
-            .map_or_else(|| tokio::sync::watch::channel(0).1, |p| p.kills()),
-    };
-    let slot = client.session.registration.slot.clone();
-    let mut held: Option<Held> = None;
-    loop {
-        let pool_mode = client.session.pool.mode;
-        let Some(h) = held.as_mut() else {
-            client.follow_reload();
-            let (route, begin) = match client.idle().await? {
-                Idle::Exit => return Ok(()),
-                Idle::Answered => continue,
-                Idle::Route(route, begin) => (route, begin),
-            };
-            held = client.take_server(route, begin).await?;
-            if let Some(h) = &held {
-                slot.set(Some(h.server.cancel.clone()));
+        kills,
+    });
+    client.serve_all()
+}
+
+impl Client<'_> {
+    /// The pooling loop.
+    async fn serve_all(mut self: Box<Self>) -> Result<(), ClientError> {
+        let client = &mut *self;
+        let mut held: Option<Box<Held>> = None;
+        loop {
+            // Idle, the task waits in this small future; the request and what follows it run
+            // in boxed futures that exist only while the client is busy (see BENCHMARKS.md:
+            // memory per idle client).
+            if held.is_none() {
+                client.follow_reload();
+                client.session.info.set_state(ClientState::Idle);
+                if client.buf.is_empty() && !client.wait_for_request().await? {
+                    return Ok(());
+                }
+                held = match Box::pin(client.idle()).await? {
+                    Idle::Exit => return Ok(()),
+                    Idle::Answered => continue,
+                    Idle::Route(route, begin) => Box::pin(client.take_server(route, begin)).await?,
+                };
+                if let Some(h) = &held {
+                    client
+                        .session
+                        .registration
+                        .slot
+                        .set(Some(h.server.cancel.clone()));
+                }
+                continue;
             }
-            continue;
+            if !Box::pin(client.serve(&mut held)).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Relays until the held server is released or lost; `false` when the client is done.
+    async fn serve(&mut self, held: &mut Option<Box<Held>>) -> Result<bool, ClientError> {
+        let pool_mode = self.session.pool.mode;
+        let slot = self.session.registration.slot.clone();
+        let Some(h) = held.as_mut() else {
+            return Ok(true);
         };
-        let end = client.relay(&mut h.server, &mut h.flow, &mut h.scan).await;
+        let end = self.relay(&mut h.server, &mut h.flow, &mut h.scan).await;
         match end {
             End::Released => {
                 slot.set(None);
                 if let Some(mut h) = held.take() {
-                    client.note_write(&mut h).await;
+                    self.note_write(&mut h).await;
                     checkin(h.server, pool_mode).await;
                 }
             }
             End::Intercept => {
                 let status = h.flow.status;
-                if client.close_command_statement(status).await? {
-                    continue;
+                if self.close_command_statement(status).await? {
+                    return Ok(true);
                 }
-                let changed = client.answer_command(status).await?;
+                let changed = self.answer_command(status).await?;
                 if changed && pool_mode == PoolMode::Session {
                     // A new target: give the server back, the next query takes one there.
                     slot.set(None);
@@ -203,17 +236,17 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
                 slot.set(None);
                 if let Some(h) = held.take() {
                     let clean =
-                        h.flow.settled() && client.scanner.at_boundary() && h.scan.at_boundary();
+                        h.flow.settled() && self.scanner.at_boundary() && h.scan.at_boundary();
                     abandon(h.server, &h.flow, clean, pool_mode).await;
                 }
-                return Ok(());
+                return Ok(false);
             }
             End::ServerGone(e) => {
                 slot.set(None);
                 tracing::warn!(error = %e, "server connection lost");
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
-                    client.server_lost(&e, &h.flow, pool_mode).await?;
+                    self.server_lost(&e, &h.flow, pool_mode).await?;
                 }
             }
             End::Fatal(e) => {
@@ -224,6 +257,7 @@ pub async fn run(stream: &mut TcpStream, session: Session, app: &App) -> Result<
                 return Err(e.into());
             }
         }
+        Ok(true)
     }
 }
 
@@ -781,27 +815,25 @@ impl Client<'_> {
         None
     }
 
+    /// Waits, holding no read buffer, for an idle client's next bytes; `false` when it left.
+    async fn wait_for_request(&mut self) -> Result<bool, ClientError> {
+        let mut shutdown = self.app.shutdown_started();
+        if self.app.shutting_down() && self.held_begin.is_none() {
+            return Err(shutdown_error());
+        }
+        self.buf = BytesMut::new();
+        tokio::select! {
+            r = self.stream.readable() => r?,
+            _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
+            _ = self.kills.changed() => return Err(killed_error()),
+        }
+        Ok(read(self.stream, &mut self.buf).await? > 0)
+    }
+
     /// Serves an idle client's next request without a server where the pooler can (SQL
     /// extensions, a BEGIN held back until the statement after it, a known prepare), else
     /// says where it goes.
     async fn idle(&mut self) -> Result<Idle, ClientError> {
-        self.session.info.set_state(ClientState::Idle);
-        if self.buf.is_empty() {
-            let mut shutdown = self.app.shutdown_started();
-            if self.app.shutting_down() && self.held_begin.is_none() {
-                return Err(shutdown_error());
-            }
-            // An idle client keeps no read buffer: wait for data first, then allocate.
-            self.buf = BytesMut::new();
-            tokio::select! {
-                r = self.stream.readable() => r?,
-                _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
-                _ = self.kills.changed() => return Err(killed_error()),
-            }
-            if read(self.stream, &mut self.buf).await? == 0 {
-                return Ok(Idle::Exit);
-            }
-        }
         if self.buf[0] == b'X' {
             return Ok(Idle::Exit);
         }
@@ -954,7 +986,7 @@ impl Client<'_> {
         &mut self,
         route: Route,
         begin: Option<BytesMut>,
-    ) -> Result<Option<Held>, ClientError> {
+    ) -> Result<Option<Box<Held>>, ClientError> {
         let pool = self.session.pool.clone();
         let info = self.session.info.clone();
         info.set_state(ClientState::Waiting);
@@ -992,12 +1024,12 @@ impl Client<'_> {
             // The client already has its BEGIN reply.
             flow.replies.push(Expect::SwallowQuery);
         }
-        Ok(Some(Held {
+        Ok(Some(Box::new(Held {
             server,
             flow,
             scan: Scanner::default(),
             wrote: route.role == Some(Role::Primary),
-        }))
+        })))
     }
 
     /// Where to stop forwarding: before a request (after a Query or Sync) that is, or may
