@@ -2,18 +2,20 @@
 //! pools, cancel keys, statistics), the listener, live reload (SIGHUP, admin RELOAD,
 //! `autoreload`) and shutdown (SIGINT and admin SHUTDOWN drain, SIGTERM stops at once).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::RngCore;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, Config};
 use crate::frontend::{self, cancel};
+use crate::net::{tls, Stream};
 use crate::pool::health::HealthMap;
 use crate::pool::Pools;
 use crate::stats;
@@ -35,6 +37,8 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     /// Client connections open now (max_client_conn).
     connections: Arc<AtomicUsize>,
+    /// TLS for clients (`tls_certificate`, `tls_private_key`), rebuilt on reload.
+    client_tls: RwLock<Option<TlsAcceptor>>,
 }
 
 /// Counts a client connection while it lives.
@@ -52,9 +56,11 @@ impl App {
         let healths = HealthMap::default();
         let pools =
             Pools::build(&config, None, &registry, &healths).map_err(std::io::Error::other)?;
+        let client_tls = client_tls(&config).map_err(std::io::Error::other)?;
         let mut mock_secret = [0u8; 32];
         rand::rng().fill_bytes(&mut mock_secret);
         Ok(App {
+            client_tls: RwLock::new(client_tls),
             config: RwLock::new(Arc::new(config)),
             pools: RwLock::new(Arc::new(pools)),
             cancels: Arc::default(),
@@ -81,6 +87,14 @@ impl App {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The TLS acceptor for clients, when a certificate is configured.
+    pub fn client_tls(&self) -> Option<TlsAcceptor> {
+        self.client_tls
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -128,9 +142,11 @@ impl App {
                 ));
             }
         }
+        let tls = client_tls(&new)?;
         let pools = Pools::build(&new, Some(&self.pools()), &self.registry, &self.healths)
             .map_err(|e| e.to_string())?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
+        *self.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         tracing::info!("configuration reloaded");
         for note in &notes {
@@ -165,6 +181,19 @@ impl App {
     }
 }
 
+/// The client TLS acceptor of a configuration (certificate files read again).
+fn client_tls(config: &Config) -> Result<Option<TlsAcceptor>, String> {
+    match (
+        &config.general.tls_certificate,
+        &config.general.tls_private_key,
+    ) {
+        (Some(cert), Some(key)) => tls::acceptor(cert, key)
+            .map(Some)
+            .map_err(|(key, reason)| format!("{key}: {reason}")),
+        _ => Ok(None),
+    }
+}
+
 /// Runs the pooler on `general.host:general.port` until it is shut down.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let (host, port) = (config.general.host.clone(), config.general.port);
@@ -182,6 +211,10 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         )
     });
     let autoreload = config.general.autoreload;
+    let unix = match &config.general.unix_socket_dir {
+        Some(dir) => Some(UnixSocket::bind(&dir.join(format!(".s.PGSQL.{port}")))?),
+        None => None,
+    };
     let app = Arc::new(App::new(config)?);
     if let Some((host, port)) = prometheus {
         let listener = TcpListener::bind((host.as_str(), port))
@@ -206,7 +239,17 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut shutdown = app.shutdown_started();
-    let accepting = tokio::spawn(accept(listener, app.clone()));
+    let accepting = tokio::spawn(accept(Listener::Tcp(listener), app.clone()));
+    let accepting_unix = unix.as_ref().map(|u| {
+        tracing::info!(path = %u.path.display(), "also accepting connections on a Unix socket");
+        tokio::spawn(accept(Listener::Unix(u.listener.clone()), app.clone()))
+    });
+    let stop_accepting = || {
+        accepting.abort();
+        if let Some(a) = &accepting_unix {
+            a.abort();
+        }
+    };
     loop {
         tokio::select! {
             _ = hangup.recv() => app.reload_logged("SIGHUP"),
@@ -216,14 +259,14 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             }
             _ = terminate.recv() => {
                 tracing::info!("SIGTERM: shutting down now");
-                accepting.abort();
+                stop_accepting();
                 return Ok(());
             }
             _ = shutdown.changed() => break,
         }
     }
     drain(&app).await;
-    accepting.abort();
+    stop_accepting();
     tracing::info!("shut down");
     Ok(())
 }
@@ -289,10 +332,61 @@ async fn autoreload_loop(app: Arc<App>, every: Duration) {
     }
 }
 
-async fn accept(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
-    let ids = AtomicU64::new(1);
+/// Where clients connect.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(Arc<UnixListener>),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Listener::Tcp(l) => Stream::Tcp(l.accept().await?.0),
+            Listener::Unix(l) => Stream::Unix(l.accept().await?.0),
+        })
+    }
+}
+
+/// The Unix socket listener (`unix_socket_dir`); the socket file goes when it does.
+struct UnixSocket {
+    listener: Arc<UnixListener>,
+    path: PathBuf,
+}
+
+impl UnixSocket {
+    fn bind(path: &Path) -> std::io::Result<UnixSocket> {
+        let failed = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "general.unix_socket_dir: could not listen on {}: {e}",
+                    path.display()
+                ),
+            )
+        };
+        // A socket file left by a pooler that did not exit cleanly; a live one answers.
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path).map_err(failed)?;
+        Ok(UnixSocket {
+            listener: Arc::new(listener),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept(listener: Listener, app: Arc<App>) -> std::io::Result<()> {
+    // Client ids, unique across both listeners.
+    static IDS: AtomicU64 = AtomicU64::new(1);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: wait a moment, keep serving.
@@ -301,7 +395,7 @@ async fn accept(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
                 continue;
             }
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(frontend::handle(stream, app.clone(), id));
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod frontend;
 pub mod localpg;
+pub mod net;
 pub mod pool;
 pub mod stats;
 pub mod wire;

@@ -6,8 +6,7 @@ mod commands;
 mod show;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::app::App;
 use crate::wire::frame;
@@ -40,7 +39,11 @@ pub fn greet(out: &mut BytesMut, database: &str) {
 }
 
 /// Serves an admin session until the client leaves.
-pub async fn serve(stream: &mut TcpStream, app: &App, database: &str) -> std::io::Result<()> {
+pub async fn serve(
+    stream: &mut crate::net::Stream,
+    app: &App,
+    database: &str,
+) -> std::io::Result<()> {
     let flavor = if database == "pgbouncer" {
         Flavor::PgBouncer
     } else {
@@ -58,7 +61,7 @@ pub async fn serve(stream: &mut TcpStream, app: &App, database: &str) -> std::io
             Ok(None) => None,
             Err(e) => {
                 PgError::fatal("08P01", e.to_string()).encode(&mut out);
-                return stream.write_all(&out).await;
+                return stream.send(&out).await;
             }
         };
         let Some((tag, body)) = message else {
@@ -84,7 +87,7 @@ pub async fn serve(stream: &mut TcpStream, app: &App, database: &str) -> std::io
             .encode(&mut out),
             _ => {}
         }
-        stream.write_all(&out).await?;
+        stream.send(&out).await?;
         out.clear();
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The pooler keeps, per user, a verifier in PostgreSQL's own form (salt, iterations,
 //! StoredKey, ServerKey), computed once from the configured password: a login costs two
-//! HMACs and a hash, not a PBKDF2 run. Channel binding is not offered (no TLS yet), so a
-//! client may send `n` or `y` but never `p`.
+//! HMACs and a hash, not a PBKDF2 run. Channel binding is not offered (SCRAM-SHA-256-PLUS
+//! is not advertised, even over TLS), so a client may send `n` or `y` but never `p`.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -15,7 +15,7 @@ use super::{constant_time_eq, AuthError};
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
@@ -142,8 +142,10 @@ impl Exchange {
         ))
     }
 
-    /// Takes the client-final-message; on a valid proof returns the server-final-message.
-    pub fn finish(self, client_final: &[u8]) -> Result<String, AuthError> {
+    /// Takes the client-final-message; on a valid proof returns the server-final-message
+    /// and the ClientKey the proof reveals (what PostgreSQL checks; the pooler logs in
+    /// with it for auth_query users, as PgBouncer does).
+    pub fn finish(self, client_final: &[u8]) -> Result<(String, [u8; 32]), AuthError> {
         let msg =
             std::str::from_utf8(client_final).map_err(|_| AuthError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = msg
@@ -183,7 +185,7 @@ impl Exchange {
             return Err(AuthError::Failed);
         }
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        Ok((format!("v={}", B64.encode(server_signature)), client_key))
     }
 }
 
@@ -197,8 +199,10 @@ mod tests {
             ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
         let (exchange, server_first) = Exchange::start(client.message(), verifier)?;
         client.update(server_first.as_bytes()).unwrap();
-        let server_final = exchange.finish(client.message())?;
+        let stored_key = exchange.verifier.stored_key;
+        let (server_final, client_key) = exchange.finish(client.message())?;
         client.finish(server_final.as_bytes()).unwrap();
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(client_key)), stored_key);
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 
 use super::{BackendError, CancelKey, ServerConn};
-use crate::auth::backend::{Login, Step};
+use crate::auth::backend::{Credential, Login, Step};
+use crate::net::tls::ServerTls;
+use crate::net::Stream;
 use crate::wire::messages::PgError;
 
 /// Where and as whom to log in.
@@ -18,7 +20,8 @@ pub struct ServerTarget {
     pub port: u16,
     pub database: String,
     pub user: String,
-    pub password: Option<String>,
+    /// The password, or what auth_query provides once a client logged in.
+    pub secret: Credential,
 }
 
 impl ServerTarget {
@@ -27,13 +30,14 @@ impl ServerTarget {
     }
 }
 
-/// Socket options for server connections.
-#[derive(Debug, Clone, Copy)]
+/// Socket options for server connections, and TLS (`server_tls`).
+#[derive(Debug, Clone)]
 pub struct TcpSettings {
     pub keepalive_idle: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_count: u32,
     pub user_timeout: Duration,
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 fn tune(stream: &TcpStream, tcp: &TcpSettings) -> std::io::Result<()> {
@@ -74,6 +78,16 @@ pub async fn connect_as(
         addr: addr.to_string(),
         source,
     })?;
+    let stream = match &tcp.tls {
+        Some(tls) => tls
+            .negotiate(&target.host, stream)
+            .await
+            .map_err(|source| BackendError::Tls {
+                addr: addr.to_string(),
+                source,
+            })?,
+        None => Stream::Tcp(stream),
+    };
     let mut conn = ServerConn {
         stream,
         buf: BytesMut::with_capacity(8192),
@@ -101,7 +115,7 @@ pub async fn connect_as(
         match tag {
             b'R' => {
                 let step = login
-                    .on_request(&body, &target.user, target.password.as_deref())
+                    .on_request(&body, &target.user, target.secret.get().as_ref())
                     .map_err(|source| BackendError::Auth {
                         addr: conn.addr.to_string(),
                         source,

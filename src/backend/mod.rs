@@ -9,9 +9,9 @@ pub mod statements;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
+use crate::net::Stream;
 use crate::wire::frame;
 use crate::wire::messages::PgError;
 
@@ -26,6 +26,11 @@ const OWN_MESSAGE_CAP: usize = 1 << 20;
 pub enum BackendError {
     #[error("could not connect to server {addr}: {source}")]
     Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS with server {addr} failed: {source}")]
+    Tls {
         addr: String,
         source: std::io::Error,
     },
@@ -109,7 +114,7 @@ impl Dirty {
 
 /// A logged-in server connection.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub addr: Arc<str>,
@@ -172,7 +177,7 @@ impl ServerConn {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        let r = self.stream.write_all(bytes).await;
+        let r = self.stream.send(bytes).await;
         r.map_err(|e| self.io_err(e))
     }
 
@@ -188,14 +193,47 @@ impl ServerConn {
         self.run(sql).await.map(|(_, row)| row.unwrap_or_default())
     }
 
+    /// Runs `sql` with one text parameter `$1` (extended protocol: the value is bound, never
+    /// spliced into the text) and returns its first row.
+    pub async fn query_row_with(
+        &mut self,
+        sql: &str,
+        param: &str,
+    ) -> Result<Vec<Option<String>>, BackendError> {
+        let mut msg = BytesMut::with_capacity(sql.len() + param.len() + 64);
+        put_message(&mut msg, b'P', |m| {
+            m.extend_from_slice(&[0]); // unnamed statement
+            m.extend_from_slice(sql.as_bytes());
+            m.extend_from_slice(&[0, 0, 0]); // no parameter types given
+        });
+        put_message(&mut msg, b'B', |m| {
+            m.extend_from_slice(&[0, 0]); // unnamed portal, unnamed statement
+            m.extend_from_slice(&[0, 0, 0, 1]); // no format codes (text); one parameter
+            m.extend_from_slice(&(param.len() as i32).to_be_bytes());
+            m.extend_from_slice(param.as_bytes());
+            m.extend_from_slice(&[0, 0]); // results as text
+        });
+        put_message(&mut msg, b'E', |m| m.extend_from_slice(&[0, 0, 0, 0, 0]));
+        put_message(&mut msg, b'S', |_| {});
+        self.write_all(&msg).await?;
+        self.read_reply()
+            .await
+            .map(|(_, row)| row.unwrap_or_default())
+    }
+
     /// Sends one simple Query and reads to its ReadyForQuery: the status and first row.
     async fn run(&mut self, sql: &str) -> Result<(u8, Option<Vec<Option<String>>>), BackendError> {
         let mut msg = BytesMut::with_capacity(sql.len() + 6);
-        msg.extend_from_slice(b"Q");
-        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-        msg.extend_from_slice(sql.as_bytes());
-        msg.extend_from_slice(&[0]);
+        put_message(&mut msg, b'Q', |m| {
+            m.extend_from_slice(sql.as_bytes());
+            m.extend_from_slice(&[0]);
+        });
         self.write_all(&msg).await?;
+        self.read_reply().await
+    }
+
+    /// Reads to ReadyForQuery: the status and the first row, or the first error.
+    async fn read_reply(&mut self) -> Result<(u8, Option<Vec<Option<String>>>), BackendError> {
         let mut row = None;
         let mut error = None;
         loop {
@@ -292,12 +330,8 @@ impl ServerConn {
 
     /// Cheap liveness check before reuse: an idle server sends nothing, so readable data
     /// or EOF means it is gone (e.g. terminated by an administrator).
-    pub fn is_alive(&self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn is_alive(&mut self) -> bool {
+        self.buf.is_empty() && self.stream.is_silent()
     }
 }
 
@@ -324,6 +358,15 @@ fn data_row(body: &[u8]) -> Vec<Option<String>> {
         rest = &rest[len as usize..];
     }
     values
+}
+
+/// Appends a message: tag, length, then what `body` writes.
+fn put_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    buf.extend_from_slice(&[tag, 0, 0, 0, 0]);
+    let start = buf.len() - 4;
+    body(buf);
+    let len = (buf.len() - start) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Quotes an SQL identifier.

@@ -116,6 +116,9 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
         return Err(ctx.err("general.worker_threads", "must be at least 1"));
     }
     match (&g.tls_certificate, &g.tls_private_key) {
+        (Some(cert), Some(key)) => {
+            crate::net::tls::acceptor(cert, key).map_err(|(k, reason)| ctx.err(k, reason))?;
+        }
         (Some(_), None) => {
             return Err(ctx.err(
                 "general.tls_private_key",
@@ -129,6 +132,16 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
             ))
         }
         _ => {}
+    }
+    if g.tls_client_required == Some(true) && g.tls_certificate.is_none() {
+        return Err(ctx.err(
+            "general.tls_client_required",
+            "needs tls_certificate and tls_private_key",
+        ));
+    }
+    if let Some(ca) = &g.server_tls_ca_file {
+        crate::net::tls::load_roots(ca)
+            .map_err(|reason| ctx.err("general.server_tls_ca_file", reason))?;
     }
     check_auth_query(
         ctx,
@@ -194,6 +207,9 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
         tls_private_key: g.tls_private_key,
         server_tls: g.server_tls.unwrap_or(false),
         verify_server_certificate: g.verify_server_certificate.unwrap_or(false),
+        tls_client_required: g.tls_client_required.unwrap_or(false),
+        server_tls_ca_file: g.server_tls_ca_file,
+        unix_socket_dir: g.unix_socket_dir,
         admin_username: ctx.required("general.admin_username", g.admin_username)?,
         admin_password: ctx.required("general.admin_password", g.admin_password)?,
         admin_auth_type: ctx.enum_value(
@@ -210,7 +226,8 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
     })
 }
 
-/// `auth_query` needs both `auth_query_user` and `auth_query_password`.
+/// `auth_query` takes the user name as `$1` and needs both `auth_query_user` and
+/// `auth_query_password`.
 fn check_auth_query(
     ctx: &Ctx,
     table: &str,
@@ -218,7 +235,13 @@ fn check_auth_query(
     user: &Option<String>,
     password: &Option<String>,
 ) -> Result<(), ConfigError> {
-    if query.is_some() {
+    if let Some(query) = query {
+        if !query.contains("$1") {
+            return Err(ctx.err(
+                join(table, "auth_query"),
+                "must take the user name as $1 (e.g. SELECT usename, passwd FROM pg_shadow WHERE usename = $1)",
+            ));
+        }
         if user.is_none() {
             return Err(ctx.err(
                 join(table, "auth_query_user"),

@@ -469,9 +469,24 @@ fn rejects_rules_between_keys() {
         "at least 1",
     );
     assert_err(
-        &format!("{GENERAL}auth_query = \"SELECT 1\"\n"),
+        &format!("{GENERAL}auth_query = \"SELECT passwd FROM f($1)\"\n"),
         "general.auth_query_user",
         "required",
+    );
+    assert_err(
+        &format!("{GENERAL}auth_query = \"SELECT 1\"\nauth_query_user = \"q\"\nauth_query_password = \"qp\"\n"),
+        "general.auth_query",
+        "$1",
+    );
+    assert_err(
+        &format!("{GENERAL}tls_client_required = true\n"),
+        "general.tls_client_required",
+        "tls_certificate",
+    );
+    assert_err(
+        &format!("{GENERAL}tls_certificate = \"/nonexistent/c.pem\"\ntls_private_key = \"/nonexistent/k.pem\"\n"),
+        "general.tls_certificate",
+        "/nonexistent/c.pem",
     );
 }
 
@@ -493,10 +508,10 @@ fn password_rules() {
 fn auth_query_is_inherited_from_general() {
     let text = config("", "pool_size = 1", SERVERS).replace(
         "admin_password = \"admin-secret\"\n",
-        "admin_password = \"admin-secret\"\nauth_query = \"SELECT 1\"\nauth_query_user = \"q\"\nauth_query_password = \"qp\"\n",
+        "admin_password = \"admin-secret\"\nauth_query = \"SELECT passwd FROM f($1)\"\nauth_query_user = \"q\"\nauth_query_password = \"qp\"\n",
     );
     let pool = &ok(&text).config.pools["db"];
-    assert_eq!(pool.auth_query.as_deref(), Some("SELECT 1"));
+    assert_eq!(pool.auth_query.as_deref(), Some("SELECT passwd FROM f($1)"));
     assert_eq!(pool.auth_query_password.as_deref(), Some("qp"));
 }
 

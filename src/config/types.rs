@@ -65,6 +65,12 @@ pub struct General {
     pub tls_private_key: Option<PathBuf>,
     pub server_tls: bool,
     pub verify_server_certificate: bool,
+    /// Refuse clients that do not negotiate TLS (new key; PgCat cannot require TLS).
+    pub tls_client_required: bool,
+    /// CA certificates for `verify_server_certificate` instead of the system's roots.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Also listen on `<dir>/.s.PGSQL.<port>` (new key; PgCat issue #365).
+    pub unix_socket_dir: Option<PathBuf>,
     pub admin_username: String,
     pub admin_password: String,
     pub admin_auth_type: AuthType,
@@ -381,6 +387,9 @@ impl fmt::Debug for General {
             .field("tls_private_key", &self.tls_private_key)
             .field("server_tls", &self.server_tls)
             .field("verify_server_certificate", &self.verify_server_certificate)
+            .field("tls_client_required", &self.tls_client_required)
+            .field("server_tls_ca_file", &self.server_tls_ca_file)
+            .field("unix_socket_dir", &self.unix_socket_dir)
             .field("admin_username", &self.admin_username)
             .field("admin_password", &Redacted(Some(&self.admin_password)))
             .field("admin_auth_type", &self.admin_auth_type)

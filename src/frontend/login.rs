@@ -9,14 +9,16 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+use tokio_rustls::TlsAcceptor;
 
 use super::cancel::Registration;
 use super::{params, ClientError};
 use crate::app::App;
+use crate::auth::backend::ServerSecret;
 use crate::auth::{md5, scram, AuthError};
 use crate::config::AuthType;
+use crate::net::Stream;
 use crate::pool::UserPool;
 use crate::stats::ClientInfo;
 use crate::wire::frame;
@@ -40,13 +42,6 @@ pub struct Session {
     pub info: Arc<ClientInfo>,
 }
 
-fn peer(stream: &TcpStream) -> String {
-    stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default()
-}
-
 /// Who came in.
 pub enum Entry {
     /// A client of a pool.
@@ -60,13 +55,22 @@ struct Credentials<'a> {
     auth_type: AuthType,
     password: Option<&'a str>,
     verifier: Option<scram::Verifier>,
+    /// PostgreSQL's stored `md5…` (auth_query), checked instead of `password`.
+    md5_stored: Option<String>,
 }
 
 /// Runs the startup phase. `Ok(None)` when the connection was a cancel request.
-pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, ClientError> {
+pub async fn login(stream: &mut Stream, app: &App) -> Result<Option<Entry>, ClientError> {
     let (minor, startup) = loop {
         match startup::read(stream).await? {
-            StartupPacket::Ssl | StartupPacket::GssEnc => stream.write_all(b"N").await?,
+            StartupPacket::Ssl if stream.is_tls() => {
+                return Err(PgError::fatal("08P01", "SSLRequest inside a TLS connection").into())
+            }
+            StartupPacket::Ssl => match app.client_tls().filter(|_| stream.tcp().is_some()) {
+                Some(acceptor) => accept_tls(stream, acceptor).await?,
+                None => stream.send(b"N").await?,
+            },
+            StartupPacket::GssEnc => stream.send(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
                 app.cancels.cancel(pid, &secret).await;
                 return Ok(None);
@@ -74,6 +78,15 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
+    // A Unix socket cannot carry TLS (PostgreSQL does not offer it there either).
+    if app.config().general.tls_client_required && !stream.is_tls() && stream.tcp().is_some() {
+        return Err(PgError::fatal(
+            "28000",
+            "TLS is required for connections to this pooler (tls_client_required = true)",
+        )
+        .with_hint("Connect with sslmode=require or stronger.")
+        .into());
+    }
     let get = |key: &str| {
         startup
             .iter()
@@ -121,6 +134,7 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
             password: Some(general.admin_password.as_str()),
             verifier: (general.admin_auth_type == AuthType::ScramSha256)
                 .then(|| scram::Verifier::from_password(&general.admin_password)),
+            md5_stored: None,
         });
         authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
         messages::auth_ok(&mut out);
@@ -128,7 +142,7 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
         let registration = app.cancels.register();
         messages::backend_key_data(&mut out, registration.pid, registration.secret);
         messages::ready_for_query(&mut out, b'I');
-        stream.write_all(&out).await?;
+        stream.send(&out).await?;
         return Ok(Some(Entry::Admin { database, user }));
     }
     if app.shutting_down() {
@@ -145,13 +159,52 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
 
     let pools = app.pools();
     let pool = pools.get(&database, &user).cloned();
-    let credentials = pool.clone().or_else(|| pools.any_of_user(&user).cloned());
-    let credentials = credentials.as_deref().map(|p| Credentials {
-        auth_type: p.auth_type,
-        password: p.password.as_deref(),
-        verifier: p.verifier.clone(),
+    let checked = pool.clone().or_else(|| pools.any_of_user(&user).cloned());
+    // auth_query: the stored hash decides the method (a SCRAM secret needs SCRAM).
+    let stored = match &checked {
+        Some(p) => p.stored_password().await.map_err(|e| {
+            tracing::warn!(user = %user, error = %e, "auth_query failed");
+            PgError::fatal(
+                "08006",
+                format!("could not look up user \"{user}\" (auth_query): {e}"),
+            )
+        })?,
+        None => None,
+    };
+    let credentials = checked.as_deref().and_then(|p| match stored.as_deref() {
+        None if p.auth_query.is_some() => None, // no such role in PostgreSQL
+        None => Some(Credentials {
+            auth_type: p.auth_type,
+            password: p.password.as_deref(),
+            verifier: p.verifier.clone(),
+            md5_stored: None,
+        }),
+        Some(hash) if hash.starts_with("md5") => Some(Credentials {
+            auth_type: AuthType::Md5,
+            password: None,
+            verifier: None,
+            md5_stored: Some(hash.to_string()),
+        }),
+        Some(hash) => Some(Credentials {
+            auth_type: AuthType::ScramSha256,
+            password: None,
+            verifier: scram::Verifier::parse(hash),
+            md5_stored: None,
+        }),
     });
-    authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
+    match authenticate(stream, &mut out, &mut buf, app, &user, credentials).await {
+        Ok(proven) => {
+            if let (Some(p), Some(secret)) = (&checked, proven) {
+                p.auth_succeeded(secret);
+            }
+        }
+        Err(e) => {
+            if let Some(p) = &checked {
+                p.auth_failed();
+            }
+            return Err(e);
+        }
+    }
 
     let Some(pool) = pool else {
         return Err(
@@ -180,10 +233,10 @@ pub async fn login(stream: &mut TcpStream, app: &App) -> Result<Option<Entry>, C
     let registration = app.cancels.register();
     messages::backend_key_data(&mut out, registration.pid, registration.secret);
     messages::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     let info = app
         .registry
-        .client(&database, &user, &application_name, &peer(stream));
+        .client(&database, &user, &application_name, &stream.peer());
     Ok(Some(Entry::Pool(Box::new(Session {
         pool,
         startup_params: params.clone(),
@@ -204,21 +257,37 @@ fn failed(user: &str) -> ClientError {
     .into()
 }
 
+/// Answers an SSLRequest with 'S' and runs the TLS handshake on the client's socket.
+async fn accept_tls(stream: &mut Stream, acceptor: TlsAcceptor) -> Result<(), ClientError> {
+    stream.send(b"S").await?;
+    let Stream::Tcp(tcp) = std::mem::replace(stream, Stream::Upgrading) else {
+        return Err(PgError::fatal(
+            "08P01",
+            "TLS requested on a connection that cannot carry it",
+        )
+        .into());
+    };
+    let tls = acceptor.accept(tcp).await?;
+    *stream = Stream::TlsFromClient(Box::new(tls));
+    Ok(())
+}
+
 /// Runs the password exchange the user's auth_type asks for; an unknown user gets a
-/// SCRAM exchange that cannot succeed.
+/// SCRAM exchange that cannot succeed. Returns what the exchange proved, for logging in
+/// to PostgreSQL as this user without its password (auth_query).
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     out: &mut BytesMut,
     buf: &mut BytesMut,
     app: &App,
     user: &str,
     credentials: Option<Credentials<'_>>,
-) -> Result<(), ClientError> {
+) -> Result<Option<ServerSecret>, ClientError> {
     let auth_type = credentials
         .as_ref()
         .map_or(AuthType::ScramSha256, |c| c.auth_type);
     match auth_type {
-        AuthType::Trust => Ok(()),
+        AuthType::Trust => Ok(None),
         AuthType::Md5 => {
             let mut salt = [0u8; 4];
             rand::rng().fill_bytes(&mut salt);
@@ -226,8 +295,17 @@ async fn authenticate(
             flush(stream, out).await?;
             let response = read_password(stream, buf).await?;
             let response = response.strip_suffix(&[0]).unwrap_or(&response);
-            let password = credentials.as_ref().and_then(|c| c.password);
-            md5::verify(user, password, salt, response).map_err(|_| failed(user))
+            match credentials.as_ref().and_then(|c| c.md5_stored.clone()) {
+                Some(stored) => md5::verify_stored(&stored, salt, response)
+                    .map(|()| Some(ServerSecret::Md5Hash(stored)))
+                    .map_err(|_| failed(user)),
+                None => {
+                    let password = credentials.as_ref().and_then(|c| c.password);
+                    md5::verify(user, password, salt, response)
+                        .map(|()| None)
+                        .map_err(|_| failed(user))
+                }
+            }
         }
         AuthType::ScramSha256 => {
             let verifier = credentials
@@ -238,15 +316,25 @@ async fn authenticate(
             let initial = read_password(stream, buf).await?;
             let client_first =
                 sasl_initial(&initial).map_err(|e| PgError::fatal("08P01", e.to_string()))?;
+            let (server_key, salt, iterations) = (
+                verifier.server_key,
+                verifier.salt.clone(),
+                verifier.iterations,
+            );
             let (exchange, server_first) = scram::Exchange::start(client_first, verifier)
                 .map_err(|e| PgError::fatal("08P01", e.to_string()))?;
             messages::auth_sasl_continue(out, &server_first);
             flush(stream, out).await?;
             let client_final = read_password(stream, buf).await?;
             match exchange.finish(&client_final) {
-                Ok(server_final) => {
+                Ok((server_final, client_key)) => {
                     messages::auth_sasl_final(out, &server_final);
-                    Ok(())
+                    Ok(Some(ServerSecret::Scram {
+                        client_key,
+                        server_key,
+                        salt,
+                        iterations,
+                    }))
                 }
                 Err(AuthError::Failed) => Err(failed(user)),
                 Err(e) => Err(PgError::fatal("08P01", e.to_string()).into()),
@@ -255,14 +343,14 @@ async fn authenticate(
     }
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
-    stream.write_all(out).await?;
+async fn flush(stream: &mut Stream, out: &mut BytesMut) -> std::io::Result<()> {
+    stream.send(out).await?;
     out.clear();
     Ok(())
 }
 
 /// Reads the next PasswordMessage-family ('p') body.
-async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
+async fn read_password(stream: &mut Stream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
     loop {
         if let Some((tag, body, total)) = frame::whole(buf, MAX_AUTH_MESSAGE)? {
             if tag != b'p' {

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::net::Stream;
 use crate::wire::frame::FrameError;
 use crate::wire::messages::PgError;
 use crate::wire::startup::StartupError;
@@ -51,14 +50,13 @@ impl From<FrameError> for ClientError {
 }
 
 /// Serves one client connection to its end.
-pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+pub async fn handle(mut stream: Stream, app: Arc<App>, id: u64) {
+    let peer = stream.peer();
     let span = tracing::info_span!("client", id, %peer);
     async move {
-        let _ = stream.set_nodelay(true);
+        if let Some(tcp) = stream.tcp() {
+            let _ = tcp.set_nodelay(true);
+        }
         let _counted = app.connection();
         // Only what an idle client needs stays in this task's future: login, the admin
         // console and error reporting run in boxed futures (BENCHMARKS.md, idle memory).
@@ -82,7 +80,7 @@ pub async fn handle(mut stream: TcpStream, app: Arc<App>, id: u64) {
 }
 
 async fn login_within_timeout(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     app: &App,
 ) -> Result<Option<login::Entry>, ClientError> {
     let login_timeout = Duration::from_millis(app.config().general.client_login_timeout);
@@ -99,7 +97,7 @@ async fn login_within_timeout(
 }
 
 async fn pooled(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     session: Box<login::Session>,
     app: &App,
 ) -> Result<(), ClientError> {
@@ -122,7 +120,7 @@ async fn pooled(
 }
 
 /// Tells the client why it is being closed, where the protocol allows.
-async fn report(stream: &mut TcpStream, error: ClientError) {
+async fn report(stream: &mut Stream, error: ClientError) {
     let mut out = BytesMut::new();
     match error {
         ClientError::Gone | ClientError::Startup(StartupError::Closed) => return,
@@ -139,5 +137,5 @@ async fn report(stream: &mut TcpStream, error: ClientError) {
             return;
         }
     }
-    let _ = stream.write_all(&out).await;
+    let _ = stream.send(&out).await;
 }

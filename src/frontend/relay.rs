@@ -16,8 +16,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, Interest};
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
@@ -28,6 +27,7 @@ use super::ClientError;
 use crate::app::App;
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
+use crate::net::Stream;
 use crate::pool::{Server, UserPool};
 use crate::stats::{micros_since, ClientState, ServerState};
 use crate::wire::messages::{self, PgError, Severity};
@@ -93,7 +93,7 @@ enum End {
 }
 
 struct Client<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     session: Session,
     effects: &'a Effects,
     app: &'a App,
@@ -128,7 +128,7 @@ fn statement_mode(pool: &UserPool) -> Mode {
 /// Runs the client's queries until it leaves. Not an `async fn`: the session moves into
 /// the boxed client before the future exists, so the idle future does not carry it.
 pub fn run<'a>(
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     session: Session,
     app: &'a App,
 ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
@@ -296,7 +296,7 @@ struct HeldBegin {
 }
 
 /// Reads more client or server bytes into `buf`, growing it in steps.
-async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 * 1024);
     }
@@ -582,7 +582,8 @@ impl Client<'_> {
         };
         let rest = (written < bytes.len()).then(|| BytesMut::from(&bytes[written..]));
         self.buf.advance(n);
-        if let Some(rest) = rest {
+        if rest.is_some() || server.stream.wants_flush() {
+            let rest = rest.unwrap_or_default();
             if let Some(end) = self.drain_to_server(server, flow, server_scan, rest).await {
                 return Some(end);
             }
@@ -592,15 +593,15 @@ impl Client<'_> {
         }
         let mut synth = BytesMut::new();
         flow.replies.take_synth(|tag| synth_reply(&mut synth, tag));
-        if !synth.is_empty() && self.stream.write_all(&synth).await.is_err() {
+        if !synth.is_empty() && self.stream.send(&synth).await.is_err() {
             return Some(End::ClientGone);
         }
         None
     }
 
-    /// Writes `rest` to the server while relaying what the server sends meanwhile. A
-    /// server blocked sending results stops reading, so writing a large pipeline without
-    /// reading would deadlock both.
+    /// Writes `rest` (and TLS records rustls holds back) to the server while relaying what
+    /// the server sends meanwhile. A server blocked sending results stops reading, so
+    /// writing a large pipeline without reading would deadlock both.
     async fn drain_to_server(
         &mut self,
         server: &mut ServerConn,
@@ -614,7 +615,7 @@ impl Client<'_> {
                 source,
             })
         };
-        while !rest.is_empty() {
+        while !rest.is_empty() || server.stream.wants_flush() {
             let ready = match server
                 .stream
                 .ready(Interest::READABLE | Interest::WRITABLE)
@@ -624,7 +625,12 @@ impl Client<'_> {
                 Err(e) => return Some(gone(server, e)),
             };
             if ready.is_writable() {
-                match server.stream.try_write(&rest) {
+                let written = if rest.is_empty() {
+                    server.stream.try_flush().map(|_| 0)
+                } else {
+                    server.stream.try_write(&rest)
+                };
+                match written {
                     Ok(w) => rest.advance(w),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Some(gone(server, e)),
@@ -799,10 +805,10 @@ impl Client<'_> {
             }
         }
         let result = if out.is_empty() && copied == 0 {
-            self.stream.write_all(&server.buf[..n]).await
+            self.stream.send(&server.buf[..n]).await
         } else {
             out.extend_from_slice(&server.buf[copied.min(n)..n]);
-            self.stream.write_all(&out).await
+            self.stream.send(&out).await
         };
         server.buf.advance(n);
         if let Some(stats) = &server.stats {
@@ -822,12 +828,12 @@ impl Client<'_> {
             return Err(shutdown_error());
         }
         self.buf = BytesMut::new();
-        tokio::select! {
-            r = self.stream.readable() => r?,
+        let read = tokio::select! {
+            r = self.stream.wait_and_read(&mut self.buf) => r?,
             _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
             _ = self.kills.changed() => return Err(killed_error()),
-        }
-        Ok(read(self.stream, &mut self.buf).await? > 0)
+        };
+        Ok(read > 0)
     }
 
     /// Serves an idle client's next request without a server where the pooler can (SQL
@@ -883,7 +889,7 @@ impl Client<'_> {
                         messages::ready_for_query(&mut out, b'I');
                     }
                 }
-                self.stream.write_all(&out).await?;
+                self.stream.send(&out).await?;
                 return Ok(Idle::Answered);
             }
         }
@@ -1136,7 +1142,7 @@ impl Client<'_> {
         }
         messages::ready_for_query(&mut out, status);
         self.buf.advance(pos);
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         Ok(true)
     }
 
@@ -1194,7 +1200,7 @@ impl Client<'_> {
                     }
                     self.buf.advance(used);
                     self.routing = trial;
-                    self.stream.write_all(&out).await?;
+                    self.stream.send(&out).await?;
                     return Ok(self.routing != before);
                 }
                 None => {
@@ -1250,7 +1256,7 @@ impl Client<'_> {
             self.buf.advance(total);
         }
         messages::ready_for_query(&mut replies, b'I');
-        self.stream.write_all(&replies).await?;
+        self.stream.send(&replies).await?;
         Ok(true)
     }
 
@@ -1286,7 +1292,7 @@ impl Client<'_> {
             )?;
             self.buf.advance(n);
             if !out.is_empty() {
-                self.stream.write_all(&out).await?;
+                self.stream.send(&out).await?;
                 out.clear();
             }
             if terminate {
@@ -1322,7 +1328,7 @@ impl Client<'_> {
             for _ in 0..flow.replies.owed() {
                 messages::ready_for_query(&mut out, b'I');
             }
-            self.stream.write_all(&out).await?;
+            self.stream.send(&out).await?;
             if flow.batch || !self.scanner.at_boundary() {
                 return self.reject(error, true).await;
             }

@@ -130,7 +130,7 @@ impl Health {
 }
 
 /// Settings of the background check.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CheckSettings {
     pub interval: Duration,
     pub timeout: Duration,

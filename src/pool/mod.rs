@@ -17,9 +17,11 @@ use pgcat_parser::{Role as RouteRole, Route};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::auth::backend::{Credential, ServerSecret};
 use crate::auth::scram::Verifier;
-use crate::backend::{ServerTarget, TcpSettings};
+use crate::backend::{self, BackendError, ServerTarget, TcpSettings};
 use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, PoolMode, Role};
+use crate::net::tls::ServerTls;
 use crate::stats::{Counters, Registry};
 use crate::wire::messages::PgError;
 
@@ -54,6 +56,8 @@ struct Source {
     pool: config::Pool,
     user: config::User,
     general: (u64, u64, u64, u64, u32, u64, u64, bool),
+    /// server_tls, verify_server_certificate, server_tls_ca_file.
+    tls: (bool, bool, Option<std::path::PathBuf>),
 }
 
 impl Source {
@@ -72,6 +76,11 @@ impl Source {
                 g.tcp_user_timeout,
                 g.server_round_robin,
             ),
+            tls: (
+                g.server_tls,
+                g.verify_server_certificate,
+                g.server_tls_ca_file.clone(),
+            ),
         }
     }
 }
@@ -85,6 +94,13 @@ pub struct UserPool {
     pub password: Option<String>,
     /// SCRAM verifier derived once from `password`.
     pub verifier: Option<Verifier>,
+    /// For a user without `password`: how to fetch its stored hash.
+    pub auth_query: Option<AuthQuery>,
+    /// The hash auth_query returned, until a login fails with it (password rotation).
+    stored_password: std::sync::Mutex<Option<String>>,
+    /// What the pool's server connections log in with (shared with their factories).
+    server_secret: Credential,
+    tcp: TcpSettings,
     pub mode: PoolMode,
     /// `prepared_statements_cache_size` of the pool (0 = off).
     pub statement_cache: usize,
@@ -113,6 +129,15 @@ pub struct UserPool {
     paused: tokio::sync::watch::Sender<bool>,
     /// Bumped by admin KILL: every client of the pool is disconnected.
     kills: tokio::sync::watch::Sender<u64>,
+}
+
+/// `auth_query`, `auth_query_user`, `auth_query_password` of a pool.
+#[derive(Clone, Debug)]
+pub struct AuthQuery {
+    /// The query, with `$1` for the user name.
+    pub query: String,
+    pub user: String,
+    pub password: String,
 }
 
 /// Server names of statements a server of the pool has prepared without error. A client
@@ -144,6 +169,8 @@ impl KnownStatements {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("server_tls: {0}")]
+    ServerTls(String),
     #[error("pool \"{pool}\" user \"{user}\": {reason}")]
     Pool {
         pool: String,
@@ -160,6 +187,7 @@ impl UserPool {
         user: &config::User,
         registry: &Arc<Registry>,
         healths: &health::HealthMap,
+        server_tls: &Option<Arc<ServerTls>>,
     ) -> Result<UserPool, BuildError> {
         let settings = user.settings(general, pool);
         let tcp = TcpSettings {
@@ -167,12 +195,32 @@ impl UserPool {
             keepalive_interval: Duration::from_secs(general.tcp_keepalives_interval),
             keepalive_count: general.tcp_keepalives_count,
             user_timeout: Duration::from_millis(general.tcp_user_timeout),
+            tls: server_tls.clone(),
         };
         let queue_mode = if general.server_round_robin {
             QueueMode::Fifo
         } else {
             QueueMode::Lifo
         };
+        let auth_query = match (
+            &pool.auth_query,
+            &pool.auth_query_user,
+            &pool.auth_query_password,
+        ) {
+            (Some(query), Some(user), Some(password)) => Some(AuthQuery {
+                // PgCat's form quotes the placeholder ('$1'); the name is bound instead.
+                query: query.replace("'$1'", "$1"),
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        let secret = Credential::fixed(
+            user.server_password
+                .clone()
+                .or_else(|| user.password.clone())
+                .map(ServerSecret::Password),
+        );
         let mut shards = Vec::with_capacity(pool.shards.len());
         for shard in &pool.shards {
             let mut addresses = Vec::with_capacity(shard.servers.len());
@@ -185,10 +233,7 @@ impl UserPool {
                         .server_username
                         .clone()
                         .unwrap_or_else(|| user.username.clone()),
-                    password: user
-                        .server_password
-                        .clone()
-                        .or_else(|| user.password.clone()),
+                    secret: secret.clone(),
                 };
                 let check = health::CheckSettings {
                     interval: Duration::from_millis(
@@ -201,13 +246,25 @@ impl UserPool {
                         .connect_timeout
                         .max(Duration::from_millis(general.healthcheck_timeout)),
                     ban_secs: general.ban_time.max(1) as u64,
-                    tcp,
+                    tcp: tcp.clone(),
                 };
-                let health = healths.get(&target, check);
+                // auth_query users have no secret until a client logs in: the health check
+                // logs in as auth_query_user.
+                let check_target = match (&auth_query, &user.password) {
+                    (Some(aq), None) => ServerTarget {
+                        user: aq.user.clone(),
+                        secret: Credential::fixed(Some(ServerSecret::Password(
+                            aq.password.clone(),
+                        ))),
+                        ..target.clone()
+                    },
+                    _ => target.clone(),
+                };
+                let health = healths.get(&check_target, check);
                 let counters = Arc::new(Counters::default());
                 let manager = Manager {
                     target,
-                    tcp,
+                    tcp: tcp.clone(),
                     server_lifetime: settings.server_lifetime,
                     statement_cache: pool.prepared_statements_cache_size,
                     counters: counters.clone(),
@@ -253,6 +310,10 @@ impl UserPool {
             auth_type: user.auth_type,
             password: user.password.clone(),
             verifier,
+            auth_query: auth_query.filter(|_| user.password.is_none()),
+            stored_password: std::sync::Mutex::new(None),
+            server_secret: secret,
+            tcp,
             mode: settings.pool_mode,
             statement_cache: pool.prepared_statements_cache_size,
             connect_timeout: settings.connect_timeout,
@@ -283,6 +344,67 @@ impl UserPool {
             settings.server_lifetime,
         );
         Ok(up)
+    }
+
+    /// The user's stored password (`md5…` or `SCRAM-SHA-256$…`) from `auth_query`, run
+    /// as auth_query_user on the first shard (its primary if it has one). Cached until
+    /// [`UserPool::auth_failed`]. `Ok(None)`: no auth_query, or no such role.
+    pub async fn stored_password(&self) -> Result<Option<String>, BackendError> {
+        let Some(aq) = &self.auth_query else {
+            return Ok(None);
+        };
+        if let Some(hash) = self.stored_lock().clone() {
+            return Ok(Some(hash));
+        }
+        let shard = self.shards.first().map(Vec::as_slice).unwrap_or_default();
+        let Some(address) = shard
+            .iter()
+            .find(|a| a.role == Role::Primary)
+            .or(shard.first())
+        else {
+            return Ok(None);
+        };
+        let target = ServerTarget {
+            host: address.host.clone(),
+            port: address.port,
+            database: address.database.clone(),
+            user: aq.user.clone(),
+            secret: Credential::fixed(Some(ServerSecret::Password(aq.password.clone()))),
+        };
+        let fetch = async {
+            let mut conn = backend::connect(&target, &self.tcp).await?;
+            conn.query_row_with(&aq.query, &self.username).await
+        };
+        let row = tokio::time::timeout(self.connect_timeout, fetch)
+            .await
+            .map_err(|_| BackendError::Connect {
+                addr: target.addr(),
+                source: std::io::ErrorKind::TimedOut.into(),
+            })??;
+        // PgCat's query returns (usename, passwd); a one-column query, the hash.
+        let hash = row.get(1).or(row.first()).cloned().flatten();
+        *self.stored_lock() = hash.clone();
+        Ok(hash)
+    }
+
+    /// A client logged in with the stored password: server connections log in with
+    /// what that proved (the MD5 hash, or the SCRAM ClientKey).
+    pub fn auth_succeeded(&self, secret: ServerSecret) {
+        if self.auth_query.is_some() && self.server_secret.get().as_ref() != Some(&secret) {
+            self.server_secret.set(secret);
+        }
+    }
+
+    /// A login failed: the next one fetches the stored password again, in case it was
+    /// changed in PostgreSQL.
+    pub fn auth_failed(&self) {
+        *self.stored_lock() = None;
+    }
+
+    fn stored_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.stored_password
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The shard of a transaction the router did not place: `default_shard`.
@@ -535,6 +657,7 @@ impl Pools {
         registry: &Arc<Registry>,
         healths: &health::HealthMap,
     ) -> Result<Pools, BuildError> {
+        let server_tls = ServerTls::from_general(&config.general).map_err(BuildError::ServerTls)?;
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {
             for user in &pool.users {
@@ -552,6 +675,7 @@ impl Pools {
                         user,
                         registry,
                         healths,
+                        &server_tls,
                     )?),
                 };
                 by_name.insert(key, up);

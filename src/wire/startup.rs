@@ -63,8 +63,12 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPacket, Star
 
 /// Parses a startup packet body (everything after the length).
 pub fn parse(body: &[u8]) -> Result<StartupPacket, StartupError> {
-    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let rest = &body[4..];
+    let Some((code, rest)) = body.split_first_chunk::<4>() else {
+        return Err(StartupError::Malformed(
+            "packet shorter than its protocol code",
+        ));
+    };
+    let code = i32::from_be_bytes(*code);
     match code {
         SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::Ssl),
         GSSENC_REQUEST if rest.is_empty() => Ok(StartupPacket::GssEnc),

@@ -446,3 +446,69 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
+
+/// `toml` with `extra` lines added at the top of its `[general]` table (a config from
+/// [`config`] or [`general_toml`]).
+pub fn with_general(toml: &str, extra: &str) -> String {
+    assert!(
+        toml.contains("[general]\n"),
+        "with_general: no [general] table in:\n{toml}"
+    );
+    let extra = if extra.ends_with('\n') {
+        extra.to_owned()
+    } else {
+        format!("{extra}\n")
+    };
+    toml.replacen("[general]\n", &format!("[general]\n{extra}"), 1)
+}
+
+/// psql on any libpq connection string (`-X -A -t -v ON_ERROR_STOP=1`, then one `-c` per
+/// command, so `\conninfo` and SQL can be mixed): stdout trimmed, or the exit status and
+/// stderr. 60 s at most.
+pub fn psql_with(
+    cluster: &Cluster,
+    conninfo: &str,
+    password: &str,
+    commands: &[&str],
+) -> Result<String, String> {
+    let mut args: Vec<&str> = vec![conninfo, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    let out = run_client(cluster, "psql", password, &args, Duration::from_secs(60));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Sends `signal` (SIGTERM: stop now, SIGINT: drain first) to the pooler and waits up to
+/// `limit` for it to exit. Returns whether it exited. The exited process is left unreaped
+/// (`WNOWAIT`) so its pid cannot be reused before `Drop` reaps it; its log stays readable.
+pub fn stop_pooler(pooler: &Pooler, signal: libc::c_int, limit: Duration) -> bool {
+    let pid = pooler.child.id() as libc::pid_t;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own (unreaped) child's.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+    wait_until(limit, || {
+        // SAFETY: siginfo_t is plain data; waitid writes into the zeroed struct we own.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // With WNOHANG and no exited child, waitid returns 0 and leaves si_pid at 0.
+        rc == 0 && unsafe { info.si_pid() } == pid
+    })
+}

@@ -1,0 +1,204 @@
+//! The byte streams the pooler talks over: TCP or a Unix socket from clients, TCP to
+//! PostgreSQL, either side possibly wrapped in TLS. One enum rather than a generic so the
+//! relay stays one monomorphic loop; the plain-TCP arms keep the readiness fast path
+//! (`try_write`, `ready`) and TLS takes the same path through rustls.
+
+pub mod tls;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf, Ready};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connection, plain or TLS.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    /// A client that negotiated TLS with the pooler.
+    TlsFromClient(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The pooler's TLS connection to PostgreSQL.
+    TlsToServer(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Between the SSLRequest answer and the end of the TLS handshake; a handshake that
+    /// fails leaves the stream here, and every operation fails.
+    Upgrading,
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "TLS handshake did not complete",
+    )
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::TlsFromClient(_) | Stream::TlsToServer(_))
+    }
+
+    /// The TCP socket underneath (none for a Unix socket).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::TlsFromClient(s) => Some(s.get_ref().0),
+            Stream::TlsToServer(s) => Some(s.get_ref().0),
+            Stream::Unix(_) | Stream::Upgrading => None,
+        }
+    }
+
+    /// `host:port` of the peer, or the socket's kind.
+    pub fn peer(&self) -> String {
+        match self.tcp() {
+            Some(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            None => "unix socket".to_string(),
+        }
+    }
+
+    /// Writes all of `bytes` and flushes (TLS keeps records back until flushed).
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await?;
+        if self.is_tls() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the peer sends something, then reads it into `buf`, which is only
+    /// grown once data is there: an idle plain client holds no read buffer. (A TLS client
+    /// is read directly; rustls may hold decrypted bytes the socket no longer shows.)
+    pub async fn wait_and_read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.readable().await?,
+            Stream::Unix(s) => s.readable().await?,
+            _ => {}
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        self.read_buf(buf).await
+    }
+
+    /// Writes what the socket takes now without waiting; `WouldBlock` when it takes
+    /// nothing. Through TLS, what rustls accepted counts as written (see `wants_flush`).
+    pub fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(bytes),
+            Stream::Unix(s) => s.try_write(bytes),
+            _ => poll_now(|cx| Pin::new(&mut *self).poll_write(cx, bytes)),
+        }
+    }
+
+    /// Reads what is there now without waiting; `WouldBlock` when nothing is.
+    pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+            _ => {
+                if buf.capacity() == buf.len() {
+                    buf.reserve(4096);
+                }
+                poll_now(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf))
+            }
+        }
+    }
+
+    /// TLS records are waiting to be written to the socket.
+    pub fn wants_flush(&self) -> bool {
+        match self {
+            Stream::TlsFromClient(s) => s.get_ref().1.wants_write(),
+            Stream::TlsToServer(s) => s.get_ref().1.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// Pushes buffered TLS records without waiting; `true` when nothing is left.
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        match poll_now(|cx| Pin::new(&mut *self).poll_flush(cx)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the socket underneath to be ready for `interest`.
+    pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+        match self {
+            Stream::Unix(s) => s.ready(interest).await,
+            _ => match self.tcp() {
+                Some(s) => s.ready(interest).await,
+                None => Err(upgrading()),
+            },
+        }
+    }
+
+    /// Whether an idle connection is still open and silent: data or EOF means the peer
+    /// closed it or is talking out of turn.
+    pub fn is_silent(&mut self) -> bool {
+        let mut probe = BytesMut::with_capacity(1);
+        matches!(self.try_read_buf(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Polls once with a waker that does nothing: `Pending` becomes `WouldBlock`. Callers
+/// wait for readiness on the socket (`Stream::ready`) before trying again.
+fn poll_now<T>(f: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>) -> io::Result<T> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match f(&mut cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsFromClient(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::TlsToServer(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsFromClient(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::TlsToServer(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsFromClient(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::TlsToServer(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsFromClient(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::TlsToServer(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
