@@ -14,7 +14,8 @@
 #        direct        PostgreSQL itself
 #        pgbouncer     if `pgbouncer` is on PATH: transaction mode, default_pool_size 20,
 #                      auth_type md5 with an auth_file
-#        pgcat         target/release/pgcat: transaction mode, pool_size 20, auth_type md5
+#        pgcat         target/release/pgcat: transaction mode, pool_size 20, auth_type md5,
+#                      worker_threads $PGCAT_WORKERS (below)
 #        pgcat+parser  the same with query_parser_enabled and query_parser_read_write_splitting
 #                      (only a primary, primary_reads_enabled: every query is parsed and routed
 #                      to the primary), to measure what the parser costs;
@@ -49,7 +50,9 @@
 #   "direct pgbouncer pgcat pgcat+parser"), WARMUP (5 s), PGBIN (dir of initdb/pg_ctl; found
 #   via pg_config or /usr/lib/postgresql/*/bin), PGCAT_BIN (default target/release/pgcat),
 #   OUT (also write the report to this file, and the per-run rows to ${OUT%.*}.tsv),
-#   KEEP=1 (keep the temp dir), QUIET_PCT (10), QUIET_WAIT (600), DISTURBED_PCT (10), RETRIES (2).
+#   KEEP=1 (keep the temp dir), QUIET_PCT (10), QUIET_WAIT (600), DISTURBED_PCT (10), RETRIES (2),
+#   PGCAT_WORKERS (1: worker_threads of the pooler, one event loop like PgBouncer's; 0 leaves
+#   the pooler's default, one worker per core).
 #
 # Needs: PostgreSQL server binaries, pgbench, psql, python3; pgbouncer optional
 #   (`apt-get install pgbouncer`). Run as root, PostgreSQL and PgBouncer run as the `postgres`
@@ -66,6 +69,7 @@ IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 WARMUP=${WARMUP:-5}
 WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
 TARGETS=${TARGETS:-"direct pgbouncer pgcat pgcat+parser"}
+PGCAT_WORKERS=${PGCAT_WORKERS:-1}
 POOL_SIZE=20
 BIG_CLIENTS=200
 
@@ -237,6 +241,7 @@ auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
 max_client_conn = $((IDLE_CLIENTS + 1000))
+$([ "$PGCAT_WORKERS" != 0 ] && echo "worker_threads = $PGCAT_WORKERS")
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
@@ -267,6 +272,7 @@ port = ${PORT[$1]}
 admin_username = "admin"
 admin_password = "admin"
 max_client_conn = $((IDLE_CLIENTS + 1000))
+$([ "$PGCAT_WORKERS" != 0 ] && echo "worker_threads = $PGCAT_WORKERS")
 
 [pools.bench]
 pool_mode = "transaction"

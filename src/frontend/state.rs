@@ -13,7 +13,8 @@ use crate::backend::Dirty;
 /// Query texts remembered per pool.
 const CACHE_SIZE: usize = 1024;
 
-/// Words that start, or functions that appear in, statements with session effects.
+/// Words that start, or functions that appear in, statements with session effects (their
+/// first letters are listed again in `may_change_session`).
 const HINTS: [&str; 12] = [
     "set",
     "reset",
@@ -32,11 +33,17 @@ const HINTS: [&str; 12] = [
 /// Cheap pre-check: false means the text cannot leave session state. Any of the keywords
 /// anywhere (case-insensitive) sends it to the parser.
 pub fn may_change_session(sql: &str) -> bool {
+    // One pass: only where a hint's first letter is do the hints get compared.
     let bytes = sql.as_bytes();
-    HINTS.iter().any(|hint| {
-        bytes
-            .windows(hint.len())
-            .any(|w| w.eq_ignore_ascii_case(hint.as_bytes()))
+    (0..bytes.len()).any(|i| {
+        let first = bytes[i].to_ascii_lowercase();
+        matches!(first, b's' | b'r' | b'p' | b'l' | b't' | b'd' | b'a')
+            && HINTS.iter().any(|hint| {
+                hint.as_bytes()[0] == first
+                    && bytes
+                        .get(i..i + hint.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(hint.as_bytes()))
+            })
     })
 }
 
