@@ -241,7 +241,6 @@ auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
 max_client_conn = $((IDLE_CLIENTS + 1000))
-$([ "$PGCAT_WORKERS" != 0 ] && echo "worker_threads = $PGCAT_WORKERS")
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
@@ -272,7 +271,7 @@ port = ${PORT[$1]}
 admin_username = "admin"
 admin_password = "admin"
 max_client_conn = $((IDLE_CLIENTS + 1000))
-$([ "$PGCAT_WORKERS" != 0 ] && echo "worker_threads = $PGCAT_WORKERS")
+$(if [ "$PGCAT_WORKERS" != 0 ]; then echo "worker_threads = $PGCAT_WORKERS"; fi)
 
 [pools.bench]
 pool_mode = "transaction"

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use support::raw::{AuthKind, LoginError, RawConn};
 use support::{
-    free_port, general_toml, private, psql_with, servers_toml, sqlstate, stored_md5, Cluster,
-    Pooler, DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, private, psql_with, runtime, servers_toml, sqlstate, stored_md5,
+    Cluster, Pooler, DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
 };
 
 const AUTH_USER: &str = "auth_user";
@@ -237,14 +237,6 @@ fn assert_no_user_passwords(toml_text: &str) {
 // ---------------------------------------------------------------------------------------------
 // Clients
 // ---------------------------------------------------------------------------------------------
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// tokio-postgres through the pooler, the user name passed as is (no conninfo quoting).
 async fn connect_as(

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use support::raw::{self, LoginError, Msg, RawConn};
 use support::{
-    free_port, general_toml, run_client, shared, wait_until, Cluster, Pooler, DB, MD5_PASS,
-    MD5_USER, SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, run_client, runtime, shared, wait_until, Cluster, Pooler, DB,
+    MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
 };
 use tokio_postgres::SimpleQueryMessage;
 
@@ -427,14 +427,6 @@ fn check_other_client(
             "after {after}: new client"
         );
     });
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 // ---------------------------------------------------------------------------------------------

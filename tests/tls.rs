@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::{
-    config, free_port, psql_with, repo_path, shared, sqlstate, wait_until, with_general, Cluster,
-    Pooler, DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
+    config, free_port, psql_with, repo_path, runtime, shared, sqlstate, wait_until, with_general,
+    Cluster, Pooler, DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
 };
 
 const ADMIN_DB: &str = "pgcat";
@@ -86,14 +86,6 @@ fn check_psql(cluster: &Cluster, pooler: &Pooler, conninfo: &str, password: &str
         want_ssl,
         "'{conninfo}': SSL in use according to \\conninfo:\n{out}"
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 // ---------------------------------------------------------------------------------------------

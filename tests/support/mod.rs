@@ -512,3 +512,12 @@ pub fn stop_pooler(pooler: &Pooler, signal: libc::c_int, limit: Duration) -> boo
         rc == 0 && unsafe { info.si_pid() } == pid
     })
 }
+
+/// A two-worker tokio runtime for tests that drive async clients from a plain #[test].
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
