@@ -774,6 +774,21 @@ async fn isolation_set_inside_a_committed_transaction() {
         "B sees the work_mem A SET inside a committed transaction\n{}",
         tail(&pooler.logs(), 30)
     );
+    // A keeps it, as PostgreSQL keeps a committed SET for the session.
+    let kept = one_row(&a, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(kept[1], "77MB", "A's committed SET is kept for A");
+    // A SET in a transaction that rolls back is undone, also for A.
+    a.batch_execute("BEGIN; SET work_mem = '55MB'; ROLLBACK")
+        .await
+        .expect("rolled back SET");
+    let after = one_row(&a, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(after[1], "77MB", "A's rolled-back SET is undone");
+    let other = one_row(&b, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(
+        other[1],
+        default_setting("work_mem").await,
+        "B still has the default"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,10 @@ struct Flow {
     copy: bool,
     /// SET/RESET sent outside a transaction: the client keeps them if they succeed.
     remember: Option<SessionEffects>,
+    /// Settings SET or RESET inside a transaction (or through the extended protocol): what
+    /// they are when the server is released is what the client keeps, since a commit keeps
+    /// them and a rollback undoes them.
+    changed_settings: Vec<String>,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed: bool,
     /// When the query being answered was sent, and when the transaction began.
@@ -60,6 +64,7 @@ impl Flow {
             status: b'I',
             copy: false,
             remember: None,
+            changed_settings: Vec::new(),
             failed: false,
             query_started: None,
             xact_started: Instant::now(),
@@ -204,6 +209,7 @@ impl Client<'_> {
                 slot.set(None);
                 if let Some(mut h) = held.take() {
                     self.note_write(&mut h).await;
+                    self.keep_changed_settings(&mut h).await;
                     checkin(h.server, pool_mode).await;
                 }
             }
@@ -469,15 +475,23 @@ impl Client<'_> {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
-                        match body.map(|b| effects.of(route::text(b))) {
+                        let text = body.map(route::text);
+                        match text.map(|t| (effects.of(t), t)) {
                             None => *dirty = Dirty::all(),
-                            Some(None) => {}
-                            Some(Some(e))
-                                if idle && state::only_settings(&e) && flow.remember.is_none() =>
+                            Some((None, _)) => {}
+                            // A plain SET outside a transaction: kept once it succeeds.
+                            Some((Some(e), t))
+                                if idle
+                                    && state::only_settings(&e)
+                                    && flow.remember.is_none()
+                                    && !effects.controls_transaction(t) =>
                             {
                                 flow.remember = Some(e);
                             }
-                            Some(Some(e)) => state::merge(dirty, state::dirty(&e)),
+                            Some((Some(e), _)) => {
+                                state::note_settings(&mut flow.changed_settings, &e);
+                                state::merge(dirty, state::dirty(&e));
+                            }
                         }
                     }
                     flow.replies.push(Expect::Query);
@@ -516,6 +530,7 @@ impl Client<'_> {
                                 dirty.prepared = true;
                             }
                             if let Some(e) = effects.of(route::text(rest)) {
+                                state::note_settings(&mut flow.changed_settings, &e);
                                 state::merge(dirty, state::dirty(&e));
                             }
                         }
@@ -948,6 +963,49 @@ impl Client<'_> {
     /// Read-your-writes: after a write transaction on a primary, remembers the primary's WAL
     /// position so the client's next reads skip replicas that have not replayed it. One
     /// extra round trip per write transaction, only with `read_your_writes = true`.
+    /// Settings the client changed inside a transaction: their values now, read from the
+    /// server before it is reset, become the client's own (applied on every server it
+    /// gets), as PostgreSQL keeps a committed SET for the session.
+    async fn keep_changed_settings(&mut self, held: &mut Held) {
+        let names = std::mem::take(&mut held.flow.changed_settings);
+        if names.is_empty() {
+            return;
+        }
+        let reads: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "current_setting({}, true)",
+                    crate::backend::quote_literal(n)
+                )
+            })
+            .collect();
+        match held
+            .server
+            .query_row(&format!("SELECT {}", reads.join(", ")))
+            .await
+        {
+            Ok(values) => {
+                let effects = SessionEffects {
+                    set: names
+                        .into_iter()
+                        .zip(values)
+                        .filter_map(|(n, v)| Some((n, Some(v?))))
+                        .collect(),
+                    ..SessionEffects::default()
+                };
+                state::remember(
+                    &mut self.session.params,
+                    &self.session.startup_params,
+                    &effects,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the settings the client changed in its transaction")
+            }
+        }
+    }
+
     async fn note_write(&mut self, held: &mut Held) {
         let pool = &self.session.pool;
         if !pool.read_your_writes || !held.wrote || !pool.is_primary_addr(&held.server.addr) {

@@ -72,6 +72,27 @@ impl Effects {
         let effects = &analysis.classification.session;
         (!effects.is_empty()).then(|| effects.clone())
     }
+
+    /// `sql` opens or ends a transaction (`BEGIN; SET …; ROLLBACK` keeps nothing) or could
+    /// not be parsed. Only asked of texts [`Effects::of`] found effects in (cached then).
+    pub fn controls_transaction(&self, sql: &str) -> bool {
+        let c = &self
+            .cache
+            .get_or_insert(sql, || Analysis::of(sql, None, None))
+            .classification;
+        !c.parsed || c.begin.is_some() || c.ends_transaction
+    }
+}
+
+/// Records the names of parameters `e` sets or resets (`RESET ALL` and other state are
+/// handled by resets, not tracked by name).
+pub fn note_settings(names: &mut Vec<String>, e: &SessionEffects) {
+    let changed = e.set.iter().map(|(n, _)| n).chain(&e.reset);
+    for name in changed {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
 }
 
 /// Only plain `SET`/`RESET` of parameters: state the client may keep as its own.
