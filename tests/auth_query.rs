@@ -617,3 +617,79 @@ fn user_names_crafted_as_sql_injection_do_not_change_the_auth_query() {
         }
     });
 }
+
+/// A password changed in PostgreSQL: the pooler's cached hash is stale, the next login fetches
+/// it again (at most every 2 s after a failure), then the new password works, the old one is
+/// refused, and new server connections log in with what the new login proved.
+#[test]
+fn a_password_changed_in_postgres_works_after_the_cache_refreshes() {
+    const USER: &str = "rotating_user";
+    let cluster = auth_cluster();
+    let set_password = |password: &str| {
+        cluster
+            .psql(
+                &cluster.primary,
+                "postgres",
+                &format!(
+                    "SET password_encryption = 'scram-sha-256';\n\
+                     DO $$ BEGIN\n\
+                       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{USER}') THEN\n\
+                         CREATE ROLE {USER} LOGIN;\n\
+                       END IF;\n\
+                     END $$;\n\
+                     ALTER ROLE {USER} PASSWORD '{password}';\n"
+                ),
+            )
+            .unwrap_or_else(|e| panic!("set {USER}'s password: {e}"))
+    };
+    set_password("old_pass");
+    let port = free_port();
+    let mut toml = general_toml(port);
+    toml.push_str(&auth_query_lines(BARE_QUERY));
+    toml.push_str(&format!(
+        "\n[pools.rot]\npool_mode = \"transaction\"\ndefault_role = \"primary\"\n\n\
+         [pools.rot.users.0]\nusername = \"{USER}\"\npool_size = 2\n\n\
+         [pools.rot.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
+        servers_toml(cluster)
+    ));
+    assert!(!toml.contains("old_pass") && !toml.contains("new_pass"));
+    let pooler = Pooler::start(&toml);
+    assert_eq!(raw_login(&pooler, USER, "old_pass", "rot"), AuthKind::Scram);
+
+    set_password("new_pass");
+    let logged_in = support::wait_until(Duration::from_secs(15), || {
+        RawConn::connect(pooler.port, USER, "new_pass", "rot").is_ok()
+    });
+    assert!(
+        logged_in,
+        "the new password never worked\n{}",
+        pooler.logs()
+    );
+    assert_eq!(raw_login(&pooler, USER, "new_pass", "rot"), AuthKind::Scram);
+    assert_eq!(raw_login_error(&pooler, USER, "old_pass", "rot"), "28P01");
+
+    // Two transactions at once need a second server connection, opened with the new proof.
+    runtime().block_on(async {
+        let a = connect_as(&pooler, USER, "new_pass", "rot")
+            .await
+            .expect("a");
+        let b = connect_as(&pooler, USER, "new_pass", "rot")
+            .await
+            .expect("b");
+        a.batch_execute("BEGIN").await.expect("a BEGIN");
+        b.batch_execute("BEGIN").await.expect("b BEGIN");
+        let pa: i32 = a
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("a pid")
+            .get(0);
+        let pb: i32 = b
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("b pid")
+            .get(0);
+        assert_ne!(pa, pb, "two transactions, two server connections");
+        a.batch_execute("COMMIT").await.expect("a COMMIT");
+        b.batch_execute("COMMIT").await.expect("b COMMIT");
+    });
+}

@@ -163,11 +163,13 @@ pub async fn login(stream: &mut Stream, app: &App) -> Result<Option<Entry>, Clie
     // auth_query: the stored hash decides the method (a SCRAM secret needs SCRAM).
     let stored = match &checked {
         Some(p) => p.stored_password().await.map_err(|e| {
+            // The reason (server address, auth_query_user's login) is for the log only.
             tracing::warn!(user = %user, error = %e, "auth_query failed");
             PgError::fatal(
                 "08006",
-                format!("could not look up user \"{user}\" (auth_query): {e}"),
+                format!("could not look up user \"{user}\": the pooler's auth_query failed"),
             )
+            .with_hint("The pooler's log has the reason.")
         })?,
         None => None,
     };

@@ -96,8 +96,9 @@ pub struct UserPool {
     pub verifier: Option<Verifier>,
     /// For a user without `password`: how to fetch its stored hash.
     pub auth_query: Option<AuthQuery>,
-    /// The hash auth_query returned, until a login fails with it (password rotation).
-    stored_password: std::sync::Mutex<Option<String>>,
+    /// What auth_query returned (a hash, or no such role) and when, until a login fails
+    /// with it (password rotation).
+    stored_password: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
     /// What the pool's server connections log in with (shared with their factories).
     server_secret: Credential,
     tcp: TcpSettings,
@@ -130,6 +131,9 @@ pub struct UserPool {
     /// Bumped by admin KILL: every client of the pool is disconnected.
     kills: tokio::sync::watch::Sender<u64>,
 }
+
+/// How old an auth_query result must be before a failed login fetches it again.
+const AUTH_QUERY_REFRESH: Duration = Duration::from_secs(2);
 
 /// `auth_query`, `auth_query_user`, `auth_query_password` of a pool.
 #[derive(Clone, Debug)]
@@ -353,8 +357,8 @@ impl UserPool {
         let Some(aq) = &self.auth_query else {
             return Ok(None);
         };
-        if let Some(hash) = self.stored_lock().clone() {
-            return Ok(Some(hash));
+        if let Some((hash, _)) = self.stored_lock().clone() {
+            return Ok(hash);
         }
         let shard = self.shards.first().map(Vec::as_slice).unwrap_or_default();
         let Some(address) = shard
@@ -383,7 +387,7 @@ impl UserPool {
             })??;
         // PgCat's query returns (usename, passwd); a one-column query, the hash.
         let hash = row.get(1).or(row.first()).cloned().flatten();
-        *self.stored_lock() = hash.clone();
+        *self.stored_lock() = Some((hash.clone(), std::time::Instant::now()));
         Ok(hash)
     }
 
@@ -396,12 +400,21 @@ impl UserPool {
     }
 
     /// A login failed: the next one fetches the stored password again, in case it was
-    /// changed in PostgreSQL.
+    /// changed in PostgreSQL; at most once per `AUTH_QUERY_REFRESH`, so a stream of wrong
+    /// passwords does not become a stream of connections to PostgreSQL.
     pub fn auth_failed(&self) {
-        *self.stored_lock() = None;
+        let mut stored = self.stored_lock();
+        if stored
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= AUTH_QUERY_REFRESH)
+        {
+            *stored = None;
+        }
     }
 
-    fn stored_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn stored_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(Option<String>, std::time::Instant)>> {
         self.stored_password
             .lock()
             .unwrap_or_else(|p| p.into_inner())
