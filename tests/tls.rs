@@ -541,3 +541,73 @@ fn server_tls_verification_failures_and_plain_connections_fail_and_the_pooler_ke
         }
     }
 }
+
+/// TLS on both sides under volume: a 10 MB COPY to a TLS client, a 3 MB query text from it,
+/// and 400 pipelined statements each carrying 20 KB to a TLS server and 20 KB back (the
+/// pooler writes to the server while it relays the replies; through rustls, records it holds
+/// back must be flushed, or both sides wait for ever).
+#[test]
+fn tls_on_both_sides_carries_large_results_texts_and_pipelines() {
+    let cluster = hostssl_cluster();
+    let pooler = Pooler::start(&client_tls_config(
+        &cluster,
+        free_port(),
+        "server_tls = true\n",
+    ));
+    let conninfo = via_pooler(&pooler, SCRAM_USER, DB, "sslmode=require");
+
+    let out = psql_with(
+        &cluster,
+        &conninfo,
+        SCRAM_PASS,
+        &["COPY (SELECT g, repeat('y', 500) FROM generate_series(1, 20000) g) TO STDOUT"],
+    )
+    .unwrap_or_else(|e| panic!("COPY out over TLS: {e}\n{}", pooler.logs()));
+    assert_eq!(out.lines().count(), 20_000, "every COPY row arrived");
+    assert!(out.lines().last().is_some_and(|l| l.starts_with("20000\t")));
+
+    let file = std::env::temp_dir().join(format!("pgcat-tls-big-query-{}.sql", std::process::id()));
+    std::fs::write(
+        &file,
+        format!("SELECT length('{}');\n", "q".repeat(3_000_000)),
+    )
+    .expect("write the query file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = psql_with(
+        &cluster,
+        &conninfo,
+        SCRAM_PASS,
+        &[&format!("\\i {}", file.display())],
+    );
+    let _ = std::fs::remove_file(&file);
+    let out = out.unwrap_or_else(|e| panic!("3 MB query over TLS: {e}\n{}", pooler.logs()));
+    assert_eq!(out.trim(), "3000000");
+
+    runtime().block_on(async {
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            pooler.connect(SCRAM_USER, SCRAM_PASS, DB),
+        )
+        .await
+        .expect("login timed out")
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", pooler.logs()));
+        let client = std::sync::Arc::new(client);
+        let statement = client.prepare("SELECT $1::text").await.expect("prepare");
+        let mut queries = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let (client, statement) = (client.clone(), statement.clone());
+            let text = format!("{i:05}{}", "p".repeat(20_000));
+            queries.spawn(async move {
+                let row = client.query_one(&statement, &[&text]).await?;
+                Ok::<_, tokio_postgres::Error>(row.get::<_, String>(0) == text)
+            });
+        }
+        let all = tokio::time::timeout(Duration::from_secs(60), queries.join_all())
+            .await
+            .unwrap_or_else(|_| panic!("pipelined queries over TLS hung\n{}", pooler.logs()));
+        let echoed = all.into_iter().filter(|r| matches!(r, Ok(true))).count();
+        assert_eq!(echoed, 400, "every 20 KB value came back intact");
+        let row = client.query_one(BACKEND_SSL, &[]).await.expect("ssl");
+        assert!(row.get::<_, bool>(0), "the server connection is TLS");
+    });
+}

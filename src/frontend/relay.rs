@@ -10,13 +10,15 @@
 //! client; one whose state is unknown is closed instead.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
@@ -631,43 +633,45 @@ impl Client<'_> {
             })
         };
         while !rest.is_empty() || server.stream.wants_flush() {
-            let ready = match server
-                .stream
-                .ready(Interest::READABLE | Interest::WRITABLE)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return Some(gone(server, e)),
-            };
-            if ready.is_writable() {
-                let written = if rest.is_empty() {
-                    server.stream.try_flush().map(|_| 0)
-                } else {
-                    server.stream.try_write(&rest)
-                };
-                match written {
-                    Ok(w) => rest.advance(w),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Some(gone(server, e)),
-                }
+            if server.buf.capacity() - server.buf.len() < 4096 {
+                server.buf.reserve(16 * 1024);
             }
-            if ready.is_readable() {
-                if server.buf.capacity() - server.buf.len() < 4096 {
-                    server.buf.reserve(16 * 1024);
+            // Both directions polled with this task's waker: whichever moves first wakes it
+            // (through TLS too, where socket readiness says little about rustls' buffers).
+            let (stream, buf) = (&mut server.stream, &mut server.buf);
+            let (wrote, read) = std::future::poll_fn(|cx| {
+                let wrote = if rest.is_empty() {
+                    Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| 0)
+                } else {
+                    Pin::new(&mut *stream).poll_write(cx, &rest)
+                };
+                let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
+                if wrote.is_pending() && read.is_pending() {
+                    return Poll::Pending;
                 }
-                match server.stream.try_read_buf(&mut server.buf) {
-                    Ok(0) => {
-                        let addr = server.addr.to_string();
-                        return Some(End::ServerGone(BackendError::Closed { addr }));
-                    }
-                    Ok(_) => {
-                        if let Some(end) = self.forward_server(server, flow, scan).await {
-                            return Some(end);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Some(gone(server, e)),
+                Poll::Ready((wrote, read))
+            })
+            .await;
+            match wrote {
+                Poll::Ready(Ok(0)) if !rest.is_empty() => {
+                    return Some(gone(server, std::io::ErrorKind::WriteZero.into()))
                 }
+                Poll::Ready(Ok(w)) => rest.advance(w),
+                Poll::Ready(Err(e)) => return Some(gone(server, e)),
+                Poll::Pending => {}
+            }
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    let addr = server.addr.to_string();
+                    return Some(End::ServerGone(BackendError::Closed { addr }));
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Some(end) = self.forward_server(server, flow, scan).await {
+                        return Some(end);
+                    }
+                }
+                Poll::Ready(Err(e)) => return Some(gone(server, e)),
+                Poll::Pending => {}
             }
         }
         None

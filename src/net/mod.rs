@@ -1,7 +1,7 @@
 //! The byte streams the pooler talks over: TCP or a Unix socket from clients, TCP to
 //! PostgreSQL, either side possibly wrapped in TLS. One enum rather than a generic so the
-//! relay stays one monomorphic loop; the plain-TCP arms keep the readiness fast path
-//! (`try_write`, `ready`) and TLS takes the same path through rustls.
+//! relay stays one monomorphic loop; the plain-TCP arms keep the non-blocking fast path
+//! (`try_write`) and TLS takes the same path through rustls.
 
 pub mod tls;
 
@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf, Ready};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connection, plain or TLS.
@@ -110,26 +110,6 @@ impl Stream {
             Stream::TlsFromClient(s) => s.get_ref().1.wants_write(),
             Stream::TlsToServer(s) => s.get_ref().1.wants_write(),
             _ => false,
-        }
-    }
-
-    /// Pushes buffered TLS records without waiting; `true` when nothing is left.
-    pub fn try_flush(&mut self) -> io::Result<bool> {
-        match poll_now(|cx| Pin::new(&mut *self).poll_flush(cx)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Waits for the socket underneath to be ready for `interest`.
-    pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
-        match self {
-            Stream::Unix(s) => s.ready(interest).await,
-            _ => match self.tcp() {
-                Some(s) => s.ready(interest).await,
-                None => Err(upgrading()),
-            },
         }
     }
 
