@@ -66,9 +66,7 @@ impl Effects {
         if !may_change_session(sql) {
             return None;
         }
-        let analysis = self
-            .cache
-            .get_or_insert(sql, || Analysis::of(sql, None, None));
+        let analysis = self.analysis(sql);
         let effects = &analysis.classification.session;
         (!effects.is_empty()).then(|| effects.clone())
     }
@@ -76,11 +74,13 @@ impl Effects {
     /// `sql` opens or ends a transaction (`BEGIN; SET …; ROLLBACK` keeps nothing) or could
     /// not be parsed. Only asked of texts [`Effects::of`] found effects in (cached then).
     pub fn controls_transaction(&self, sql: &str) -> bool {
-        let c = &self
-            .cache
-            .get_or_insert(sql, || Analysis::of(sql, None, None))
-            .classification;
+        let c = &self.analysis(sql).classification;
         !c.parsed || c.begin.is_some() || c.ends_transaction
+    }
+
+    fn analysis(&self, sql: &str) -> std::sync::Arc<Analysis> {
+        self.cache
+            .get_or_insert(sql, || Analysis::of(sql, None, None))
     }
 }
 

@@ -144,6 +144,20 @@ pub struct AuthQuery {
     pub password: String,
 }
 
+impl AuthQuery {
+    /// Where and how to log in as auth_query_user (the lookup, and health checks of users
+    /// without a password).
+    fn login_at(&self, host: &str, port: u16, database: &str) -> ServerTarget {
+        ServerTarget {
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+            user: self.user.clone(),
+            secret: Credential::fixed(Some(ServerSecret::Password(self.password.clone()))),
+        }
+    }
+}
+
 /// Server names of statements a server of the pool has prepared without error. A client
 /// that only prepares a known statement (Parse + Sync, as libpq's PQprepare does) is
 /// answered without taking a server: a client that holds one and blocks on a prepare
@@ -255,13 +269,7 @@ impl UserPool {
                 // auth_query users have no secret until a client logs in: the health check
                 // logs in as auth_query_user.
                 let check_target = match (&auth_query, &user.password) {
-                    (Some(aq), None) => ServerTarget {
-                        user: aq.user.clone(),
-                        secret: Credential::fixed(Some(ServerSecret::Password(
-                            aq.password.clone(),
-                        ))),
-                        ..target.clone()
-                    },
+                    (Some(aq), None) => aq.login_at(&target.host, target.port, &target.database),
                     _ => target.clone(),
                 };
                 let health = healths.get(&check_target, check);
@@ -368,13 +376,7 @@ impl UserPool {
         else {
             return Ok(None);
         };
-        let target = ServerTarget {
-            host: address.host.clone(),
-            port: address.port,
-            database: address.database.clone(),
-            user: aq.user.clone(),
-            secret: Credential::fixed(Some(ServerSecret::Password(aq.password.clone()))),
-        };
+        let target = aq.login_at(&address.host, address.port, &address.database);
         let fetch = async {
             let mut conn = backend::connect(&target, &self.tcp).await?;
             conn.query_row_with(&aq.query, &self.username).await
