@@ -96,14 +96,10 @@ impl std::error::Error for CommandError {}
 /// `SET search_path TO x` and `SHOW work_mem`). `Some(Err)`: the keywords are ours but the
 /// value is not valid; answer with an error and do not forward.
 pub fn parse_command(sql: &str) -> Option<Result<Command, CommandError>> {
-    // Fast path: every extension starts with SET or SHOW, so anything whose first
-    // non-blank byte is not `s` is dismissed without further work.
-    let trimmed = sql.trim_start();
-    match trimmed.as_bytes().first() {
-        Some(b's' | b'S') => {}
-        _ => return None,
+    if !may_be_command(sql.as_bytes()) {
+        return None;
     }
-    let mut words = Words::new(trimmed);
+    let mut words = Words::new(sql.trim_start());
     let first = words.word()?;
     if first.eq_ignore_ascii_case("set") {
         parse_set(&mut words)
@@ -112,6 +108,15 @@ pub fn parse_command(sql: &str) -> Option<Result<Command, CommandError>> {
     } else {
         None
     }
+}
+
+/// Fast pre-check on raw query bytes (before any UTF-8 check): every extension starts
+/// with SET or SHOW, so anything else is dismissed without further work.
+pub fn may_be_command(sql: &[u8]) -> bool {
+    let trimmed = sql.trim_ascii_start();
+    trimmed
+        .get(..3)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"set") || w.eq_ignore_ascii_case(b"sho"))
 }
 
 fn parse_set(words: &mut Words<'_>) -> Option<Result<Command, CommandError>> {

@@ -22,7 +22,9 @@ pub mod shard_key;
 
 pub use cache::{Analysis, AnalysisCache};
 pub use classify::{classify, classify_parsed, Classification};
-pub use command::{parse_command, Command, CommandError, PrimaryReads, RoleSetting, ShardSelector};
+pub use command::{
+    may_be_command, parse_command, Command, CommandError, PrimaryReads, RoleSetting, ShardSelector,
+};
 pub use comment::{CommentHints, Hint};
 pub use hash::ShardingFunction;
 pub use parsed::Parsed;

@@ -49,34 +49,36 @@ impl From<FrameError> for ClientError {
     }
 }
 
-/// Serves one client connection to its end.
+/// Serves one client connection to its end. Its span (client id and address) is entered
+/// around login, the admin console and error reports, and only where the pooling loop
+/// logs: not on every poll of a busy client.
 pub async fn handle(mut stream: Stream, app: Arc<App>, id: u64) {
     let peer = stream.peer();
     let span = tracing::info_span!("client", id, %peer);
-    async move {
-        if let Some(tcp) = stream.tcp() {
-            let _ = tcp.set_nodelay(true);
-        }
-        let _counted = app.connection();
-        // Only what an idle client needs stays in this task's future: login, the admin
-        // console and error reporting run in boxed futures (BENCHMARKS.md, idle memory).
-        let result = match Box::pin(login_within_timeout(&mut stream, &app)).await {
-            Ok(None) => Ok(()),
-            Ok(Some(login::Entry::Admin { database, user })) => {
-                tracing::info!(%user, %database, "admin logged in");
-                Box::pin(crate::admin::serve(&mut stream, &app, &database))
-                    .await
-                    .map_err(ClientError::from)
-            }
-            Ok(Some(login::Entry::Pool(session))) => pooled(&mut stream, session, &app).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            Box::pin(report(&mut stream, e)).await;
-        }
+    if let Some(tcp) = stream.tcp() {
+        let _ = tcp.set_nodelay(true);
     }
-    .instrument(span)
-    .await
+    let _counted = app.connection();
+    // Only what an idle client needs stays in this task's future: login, the admin
+    // console and error reporting run in boxed futures (BENCHMARKS.md, idle memory).
+    let entry = Box::pin(login_within_timeout(&mut stream, &app).instrument(span.clone())).await;
+    let result = match entry {
+        Ok(None) => Ok(()),
+        Ok(Some(login::Entry::Admin { database, user })) => {
+            let serve = async {
+                tracing::info!(%user, %database, "admin logged in");
+                crate::admin::serve(&mut stream, &app, &database).await
+            };
+            Box::pin(serve.instrument(span.clone()))
+                .await
+                .map_err(ClientError::from)
+        }
+        Ok(Some(login::Entry::Pool(session))) => pooled(&mut stream, session, &app, &span).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        Box::pin(report(&mut stream, e).instrument(span)).await;
+    }
 }
 
 async fn login_within_timeout(
@@ -100,6 +102,7 @@ async fn pooled(
     stream: &mut Stream,
     session: Box<login::Session>,
     app: &App,
+    span: &tracing::Span,
 ) -> Result<(), ClientError> {
     let (log_connections, log_disconnections) = {
         let general = &app.config().general;
@@ -109,11 +112,13 @@ async fn pooled(
         )
     };
     if log_connections {
+        let _in_client = span.enter();
         tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
     }
     let (user, database) = (session.user.clone(), session.database.clone());
-    let r = relay::run(stream, *session, app).await;
+    let r = relay::run(stream, *session, app, span).await;
     if log_disconnections {
+        let _in_client = span.enter();
         tracing::info!(%user, %database, "client disconnected");
     }
     r

@@ -31,7 +31,7 @@ use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{Server, UserPool};
-use crate::stats::{micros_since, ClientState, ServerState};
+use crate::stats::{ClientState, ServerState};
 use crate::wire::messages::{self, PgError, Severity};
 use crate::wire::Scanner;
 
@@ -59,7 +59,8 @@ struct Flow {
 }
 
 impl Flow {
-    fn new() -> Flow {
+    /// A conversation whose first request is sent `now` (the server was just taken).
+    fn new(now: Instant) -> Flow {
         Flow {
             replies: Replies::default(),
             batch: false,
@@ -68,8 +69,8 @@ impl Flow {
             remember: None,
             changed_settings: Vec::new(),
             failed: false,
-            query_started: None,
-            xact_started: Instant::now(),
+            query_started: Some(now),
+            xact_started: now,
         }
     }
 
@@ -104,6 +105,8 @@ struct Client<'a> {
     session: Session,
     effects: &'a Effects,
     app: &'a App,
+    /// The client's span, entered where the loop logs.
+    span: &'a tracing::Span,
     buf: BytesMut,
     scanner: Scanner,
     statements: ClientStatements,
@@ -138,6 +141,7 @@ pub fn run<'a>(
     stream: &'a mut Stream,
     session: Session,
     app: &'a App,
+    span: &'a tracing::Span,
 ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
     let mode = statement_mode(&session.pool);
     let kills = app
@@ -149,6 +153,7 @@ pub fn run<'a>(
         session,
         effects: &app.effects,
         app,
+        span,
         buf: BytesMut::new(),
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
@@ -169,33 +174,43 @@ impl Client<'_> {
         let client = &mut *self;
         let mut held: Option<Box<Held>> = None;
         loop {
-            // Idle, the task waits in this small future; the request and what follows it run
-            // in boxed futures that exist only while the client is busy (see BENCHMARKS.md:
-            // memory per idle client).
+            // Idle, the task waits in this small future; a request and what follows it run
+            // in one boxed future that exists only while the client is busy (see
+            // BENCHMARKS.md: memory per idle client).
             if held.is_none() {
                 client.follow_reload();
-                client.session.info.set_state(ClientState::Idle);
+                client
+                    .session
+                    .info
+                    .set_state(ClientState::Idle, Instant::now);
                 if client.buf.is_empty() && !client.wait_for_request().await? {
                     return Ok(());
                 }
-                held = match Box::pin(client.idle()).await? {
-                    Idle::Exit => return Ok(()),
-                    Idle::Answered => continue,
-                    Idle::Route(route, begin) => Box::pin(client.take_server(route, begin)).await?,
-                };
-                if let Some(h) = &held {
-                    client
-                        .session
-                        .registration
-                        .slot
-                        .set(Some(h.server.cancel.clone()));
-                }
-                continue;
             }
-            if !Box::pin(client.serve(&mut held)).await? {
+            if !Box::pin(client.request(&mut held)).await? {
                 return Ok(());
             }
         }
+    }
+
+    /// Serves what the client sent: takes a server for it if none is held (unless the
+    /// pooler answers it), then relays; `false` when the client is done.
+    async fn request(&mut self, held: &mut Option<Box<Held>>) -> Result<bool, ClientError> {
+        if held.is_none() {
+            *held = match self.idle().await? {
+                Idle::Exit => return Ok(false),
+                Idle::Answered => return Ok(true),
+                Idle::Route(route, begin) => self.take_server(route, begin).await?,
+            };
+            let Some(h) = held else {
+                return Ok(true);
+            };
+            self.session
+                .registration
+                .slot
+                .set(Some(h.server.cancel.clone()));
+        }
+        self.serve(held).await
     }
 
     /// Relays until the held server is released or lost; `false` when the client is done.
@@ -251,7 +266,8 @@ impl Client<'_> {
             }
             End::ServerGone(e) => {
                 slot.set(None);
-                tracing::warn!(error = %e, "server connection lost");
+                self.span
+                    .in_scope(|| tracing::warn!(error = %e, "server connection lost"));
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
                     self.server_lost(&e, &h.flow, pool_mode).await?;
@@ -322,7 +338,7 @@ async fn checkin(mut server: Server, mode: PoolMode) {
     }
     if server.dirty.any() {
         if let Err(e) = server.reset().await {
-            tracing::warn!(error = %e, "server reset failed; closing the connection");
+            tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing the connection");
             drop(Object::take(server));
         }
     }
@@ -341,7 +357,7 @@ async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
     }
     if flow.status != b'I' {
         if let Err(e) = server.execute("ROLLBACK").await {
-            tracing::warn!(error = %e, "rollback of an abandoned transaction failed; closing the connection");
+            tracing::warn!(server = %server.addr, error = %e, "rollback of an abandoned transaction failed; closing the connection");
             drop(Object::take(server));
             return;
         }
@@ -363,6 +379,12 @@ impl Client<'_> {
             Some(s) => s.health.bans(),
             None => tokio::sync::watch::channel(0).1,
         };
+        // Waiting for a KILL or a ban registers with their channels once per relay, not
+        // once per round of the loop.
+        let mut kills = self.kills.clone();
+        let killed = kills.changed();
+        let banned = bans.changed();
+        tokio::pin!(killed, banned);
         if let Some(end) = self.forward_client(server, flow, server_scan).await {
             return end;
         }
@@ -408,8 +430,8 @@ impl Client<'_> {
                         }
                     }
                 },
-                _ = self.kills.changed() => return End::Fatal(killed_error_pg()),
-                _ = bans.changed() => {
+                _ = &mut killed => return End::Fatal(killed_error_pg()),
+                _ = &mut banned => {
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
                     let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();
@@ -477,8 +499,7 @@ impl Client<'_> {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
-                        let text = body.map(route::text);
-                        match text.map(|t| (effects.of(t), t)) {
+                        match body.map(|b| (effects.of(b), b)) {
                             None => *dirty = Dirty::all(),
                             Some((None, _)) => {}
                             // A plain SET outside a transaction: kept once it succeeds.
@@ -531,7 +552,7 @@ impl Client<'_> {
                             if mode == Mode::Pin && !name.is_empty() {
                                 dirty.prepared = true;
                             }
-                            if let Some(e) = effects.of(route::text(rest)) {
+                            if let Some(e) = effects.of(rest) {
                                 state::note_settings(&mut flow.changed_settings, &e);
                                 state::merge(dirty, state::dirty(&e));
                             }
@@ -1005,7 +1026,7 @@ impl Client<'_> {
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the settings the client changed in its transaction")
+                self.span.in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction"))
             }
         }
     }
@@ -1030,7 +1051,7 @@ impl Client<'_> {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes")
+                self.span.in_scope(|| tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes"))
             }
         }
     }
@@ -1057,20 +1078,23 @@ impl Client<'_> {
     ) -> Result<Option<Box<Held>>, ClientError> {
         let pool = self.session.pool.clone();
         let info = self.session.info.clone();
-        info.set_state(ClientState::Waiting);
-        let waited = std::time::Instant::now();
+        let waited = Instant::now();
+        info.set_state(ClientState::Waiting, || waited);
         let mut server = match pool.checkout_after(route, self.min_lsn).await {
             Ok(server) => server,
             Err(e) => {
-                info.set_state(ClientState::Idle);
+                info.set_state(ClientState::Idle, Instant::now);
                 info.error_count.fetch_add(1, Relaxed);
                 self.reject(e, false).await?;
                 return Ok(None);
             }
         };
-        info.set_state(ClientState::Active);
+        let got = Instant::now();
+        info.set_state(ClientState::Active, || got);
         if let Some(stats) = &server.stats {
-            stats.counters.wait(micros_since(waited));
+            stats
+                .counters
+                .wait(got.duration_since(waited).as_micros() as u64);
             stats.info.set_state(ServerState::Active);
         }
         if let Err(e) = server.sync_params(&self.session.params).await {
@@ -1082,7 +1106,7 @@ impl Client<'_> {
             self.reject(to_client, false).await?;
             return Ok(None);
         }
-        let mut flow = Flow::new();
+        let mut flow = Flow::new(got);
         if let Some(begin) = begin {
             if let Err(e) = server.write_all(&begin).await {
                 drop(Object::take(server));

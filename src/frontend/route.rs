@@ -7,8 +7,8 @@
 
 use bytes::{BufMut, BytesMut};
 use pgcat_parser::{
-    bind_param_as_i64, parse_command, resolve_keys, route, Command, CommandError, Route,
-    SessionRouting, ShardSelector,
+    bind_param_as_i64, may_be_command, parse_command, resolve_keys, route, Command, CommandError,
+    Route, SessionRouting, ShardSelector,
 };
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
@@ -220,8 +220,14 @@ pub fn command_request<'a>(
 ) -> Option<(Result<Command, CommandError>, bool)> {
     let (tag, body, _) = frame::whole(buf, 64 * 1024).ok()??;
     let sql = match tag {
-        b'Q' => return parse_command(text(body)).map(|c| (c, false)),
-        b'P' => text(cstr(body).ok()?.1),
+        b'Q' if may_be_command(body) => return parse_command(text(body)).map(|c| (c, false)),
+        b'P' => {
+            let sql = cstr(body).ok()?.1;
+            if !may_be_command(sql) {
+                return None;
+            }
+            text(sql)
+        }
         b'B' => named(cstr(cstr(body).ok()?.1).ok()?.0)?,
         b'D' if body.first() == Some(&b'S') => named(cstr(&body[1..]).ok()?.0)?,
         _ => return None,

@@ -8,13 +8,13 @@
 
 use pgcat_parser::{Analysis, AnalysisCache, SessionEffects};
 
+use super::route::text;
 use crate::backend::Dirty;
 
 /// Query texts remembered per pool.
 const CACHE_SIZE: usize = 1024;
 
-/// Words that start, or functions that appear in, statements with session effects (their
-/// first letters are listed again in `may_change_session`).
+/// Words that start, or functions that appear in, statements with session effects.
 const HINTS: [&str; 12] = [
     "set",
     "reset",
@@ -30,19 +30,37 @@ const HINTS: [&str; 12] = [
     "authorization",
 ];
 
-/// Cheap pre-check: false means the text cannot leave session state. Any of the keywords
-/// anywhere (case-insensitive) sends it to the parser.
-pub fn may_change_session(sql: &str) -> bool {
-    // One pass: only where a hint's first letter is do the hints get compared.
-    let bytes = sql.as_bytes();
-    (0..bytes.len()).any(|i| {
-        let first = bytes[i].to_ascii_lowercase();
-        matches!(first, b's' | b'r' | b'p' | b'l' | b't' | b'd' | b'a')
+/// The hints' first two letters as a bit set over pairs of 5-bit letter codes (`a` and
+/// `A` both 1): one lookup per position rejects almost every position of a query. Other
+/// bytes alias letters (`3` is `s`) and are sorted out by the full comparison.
+const FIRST_PAIRS: [u64; 16] = {
+    let mut set = [0u64; 16];
+    let mut i = 0;
+    while i < HINTS.len() {
+        let hint = HINTS[i].as_bytes();
+        let pair = pair_code(hint[0], hint[1]);
+        set[pair / 64] |= 1 << (pair % 64);
+        i += 1;
+    }
+    set
+};
+
+const fn pair_code(first: u8, second: u8) -> usize {
+    ((first & 0x1f) as usize) << 5 | (second & 0x1f) as usize
+}
+
+/// Cheap pre-check on a query's bytes: false means the text cannot leave session state.
+/// Any of the hints anywhere (case-insensitive) sends it to the parser.
+pub fn may_change_session(sql: &[u8]) -> bool {
+    sql.windows(2).enumerate().any(|(i, pair)| {
+        let code = pair_code(pair[0], pair[1]);
+        FIRST_PAIRS[code / 64] & (1 << (code % 64)) != 0
             && HINTS.iter().any(|hint| {
-                hint.as_bytes()[0] == first
-                    && bytes
-                        .get(i..i + hint.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(hint.as_bytes()))
+                let hint = hint.as_bytes();
+                hint[..2].eq_ignore_ascii_case(pair)
+                    && sql[i..]
+                        .get(..hint.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(hint))
             })
     })
 }
@@ -61,20 +79,21 @@ impl Default for Effects {
 }
 
 impl Effects {
-    /// The session effects of `sql`; `None` when it has none.
-    pub fn of(&self, sql: &str) -> Option<SessionEffects> {
-        if !may_change_session(sql) {
+    /// The session effects of the query text in `body` (as on the wire, up to its NUL);
+    /// `None` when it has none.
+    pub fn of(&self, body: &[u8]) -> Option<SessionEffects> {
+        if !may_change_session(body) {
             return None;
         }
-        let analysis = self.analysis(sql);
+        let analysis = self.analysis(text(body));
         let effects = &analysis.classification.session;
         (!effects.is_empty()).then(|| effects.clone())
     }
 
     /// `sql` opens or ends a transaction (`BEGIN; SET …; ROLLBACK` keeps nothing) or could
     /// not be parsed. Only asked of texts [`Effects::of`] found effects in (cached then).
-    pub fn controls_transaction(&self, sql: &str) -> bool {
-        let c = &self.analysis(sql).classification;
+    pub fn controls_transaction(&self, body: &[u8]) -> bool {
+        let c = &self.analysis(text(body)).classification;
         !c.parsed || c.begin.is_some() || c.ends_transaction
     }
 
@@ -169,26 +188,60 @@ mod tests {
     #[test]
     fn prefilter_lets_plain_queries_through() {
         assert!(!may_change_session(
-            "SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
         ));
-        assert!(may_change_session("select pg_advisory_lock(1)"));
-        assert!(may_change_session("CREATE TEMP TABLE t (a int)"));
-        assert!(may_change_session("SELECT 1; SET x = 1"));
+        assert!(may_change_session(b"select pg_advisory_lock(1)"));
+        assert!(may_change_session(b"CREATE TEMP TABLE t (a int)"));
+        assert!(may_change_session(b"SELECT 1; SET x = 1"));
+        assert!(may_change_session(b"SeT"));
+        assert!(!may_change_session(b"se"));
+        assert!(!may_change_session(b""));
+    }
+
+    /// The table-driven scan finds exactly what comparing every hint at every position
+    /// finds, on texts made of the hints' letters, their neighbours and non-ASCII bytes.
+    #[test]
+    fn prefilter_matches_the_plain_definition() {
+        let plain = |sql: &[u8]| {
+            (0..sql.len()).any(|i| {
+                HINTS.iter().any(|h| {
+                    sql[i..]
+                        .get(..h.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(h.as_bytes()))
+                })
+            })
+        };
+        let alphabet = b"setSETrlpRLPadoinTmckAzu@[`{ _;\xc3\xa9";
+        let mut seed = 0x9e37_79b9_u32;
+        for len in 0..400 {
+            let sql: Vec<u8> = (0..len % 40)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    alphabet[seed as usize % alphabet.len()]
+                })
+                .collect();
+            assert_eq!(may_change_session(&sql), plain(&sql), "{sql:?}");
+        }
+        for hint in HINTS {
+            assert!(may_change_session(hint.to_uppercase().as_bytes()));
+        }
     }
 
     #[test]
     fn effects_are_classified_and_cached() {
         let e = Effects::default();
-        assert!(e.of("SELECT 1").is_none());
-        let set = e.of("SET search_path = a, b").unwrap();
+        assert!(e.of(b"SELECT 1").is_none());
+        let set = e.of(b"SET search_path = a, b").unwrap();
         assert!(only_settings(&set));
         assert!(dirty(&set).settings);
-        let temp = e.of("create temporary table t (a int)").unwrap();
+        let temp = e.of(b"create temporary table t (a int)").unwrap();
         assert!(!only_settings(&temp));
         assert!(dirty(&temp).temp);
-        assert!(dirty(&e.of("SELECT pg_advisory_lock(7)").unwrap()).advisory);
+        assert!(dirty(&e.of(b"SELECT pg_advisory_lock(7)").unwrap()).advisory);
         // An UPDATE's SET is not a session SET.
-        assert!(e.of("UPDATE t SET a = 1").is_none());
+        assert!(e.of(b"UPDATE t SET a = 1").is_none());
     }
 
     #[test]
@@ -199,12 +252,12 @@ mod tests {
         remember(
             &mut params,
             &startup,
-            &e.of("SET application_name = 'x'").unwrap(),
+            &e.of(b"SET application_name = 'x'").unwrap(),
         );
         remember(
             &mut params,
             &startup,
-            &e.of("SET statement_timeout = 1234").unwrap(),
+            &e.of(b"SET statement_timeout = 1234").unwrap(),
         );
         assert_eq!(
             params,
@@ -213,7 +266,7 @@ mod tests {
                 ("statement_timeout".to_string(), "1234".to_string())
             ]
         );
-        remember(&mut params, &startup, &e.of("RESET ALL").unwrap());
+        remember(&mut params, &startup, &e.of(b"RESET ALL").unwrap());
         assert_eq!(params, startup);
     }
 }

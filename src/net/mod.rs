@@ -116,8 +116,13 @@ impl Stream {
     /// Whether an idle connection is still open and silent: data or EOF means the peer
     /// closed it or is talking out of turn.
     pub fn is_silent(&mut self) -> bool {
-        let mut probe = BytesMut::with_capacity(1);
-        matches!(self.try_read_buf(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let mut probe = [0u8; 1];
+        let read = match self {
+            Stream::Tcp(s) => s.try_read(&mut probe).map(drop),
+            Stream::Unix(s) => s.try_read(&mut probe).map(drop),
+            _ => poll_now(|cx| Pin::new(&mut *self).poll_read(cx, &mut ReadBuf::new(&mut probe))),
+        };
+        matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 

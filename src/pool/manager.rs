@@ -28,12 +28,15 @@ pub struct Manager {
     pub pool_name: String,
 }
 
+/// Boxed, so deadpool moves a pointer, not the connection, on every checkout and return.
 impl managed::Manager for Manager {
-    type Type = ServerConn;
+    type Type = Box<ServerConn>;
     type Error = BackendError;
 
-    async fn create(&self) -> Result<ServerConn, BackendError> {
-        let mut conn = backend::connect(&self.target, &self.tcp).await?;
+    async fn create(&self) -> Result<Box<ServerConn>, BackendError> {
+        // Connecting is a large future (TLS, authentication): boxed, so the checkout
+        // future that embeds this one stays small.
+        let mut conn = Box::new(Box::pin(backend::connect(&self.target, &self.tcp)).await?);
         conn.statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
         conn.stats = Some(ServerStats {
             counters: self.counters.clone(),
@@ -47,17 +50,24 @@ impl managed::Manager for Manager {
 
     async fn recycle(
         &self,
-        conn: &mut ServerConn,
+        conn: &mut Box<ServerConn>,
         metrics: &Metrics,
     ) -> RecycleResult<BackendError> {
-        if metrics.age() > self.server_lifetime {
+        // One clock read for both ages.
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(metrics.created) > self.server_lifetime {
             return Err(RecycleError::message("server_lifetime reached"));
         }
         if !conn.is_alive() {
             return Err(RecycleError::message("server closed the connection"));
         }
-        if metrics.last_used() > self.healthcheck_delay {
-            let check = tokio::time::timeout(self.healthcheck_timeout, conn.execute(";")).await;
+        let last_used = metrics.recycled.unwrap_or(metrics.created);
+        if now.saturating_duration_since(last_used) > self.healthcheck_delay {
+            let check = Box::pin(tokio::time::timeout(
+                self.healthcheck_timeout,
+                conn.execute(";"),
+            ))
+            .await;
             if !matches!(check, Ok(Ok(_))) {
                 self.health
                     .ban(self.ban_secs, "health check before reuse failed", false);

@@ -291,7 +291,8 @@ impl UserPool {
                     .max_size(user.pool_size as usize)
                     .wait_timeout(Some(settings.connect_timeout))
                     .create_timeout(Some(settings.connect_timeout))
-                    .recycle_timeout(Some(settings.connect_timeout))
+                    // Recycling only waits in the pre-reuse health check, which has
+                    // its own timeout (healthcheck_timeout); no timer per checkout.
                     .queue_mode(queue_mode)
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
@@ -465,7 +466,8 @@ impl UserPool {
     ) -> (Vec<&Address>, Option<&Address>) {
         let servers = &self.shards[shard];
         let primary = self.primary(shard);
-        if role == Some(RouteRole::Primary) {
+        // A shard with only its primary serves everything there (no balancing to do).
+        if role == Some(RouteRole::Primary) || servers.len() == 1 {
             return (vec![primary], None);
         }
         let primary_lsn = primary.health.lsn();
@@ -533,17 +535,19 @@ impl UserPool {
             None => self.default_shard_index(),
         };
         let (candidates, fallback) = self.candidates(shard, route.role, min_lsn);
-        if let ([only], None) = (candidates.as_slice(), fallback) {
-            return only
-                .pool
-                .get()
-                .await
-                .map_err(|e| self.checkout_error(only, e));
-        }
+        // First without waiting (no timer armed when a connection is free; waiting clients
+        // still come first, as a free permit means nobody waits).
         let no_wait = Timeouts {
             wait: Some(std::time::Duration::ZERO),
             ..candidates[0].pool.timeouts()
         };
+        if let ([only], None) = (candidates.as_slice(), fallback) {
+            return match only.pool.timeout_get(&no_wait).await {
+                Err(PoolError::Timeout(TimeoutType::Wait)) => only.pool.get().await,
+                got => got,
+            }
+            .map_err(|e| self.checkout_error(only, e));
+        }
         let mut last_error = None;
         for address in &candidates {
             match address.pool.timeout_get(&no_wait).await {

@@ -11,7 +11,6 @@ pub mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::Instant;
 
 pub use registry::{ClientInfo, ClientState, Registry, ServerInfo, ServerState};
 
@@ -130,9 +129,4 @@ impl Counters {
         };
         guard.0 = now;
     }
-}
-
-/// Microseconds since `start`.
-pub fn micros_since(start: Instant) -> u64 {
-    start.elapsed().as_micros() as u64
 }

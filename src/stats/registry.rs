@@ -58,16 +58,23 @@ impl ClientInfo {
         }
     }
 
-    pub fn set_state(&self, state: ClientState) {
+    /// The clock is read (`now`) only when a wait for a server starts or ends.
+    pub fn set_state(&self, state: ClientState, now: impl FnOnce() -> Instant) {
+        let started = self.wait_started_us.load(Relaxed);
         if state == ClientState::Waiting {
-            let now = self.since.elapsed().as_micros() as u64;
-            self.wait_started_us.store(now.max(1), Relaxed);
-        } else {
-            let waited = self.waiting_us();
+            let at = self.micros_at(now());
+            self.wait_started_us.store(at.max(1), Relaxed);
+        } else if started != 0 {
+            let waited = self.micros_at(now()).saturating_sub(started);
             self.max_wait_us.fetch_max(waited, Relaxed);
             self.wait_started_us.store(0, Relaxed);
         }
         self.state.store(state as u8, Relaxed);
+    }
+
+    /// µs from `since` to `at`.
+    fn micros_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.since).as_micros() as u64
     }
 
     /// The longest the client has waited for a server, in µs (including a wait in progress).
@@ -79,7 +86,7 @@ impl ClientInfo {
     pub fn waiting_us(&self) -> u64 {
         match self.wait_started_us.load(Relaxed) {
             0 => 0,
-            start => (self.since.elapsed().as_micros() as u64).saturating_sub(start),
+            start => self.micros_at(Instant::now()).saturating_sub(start),
         }
     }
 }
