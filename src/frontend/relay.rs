@@ -121,9 +121,36 @@ struct Client<'a> {
     command_statements: HashMap<String, String>,
     held_begin: Option<HeldBegin>,
     /// Admin KILL of the client's pool.
-    kills: tokio::sync::watch::Receiver<u64>,
+    kills: Signal,
+    /// A graceful shutdown began.
+    shutdown: Signal,
     /// Read-your-writes: the primary's WAL position after the client's last write.
     min_lsn: u64,
+}
+
+/// The next change of a watch channel (or its sender going away), waited for across
+/// many waits: it registers with the channel once per client, not once per request.
+/// Once fired it stays fired (a KILL or a shutdown ends the client).
+struct Signal(Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl Signal {
+    fn new<T: Send + Sync + 'static>(mut rx: tokio::sync::watch::Receiver<T>) -> Signal {
+        Signal(Some(Box::pin(async move {
+            let _ = rx.changed().await;
+        })))
+    }
+
+    async fn fired(&mut self) {
+        std::future::poll_fn(|cx| match &mut self.0 {
+            None => Poll::Ready(()),
+            Some(wait) => {
+                std::task::ready!(wait.as_mut().poll(cx));
+                self.0 = None;
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
 }
 
 /// How a pool's named statements are handled.
@@ -148,6 +175,7 @@ pub fn run<'a>(
         .pools()
         .get(&session.database, &session.user)
         .map_or_else(|| tokio::sync::watch::channel(0).1, |p| p.kills());
+    let shutdown = Signal::new(app.shutdown_started());
     let client = Box::new(Client {
         stream,
         session,
@@ -163,7 +191,8 @@ pub fn run<'a>(
         command_statements: HashMap::new(),
         held_begin: None,
         min_lsn: 0,
-        kills,
+        kills: Signal::new(kills),
+        shutdown,
     });
     client.serve_all()
 }
@@ -379,12 +408,10 @@ impl Client<'_> {
             Some(s) => s.health.bans(),
             None => tokio::sync::watch::channel(0).1,
         };
-        // Waiting for a KILL or a ban registers with their channels once per relay, not
-        // once per round of the loop.
-        let mut kills = self.kills.clone();
-        let killed = kills.changed();
+        // Waiting for a ban registers with the channel once per relay, not once per
+        // round of the loop.
         let banned = bans.changed();
-        tokio::pin!(killed, banned);
+        tokio::pin!(banned);
         if let Some(end) = self.forward_client(server, flow, server_scan).await {
             return end;
         }
@@ -430,7 +457,7 @@ impl Client<'_> {
                         }
                     }
                 },
-                _ = &mut killed => return End::Fatal(killed_error_pg()),
+                () = self.kills.fired() => return End::Fatal(killed_error_pg()),
                 _ = &mut banned => {
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
@@ -863,15 +890,14 @@ impl Client<'_> {
 
     /// Waits, holding no read buffer, for an idle client's next bytes; `false` when it left.
     async fn wait_for_request(&mut self) -> Result<bool, ClientError> {
-        let mut shutdown = self.app.shutdown_started();
         if self.app.shutting_down() && self.held_begin.is_none() {
             return Err(shutdown_error());
         }
         self.buf = BytesMut::new();
         let read = tokio::select! {
             r = self.stream.wait_and_read(&mut self.buf) => r?,
-            _ = shutdown.changed(), if self.held_begin.is_none() => return Err(shutdown_error()),
-            _ = self.kills.changed() => return Err(killed_error()),
+            () = self.shutdown.fired(), if self.held_begin.is_none() => return Err(shutdown_error()),
+            () = self.kills.fired() => return Err(killed_error()),
         };
         Ok(read > 0)
     }
@@ -1065,7 +1091,7 @@ impl Client<'_> {
         if let Some(new) = pools.get(&self.session.database, &self.session.user) {
             self.session.pool = new.clone();
             self.mode = statement_mode(new);
-            self.kills = new.kills();
+            self.kills = Signal::new(new.kills());
         }
     }
 
