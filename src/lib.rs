@@ -14,5 +14,6 @@ pub mod frontend;
 pub mod localpg;
 pub mod net;
 pub mod pool;
+pub mod signal;
 pub mod stats;
 pub mod wire;

@@ -31,6 +31,7 @@ use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{Server, UserPool};
+use crate::signal::Signal;
 use crate::stats::{ClientState, ServerState};
 use crate::wire::messages::{self, PgError, Severity};
 use crate::wire::Scanner;
@@ -126,31 +127,6 @@ struct Client<'a> {
     shutdown: Signal,
     /// Read-your-writes: the primary's WAL position after the client's last write.
     min_lsn: u64,
-}
-
-/// The next change of a watch channel (or its sender going away), waited for across
-/// many waits: it registers with the channel once per client, not once per request.
-/// Once fired it stays fired (a KILL or a shutdown ends the client).
-struct Signal(Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
-
-impl Signal {
-    fn new<T: Send + Sync + 'static>(mut rx: tokio::sync::watch::Receiver<T>) -> Signal {
-        Signal(Some(Box::pin(async move {
-            let _ = rx.changed().await;
-        })))
-    }
-
-    async fn fired(&mut self) {
-        std::future::poll_fn(|cx| match &mut self.0 {
-            None => Poll::Ready(()),
-            Some(wait) => {
-                std::task::ready!(wait.as_mut().poll(cx));
-                self.0 = None;
-                Poll::Ready(())
-            }
-        })
-        .await
-    }
 }
 
 /// How a pool's named statements are handled.
@@ -395,23 +371,40 @@ async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
 }
 
 impl Client<'_> {
-    /// Relays between the client and `server` until one of the ends in [`End`].
+    /// Relays between the client and `server` until one of the ends in [`End`]. A ban of
+    /// the server's address during the relay ends it too.
     async fn relay(
         &mut self,
         server: &mut ServerConn,
         flow: &mut Flow,
         server_scan: &mut Scanner,
     ) -> End {
+        // The connection's ban signal, held here while the loop borrows the connection.
+        // One that fired while the connection was idle in the pool is about an earlier
+        // ban: armed afresh.
+        let mut banned = match server.stats.as_mut() {
+            Some(s) if s.banned.has_fired() => Signal::new(s.health.bans()),
+            Some(s) => std::mem::take(&mut s.banned),
+            None => Signal::never(),
+        };
+        let end = self
+            .relay_until(server, flow, server_scan, &mut banned)
+            .await;
+        if let Some(s) = server.stats.as_mut() {
+            s.banned = banned;
+        }
+        end
+    }
+
+    async fn relay_until(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+        banned: &mut Signal,
+    ) -> End {
         let mode = self.session.pool.mode;
         let idle_in_transaction = self.app.config().general.idle_client_in_transaction_timeout;
-        let mut bans = match &server.stats {
-            Some(s) => s.health.bans(),
-            None => tokio::sync::watch::channel(0).1,
-        };
-        // Waiting for a ban registers with the channel once per relay, not once per
-        // round of the loop.
-        let banned = bans.changed();
-        tokio::pin!(banned);
         if let Some(end) = self.forward_client(server, flow, server_scan).await {
             return end;
         }
@@ -458,7 +451,7 @@ impl Client<'_> {
                     }
                 },
                 () = self.kills.fired() => return End::Fatal(killed_error_pg()),
-                _ = &mut banned => {
+                () = banned.fired() => {
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
                     let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();

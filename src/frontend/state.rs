@@ -6,6 +6,9 @@
 //! check runs first so ordinary queries never reach sqlparser, and results are cached by
 //! query text.
 
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use pgcat_parser::{Analysis, AnalysisCache, SessionEffects};
 
 use super::route::text;
@@ -30,39 +33,20 @@ const HINTS: [&str; 12] = [
     "authorization",
 ];
 
-/// The hints' first two letters as a bit set over pairs of 5-bit letter codes (`a` and
-/// `A` both 1): one lookup per position rejects almost every position of a query. Other
-/// bytes alias letters (`3` is `s`) and are sorted out by the full comparison.
-const FIRST_PAIRS: [u64; 16] = {
-    let mut set = [0u64; 16];
-    let mut i = 0;
-    while i < HINTS.len() {
-        let hint = HINTS[i].as_bytes();
-        let pair = pair_code(hint[0], hint[1]);
-        set[pair / 64] |= 1 << (pair % 64);
-        i += 1;
-    }
-    set
-};
-
-const fn pair_code(first: u8, second: u8) -> usize {
-    ((first & 0x1f) as usize) << 5 | (second & 0x1f) as usize
-}
+/// The hints as one case-insensitive automaton: a single pass over the query, one table
+/// step per byte.
+static HINT_SEARCH: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(HINTS)
+        .expect("fixed ASCII patterns")
+});
 
 /// Cheap pre-check on a query's bytes: false means the text cannot leave session state.
 /// Any of the hints anywhere (case-insensitive) sends it to the parser.
 pub fn may_change_session(sql: &[u8]) -> bool {
-    sql.windows(2).enumerate().any(|(i, pair)| {
-        let code = pair_code(pair[0], pair[1]);
-        FIRST_PAIRS[code / 64] & (1 << (code % 64)) != 0
-            && HINTS.iter().any(|hint| {
-                let hint = hint.as_bytes();
-                hint[..2].eq_ignore_ascii_case(pair)
-                    && sql[i..]
-                        .get(..hint.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(hint))
-            })
-    })
+    HINT_SEARCH.is_match(sql)
 }
 
 /// Classification results, by query text.

@@ -69,9 +69,10 @@ impl Stream {
     /// grown once data is there: an idle plain client holds no read buffer. (A TLS client
     /// is read directly; rustls may hold decrypted bytes the socket no longer shows.)
     pub async fn wait_and_read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        // poll_read_ready keeps the waker in the socket's reader slot (no waiter list).
         match self {
-            Stream::Tcp(s) => s.readable().await?,
-            Stream::Unix(s) => s.readable().await?,
+            Stream::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?,
+            Stream::Unix(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?,
             _ => {}
         }
         if buf.capacity() - buf.len() < 4096 {

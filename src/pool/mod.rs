@@ -158,6 +158,16 @@ impl AuthQuery {
     }
 }
 
+/// `pool`'s timeouts for a checkout that does not wait: tried first, so no timer is armed
+/// when a connection is free (waiting clients still come first: a free permit means
+/// nobody waits).
+fn no_wait(pool: &ServerPool) -> Timeouts {
+    Timeouts {
+        wait: Some(std::time::Duration::ZERO),
+        ..pool.timeouts()
+    }
+}
+
 /// Server names of statements a server of the pool has prepared without error. A client
 /// that only prepares a known statement (Parse + Sync, as libpq's PQprepare does) is
 /// answered without taking a server: a client that holds one and blocks on a prepare
@@ -466,8 +476,7 @@ impl UserPool {
     ) -> (Vec<&Address>, Option<&Address>) {
         let servers = &self.shards[shard];
         let primary = self.primary(shard);
-        // A shard with only its primary serves everything there (no balancing to do).
-        if role == Some(RouteRole::Primary) || servers.len() == 1 {
+        if role == Some(RouteRole::Primary) {
             return (vec![primary], None);
         }
         let primary_lsn = primary.health.lsn();
@@ -534,20 +543,15 @@ impl UserPool {
             }
             None => self.default_shard_index(),
         };
-        let (candidates, fallback) = self.candidates(shard, route.role, min_lsn);
-        // First without waiting (no timer armed when a connection is free; waiting clients
-        // still come first, as a free permit means nobody waits).
-        let no_wait = Timeouts {
-            wait: Some(std::time::Duration::ZERO),
-            ..candidates[0].pool.timeouts()
+        let (candidates, fallback) = match self.shards[shard].as_slice() {
+            // One server: nothing to choose (and no list to build).
+            [only] => return self.take_from(only).await,
+            _ => self.candidates(shard, route.role, min_lsn),
         };
         if let ([only], None) = (candidates.as_slice(), fallback) {
-            return match only.pool.timeout_get(&no_wait).await {
-                Err(PoolError::Timeout(TimeoutType::Wait)) => only.pool.get().await,
-                got => got,
-            }
-            .map_err(|e| self.checkout_error(only, e));
+            return self.take_from(only).await;
         }
+        let no_wait = no_wait(&candidates[0].pool);
         let mut last_error = None;
         for address in &candidates {
             match address.pool.timeout_get(&no_wait).await {
@@ -574,6 +578,15 @@ impl UserPool {
                 .map_err(|e| self.checkout_error(primary, e));
         }
         Err(last_error.unwrap_or_else(|| PgError::error("08006", "no server could be reached")))
+    }
+
+    /// A connection to `address`, waiting for one (up to `connect_timeout`) if none is free.
+    async fn take_from(&self, address: &Address) -> Result<Server, PgError> {
+        match address.pool.timeout_get(&no_wait(&address.pool)).await {
+            Err(PoolError::Timeout(TimeoutType::Wait)) => address.pool.get().await,
+            got => got,
+        }
+        .map_err(|e| self.checkout_error(address, e))
     }
 
     fn checkout_error(
