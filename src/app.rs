@@ -169,6 +169,8 @@ impl App {
     /// closed, transactions in progress may finish.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        self.registry
+            .interrupt(stats::Interrupt::SHUTDOWN, |_| true);
     }
 
     pub fn shutting_down(&self) -> bool {

@@ -14,6 +14,5 @@ pub mod frontend;
 pub mod localpg;
 pub mod net;
 pub mod pool;
-pub mod signal;
 pub mod stats;
 pub mod wire;

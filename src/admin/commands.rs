@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::{show, Flavor};
 use crate::app::App;
+use crate::stats::Interrupt;
 use crate::wire::messages::PgError;
 
 /// Runs one admin statement, appending its replies (not ReadyForQuery) to `out`.
@@ -34,8 +35,11 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
                 Err(PgError::error("42601", "KILL needs a database").with_hint("KILL mydb"))
             } else {
                 targets(app, &arg)
-                    .map(|pools| pools.iter().for_each(|p| p.kill()))
-                    .and_then(|_| reconnect(app, &arg, "KILL"))
+                    .map(|pools| {
+                        app.registry
+                            .interrupt(Interrupt::KILLED, |c| pools.iter().any(|p| p.serves(c)))
+                    })
+                    .and_then(|()| reconnect(app, &arg, "KILL"))
             }
         }
         "BAN" => ban(app, &words[1..]),

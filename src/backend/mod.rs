@@ -136,9 +136,6 @@ pub struct ServerStats {
     pub counters: Arc<crate::stats::Counters>,
     pub info: Arc<crate::stats::ServerInfo>,
     pub health: Arc<crate::pool::health::Health>,
-    /// The address being banned: registered once per connection, re-armed by a relay
-    /// that finds it fired while the connection sat in the pool.
-    pub banned: crate::signal::Signal,
 }
 
 impl ServerConn {

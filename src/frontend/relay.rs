@@ -31,8 +31,7 @@ use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{Server, UserPool};
-use crate::signal::Signal;
-use crate::stats::{ClientState, ServerState};
+use crate::stats::{ClientState, Interrupt, ServerState};
 use crate::wire::messages::{self, PgError, Severity};
 use crate::wire::Scanner;
 
@@ -121,10 +120,6 @@ struct Client<'a> {
     /// the pooler whenever they are bound.
     command_statements: HashMap<String, String>,
     held_begin: Option<HeldBegin>,
-    /// Admin KILL of the client's pool.
-    kills: Signal,
-    /// A graceful shutdown began.
-    shutdown: Signal,
     /// Read-your-writes: the primary's WAL position after the client's last write.
     min_lsn: u64,
 }
@@ -147,11 +142,6 @@ pub fn run<'a>(
     span: &'a tracing::Span,
 ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
     let mode = statement_mode(&session.pool);
-    let kills = app
-        .pools()
-        .get(&session.database, &session.user)
-        .map_or_else(|| tokio::sync::watch::channel(0).1, |p| p.kills());
-    let shutdown = Signal::new(app.shutdown_started());
     let client = Box::new(Client {
         stream,
         session,
@@ -167,8 +157,6 @@ pub fn run<'a>(
         command_statements: HashMap::new(),
         held_begin: None,
         min_lsn: 0,
-        kills: Signal::new(kills),
-        shutdown,
     });
     client.serve_all()
 }
@@ -379,20 +367,11 @@ impl Client<'_> {
         flow: &mut Flow,
         server_scan: &mut Scanner,
     ) -> End {
-        // The connection's ban signal, held here while the loop borrows the connection.
-        // One that fired while the connection was idle in the pool is about an earlier
-        // ban: armed afresh.
-        let mut banned = match server.stats.as_mut() {
-            Some(s) if s.banned.has_fired() => Signal::new(s.health.bans()),
-            Some(s) => std::mem::take(&mut s.banned),
-            None => Signal::never(),
-        };
-        let end = self
-            .relay_until(server, flow, server_scan, &mut banned)
-            .await;
-        if let Some(s) = server.stats.as_mut() {
-            s.banned = banned;
-        }
+        // A ban of the address raises BANNED on the clients relaying there.
+        let address = server.stats.as_ref().map_or(0, |s| s.health.id);
+        self.session.info.interrupt.relay_to(address);
+        let end = self.relay_until(server, flow, server_scan).await;
+        self.session.info.interrupt.relay_to(0);
         end
     }
 
@@ -401,7 +380,6 @@ impl Client<'_> {
         server: &mut ServerConn,
         flow: &mut Flow,
         server_scan: &mut Scanner,
-        banned: &mut Signal,
     ) -> End {
         let mode = self.session.pool.mode;
         let idle_in_transaction = self.app.config().general.idle_client_in_transaction_timeout;
@@ -450,8 +428,10 @@ impl Client<'_> {
                         }
                     }
                 },
-                () = self.kills.fired() => return End::Fatal(killed_error_pg()),
-                () = banned.fired() => {
+                raised = self.session.info.interrupt.wait(Interrupt::KILLED | Interrupt::BANNED) => {
+                    if raised & Interrupt::KILLED != 0 {
+                        return End::Fatal(killed_error_pg());
+                    }
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
                     let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();
@@ -887,10 +867,16 @@ impl Client<'_> {
             return Err(shutdown_error());
         }
         self.buf = BytesMut::new();
+        // Shutdown waits for a held BEGIN's transaction to end.
+        let wanted = match self.held_begin {
+            None => Interrupt::KILLED | Interrupt::SHUTDOWN,
+            Some(_) => Interrupt::KILLED,
+        };
         let read = tokio::select! {
             r = self.stream.wait_and_read(&mut self.buf) => r?,
-            () = self.shutdown.fired(), if self.held_begin.is_none() => return Err(shutdown_error()),
-            () = self.kills.fired() => return Err(killed_error()),
+            raised = self.session.info.interrupt.wait(wanted) => {
+                return Err(if raised & Interrupt::KILLED != 0 { killed_error() } else { shutdown_error() })
+            }
         };
         Ok(read > 0)
     }
@@ -1084,7 +1070,6 @@ impl Client<'_> {
         if let Some(new) = pools.get(&self.session.database, &self.session.user) {
             self.session.pool = new.clone();
             self.mode = statement_mode(new);
-            self.kills = Signal::new(new.kills());
         }
     }
 

@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
-
 use crate::backend::{self, ServerTarget, TcpSettings};
+use crate::stats::{Interrupt, Registry};
 
 /// What the background check learned about a server's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +35,14 @@ pub struct Health {
     seen: AtomicU8,
     /// Last WAL position seen: current on a primary, replayed on a standby.
     lsn: AtomicU64,
-    /// Bumped at every ban: wakes the tasks relaying on this address.
-    bans: watch::Sender<u64>,
+    /// Identifies the address to the clients relaying to it (never 0).
+    pub id: u64,
+    /// Where those clients are found when the address is banned.
+    registry: Weak<Registry>,
 }
+
+/// Health record ids (0 means no address).
+static HEALTH_IDS: AtomicU64 = AtomicU64::new(1);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -47,7 +51,7 @@ fn now_ms() -> u64 {
 }
 
 impl Health {
-    fn new(addr: &str) -> Health {
+    fn new(addr: &str, registry: Weak<Registry>) -> Health {
         Health {
             addr: addr.to_string(),
             banned_until: AtomicU64::new(0),
@@ -56,7 +60,8 @@ impl Health {
             reason: Mutex::new(String::new()),
             seen: AtomicU8::new(0),
             lsn: AtomicU64::new(0),
-            bans: watch::channel(0).0,
+            id: HEALTH_IDS.fetch_add(1, Relaxed),
+            registry,
         }
     }
 
@@ -75,7 +80,10 @@ impl Health {
         }
         self.manual.store(manual, Relaxed);
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
-        self.bans.send_modify(|g| *g += 1);
+        // Whatever is in flight there fails now rather than hang.
+        if let Some(registry) = self.registry.upgrade() {
+            registry.interrupt(Interrupt::BANNED, |c| c.interrupt.relaying_to() == self.id);
+        }
         if !was_banned {
             tracing::warn!(server = %self.addr, secs, %reason, "server banned");
         }
@@ -111,11 +119,6 @@ impl Health {
         })
     }
 
-    /// Wakes when the address is banned.
-    pub fn bans(&self) -> watch::Receiver<u64> {
-        self.bans.subscribe()
-    }
-
     pub fn seen(&self) -> Seen {
         match self.seen.load(Relaxed) {
             1 => Seen::Primary,
@@ -147,13 +150,18 @@ pub struct HealthMap {
 
 impl HealthMap {
     /// The health record of `target`'s address, starting its background check on first use.
-    pub fn get(&self, target: &ServerTarget, settings: CheckSettings) -> Arc<Health> {
+    pub fn get(
+        &self,
+        target: &ServerTarget,
+        settings: CheckSettings,
+        registry: &Arc<Registry>,
+    ) -> Arc<Health> {
         let addr = target.addr();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = map.get(&addr) {
             return h.clone();
         }
-        let health = Arc::new(Health::new(&addr));
+        let health = Arc::new(Health::new(&addr, Arc::downgrade(registry)));
         map.insert(addr, health.clone());
         tokio::spawn(check_loop(
             Arc::downgrade(&health),
@@ -251,6 +259,7 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::ClientInfo;
 
     #[test]
     fn lsn_text_becomes_a_byte_position() {
@@ -259,14 +268,27 @@ mod tests {
         assert_eq!(parse_lsn("zz"), None);
     }
 
-    #[tokio::test]
-    async fn bans_expire_and_wake_watchers() {
-        let h = Health::new("x:1");
-        let rx = h.bans();
+    #[test]
+    fn bans_expire_and_interrupt_the_clients_relaying_there() {
+        let registry = Arc::new(Registry::default());
+        let h = Health::new("x:1", Arc::downgrade(&registry));
+        let there = registry.client("db", "u", "app", "peer");
+        let elsewhere = registry.client("db", "u", "app", "peer");
+        there.interrupt.relay_to(h.id);
+        elsewhere.interrupt.relay_to(h.id + 1);
+        let raised = |c: &ClientInfo| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            c.interrupt.poll(&mut cx, Interrupt::BANNED).is_ready()
+        };
         assert!(!h.is_banned());
+        assert!(!raised(&there));
         h.ban(60, "test", true);
         assert!(h.is_banned());
-        assert!(rx.has_changed().unwrap_or(false));
+        assert!(raised(&there));
+        assert!(!raised(&elsewhere));
+        // Relaying somewhere new clears the earlier ban.
+        there.interrupt.relay_to(h.id + 1);
+        assert!(!raised(&there));
         let (reason, _, secs, left) = h.ban_info().unwrap();
         assert_eq!((reason.as_str(), secs), ("test", 60));
         assert!((59..=60).contains(&left));

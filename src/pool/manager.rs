@@ -41,7 +41,6 @@ impl managed::Manager for Manager {
         conn.stats = Some(ServerStats {
             counters: self.counters.clone(),
             health: self.health.clone(),
-            banned: crate::signal::Signal::new(self.health.bans()),
             info: self
                 .registry
                 .server(&self.pool_name, &self.target.user, &self.target.addr()),

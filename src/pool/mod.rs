@@ -128,8 +128,6 @@ pub struct UserPool {
     pub retired: AtomicBool,
     /// PAUSE: checkouts wait while this is true.
     paused: tokio::sync::watch::Sender<bool>,
-    /// Bumped by admin KILL: every client of the pool is disconnected.
-    kills: tokio::sync::watch::Sender<u64>,
 }
 
 /// How old an auth_query result must be before a failed login fetches it again.
@@ -282,7 +280,7 @@ impl UserPool {
                     (Some(aq), None) => aq.login_at(&target.host, target.port, &target.database),
                     _ => target.clone(),
                 };
-                let health = healths.get(&check_target, check);
+                let health = healths.get(&check_target, check, registry);
                 let counters = Arc::new(Counters::default());
                 let manager = Manager {
                     target,
@@ -358,7 +356,6 @@ impl UserPool {
             source: Source::new(general, pool, user),
             retired: AtomicBool::new(false),
             paused: tokio::sync::watch::channel(false).0,
-            kills: tokio::sync::watch::channel(0).0,
         };
         maintain::spawn(
             &up,
@@ -626,14 +623,10 @@ impl UserPool {
         }
     }
 
-    /// Admin KILL: disconnects every client of the pool (they are told why).
-    pub fn kill(&self) {
-        self.kills.send_modify(|k| *k += 1);
-    }
-
-    /// Wakes when the pool's clients are to be disconnected.
-    pub fn kills(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.kills.subscribe()
+    /// Whether `client` logged in to this pool (by name: it stays a client of the pool's
+    /// successor after a reload).
+    pub fn serves(&self, client: &crate::stats::ClientInfo) -> bool {
+        client.database == self.pool_name && client.user == self.username
     }
 
     /// PAUSE (true) or RESUME (false) this pool's checkouts.

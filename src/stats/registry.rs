@@ -4,8 +4,12 @@
 //! login/logout and connect/close, never on the per-query path.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicU8,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
 /// What a client is doing.
@@ -46,7 +50,76 @@ pub struct ClientInfo {
     pub xact_count: AtomicU64,
     pub query_count: AtomicU64,
     pub error_count: AtomicU64,
+    /// What the pooler tells the client's task from outside (KILL, shutdown, a ban).
+    pub interrupt: Interrupt,
     registry: Weak<Registry>,
+}
+
+/// Events raised on a client's task from outside: a flag word and the task's waker. The
+/// task checks it at every wait for its sockets, which costs an atomic load and a lock
+/// that only it takes, rather than a registration with a shared channel.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    raised: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+    /// The address (health record id) the client is relaying to, 0 when none.
+    relaying_to: AtomicU64,
+}
+
+impl Interrupt {
+    /// Admin KILL of the client's pool.
+    pub const KILLED: u8 = 1;
+    /// A graceful shutdown began.
+    pub const SHUTDOWN: u8 = 2;
+    /// The address the client is relaying to was banned.
+    pub const BANNED: u8 = 4;
+
+    fn waker(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn raise(&self, event: u8) {
+        self.raised.fetch_or(event, SeqCst);
+        if let Some(waker) = self.waker().take() {
+            waker.wake();
+        }
+    }
+
+    /// Ready with the raised events among `wanted`; otherwise the task is woken when one
+    /// is raised.
+    pub fn poll(&self, cx: &mut Context<'_>, wanted: u8) -> Poll<u8> {
+        let raised = self.raised.load(SeqCst) & wanted;
+        if raised != 0 {
+            return Poll::Ready(raised);
+        }
+        {
+            let mut waker = self.waker();
+            match &mut *waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        match self.raised.load(SeqCst) & wanted {
+            0 => Poll::Pending,
+            raised => Poll::Ready(raised),
+        }
+    }
+
+    /// Resolves with the raised events among `wanted`.
+    pub async fn wait(&self, wanted: u8) -> u8 {
+        std::future::poll_fn(|cx| self.poll(cx, wanted)).await
+    }
+
+    /// The client now relays to address `address` (a health record id; 0: none). A ban
+    /// raised for an earlier address no longer applies.
+    pub fn relay_to(&self, address: u64) {
+        self.raised.fetch_and(!Self::BANNED, SeqCst);
+        self.relaying_to.store(address, SeqCst);
+    }
+
+    pub fn relaying_to(&self) -> u64 {
+        self.relaying_to.load(SeqCst)
+    }
 }
 
 impl ClientInfo {
@@ -178,6 +251,7 @@ impl Registry {
             xact_count: AtomicU64::new(0),
             query_count: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
+            interrupt: Interrupt::default(),
             registry: Arc::downgrade(self),
         });
         self.lock_clients().insert(id, Arc::downgrade(&info));
@@ -203,6 +277,16 @@ impl Registry {
         });
         self.lock_servers().insert(id, Arc::downgrade(&info));
         info
+    }
+
+    /// Raises `event` on every client `which` selects.
+    pub fn interrupt(&self, event: u8, which: impl Fn(&ClientInfo) -> bool) {
+        // Collected first: a record dropped here removes itself under the same lock.
+        for client in self.clients() {
+            if which(&client) {
+                client.interrupt.raise(event);
+            }
+        }
     }
 
     pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
