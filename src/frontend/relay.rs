@@ -558,6 +558,11 @@ impl Client<'_> {
                             }
                         }
                     }
+                    if mode == Mode::Rewrite && replacement.capacity() == 0 {
+                        // Room for a rewritten message in one allocation, not a chain of
+                        // reallocations as its fields are appended.
+                        replacement.reserve(body.len() + 128);
+                    }
                     match statements.on_message(
                         mode,
                         tag,
@@ -568,6 +573,9 @@ impl Client<'_> {
                     ) {
                         Ok(Outcome::Keep) => {}
                         Ok(Outcome::Replaced) => {
+                            if out.capacity() == 0 {
+                                out.reserve(buf.len() + 256);
+                            }
                             out.extend_from_slice(&buf[copied..start]);
                             out.extend_from_slice(&replacement);
                             replacement.clear();
@@ -866,7 +874,7 @@ impl Client<'_> {
         if self.app.shutting_down() && self.held_begin.is_none() {
             return Err(shutdown_error());
         }
-        self.buf = BytesMut::new();
+        crate::net::give_back_read_buffer(std::mem::take(&mut self.buf));
         // Shutdown waits for a held BEGIN's transaction to end.
         let wanted = match self.held_begin {
             None => Interrupt::KILLED | Interrupt::SHUTDOWN,

@@ -93,7 +93,7 @@ pub fn first_request<'a>(
 
 /// The text of a query string (up to its NUL); invalid UTF-8 routes like unparsable SQL.
 pub fn text(body: &[u8]) -> &str {
-    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    let end = memchr::memchr(0, body).unwrap_or(body.len());
     std::str::from_utf8(&body[..end]).unwrap_or("\u{FFFD}")
 }
 

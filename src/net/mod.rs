@@ -13,6 +13,38 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+/// The size of a busy client's read buffer.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Read buffers clients gave back when they went idle, kept for the next busy client
+/// (per thread, at most `SPARE_BUFFERS`): a transaction does not allocate and free one.
+const SPARE_BUFFERS: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A read buffer of at least `READ_BUFFER` bytes, a spare one if there is one.
+fn spare_read_buffer() -> BytesMut {
+    SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
+}
+
+/// Takes an idle client's empty read buffer back for the next busy client (one that grew
+/// for a large message is freed instead).
+pub fn give_back_read_buffer(mut buf: BytesMut) {
+    // try_reclaim: the space of consumed bytes becomes usable again (no copy, it is empty).
+    if buf.is_empty() && buf.try_reclaim(READ_BUFFER) && buf.capacity() <= 2 * READ_BUFFER {
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
 /// A connection, plain or TLS.
 pub enum Stream {
     Tcp(TcpStream),
@@ -66,8 +98,9 @@ impl Stream {
     }
 
     /// Waits until the peer sends something, then reads it into `buf`, which is only
-    /// grown once data is there: an idle plain client holds no read buffer. (A TLS client
-    /// is read directly; rustls may hold decrypted bytes the socket no longer shows.)
+    /// given memory once data is there (a spare read buffer, see [`spare_read_buffer`]):
+    /// an idle plain client holds no read buffer. (A TLS client is read directly; rustls
+    /// may hold decrypted bytes the socket no longer shows.)
     pub async fn wait_and_read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         // poll_read_ready keeps the waker in the socket's reader slot (no waiter list).
         match self {
@@ -75,8 +108,11 @@ impl Stream {
             Stream::Unix(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?,
             _ => {}
         }
+        if buf.capacity() == 0 {
+            *buf = spare_read_buffer();
+        }
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+            buf.reserve(READ_BUFFER);
         }
         self.read_buf(buf).await
     }

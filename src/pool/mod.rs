@@ -559,7 +559,7 @@ impl UserPool {
         }
         let mut busy = false;
         for address in &candidates {
-            match address.pool.get().await {
+            match Box::pin(address.pool.get()).await {
                 Ok(server) => return Ok(server),
                 Err(PoolError::Timeout(TimeoutType::Wait)) => busy = true,
                 Err(e) => last_error = Some(self.checkout_error(address, e)),
@@ -568,9 +568,7 @@ impl UserPool {
         // The replicas failed (not merely busy): the primary serves the read.
         if let (Some(primary), false) = (fallback, busy) {
             tracing::info!(pool = %self.pool_name, shard, "no replica could be reached: reading from the primary");
-            return primary
-                .pool
-                .get()
+            return Box::pin(primary.pool.get())
                 .await
                 .map_err(|e| self.checkout_error(primary, e));
         }
@@ -580,7 +578,8 @@ impl UserPool {
     /// A connection to `address`, waiting for one (up to `connect_timeout`) if none is free.
     async fn take_from(&self, address: &Address) -> Result<Server, PgError> {
         match address.pool.timeout_get(&no_wait(&address.pool)).await {
-            Err(PoolError::Timeout(TimeoutType::Wait)) => address.pool.get().await,
+            // Waiting is the slow path: boxed, so the request future stays small.
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Box::pin(address.pool.get()).await,
             got => got,
         }
         .map_err(|e| self.checkout_error(address, e))
