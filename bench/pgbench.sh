@@ -35,7 +35,7 @@
 #      on PostgreSQL directly (what pgbench does by itself), so the pooler only sees the workload.
 #      Per run: TPS and average latency (pgbench's output), pooler CPU seconds per 10k
 #      transactions (utime+stime of the pooler process from /proc/<pid>/stat before and after,
-#      in CLK_TCK ticks), peak RSS of the pooler during the run (VmHWM from /proc/<pid>/status,
+#      in CLK_TCK ticks; utime alone in the next column: the rest is the kernel's), peak RSS of the pooler during the run (VmHWM from /proc/<pid>/status,
 #      reset before each run by writing 5 to /proc/<pid>/clear_refs).
 #      Shared machines: before each run the script waits (at most $QUIET_WAIT s) until other
 #      processes use less than $QUIET_PCT % of the cores; during the run it measures the CPU
@@ -44,6 +44,14 @@
 #      the last attempt is kept and the report says how many kept runs were disturbed).
 #   6. prints a markdown table (medians over the rounds, each column its own median) with ratios
 #      to PgBouncer, the idle-client memory, and the issue's targets with met/missed.
+#
+# CALLGRIND=1 bench/pgbench.sh measures instead the pooler's own instructions per transaction,
+# which a shared machine does not disturb: after steps 1-2 it runs each pgcat target (default:
+# pgcat) under `valgrind --tool=callgrind` once per workload (default: select extended
+# prepared), warms it up with 300 transactions per client, zeroes the counters, runs `pgbench
+# -t $CG_TX` (500 per client), dumps the counters and prints instructions per transaction (the
+# pooler's user space; what the kernel spends is not counted). Needs valgrind
+# (`apt-get install valgrind`).
 #
 # Environment: SCALE (10), DURATION (15 s), ROUNDS (3), CLIENTS (16), IDLE_CLIENTS (2000),
 #   WORKLOADS (space-separated subset of the names above, default all), TARGETS (subset of
@@ -67,8 +75,15 @@ ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-16}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 WARMUP=${WARMUP:-5}
-WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
-TARGETS=${TARGETS:-"direct pgbouncer pgcat pgcat+parser"}
+CALLGRIND=${CALLGRIND:-}
+CG_TX=${CG_TX:-500}
+if [ -n "$CALLGRIND" ]; then
+    WORKLOADS=${WORKLOADS:-"select extended prepared"}
+    TARGETS=${TARGETS:-"pgcat"}
+else
+    WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
+    TARGETS=${TARGETS:-"direct pgbouncer pgcat pgcat+parser"}
+fi
 PGCAT_WORKERS=${PGCAT_WORKERS:-1}
 POOL_SIZE=20
 BIG_CLIENTS=200
@@ -293,27 +308,32 @@ start_pgcat() { # $1 target, $2 extra pool keys
     local t=$1 f="$WORK/${1/+/-}.toml"
     pgcat_config "$t" "$2" >"$f"
     "$PGCAT_BIN" --check "$f" >"$WORK/${t/+/-}.check" 2>&1 || { cat "$WORK/${t/+/-}.check" >&2; die "$t: config rejected"; }
-    "$PGCAT_BIN" "$f" >"$WORK/${t/+/-}.log" 2>&1 &
+    "${PGCAT_WRAP[@]}" "$PGCAT_BIN" "$f" >"$WORK/${t/+/-}.log" 2>&1 &
     POOLER_PID[$t]=$!
     log "$t on port ${PORT[$t]} (pid ${POOLER_PID[$t]})"
 }
+PGCAT_WRAP=()   # a command the pooler runs under (CALLGRIND=1: valgrind)
 PARSER_KEYS=$'query_parser_enabled = true\nquery_parser_read_write_splitting = true\nprimary_reads_enabled = true'
 
-# Start every pooler target and wait (bounded: 30 s each) until each target answers a query.
+# Wait (bounded: 30 s) until target $1 answers a query.
+wait_answers() {
+    local t=$1 i
+    for ((i = 0; i < 60; i++)); do
+        if [ -n "${POOLER_PID[$t]:-}" ] && ! kill -0 "${POOLER_PID[$t]}" 2>/dev/null; then break; fi
+        if timeout 5 psql -X -qAt -h 127.0.0.1 -p "${PORT[$t]}" -U bench -d bench -c 'SELECT 1' >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    tail -20 "$WORK/${t/+/-}.log" >&2 2>/dev/null || true
+    die "$t does not answer on port ${PORT[$t]}"
+}
+
+# Start every pooler target and wait until each answers a query.
 start_poolers() {
-    local t ok i
+    local t
     has_target pgbouncer && start_pgbouncer
     has_target pgcat && start_pgcat pgcat ""
     has_target pgcat+parser && start_pgcat pgcat+parser "$PARSER_KEYS"
-    for t in "${ACTIVE[@]}"; do
-        ok=0
-        for ((i = 0; i < 60; i++)); do
-            if [ -n "${POOLER_PID[$t]:-}" ] && ! kill -0 "${POOLER_PID[$t]}" 2>/dev/null; then break; fi
-            if timeout 5 psql -X -qAt -h 127.0.0.1 -p "${PORT[$t]}" -U bench -d bench -c 'SELECT 1' >/dev/null 2>&1; then ok=1; break; fi
-            sleep 0.5
-        done
-        [ "$ok" = 1 ] || { tail -20 "$WORK/${t/+/-}.log" >&2 2>/dev/null || true; die "$t does not answer on port ${PORT[$t]}"; }
-    done
+    for t in "${ACTIVE[@]}"; do wait_answers "$t"; done
 }
 stop_poolers() {
     local t
@@ -323,6 +343,7 @@ stop_poolers() {
 
 # ---------------------------------------------------------------- measurements
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # utime+stime
+user_ticks() { awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$1/stat"; }  # utime
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 # Ticks the whole machine spent busy (user+nice+system+irq+softirq: a task's stime includes
@@ -375,6 +396,17 @@ pgbench_args() { # workload -> pgbench options (besides -j -T -n and the connect
     esac
 }
 
+label() {
+    case $1 in
+        select) echo "\`-S\`, $CLIENTS clients" ;;
+        extended) echo "\`-S -M extended\`, $CLIENTS clients" ;;
+        tpcb) echo "tpcb-like, $CLIENTS clients" ;;
+        select-200) echo "\`-S\`, $BIG_CLIENTS clients / $POOL_SIZE server conns" ;;
+        connect) echo "\`-S -C\`, $CLIENTS clients" ;;
+        prepared) echo "\`-S -M prepared\`, $CLIENTS clients" ;;
+    esac
+}
+
 # Our CPU ticks so far (PostgreSQL, poolers, reaped children of this shell). Must run in
 # this shell, not in $(...): `times` reports the calling process's children.
 sample_ours() {
@@ -386,12 +418,12 @@ sample_ours() {
 
 DISTURBED_PCT=${DISTURBED_PCT:-10}
 RETRIES=${RETRIES:-2}
-RESULTS="$WORK/results.tsv"   # round workload target tps latency_ms tx cpu_s_per_10k hwm_kb status foreign% steal%
+RESULTS="$WORK/results.tsv"   # round workload target tps latency_ms tx cpu_s_per_10k hwm_kb status foreign% steal% user_cpu_s_per_10k
 : >"$RESULTS"
 
-# One pgbench run; sets TPS LAT TX CPU HWM STATUS FOREIGN STEAL.
+# One pgbench run; sets TPS LAT TX CPU USER_CPU HWM STATUS FOREIGN STEAL.
 measure() { # round workload target attempt
-    local r=$1 w=$2 t=$3 pid="${POOLER_PID[$3]:-}" out c0 c1 rc=0 s0 s1 st0 st1 o0 t0 t1
+    local r=$1 w=$2 t=$3 pid="${POOLER_PID[$3]:-}" out c0 c1 u0 u1 rc=0 s0 s1 st0 st1 o0 t0 t1
     out="$WORK/runs/r$r-$w-${t/+/-}-$4.log"
     if [ "$w" = tpcb ]; then
         psql_su -d bench -c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers" -c "TRUNCATE pgbench_history"
@@ -400,7 +432,7 @@ measure() { # round workload target attempt
     if [ -n "$pid" ]; then
         kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is gone"
         echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true   # reset VmHWM to the current RSS
-        c0=$(cpu_ticks "$pid")
+        c0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid")
     fi
     sample_ours; o0=$OURS; s0=$(sys_busy_ticks); st0=$(sys_steal_ticks); t0=$EPOCHREALTIME
     # shellcheck disable=SC2046
@@ -420,12 +452,13 @@ measure() { # round workload target attempt
         STATUS=FAIL
         log "  $t $w: pgbench rc=$rc: $(grep -m1 -iE 'error|aborted|fatal' "$out" || tail -1 "$out")"
     fi
-    CPU=- HWM=-
+    CPU=- USER_CPU=- HWM=-
     if [ -n "$pid" ]; then
-        c1=$(cpu_ticks "$pid")
+        c1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid")
         HWM=$(status_kb "$pid" VmHWM)
         if [ -n "$TX" ] && [ "$TX" != 0 ]; then
             CPU=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$TX" 'BEGIN { printf "%.4f", d / hz / n * 10000 }')
+            USER_CPU=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$TX" 'BEGIN { printf "%.4f", d / hz / n * 10000 }')
         fi
     fi
 }
@@ -441,8 +474,8 @@ run_one() { # round workload target
         awk -v f="$FOREIGN" -v m="$DISTURBED_PCT" 'BEGIN { exit !(f > m) }' || break
         [ "$a" -lt "$RETRIES" ] && log "  disturbed (${FOREIGN}% of the cores used by other processes): again"
     done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$w" "$t" "${TPS:--}" "${LAT:--}" "${TX:--}" \
-        "$CPU" "$HWM" "$STATUS" "$FOREIGN" "$STEAL" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$w" "$t" "${TPS:--}" "${LAT:--}" "${TX:--}" \
+        "$CPU" "$HWM" "$STATUS" "$FOREIGN" "$STEAL" "$USER_CPU" >>"$RESULTS"
 }
 
 # Memory per idle client.
@@ -507,6 +540,47 @@ idle_test() { # target
     sleep 2   # let the pooler notice the closed clients before the next measurement
     return 0
 }
+# CALLGRIND=1: the pooler's instructions per transaction, then exit.
+callgrind_run() {
+    command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+        die "CALLGRIND=1 needs valgrind (apt-get install valgrind)"
+    local t w pid dump ir tx
+    echo "Instructions per transaction in the pooler (callgrind; $CLIENTS clients, $CG_TX transactions each after 300 each of warm-up):"
+    echo
+    echo "| workload | target | transactions | instructions | per transaction |"
+    echo "|---|---|---:|---:|---:|"
+    for t in "${ACTIVE[@]}"; do
+        [[ $t == pgcat* ]] || continue
+        for w in $WORKLOADS; do
+            PGCAT_WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/cg-${t/+/-}-$w")
+            if [ "$t" = pgcat+parser ]; then start_pgcat "$t" "$PARSER_KEYS"; else start_pgcat "$t" ""; fi
+            wait_answers "$t"
+            pid=${POOLER_PID[$t]}
+            # shellcheck disable=SC2046
+            bounded "$WORK/cg-warm-$w.log" 1200 pgbench -n -j 2 -t 300 -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
+                $(pgbench_args "$w") bench || die "$t $w: warm-up failed"
+            timeout 60 callgrind_control -z "$pid" >/dev/null
+            # shellcheck disable=SC2046
+            bounded "$WORK/cg-run-$w.log" 1800 pgbench -n -j 2 -t "$CG_TX" -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
+                $(pgbench_args "$w") bench || die "$t $w: pgbench failed"
+            timeout 60 callgrind_control -d "$pid" >/dev/null
+            stop_poolers
+            dump="$WORK/cg-${t/+/-}-$w.1"
+            ir=$(awk '/^summary:/ { print $2; exit }' "$dump")
+            tx=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$WORK/cg-run-$w.log")
+            [ -n "$ir" ] && [ -n "$tx" ] || die "$t $w: no callgrind summary in $dump"
+            printf '| %s | %s | %s | %s | %s |\n' "$(label "$w")" "$t" "$tx" "$ir" "$((ir / tx))"
+        done
+    done
+    PGCAT_WRAP=()
+}
+if [ -n "$CALLGRIND" ]; then
+    callgrind_run >"$WORK/callgrind.md"
+    cat "$WORK/callgrind.md"
+    [ -n "${OUT:-}" ] && { cp "$WORK/callgrind.md" "$OUT"; log "report written to $OUT"; }
+    exit 0
+fi
+
 # On fresh poolers (one query each so far); then they are restarted for the workloads, so the
 # memory the idle clients left behind does not count in the workloads' peak RSS.
 start_poolers
@@ -537,7 +611,7 @@ done
 
 # ---------------------------------------------------------------- report
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-# med workload target column(4=tps 5=lat 7=cpu 8=hwm): median over the successful runs, "-" if none
+# med workload target column(4=tps 5=lat 7=cpu 8=hwm 12=user cpu): median over the successful runs, "-" if none
 med() {
     awk -F'\t' -v w="$1" -v t="$2" -v c="$3" '$2 == w && $3 == t && $9 == "ok" && $c != "-" { print $c }' "$RESULTS" | median
 }
@@ -549,19 +623,9 @@ range() { # workload target column -> "min–max" over the successful runs
 nfail() { awk -F'\t' -v w="$1" -v t="$2" '$2 == w && $3 == t && $9 != "ok"' "$RESULTS" | wc -l; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "-") print "-"; else printf f "\n", v }'; }
-label() {
-    case $1 in
-        select) echo "\`-S\`, $CLIENTS clients" ;;
-        extended) echo "\`-S -M extended\`, $CLIENTS clients" ;;
-        tpcb) echo "tpcb-like, $CLIENTS clients" ;;
-        select-200) echo "\`-S\`, $BIG_CLIENTS clients / $POOL_SIZE server conns" ;;
-        connect) echo "\`-S -C\`, $CLIENTS clients" ;;
-        prepared) echo "\`-S -M prepared\`, $CLIENTS clients" ;;
-    esac
-}
 
 report() {
-    local w t tps lat cpu hwm btps bcpu nf
+    local w t tps lat cpu ucpu hwm btps bcpu nf
     echo "pgbench -j 2 -T $DURATION, scale $SCALE, $ROUNDS round(s), median per cell; transaction mode, pool_size $POOL_SIZE, md5."
     awk -F'\t' '{ n++; if ($10 > f) f = $10; if ($11 > st) st = $11; if ($10 > m) d++ }
         END { printf "Other processes used at most %.1f%% of the cores during a kept run (%d of %d runs above %s%%); steal at most %.1f%%.\n", f, d, n, m, st }' \
@@ -570,21 +634,22 @@ report() {
     echo "Peak RSS: VmHWM of the pooler during the run (reset before each run to the RSS at that moment,"
     echo "which includes what earlier workloads left allocated)."
     echo
-    echo "| workload | target | TPS | TPS range | TPS × PgBouncer | avg latency ms | pooler CPU s / 10k tx | CPU × PgBouncer | pooler peak RSS MB |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | target | TPS | TPS range | TPS × PgBouncer | avg latency ms | pooler CPU s / 10k tx | of which user | CPU × PgBouncer | pooler peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for w in $WORKLOADS; do
         btps=$(med "$w" pgbouncer 4); bcpu=$(med "$w" pgbouncer 7)
         for t in "${ACTIVE[@]}"; do
             tps=$(med "$w" "$t" 4); lat=$(med "$w" "$t" 5); cpu=$(med "$w" "$t" 7); hwm=$(med "$w" "$t" 8)
+            ucpu=$(med "$w" "$t" 12)
             nf=$(nfail "$w" "$t")
             if [ "$nf" != 0 ]; then
                 if [ "$tps" = - ]; then tps="FAIL ($nf/$ROUNDS)"; else tps="$(fmt "$tps" %.0f) ($nf/$ROUNDS failed)"; fi
             else
                 tps=$(fmt "$tps" %.0f)
             fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$w")" "$t" "$tps" "$(range "$w" "$t" 4)" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$w")" "$t" "$tps" "$(range "$w" "$t" 4)" \
                 "$( [ "$t" = pgbouncer ] || ratio "$(med "$w" "$t" 4)" "$btps" )" \
-                "$(fmt "$lat" %.3f)" "$(fmt "$cpu" %.3f)" \
+                "$(fmt "$lat" %.3f)" "$(fmt "$cpu" %.3f)" "$(fmt "$ucpu" %.3f)" \
                 "$( [ "$t" = pgbouncer ] || [ "$t" = direct ] || ratio "$cpu" "$bcpu" )" \
                 "$(awk -v v="$hwm" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v / 1024 }')"
         done

@@ -310,13 +310,63 @@ pub(crate) fn skip_comments(mut text: &str) -> &str {
 /// ASCII case-insensitive substring test, without allocating.
 pub(crate) fn contains_ci(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    // Anchored on a byte of the needle that has no case (`_`, `.`, a space) when it has
+    // one: a single memchr pass finds the few places worth comparing.
+    let (at, anchor) = n
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .map_or((0, first), |i| (i, n[i]));
+    let found_at = |pos: usize| {
+        pos >= at
+            && h.get(pos - at..pos - at + n.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(n))
+    };
+    if anchor.is_ascii_alphabetic() {
+        let (lower, upper) = (anchor.to_ascii_lowercase(), anchor.to_ascii_uppercase());
+        memchr::memchr2_iter(lower, upper, h).any(found_at)
+    } else {
+        memchr::memchr_iter(anchor, h).any(found_at)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parsed::Parsed;
+
+    #[test]
+    fn contains_ci_matches_the_plain_definition() {
+        let plain = |h: &str, n: &str| {
+            n.is_empty()
+                || h.as_bytes()
+                    .windows(n.len())
+                    .any(|w| w.eq_ignore_ascii_case(n.as_bytes()))
+        };
+        let needles = ["set_config", "with hold", "pg_temp.", "abc", "", "_"];
+        let hays = [
+            "SELECT SET_CONFIG('a', 'b', false)",
+            "select set_configx",
+            "_config set_",
+            "set_confi",
+            "x_set_config_",
+            "DECLARE c CURSOR WITH  HOLD",
+            "declare c cursor With Hold for select 1",
+            "create table pg_temp.t ()",
+            "pg_temp",
+            "ABC",
+            "ab",
+            "",
+            "é_set_config",
+        ];
+        for h in hays {
+            for n in needles {
+                assert_eq!(contains_ci(h, n), plain(h, n), "{h:?} {n:?}");
+            }
+        }
+    }
 
     fn effects(sql: &str) -> SessionEffects {
         let parsed = Parsed::parse(sql).expect("test SQL parses");

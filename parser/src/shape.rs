@@ -25,6 +25,10 @@ pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
     };
     while i < b.len() {
         let c = b[i];
+        if !SPECIAL[usize::from(c)] {
+            i += 1;
+            continue;
+        }
         let after_word = i > 0 && is_word(b[i - 1]);
         match c {
             b'\'' => {
@@ -75,6 +79,23 @@ pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
 }
 
 /// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier or keyword.
+/// The bytes the loop in [`shape`] acts on; every other byte is part of the current run.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    t[b'\'' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'-' as usize] = true;
+    t[b'/' as usize] = true;
+    t[b'$' as usize] = true;
+    t[b'.' as usize] = true;
+    t
+};
+
 pub(crate) fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
