@@ -559,11 +559,11 @@ callgrind_run() {
             # shellcheck disable=SC2046
             bounded "$WORK/cg-warm-$w.log" 1200 pgbench -n -j 2 -t 300 -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
                 $(pgbench_args "$w") bench || die "$t $w: warm-up failed"
-            timeout 60 callgrind_control -z "$pid" >/dev/null
+            timeout 60 callgrind_control -z "$pid" >/dev/null 2>&1
             # shellcheck disable=SC2046
             bounded "$WORK/cg-run-$w.log" 1800 pgbench -n -j 2 -t "$CG_TX" -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
                 $(pgbench_args "$w") bench || die "$t $w: pgbench failed"
-            timeout 60 callgrind_control -d "$pid" >/dev/null
+            timeout 60 callgrind_control -d "$pid" >/dev/null 2>&1
             stop_poolers
             dump="$WORK/cg-${t/+/-}-$w.1"
             ir=$(awk '/^summary:/ { print $2; exit }' "$dump")

@@ -62,7 +62,7 @@ impl Flow {
     /// A conversation whose first request is sent `now` (the server was just taken).
     fn new(now: Instant) -> Flow {
         Flow {
-            replies: Replies::default(),
+            replies: Replies::for_batch(),
             batch: false,
             status: b'I',
             copy: false,

@@ -68,6 +68,15 @@ pub struct Replies {
 }
 
 impl Replies {
+    /// Room for an extended batch's replies (Parse, Bind, Describe, Execute, Sync) without
+    /// growing.
+    pub fn for_batch() -> Replies {
+        Replies {
+            queue: VecDeque::with_capacity(8),
+            ..Replies::default()
+        }
+    }
+
     pub fn push(&mut self, e: Expect) {
         if self.skipping {
             if e != Expect::Sync {
@@ -110,8 +119,10 @@ impl Replies {
     /// in flight: prepared, or not existing after all (the Parse failed or was skipped
     /// after an error).
     pub fn on_server(&mut self, tag: u8, mut statement: impl FnMut(Event<'_>)) -> Action {
-        for e in std::mem::take(&mut self.skipped) {
-            forget(&e, &mut statement);
+        if !self.skipped.is_empty() {
+            for e in std::mem::take(&mut self.skipped) {
+                forget(&e, &mut statement);
+            }
         }
         let Some(head) = self.queue.front() else {
             return Action::Forward;

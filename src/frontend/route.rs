@@ -40,8 +40,8 @@ pub fn first_request<'a>(
     named: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Option<Request<'a>>, FrameError> {
     let mut pos = 0;
-    // Statements parsed earlier in this batch: (name, SQL).
-    let mut parsed: Vec<(&str, &str)> = Vec::new();
+    // Statements parsed earlier in this batch: (name, SQL); usually one, kept inline.
+    let mut parsed: smallvec::SmallVec<[(&str, &str); 2]> = smallvec::SmallVec::new();
     let lookup = |parsed: &[(&'a str, &'a str)], name: &str| {
         parsed
             .iter()
