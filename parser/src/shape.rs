@@ -78,7 +78,6 @@ pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
     Some(())
 }
 
-/// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier or keyword.
 /// The bytes the loop in [`shape`] acts on; every other byte is part of the current run.
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
@@ -96,6 +95,7 @@ const SPECIAL: [bool; 256] = {
     t
 };
 
+/// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier or keyword.
 pub(crate) fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }

@@ -314,9 +314,7 @@ struct HeldBegin {
 
 /// Reads more client or server bytes into `buf`, growing it in steps.
 async fn read(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
+    crate::net::make_room(buf);
     stream.read_buf(buf).await
 }
 
@@ -405,12 +403,8 @@ impl Client<'_> {
                 }
                 continue;
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(16 * 1024);
-            }
-            if server.buf.capacity() - server.buf.len() < 4096 {
-                server.buf.reserve(16 * 1024);
-            }
+            crate::net::make_room(&mut self.buf);
+            crate::net::make_room(&mut server.buf);
             // A client idle inside a transaction holds a server: bounded by
             // idle_client_in_transaction_timeout.
             let idle_limit = (settled && flow.status != b'I' && idle_in_transaction > 0)
@@ -662,9 +656,7 @@ impl Client<'_> {
             })
         };
         while !rest.is_empty() || server.stream.wants_flush() {
-            if server.buf.capacity() - server.buf.len() < 4096 {
-                server.buf.reserve(16 * 1024);
-            }
+            crate::net::make_room(&mut server.buf);
             // Both directions polled with this task's waker: whichever moves first wakes it
             // (through TLS too, where socket readiness says little about rustls' buffers).
             let (stream, buf) = (&mut server.stream, &mut server.buf);

@@ -24,6 +24,13 @@ thread_local! {
     static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Grows `buf` in `READ_BUFFER` steps when less than 4 KB is free for the next read.
+pub fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_BUFFER);
+    }
+}
+
 /// A read buffer of at least `READ_BUFFER` bytes, a spare one if there is one.
 fn spare_read_buffer() -> BytesMut {
     SPARE
@@ -111,9 +118,7 @@ impl Stream {
         if buf.capacity() == 0 {
             *buf = spare_read_buffer();
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_BUFFER);
-        }
+        make_room(buf);
         self.read_buf(buf).await
     }
 

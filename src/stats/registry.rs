@@ -57,7 +57,8 @@ pub struct ClientInfo {
 
 /// Events raised on a client's task from outside: a flag word and the task's waker. The
 /// task checks it at every wait for its sockets, which costs an atomic load and a lock
-/// that only it takes, rather than a registration with a shared channel.
+/// that is uncontended (raisers take it only to wake the task), rather than a
+/// registration with a shared channel.
 #[derive(Debug, Default)]
 pub struct Interrupt {
     raised: AtomicU8,
