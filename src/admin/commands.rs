@@ -89,7 +89,7 @@ fn targets(app: &App, arg: &str) -> Result<Vec<std::sync::Arc<crate::pool::UserP
     };
     let chosen: Vec<_> = all
         .into_iter()
-        .filter(|p| p.pool_name == db && user.is_none_or(|u| p.username == u))
+        .filter(|p| &*p.pool_name == db && user.is_none_or(|u| &*p.username == u))
         .cloned()
         .collect();
     if chosen.is_empty() {

@@ -414,8 +414,8 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
                     let w = c.max_wait_us();
                     vec![
                         format!("{:#010X}", c.id),
-                        c.database.clone(),
-                        c.user.clone(),
+                        c.database.to_string(),
+                        c.user.to_string(),
                         c.application_name.clone(),
                         client_state(c.state()).to_string(),
                         n(c.xact_count.load(std::sync::atomic::Ordering::Relaxed)),
@@ -439,7 +439,7 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
                         &c.user,
                         &c.database,
                         client_state(c.state()),
-                        &c.addr,
+                        &c.addr(),
                         c.connected_at,
                         w,
                         c.id,
@@ -583,7 +583,7 @@ fn users(app: &App, out: &mut BytesMut) {
         .pools()
         .all()
         .iter()
-        .map(|p| vec![p.username.clone(), mode_name(p.mode).to_string()])
+        .map(|p| vec![p.username.to_string(), mode_name(p.mode).to_string()])
         .collect();
     result(out, &[("name", false), ("pool_mode", false)], data);
 }

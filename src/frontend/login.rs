@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsAcceptor;
 
 use super::cancel::Registration;
-use super::{params, ClientError};
+use super::{params, ClientError, ClientTag};
 use crate::app::App;
 use crate::auth::backend::ServerSecret;
 use crate::auth::{md5, scram, AuthError};
@@ -35,10 +35,8 @@ pub struct Session {
     /// The parameters the client logged in with (what RESET returns to).
     pub startup_params: Vec<(String, String)>,
     pub registration: Registration,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    /// The client's record for SHOW CLIENTS and the pool figures.
+    /// The client's record for SHOW CLIENTS and the pool figures; also its user,
+    /// database and application name.
     pub info: Arc<ClientInfo>,
 }
 
@@ -60,7 +58,11 @@ struct Credentials<'a> {
 }
 
 /// Runs the startup phase. `Ok(None)` when the connection was a cancel request.
-pub async fn login(stream: &mut Stream, app: &App) -> Result<Option<Entry>, ClientError> {
+pub async fn login(
+    stream: &mut Stream,
+    app: &App,
+    tag: &ClientTag,
+) -> Result<Option<Entry>, ClientError> {
     let (minor, startup) = loop {
         match startup::read(stream).await? {
             StartupPacket::Ssl if stream.is_tls() => {
@@ -164,7 +166,7 @@ pub async fn login(stream: &mut Stream, app: &App) -> Result<Option<Entry>, Clie
     let stored = match &checked {
         Some(p) => p.stored_password().await.map_err(|e| {
             // The reason (server address, auth_query_user's login) is for the log only.
-            tracing::warn!(user = %user, error = %e, "auth_query failed");
+            tag.in_scope(|| tracing::warn!(user = %user, error = %e, "auth_query failed"));
             PgError::fatal(
                 "08006",
                 format!("could not look up user \"{user}\": the pooler's auth_query failed"),
@@ -236,17 +238,17 @@ pub async fn login(stream: &mut Stream, app: &App) -> Result<Option<Entry>, Clie
     messages::backend_key_data(&mut out, registration.pid, registration.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.send(&out).await?;
-    let info = app
-        .registry
-        .client(&database, &user, &application_name, &stream.peer());
+    let info = app.registry.client(
+        pool.pool_name.clone(),
+        pool.username.clone(),
+        &application_name,
+        tag.peer,
+    );
     Ok(Some(Entry::Pool(Box::new(Session {
         pool,
         startup_params: params.clone(),
         params,
         registration,
-        user,
-        database,
-        application_name,
         info,
     }))))
 }

@@ -11,13 +11,14 @@ mod replies;
 mod route;
 pub mod state;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::app::{App, Connection};
 use crate::net::Stream;
 use crate::wire::frame::FrameError;
 use crate::wire::messages::PgError;
@@ -49,79 +50,133 @@ impl From<FrameError> for ClientError {
     }
 }
 
+/// Who a client is in the log: its id and address. The `client` span is made from it
+/// only where something is logged; a span held for the client's whole life would cost
+/// every connection a span in the subscriber's registry (a few hundred bytes and its
+/// formatted fields), idle or not.
+pub struct ClientTag {
+    id: u64,
+    /// `None`: a Unix-socket client.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl ClientTag {
+    fn span(&self) -> tracing::Span {
+        let peer = crate::net::peer_name(self.peer);
+        tracing::info_span!("client", id = self.id, %peer)
+    }
+
+    /// Runs `f` (which logs) inside the client's span.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.span().in_scope(f)
+    }
+}
+
+/// A client connection and what its task needs at every stage, in one box: the task's
+/// own future holds only this pointer and the state of the stage it is in, which for an
+/// idle client is a wait on its socket (BENCHMARKS.md, memory per idle client). Login,
+/// the admin console and error reports run in boxed futures of their own.
+struct Conn {
+    stream: Stream,
+    app: Arc<App>,
+    tag: ClientTag,
+    _counted: Connection,
+}
+
 /// Serves one client connection to its end. Its span (client id and address) is entered
-/// around login, the admin console and error reports, and only where the pooling loop
-/// logs: not on every poll of a busy client.
-pub async fn handle(mut stream: Stream, app: Arc<App>, id: u64) {
-    let peer = stream.peer();
-    let span = tracing::info_span!("client", id, %peer);
+/// around login, the admin console and error reports, and where the pooling loop logs.
+pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> impl Future<Output = ()> + Send {
+    let tag = ClientTag {
+        id,
+        peer: stream.tcp().and_then(|s| s.peer_addr().ok()),
+    };
     if let Some(tcp) = stream.tcp() {
         let _ = tcp.set_nodelay(true);
     }
     let _counted = app.connection();
-    // Only what an idle client needs stays in this task's future: login, the admin
-    // console and error reporting run in boxed futures (BENCHMARKS.md, idle memory).
-    let entry = Box::pin(login_within_timeout(&mut stream, &app).instrument(span.clone())).await;
-    let result = match entry {
-        Ok(None) => Ok(()),
-        Ok(Some(login::Entry::Admin { database, user })) => {
-            let serve = async {
-                tracing::info!(%user, %database, "admin logged in");
-                crate::admin::serve(&mut stream, &app, &database).await
-            };
-            Box::pin(serve.instrument(span.clone()))
-                .await
-                .map_err(ClientError::from)
+    serve(Box::new(Conn {
+        stream,
+        app,
+        tag,
+        _counted,
+    }))
+}
+
+async fn serve(mut conn: Box<Conn>) {
+    let Some(session) = Box::pin(conn.enter()).await else {
+        return;
+    };
+    if let Err(e) = conn.pooled(session).await {
+        Box::pin(conn.report(e)).await;
+    }
+}
+
+impl Conn {
+    /// Login, and the admin console for the operator: the session of a pool's client,
+    /// `None` when the connection is done (errors were reported).
+    async fn enter(&mut self) -> Option<Box<login::Session>> {
+        let result = match self.login_within_timeout().await {
+            Ok(Some(login::Entry::Pool(session))) => return Some(session),
+            Ok(None) => return None,
+            Ok(Some(login::Entry::Admin { database, user })) => {
+                let serve = async {
+                    tracing::info!(%user, %database, "admin logged in");
+                    crate::admin::serve(&mut self.stream, &self.app, &database).await
+                };
+                serve
+                    .instrument(self.tag.span())
+                    .await
+                    .map_err(ClientError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.report(e).await;
         }
-        Ok(Some(login::Entry::Pool(session))) => pooled(&mut stream, session, &app, &span).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        Box::pin(report(&mut stream, e).instrument(span)).await;
+        None
     }
-}
 
-async fn login_within_timeout(
-    stream: &mut Stream,
-    app: &App,
-) -> Result<Option<login::Entry>, ClientError> {
-    let login_timeout = Duration::from_millis(app.config().general.client_login_timeout);
-    match tokio::time::timeout(login_timeout, login::login(stream, app)).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Fatal(PgError::fatal(
-            "08P01",
-            format!(
-                "startup and authentication not finished within {} ms (client_login_timeout)",
-                login_timeout.as_millis()
-            ),
-        ))),
+    async fn login_within_timeout(&mut self) -> Result<Option<login::Entry>, ClientError> {
+        let login_timeout = Duration::from_millis(self.app.config().general.client_login_timeout);
+        let login = login::login(&mut self.stream, &self.app, &self.tag);
+        match tokio::time::timeout(login_timeout, login).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Fatal(PgError::fatal(
+                "08P01",
+                format!(
+                    "startup and authentication not finished within {} ms (client_login_timeout)",
+                    login_timeout.as_millis()
+                ),
+            ))),
+        }
     }
-}
 
-async fn pooled(
-    stream: &mut Stream,
-    session: Box<login::Session>,
-    app: &App,
-    span: &tracing::Span,
-) -> Result<(), ClientError> {
-    let (log_connections, log_disconnections) = {
-        let general = &app.config().general;
-        (
-            general.log_client_connections,
-            general.log_client_disconnections,
-        )
-    };
-    if log_connections {
-        let _in_client = span.enter();
-        tracing::info!(user = %session.user, database = %session.database, application_name = %session.application_name, "client logged in");
+    async fn pooled(&mut self, session: Box<login::Session>) -> Result<(), ClientError> {
+        let (log_connections, log_disconnections) = {
+            let general = &self.app.config().general;
+            (
+                general.log_client_connections,
+                general.log_client_disconnections,
+            )
+        };
+        let tag = &self.tag;
+        if log_connections {
+            let info = &session.info;
+            tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, application_name = %info.application_name, "client logged in"));
+        }
+        let info = session.info.clone();
+        let r = relay::run(&mut self.stream, session, &self.app, tag).await;
+        if log_disconnections {
+            tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, "client disconnected"));
+        }
+        r
     }
-    let (user, database) = (session.user.clone(), session.database.clone());
-    let r = relay::run(stream, *session, app, span).await;
-    if log_disconnections {
-        let _in_client = span.enter();
-        tracing::info!(%user, %database, "client disconnected");
+
+    async fn report(&mut self, error: ClientError) {
+        report(&mut self.stream, error)
+            .instrument(self.tag.span())
+            .await
     }
-    r
 }
 
 /// Tells the client why it is being closed, where the protocol allows.

@@ -25,7 +25,7 @@ use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
 use super::route::{self, Request};
 use super::state::{self, Effects};
-use super::ClientError;
+use super::{ClientError, ClientTag};
 use crate::app::App;
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
@@ -105,8 +105,8 @@ struct Client<'a> {
     session: Session,
     effects: &'a Effects,
     app: &'a App,
-    /// The client's span, entered where the loop logs.
-    span: &'a tracing::Span,
+    /// Who the client is in the log.
+    tag: &'a ClientTag,
     buf: BytesMut,
     scanner: Scanner,
     statements: ClientStatements,
@@ -119,7 +119,8 @@ struct Client<'a> {
     /// The client's named statements that are SQL extensions (name → SQL): answered by
     /// the pooler whenever they are bound.
     command_statements: HashMap<String, String>,
-    held_begin: Option<HeldBegin>,
+    /// Boxed: rare, and the client's state is kept small while it is idle.
+    held_begin: Option<Box<HeldBegin>>,
     /// Read-your-writes: the primary's WAL position after the client's last write.
     min_lsn: u64,
 }
@@ -134,20 +135,25 @@ fn statement_mode(pool: &UserPool) -> Mode {
 }
 
 /// Runs the client's queries until it leaves. Not an `async fn`: the session moves into
-/// the boxed client before the future exists, so the idle future does not carry it.
+/// the boxed client (and its login box is freed) before the future exists, so the idle
+/// future carries neither.
+#[expect(
+    clippy::boxed_local,
+    reason = "the login's box is freed here, not when the client leaves"
+)]
 pub fn run<'a>(
     stream: &'a mut Stream,
-    session: Session,
+    session: Box<Session>,
     app: &'a App,
-    span: &'a tracing::Span,
+    tag: &'a ClientTag,
 ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
     let mode = statement_mode(&session.pool);
     let client = Box::new(Client {
         stream,
-        session,
+        session: *session,
         effects: &app.effects,
         app,
-        span,
+        tag,
         buf: BytesMut::new(),
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
@@ -259,7 +265,7 @@ impl Client<'_> {
             }
             End::ServerGone(e) => {
                 slot.set(None);
-                self.span
+                self.tag
                     .in_scope(|| tracing::warn!(error = %e, "server connection lost"));
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
@@ -872,13 +878,25 @@ impl Client<'_> {
             None => Interrupt::KILLED | Interrupt::SHUTDOWN,
             Some(_) => Interrupt::KILLED,
         };
-        let read = tokio::select! {
-            r = self.stream.wait_and_read(&mut self.buf) => r?,
-            raised = self.session.info.interrupt.wait(wanted) => {
-                return Err(if raised & Interrupt::KILLED != 0 { killed_error() } else { shutdown_error() })
+        // One poll function rather than a select of two futures: this wait is where an
+        // idle client's task spends its life, so its future is kept small.
+        let (stream, buf, interrupt) = (
+            &mut *self.stream,
+            &mut self.buf,
+            &self.session.info.interrupt,
+        );
+        let read = std::future::poll_fn(|cx| {
+            if let Poll::Ready(raised) = interrupt.poll(cx, wanted) {
+                return Poll::Ready(Err(raised));
             }
-        };
-        Ok(read > 0)
+            stream.poll_wait_and_read(cx, buf).map(Ok)
+        })
+        .await;
+        match read {
+            Ok(read) => Ok(read? > 0),
+            Err(raised) if raised & Interrupt::KILLED != 0 => Err(killed_error()),
+            Err(_) => Err(shutdown_error()),
+        }
     }
 
     /// Serves an idle client's next request without a server where the pooler can (SQL
@@ -924,7 +942,7 @@ impl Client<'_> {
                 let mut out = BytesMut::new();
                 match reply {
                     HeldReply::Begin(read_only) => {
-                        self.held_begin = Some(HeldBegin { message, read_only });
+                        self.held_begin = Some(Box::new(HeldBegin { message, read_only }));
                         route::command_complete(&mut out, "BEGIN");
                         messages::ready_for_query(&mut out, b'T');
                     }
@@ -1031,7 +1049,7 @@ impl Client<'_> {
                 );
             }
             Err(e) => {
-                self.span.in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction"))
+                self.tag.in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction"))
             }
         }
     }
@@ -1056,7 +1074,7 @@ impl Client<'_> {
                 }
             }
             Err(e) => {
-                self.span.in_scope(|| tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes"))
+                self.tag.in_scope(|| tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes"))
             }
         }
     }
@@ -1067,7 +1085,7 @@ impl Client<'_> {
             return;
         }
         let pools = self.app.pools();
-        if let Some(new) = pools.get(&self.session.database, &self.session.user) {
+        if let Some(new) = pools.get(&self.session.info.database, &self.session.info.user) {
             self.session.pool = new.clone();
             self.mode = statement_mode(new);
         }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The size of a busy client's read buffer.
@@ -52,6 +52,41 @@ pub fn give_back_read_buffer(mut buf: BytesMut) {
     }
 }
 
+/// Waits for readiness (`ready` keeps the waker in the socket's reader slot: no waiter
+/// list), then reads with `read`; a spurious wake-up gives the spare buffer back.
+fn read_when_ready(
+    buf: &mut BytesMut,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+    mut read: impl FnMut(&mut BytesMut) -> io::Result<usize>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        if let Err(e) = std::task::ready!(ready(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        if buf.capacity() == 0 {
+            *buf = spare_read_buffer();
+        }
+        make_room(buf);
+        match read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    give_back_read_buffer(std::mem::take(buf));
+                }
+            }
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+/// `host:port` of a client, or "unix socket" (`None`).
+pub fn peer_name(peer: Option<std::net::SocketAddr>) -> String {
+    match peer {
+        Some(peer) => peer.to_string(),
+        None => "unix socket".to_string(),
+    }
+}
+
 /// A connection, plain or TLS.
 pub enum Stream {
     Tcp(TcpStream),
@@ -87,14 +122,6 @@ impl Stream {
         }
     }
 
-    /// `host:port` of the peer, or the socket's kind.
-    pub fn peer(&self) -> String {
-        match self.tcp() {
-            Some(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            None => "unix socket".to_string(),
-        }
-    }
-
     /// Writes all of `bytes` and flushes (TLS keeps records back until flushed).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes).await?;
@@ -104,22 +131,31 @@ impl Stream {
         Ok(())
     }
 
-    /// Waits until the peer sends something, then reads it into `buf`, which is only
+    /// Polls until the peer sends something, then reads it into `buf`, which is only
     /// given memory once data is there (a spare read buffer, see [`spare_read_buffer`]):
-    /// an idle plain client holds no read buffer. (A TLS client is read directly; rustls
-    /// may hold decrypted bytes the socket no longer shows.)
-    pub async fn wait_and_read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        // poll_read_ready keeps the waker in the socket's reader slot (no waiter list).
+    /// an idle plain client holds no read buffer. A plain socket is read with one
+    /// `try_read` once it is readable. (A TLS client is read directly; rustls may hold
+    /// decrypted bytes the socket no longer shows.)
+    pub fn poll_wait_and_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         match self {
-            Stream::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?,
-            Stream::Unix(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?,
-            _ => {}
+            Stream::Tcp(s) => {
+                read_when_ready(buf, |cx| s.poll_read_ready(cx), |b| s.try_read_buf(b), cx)
+            }
+            Stream::Unix(s) => {
+                read_when_ready(buf, |cx| s.poll_read_ready(cx), |b| s.try_read_buf(b), cx)
+            }
+            _ => {
+                if buf.capacity() == 0 {
+                    *buf = spare_read_buffer();
+                }
+                make_room(buf);
+                tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+            }
         }
-        if buf.capacity() == 0 {
-            *buf = spare_read_buffer();
-        }
-        make_room(buf);
-        self.read_buf(buf).await
     }
 
     /// Writes what the socket takes now without waiting; `WouldBlock` when it takes

@@ -88,8 +88,9 @@ impl Source {
 /// Everything a client of (pool, user) needs: credentials to check, settings, and the
 /// connection pools of every shard.
 pub struct UserPool {
-    pub pool_name: String,
-    pub username: String,
+    /// Shared with the records of the pool's clients (no copy per client).
+    pub pool_name: Arc<str>,
+    pub username: Arc<str>,
     pub auth_type: AuthType,
     pub password: Option<String>,
     /// SCRAM verifier derived once from `password`.
@@ -326,8 +327,8 @@ impl UserPool {
             _ => None,
         };
         let up = UserPool {
-            pool_name: name.to_string(),
-            username: user.username.clone(),
+            pool_name: name.into(),
+            username: user.username.as_str().into(),
             auth_type: user.auth_type,
             password: user.password.clone(),
             verifier,

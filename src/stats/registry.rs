@@ -4,6 +4,7 @@
 //! login/logout and connect/close, never on the per-query path.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{
     AtomicU64, AtomicU8,
     Ordering::{Relaxed, SeqCst},
@@ -36,10 +37,11 @@ pub enum ServerState {
 #[derive(Debug)]
 pub struct ClientInfo {
     pub id: u64,
-    pub database: String,
-    pub user: String,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     pub application_name: String,
-    pub addr: String,
+    /// `None`: a Unix-socket client.
+    pub peer: Option<SocketAddr>,
     pub connected_at: SystemTime,
     pub since: Instant,
     state: AtomicU8,
@@ -124,6 +126,11 @@ impl Interrupt {
 }
 
 impl ClientInfo {
+    /// The client's address as SHOW CLIENTS prints it.
+    pub fn addr(&self) -> String {
+        crate::net::peer_name(self.peer)
+    }
+
     pub fn state(&self) -> ClientState {
         match self.state.load(Relaxed) {
             1 => ClientState::Active,
@@ -232,18 +239,18 @@ impl Registry {
     /// Registers a client; it is removed when the returned record is dropped.
     pub fn client(
         self: &Arc<Self>,
-        database: &str,
-        user: &str,
+        database: Arc<str>,
+        user: Arc<str>,
         application_name: &str,
-        addr: &str,
+        peer: Option<SocketAddr>,
     ) -> Arc<ClientInfo> {
         let id = self.ids.fetch_add(1, Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
-            database: database.to_string(),
-            user: user.to_string(),
+            database,
+            user,
             application_name: application_name.to_string(),
-            addr: addr.to_string(),
+            peer,
             connected_at: SystemTime::now(),
             since: Instant::now(),
             state: AtomicU8::new(ClientState::Idle as u8),

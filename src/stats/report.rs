@@ -2,6 +2,7 @@
 //! place that both the admin console and the Prometheus endpoint format.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{ClientState, Totals};
 use crate::app::App;
@@ -76,8 +77,8 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
                 };
                 let status = a.pool.status();
                 rows.push(AddressRow {
-                    pool: pool.pool_name.clone(),
-                    user: pool.username.clone(),
+                    pool: pool.pool_name.to_string(),
+                    user: pool.username.to_string(),
                     shard,
                     role,
                     index,
@@ -102,7 +103,7 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
 }
 
 pub fn pools(app: &App) -> Vec<PoolRow> {
-    let mut rows: BTreeMap<(String, String), PoolRow> = BTreeMap::new();
+    let mut rows: BTreeMap<(Arc<str>, Arc<str>), PoolRow> = BTreeMap::new();
     for pool in app.pools().all() {
         let (mut active, mut idle) = (0, 0);
         for a in pool.shards.iter().flatten() {
@@ -113,8 +114,8 @@ pub fn pools(app: &App) -> Vec<PoolRow> {
         rows.insert(
             (pool.pool_name.clone(), pool.username.clone()),
             PoolRow {
-                pool: pool.pool_name.clone(),
-                user: pool.username.clone(),
+                pool: pool.pool_name.to_string(),
+                user: pool.username.to_string(),
                 mode: mode_name(pool.mode),
                 sv_active: active,
                 sv_idle: idle,
