@@ -16,9 +16,8 @@ pub fn verify(
     let Some(password) = password else {
         return Err(AuthError::Failed);
     };
-    let expected =
-        postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt);
-    if constant_time_eq(expected.as_bytes(), response) {
+    let expected = answer(&md5_hex(&[password.as_bytes(), user.as_bytes()]), salt);
+    if constant_time_eq(&expected, response) {
         Ok(())
     } else {
         Err(AuthError::Failed)
@@ -27,8 +26,8 @@ pub fn verify(
 
 /// Checks a response against PostgreSQL's stored `md5<hex>` (auth_query users).
 pub fn verify_stored(stored: &str, salt: [u8; 4], response: &[u8]) -> Result<(), AuthError> {
-    match answer_from_stored(stored, salt) {
-        Some(expected) if constant_time_eq(expected.as_bytes(), response) => Ok(()),
+    match stored_hex(stored) {
+        Some(hex) if constant_time_eq(&answer(hex, salt), response) => Ok(()),
         _ => Err(AuthError::Failed),
     }
 }
@@ -36,16 +35,41 @@ pub fn verify_stored(stored: &str, salt: [u8; 4], response: &[u8]) -> Result<(),
 /// The answer to an MD5 challenge from the stored `md5<hex>` (hex of md5(password +
 /// user)): `"md5" + md5(hex + salt)`, what libpq computes from the password.
 pub fn answer_from_stored(stored: &str, salt: [u8; 4]) -> Option<String> {
+    let answer = answer(stored_hex(stored)?, salt);
+    Some(answer.iter().map(|&b| char::from(b)).collect())
+}
+
+/// The hex digits of a stored `md5<32 hex digits>`.
+fn stored_hex(stored: &str) -> Option<&[u8]> {
+    stored
+        .strip_prefix("md5")
+        .filter(|h| h.len() == 32)
+        .map(str::as_bytes)
+}
+
+/// `"md5" + md5(hex + salt)`, where `hex` is md5(password + user) in hex.
+fn answer(hex: &[u8], salt: [u8; 4]) -> [u8; 35] {
+    let mut out = [0; 35];
+    out[..3].copy_from_slice(b"md5");
+    out[3..].copy_from_slice(&md5_hex(&[hex, &salt]));
+    out
+}
+
+/// MD5 of `parts` (concatenated) in lowercase hex, without allocating (a login computes
+/// two).
+fn md5_hex(parts: &[&[u8]]) -> [u8; 32] {
     use sha2::Digest;
-    let hex = stored.strip_prefix("md5").filter(|h| h.len() == 32)?;
-    let mut input = hex.as_bytes().to_vec();
-    input.extend_from_slice(&salt);
-    let digest = md5::Md5::digest(&input);
-    Some(
-        std::iter::once("md5".to_string())
-            .chain(digest.iter().map(|b| format!("{b:02x}")))
-            .collect(),
-    )
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hasher = md5::Md5::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut out = [0; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hasher.finalize()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 15)];
+    }
+    out
 }
 
 #[cfg(test)]

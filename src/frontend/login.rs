@@ -115,7 +115,9 @@ pub async fn login(
         .with_hint("Connect replication clients (pg_basebackup, pg_receivewal, logical subscribers) to PostgreSQL directly.")
         .into());
     }
-    let mut out = BytesMut::new();
+    // Room for the whole login reply (authentication, a dozen ParameterStatus, the cancel
+    // key, ReadyForQuery) in one allocation.
+    let mut out = BytesMut::with_capacity(1024);
     if minor > 0 {
         let unsupported = startup
             .iter()
@@ -232,7 +234,7 @@ pub async fn login(
         .find(|(n, _)| n == "application_name")
         .map_or_else(String::new, |(_, v)| v.clone());
     for (name, value) in params::reported(server_params, &params) {
-        messages::parameter_status(&mut out, &name, &value);
+        messages::parameter_status(&mut out, name, value);
     }
     let registration = app.cancels.register();
     messages::backend_key_data(&mut out, registration.pid, registration.secret);

@@ -52,33 +52,6 @@ pub fn give_back_read_buffer(mut buf: BytesMut) {
     }
 }
 
-/// Waits for readiness (`ready` keeps the waker in the socket's reader slot: no waiter
-/// list), then reads with `read`; a spurious wake-up gives the spare buffer back.
-fn read_when_ready(
-    buf: &mut BytesMut,
-    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
-    mut read: impl FnMut(&mut BytesMut) -> io::Result<usize>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        if let Err(e) = std::task::ready!(ready(cx)) {
-            return Poll::Ready(Err(e));
-        }
-        if buf.capacity() == 0 {
-            *buf = spare_read_buffer();
-        }
-        make_room(buf);
-        match read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if buf.is_empty() {
-                    give_back_read_buffer(std::mem::take(buf));
-                }
-            }
-            r => return Poll::Ready(r),
-        }
-    }
-}
-
 /// `host:port` of a client, or "unix socket" (`None`).
 pub fn peer_name(peer: Option<std::net::SocketAddr>) -> String {
     match peer {
@@ -133,29 +106,33 @@ impl Stream {
 
     /// Polls until the peer sends something, then reads it into `buf`, which is only
     /// given memory once data is there (a spare read buffer, see [`spare_read_buffer`]):
-    /// an idle plain client holds no read buffer. A plain socket is read with one
-    /// `try_read` once it is readable. (A TLS client is read directly; rustls may hold
-    /// decrypted bytes the socket no longer shows.)
+    /// an idle plain client holds no read buffer. (A TLS client is read directly; rustls
+    /// may hold decrypted bytes the socket no longer shows.) The read goes through
+    /// `AsyncRead`, which clears the socket's readiness after a short read: the next wait
+    /// does not begin with a read that finds nothing.
     pub fn poll_wait_and_read(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        match self {
-            Stream::Tcp(s) => {
-                read_when_ready(buf, |cx| s.poll_read_ready(cx), |b| s.try_read_buf(b), cx)
-            }
-            Stream::Unix(s) => {
-                read_when_ready(buf, |cx| s.poll_read_ready(cx), |b| s.try_read_buf(b), cx)
-            }
-            _ => {
-                if buf.capacity() == 0 {
-                    *buf = spare_read_buffer();
-                }
-                make_room(buf);
-                tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
-            }
+        // poll_read_ready keeps the waker in the socket's reader slot (no waiter list).
+        let ready = match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+            _ => Poll::Ready(Ok(())),
+        };
+        if let Err(e) = std::task::ready!(ready) {
+            return Poll::Ready(Err(e));
         }
+        if buf.capacity() == 0 {
+            *buf = spare_read_buffer();
+        }
+        make_room(buf);
+        let read = tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+        if read.is_pending() && buf.is_empty() {
+            give_back_read_buffer(std::mem::take(buf));
+        }
+        read
     }
 
     /// Writes what the socket takes now without waiting; `WouldBlock` when it takes

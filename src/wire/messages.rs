@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
-    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+    Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
 use pgwire::messages::Message;
 
@@ -145,11 +145,16 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &str) {
     );
 }
 
+/// Written directly (no owned copies of the strings): a login sends a dozen of these.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(
-        buf,
-        &ParameterStatus::new(name.to_string(), value.to_string()),
-    );
+    use bytes::BufMut;
+    buf.reserve(1 + 4 + name.len() + 1 + value.len() + 1);
+    buf.put_u8(b'S');
+    buf.put_u32((4 + name.len() + 1 + value.len() + 1) as u32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(0);
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
