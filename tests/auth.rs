@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::raw::{AuthKind, LoginError, RawConn};
+use support::raw::{self, AuthKind, LoginError, RawConn};
 use support::{
     free_port, general_toml, servers_toml, shared, stored_md5, Cluster, Pooler, DB, MD5_PASS,
     MD5_USER, SCRAM_PASS, SCRAM_USER,
@@ -137,6 +137,57 @@ fn unknown_database_is_rejected_with_3d000() {
     let pooler = Pooler::start(&auth_config(cluster, free_port()));
     let (code, message) = login_error(&pooler, SCRAM_USER, SCRAM_PASS, "no_such_pool");
     assert_eq!(code, "3D000", "unknown database: {message}");
+}
+
+/// A raw connection that has sent `bytes` in one write and not logged in.
+fn sent_at_once(pooler: &Pooler, bytes: &[u8]) -> RawConn {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", pooler.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut conn = RawConn {
+        stream,
+        key: None,
+        auth: AuthKind::Trust,
+    };
+    conn.send(bytes).expect("send");
+    conn
+}
+
+/// The startup packet is read together with whatever follows it: a trust client's first
+/// query sent in the same write is served after the login, not dropped.
+#[test]
+fn a_query_sent_with_the_startup_packet_is_served() {
+    let cluster = shared();
+    let pooler = Pooler::start(&auth_config(cluster, free_port()));
+    let mut bytes = raw::startup(MD5_USER, "app_trust");
+    bytes.extend(raw::query("SELECT 41 + 1"));
+    let mut conn = sent_at_once(&pooler, &bytes);
+    let login = conn.read_until_ready().expect("login");
+    assert_eq!(login.first().map(|m| m.tag), Some(b'R'), "{login:?}");
+    let reply = conn.read_until_ready().expect("the query's reply");
+    let row = reply.iter().find(|m| m.tag == b'D').map(|m| m.row());
+    assert_eq!(row, Some(vec![Some("42".to_string())]), "{reply:?}");
+}
+
+/// Bytes sent after an SSLRequest, before its answer, were not encrypted: they are refused
+/// (08P01), never taken as part of the session.
+#[test]
+fn data_sent_after_an_ssl_request_before_its_answer_is_refused() {
+    let cluster = shared();
+    let pooler = Pooler::start(&auth_config(cluster, free_port()));
+    let mut bytes = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    bytes.extend(raw::startup(MD5_USER, "app_trust"));
+    let mut conn = sent_at_once(&pooler, &bytes);
+    let reply = conn.read_msg().expect("an error");
+    assert_eq!(reply.tag, b'E', "{reply:?}");
+    assert_eq!(reply.sqlstate().as_deref(), Some("08P01"), "{reply:?}");
+    assert!(
+        reply
+            .field(b'M')
+            .is_some_and(|m| m.contains("unencrypted data after SSL request")),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

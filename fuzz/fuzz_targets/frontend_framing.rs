@@ -73,8 +73,10 @@ fn startup_phase(data: &[u8]) -> Option<&[u8]> {
     // SSL/GSSENC refusals loop; each costs at least 8 bytes, so this is bounded.
     loop {
         let mut reader: &[u8] = &data[pos..];
-        let read = poll_ready(startup::read(&mut reader));
-        let consumed = data.len() - pos - reader.len();
+        let mut buf = bytes::BytesMut::new();
+        let read = poll_ready(startup::read(&mut reader, &mut buf));
+        // What was read beyond the packet stays in `buf`.
+        let consumed = data.len() - pos - reader.len() - buf.len();
         let mirrored = mirror_read(&data[pos..]);
         match (&read, &mirrored) {
             (Ok(a), Ok((b, n))) => {

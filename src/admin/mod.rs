@@ -43,13 +43,15 @@ pub async fn serve(
     stream: &mut crate::net::Stream,
     app: &App,
     database: &str,
+    pending: BytesMut,
 ) -> std::io::Result<()> {
     let flavor = if database == "pgbouncer" {
         Flavor::PgBouncer
     } else {
         Flavor::PgCat
     };
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = pending;
+    buf.reserve(1024);
     let mut out = BytesMut::new();
     loop {
         let message = match frame::whole(&buf, 1 << 20) {

@@ -41,11 +41,29 @@ pub struct Session {
 }
 
 /// Who came in.
+/// `pending` is what the client sent after its login, to be served first.
 pub enum Entry {
     /// A client of a pool.
-    Pool(Box<Session>),
+    Pool {
+        session: Box<Session>,
+        pending: BytesMut,
+    },
     /// The operator, on the admin database `pgcat` or `pgbouncer`.
-    Admin { database: String, user: String },
+    Admin {
+        database: String,
+        user: String,
+        pending: BytesMut,
+    },
+}
+
+/// What is left in the login's read buffer; an empty one is freed (an idle client holds
+/// no buffer).
+fn pending(buf: BytesMut) -> BytesMut {
+    if buf.is_empty() {
+        BytesMut::new()
+    } else {
+        buf
+    }
 }
 
 /// What a user's password is checked against.
@@ -63,10 +81,20 @@ pub async fn login(
     app: &App,
     tag: &ClientTag,
 ) -> Result<Option<Entry>, ClientError> {
+    // What the client sends is read through this buffer from the first packet on; what
+    // follows its login stays in it for the session.
+    let mut buf = BytesMut::new();
     let (minor, startup) = loop {
-        match startup::read(stream).await? {
+        match startup::read(stream, &mut buf).await? {
             StartupPacket::Ssl if stream.is_tls() => {
                 return Err(PgError::fatal("08P01", "SSLRequest inside a TLS connection").into())
+            }
+            // Bytes sent after an SSLRequest and before the answer were not encrypted: they
+            // must not be taken as coming through TLS (PostgreSQL refuses them too).
+            StartupPacket::Ssl if !buf.is_empty() => {
+                return Err(PgError::fatal("08P01", "received unencrypted data after SSL request")
+                    .with_hint("Bytes sent before TLS starts cannot be trusted: the client must wait for the answer to its SSLRequest.")
+                    .into())
             }
             StartupPacket::Ssl => match app.client_tls().filter(|_| stream.tcp().is_some()) {
                 Some(acceptor) => accept_tls(stream, acceptor).await?,
@@ -128,7 +156,6 @@ pub async fn login(
     }
     let params =
         params::from_startup(&startup).map_err(|reason| PgError::fatal("22023", reason))?;
-    let mut buf = BytesMut::new();
 
     if crate::admin::is_admin_database(&database) {
         let config = app.config();
@@ -147,7 +174,11 @@ pub async fn login(
         messages::backend_key_data(&mut out, registration.pid, registration.secret);
         messages::ready_for_query(&mut out, b'I');
         stream.send(&out).await?;
-        return Ok(Some(Entry::Admin { database, user }));
+        return Ok(Some(Entry::Admin {
+            database,
+            user,
+            pending: pending(buf),
+        }));
     }
     if app.shutting_down() {
         return Err(PgError::fatal("57P03", "the pooler is shutting down").into());
@@ -246,13 +277,16 @@ pub async fn login(
         &application_name,
         tag.peer,
     );
-    Ok(Some(Entry::Pool(Box::new(Session {
-        pool,
-        startup_params: params.clone(),
-        params,
-        registration,
-        info,
-    }))))
+    Ok(Some(Entry::Pool {
+        session: Box::new(Session {
+            pool,
+            startup_params: params.clone(),
+            params,
+            registration,
+            info,
+        }),
+        pending: pending(buf),
+    }))
 }
 
 fn failed(user: &str) -> ClientError {

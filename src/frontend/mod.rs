@@ -103,25 +103,30 @@ pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> impl Future<Output = ()
 }
 
 async fn serve(mut conn: Box<Conn>) {
-    let Some(session) = Box::pin(conn.enter()).await else {
+    let Some((session, pending)) = Box::pin(conn.enter()).await else {
         return;
     };
-    if let Err(e) = conn.pooled(session).await {
+    if let Err(e) = conn.pooled(session, pending).await {
         Box::pin(conn.report(e)).await;
     }
 }
 
 impl Conn {
-    /// Login, and the admin console for the operator: the session of a pool's client,
-    /// `None` when the connection is done (errors were reported).
-    async fn enter(&mut self) -> Option<Box<login::Session>> {
+    /// Login, and the admin console for the operator: the session of a pool's client and
+    /// what it sent after logging in, `None` when the connection is done (errors were
+    /// reported).
+    async fn enter(&mut self) -> Option<(Box<login::Session>, BytesMut)> {
         let result = match self.login_within_timeout().await {
-            Ok(Some(login::Entry::Pool(session))) => return Some(session),
+            Ok(Some(login::Entry::Pool { session, pending })) => return Some((session, pending)),
             Ok(None) => return None,
-            Ok(Some(login::Entry::Admin { database, user })) => {
+            Ok(Some(login::Entry::Admin {
+                database,
+                user,
+                pending,
+            })) => {
                 let serve = async {
                     tracing::info!(%user, %database, "admin logged in");
-                    crate::admin::serve(&mut self.stream, &self.app, &database).await
+                    crate::admin::serve(&mut self.stream, &self.app, &database, pending).await
                 };
                 serve
                     .instrument(self.tag.span())
@@ -151,7 +156,11 @@ impl Conn {
         }
     }
 
-    async fn pooled(&mut self, session: Box<login::Session>) -> Result<(), ClientError> {
+    async fn pooled(
+        &mut self,
+        session: Box<login::Session>,
+        pending: BytesMut,
+    ) -> Result<(), ClientError> {
         let (log_connections, log_disconnections) = {
             let general = &self.app.config().general;
             (
@@ -165,7 +174,7 @@ impl Conn {
             tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, application_name = %info.application_name, "client logged in"));
         }
         let info = session.info.clone();
-        let r = relay::run(&mut self.stream, session, &self.app, tag).await;
+        let r = relay::run(&mut self.stream, session, pending, &self.app, tag).await;
         if log_disconnections {
             tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, "client disconnected"));
         }

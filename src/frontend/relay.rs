@@ -134,9 +134,9 @@ fn statement_mode(pool: &UserPool) -> Mode {
     }
 }
 
-/// Runs the client's queries until it leaves. Not an `async fn`: the session moves into
-/// the boxed client (and its login box is freed) before the future exists, so the idle
-/// future carries neither.
+/// Runs the client's queries until it leaves, starting with `pending` (what it sent after
+/// its login). Not an `async fn`: the session moves into the boxed client (and its login
+/// box is freed) before the future exists, so the idle future carries neither.
 #[expect(
     clippy::boxed_local,
     reason = "the login's box is freed here, not when the client leaves"
@@ -144,6 +144,7 @@ fn statement_mode(pool: &UserPool) -> Mode {
 pub fn run<'a>(
     stream: &'a mut Stream,
     session: Box<Session>,
+    pending: BytesMut,
     app: &'a App,
     tag: &'a ClientTag,
 ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
@@ -154,7 +155,7 @@ pub fn run<'a>(
         effects: &app.effects,
         app,
         tag,
-        buf: BytesMut::new(),
+        buf: pending,
         scanner: Scanner::with_cap(REWRITE_CAP),
         statements: ClientStatements::default(),
         mode,

@@ -2,6 +2,7 @@
 //! CancelRequest and StartupMessage. They have no tag byte; the length is checked against
 //! PostgreSQL's own limit before anything is allocated.
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// PostgreSQL's limit on a startup packet (`MAX_STARTUP_PACKET_LENGTH`).
@@ -43,22 +44,55 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one startup-phase packet.
-pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPacket, StartupError> {
-    let mut len = [0u8; 4];
-    if let Err(e) = r.read_exact(&mut len).await {
-        return Err(match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => StartupError::Closed,
-            _ => e.into(),
-        });
+/// What the first read of a connection asks for: a typical StartupMessage and then some.
+const FIRST_READ: usize = 512;
+
+/// Reads one startup-phase packet through `buf`: the socket is read for what it has
+/// (usually the whole packet in one read, not the length and then the body), and whatever
+/// the client sent after the packet stays in `buf`.
+pub async fn read<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<StartupPacket, StartupError> {
+    loop {
+        if let Some(packet) = take(buf)? {
+            return Ok(packet);
+        }
+        // The length is checked by `take` before the body's room is reserved.
+        let wanted = match buf.get(..4) {
+            Some(len) => packet_len(len) - buf.len(),
+            None => FIRST_READ,
+        };
+        buf.reserve(wanted);
+        if r.read_buf(buf).await? == 0 {
+            return Err(if buf.len() < 4 {
+                StartupError::Closed
+            } else {
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+            });
+        }
     }
-    let len = u32::from_be_bytes(len) as usize;
+}
+
+/// The packet at the start of `buf` if all of it is there (it is removed from `buf`); its
+/// length is checked as soon as the length is there.
+fn take(buf: &mut BytesMut) -> Result<Option<StartupPacket>, StartupError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = packet_len(len);
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
         return Err(StartupError::BadLength(len));
     }
-    let mut body = vec![0u8; len - 4];
-    r.read_exact(&mut body).await?;
-    parse(&body)
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let packet = buf.split_to(len);
+    parse(&packet[4..]).map(Some)
+}
+
+fn packet_len(len: &[u8]) -> usize {
+    u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize
 }
 
 /// Parses a startup packet body (everything after the length).
@@ -116,6 +150,8 @@ pub fn cstr(buf: &[u8]) -> Result<(&str, &[u8]), StartupError> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     #[test]
@@ -154,9 +190,70 @@ mod tests {
     #[tokio::test]
     async fn length_is_checked_before_allocating() {
         let mut r: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
+        let mut buf = BytesMut::new();
         assert!(matches!(
-            read(&mut r).await,
+            read(&mut r, &mut buf).await,
             Err(StartupError::BadLength(_))
         ));
+        assert!(buf.capacity() <= FIRST_READ);
+    }
+
+    fn startup_packet(user: &str) -> Vec<u8> {
+        let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+        body.extend_from_slice(format!("user\0{user}\0\0").as_bytes());
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        packet
+    }
+
+    #[tokio::test]
+    async fn what_follows_the_packet_stays_in_the_buffer() {
+        let mut bytes = vec![0, 0, 0, 8];
+        bytes.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        bytes.extend_from_slice(&startup_packet("alice"));
+        bytes.extend_from_slice(b"Q\0\0\0\x0dselect 1\0");
+        let mut r: &[u8] = &bytes;
+        let mut buf = BytesMut::new();
+        assert_eq!(read(&mut r, &mut buf).await.unwrap(), StartupPacket::Ssl);
+        assert!(!buf.is_empty(), "the startup packet was read with it");
+        assert!(matches!(
+            read(&mut r, &mut buf).await.unwrap(),
+            StartupPacket::Startup { ref params, .. } if params[0] == ("user".to_string(), "alice".to_string())
+        ));
+        assert_eq!(&buf[..], b"Q\0\0\0\x0dselect 1\0");
+    }
+
+    #[tokio::test]
+    async fn a_packet_cut_short_is_an_error() {
+        let packet = startup_packet("a-rather-long-user-name");
+        let mut buf = BytesMut::new();
+        let mut r: &[u8] = &packet[..3];
+        assert!(matches!(
+            read(&mut r, &mut buf).await,
+            Err(StartupError::Closed)
+        ));
+        let mut buf = BytesMut::new();
+        let mut r: &[u8] = &packet[..packet.len() - 1];
+        assert!(matches!(
+            read(&mut r, &mut buf).await,
+            Err(StartupError::Io(_))
+        ));
+    }
+
+    /// A packet arriving a few bytes at a time is put together.
+    #[tokio::test]
+    async fn a_packet_in_pieces_is_read_whole() {
+        let packet = startup_packet("bob");
+        let (mut r, mut w) = tokio::io::duplex(64);
+        let writer = async {
+            for piece in packet.chunks(3) {
+                w.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut buf = BytesMut::new();
+        let (read, ()) = tokio::join!(read(&mut r, &mut buf), writer);
+        assert!(matches!(read.unwrap(), StartupPacket::Startup { .. }));
+        assert!(buf.is_empty());
     }
 }
