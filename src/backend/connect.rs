@@ -92,11 +92,11 @@ pub async fn connect_as(
         stream,
         buf: BytesMut::with_capacity(8192),
         addr: addr.clone(),
-        cancel: CancelKey {
+        cancel: Arc::new(CancelKey {
             addr,
             pid: 0,
             secret: Vec::new(),
-        },
+        }),
         params: Vec::new(),
         applied: Vec::new(),
         dirty: super::Dirty::default(),
@@ -138,8 +138,11 @@ pub async fn connect_as(
                 }
             }
             b'K' if body.len() >= 8 => {
-                conn.cancel.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                conn.cancel.secret = body[4..].to_vec();
+                conn.cancel = Arc::new(CancelKey {
+                    addr: conn.addr.clone(),
+                    pid: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                    secret: body[4..].to_vec(),
+                });
             }
             b'E' => {
                 return Err(BackendError::Login {

@@ -118,7 +118,9 @@ pub struct ServerConn {
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub addr: Arc<str>,
-    pub cancel: CancelKey,
+    /// Shared with the cancel slot of the client holding the server (lent per transaction
+    /// without a copy).
+    pub cancel: Arc<CancelKey>,
     /// ParameterStatus values the server sent at login.
     pub params: Vec<(String, String)>,
     /// Client parameters set on this connection, by lower-case name, sorted.

@@ -13,14 +13,14 @@ use crate::backend::CancelKey;
 
 /// Where a client's running query can be cancelled, if it holds a server.
 #[derive(Default)]
-pub struct Slot(Mutex<Option<CancelKey>>);
+pub struct Slot(Mutex<Option<Arc<CancelKey>>>);
 
 impl Slot {
-    pub fn set(&self, key: Option<CancelKey>) {
+    pub fn set(&self, key: Option<Arc<CancelKey>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
-    fn get(&self) -> Option<CancelKey> {
+    fn get(&self) -> Option<Arc<CancelKey>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
