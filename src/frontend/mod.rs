@@ -102,12 +102,25 @@ pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> impl Future<Output = ()
     }))
 }
 
+/// The task's future. It is written so that little more than the pooling loop's own small
+/// state is kept across an idle client's wait: the loop's future is awaited where it is
+/// made (not stored and then awaited), and what it ends with is boxed if it is an error.
 async fn serve(mut conn: Box<Conn>) {
     let Some((session, pending)) = Box::pin(conn.enter()).await else {
         return;
     };
-    if let Err(e) = conn.pooled(session, pending).await {
-        Box::pin(conn.report(e)).await;
+    let leaving = conn.log_in(&session);
+    let error = relay::run(&mut conn.stream, session, pending, &conn.app, &conn.tag)
+        .await
+        .err()
+        .map(Box::new);
+    if let Some(info) = leaving {
+        conn.tag.in_scope(
+            || tracing::info!(user = %info.user, database = %info.database, "client disconnected"),
+        );
+    }
+    if let Some(e) = error {
+        Box::pin(conn.report(*e)).await;
     }
 }
 
@@ -156,29 +169,15 @@ impl Conn {
         }
     }
 
-    async fn pooled(
-        &mut self,
-        session: Box<login::Session>,
-        pending: BytesMut,
-    ) -> Result<(), ClientError> {
-        let (log_connections, log_disconnections) = {
-            let general = &self.app.config().general;
-            (
-                general.log_client_connections,
-                general.log_client_disconnections,
-            )
-        };
-        let tag = &self.tag;
-        if log_connections {
-            let info = &session.info;
-            tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, application_name = %info.application_name, "client logged in"));
+    /// Logs the client's entry into its pool (`log_client_connections`); the record to log
+    /// its departure with, if `log_client_disconnections`.
+    fn log_in(&self, session: &login::Session) -> Option<Arc<crate::stats::ClientInfo>> {
+        let general = &self.app.config().general;
+        let info = &session.info;
+        if general.log_client_connections {
+            self.tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, application_name = %info.application_name, "client logged in"));
         }
-        let info = session.info.clone();
-        let r = relay::run(&mut self.stream, session, pending, &self.app, tag).await;
-        if log_disconnections {
-            tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, "client disconnected"));
-        }
-        r
+        general.log_client_disconnections.then(|| info.clone())
     }
 
     async fn report(&mut self, error: ClientError) {
