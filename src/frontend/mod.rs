@@ -3,6 +3,7 @@
 //! lent, `cancel` maps cancel keys to servers, `params` holds its session parameters.
 
 pub mod cancel;
+mod lazy_map;
 mod login;
 mod params;
 mod prepared;

@@ -7,11 +7,11 @@
 //! (`prepared_statements_cache_size = 0`) nothing is rewritten and a client holding named
 //! statements keeps its server until it closes them. Session mode passes everything through.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::lazy_map::LazyMap;
 use super::replies::{Expect, Replies};
 use crate::backend::statements::{ServerStatements, Statement};
 use crate::wire::messages::PgError;
@@ -39,7 +39,7 @@ pub enum Outcome {
 
 #[derive(Default)]
 pub struct ClientStatements {
-    map: HashMap<String, Arc<Statement>>,
+    map: LazyMap<String, Arc<Statement>>,
 }
 
 fn malformed(what: &str) -> PgError {

@@ -9,7 +9,6 @@
 //! the client leaves. A server that saw session state changes is reset before the next
 //! client; one whose state is unknown is closed instead.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
@@ -20,11 +19,12 @@ use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
+use super::lazy_map::LazyMap;
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
 use super::route::{self, Request};
-use super::state::{self, Effects};
+use super::state;
 use super::{ClientError, ClientTag};
 use crate::app::App;
 use crate::backend::{BackendError, Dirty, ServerConn};
@@ -103,7 +103,6 @@ enum End {
 struct Client<'a> {
     stream: &'a mut Stream,
     session: Session,
-    effects: &'a Effects,
     app: &'a App,
     /// Who the client is in the log.
     tag: &'a ClientTag,
@@ -118,7 +117,7 @@ struct Client<'a> {
     request_boundary: bool,
     /// The client's named statements that are SQL extensions (name → SQL): answered by
     /// the pooler whenever they are bound.
-    command_statements: HashMap<String, String>,
+    command_statements: LazyMap<String, String>,
     /// Boxed: rare, and the client's state is kept small while it is idle.
     held_begin: Option<Box<HeldBegin>>,
     /// Read-your-writes: the primary's WAL position after the client's last write.
@@ -152,7 +151,6 @@ pub fn run<'a>(
     let client = Box::new(Client {
         stream,
         session: *session,
-        effects: &app.effects,
         app,
         tag,
         buf: pending,
@@ -161,7 +159,7 @@ pub fn run<'a>(
         mode,
         routing: SessionRouting::default(),
         request_boundary: true,
-        command_statements: HashMap::new(),
+        command_statements: LazyMap::default(),
         held_begin: None,
         min_lsn: 0,
     });
@@ -488,7 +486,8 @@ impl Client<'_> {
         let buf = &self.buf;
         let server_statements = &mut server.statements;
         let dirty = &mut server.dirty;
-        let effects = self.effects;
+        let app: &App = self.app;
+        let effects = &app.effects;
         let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
             &buf[..cut],
@@ -1304,8 +1303,9 @@ impl Client<'_> {
             )? {
                 Some(used) => {
                     if extended {
-                        self.command_statements
-                            .extend(route::parsed_names(&self.buf[..used]));
+                        for (name, sql) in route::parsed_names(&self.buf[..used]) {
+                            self.command_statements.insert(name, sql);
+                        }
                     }
                     self.buf.advance(used);
                     self.routing = trial;
