@@ -43,9 +43,27 @@ static HINT_SEARCH: LazyLock<AhoCorasick> = LazyLock::new(|| {
         .expect("fixed ASCII patterns")
 });
 
+/// The hints for the SIMD searcher (Teddy), which has no case-insensitive mode: it runs on
+/// a lower-cased copy of the query. `None` where the CPU has no support for it.
+static HINT_SEARCH_SIMD: LazyLock<Option<aho_corasick::packed::Searcher>> =
+    LazyLock::new(|| aho_corasick::packed::Searcher::new(HINTS));
+
+/// Queries up to this long are lower-cased on the stack for the SIMD search; longer ones
+/// take the automaton.
+const FOLD_MAX: usize = 512;
+
 /// Cheap pre-check on a query's bytes: false means the text cannot leave session state.
 /// Any of the hints anywhere (case-insensitive) sends it to the parser.
 pub fn may_change_session(sql: &[u8]) -> bool {
+    if sql.len() <= FOLD_MAX {
+        if let Some(searcher) = &*HINT_SEARCH_SIMD {
+            let mut folded = [0u8; FOLD_MAX];
+            let folded = &mut folded[..sql.len()];
+            folded.copy_from_slice(sql);
+            folded.make_ascii_lowercase();
+            return searcher.find(&*folded).is_some();
+        }
+    }
     HINT_SEARCH.is_match(sql)
 }
 
@@ -182,8 +200,8 @@ mod tests {
         assert!(!may_change_session(b""));
     }
 
-    /// The table-driven scan finds exactly what comparing every hint at every position
-    /// finds, on texts made of the hints' letters, their neighbours and non-ASCII bytes.
+    /// The scan finds exactly what comparing every hint at every position finds, on texts
+    /// made of the hints' letters, their neighbours and non-ASCII bytes.
     #[test]
     fn prefilter_matches_the_plain_definition() {
         let plain = |sql: &[u8]| {
@@ -207,6 +225,17 @@ mod tests {
                 })
                 .collect();
             assert_eq!(may_change_session(&sql), plain(&sql), "{sql:?}");
+        }
+        // Around the length where the SIMD search on a folded copy hands over to the
+        // automaton, with a hint (or not) at either end.
+        for len in (FOLD_MAX - 8..FOLD_MAX + 8).chain([2 * FOLD_MAX]) {
+            for (at, hint) in [(None, ""), (Some(0), "LoCk"), (Some(len - 4), "TeMp")] {
+                let mut sql = vec![b'x'; len];
+                if let Some(at) = at {
+                    sql[at..at + 4].copy_from_slice(hint.as_bytes());
+                }
+                assert_eq!(may_change_session(&sql), plain(&sql), "{len} {at:?}");
+            }
         }
         for hint in HINTS {
             assert!(may_change_session(hint.to_uppercase().as_bytes()));
