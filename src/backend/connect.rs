@@ -138,11 +138,10 @@ pub async fn connect_as(
                 }
             }
             b'K' if body.len() >= 8 => {
-                conn.cancel = Arc::new(CancelKey {
-                    addr: conn.addr.clone(),
-                    pid: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
-                    secret: body[4..].to_vec(),
-                });
+                // Not shared yet: make_mut changes it in place.
+                let key = Arc::make_mut(&mut conn.cancel);
+                key.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                key.secret = body[4..].to_vec();
             }
             b'E' => {
                 return Err(BackendError::Login {

@@ -40,8 +40,7 @@ pub struct Session {
     pub info: Arc<ClientInfo>,
 }
 
-/// Who came in.
-/// `pending` is what the client sent after its login, to be served first.
+/// Who came in. `pending` is what the client sent after its login, to be served first.
 pub enum Entry {
     /// A client of a pool.
     Pool {
@@ -274,7 +273,7 @@ pub async fn login(
     let info = app.registry.client(
         pool.pool_name.clone(),
         pool.username.clone(),
-        &application_name,
+        application_name,
         tag.peer,
     );
     Ok(Some(Entry::Pool {

@@ -241,7 +241,7 @@ impl Registry {
         self: &Arc<Self>,
         database: Arc<str>,
         user: Arc<str>,
-        application_name: &str,
+        application_name: String,
         peer: Option<SocketAddr>,
     ) -> Arc<ClientInfo> {
         let id = self.ids.fetch_add(1, Relaxed) + 1;
@@ -249,7 +249,7 @@ impl Registry {
             id,
             database,
             user,
-            application_name: application_name.to_string(),
+            application_name,
             peer,
             connected_at: SystemTime::now(),
             since: Instant::now(),

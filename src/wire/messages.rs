@@ -148,9 +148,10 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &str) {
 /// Written directly (no owned copies of the strings): a login sends a dozen of these.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     use bytes::BufMut;
-    buf.reserve(1 + 4 + name.len() + 1 + value.len() + 1);
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    buf.reserve(1 + len);
     buf.put_u8(b'S');
-    buf.put_u32((4 + name.len() + 1 + value.len() + 1) as u32);
+    buf.put_u32(len as u32);
     buf.put_slice(name.as_bytes());
     buf.put_u8(0);
     buf.put_slice(value.as_bytes());
