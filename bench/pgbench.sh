@@ -56,7 +56,8 @@
 # Environment: SCALE (10), DURATION (15 s), ROUNDS (3), CLIENTS (16), IDLE_CLIENTS (2000),
 #   WORKLOADS (space-separated subset of the names above, default all), TARGETS (subset of
 #   "direct pgbouncer pgcat pgcat+parser"), WARMUP (5 s), PGBIN (dir of initdb/pg_ctl; found
-#   via pg_config or /usr/lib/postgresql/*/bin), PGCAT_BIN (default target/release/pgcat),
+#   via pg_config or /usr/lib/postgresql/*/bin), PGCAT_BIN (default target/release/pgcat, under
+#   $CARGO_TARGET_DIR when that is set, where `cargo build` puts it),
 #   OUT (also write the report to this file, and the per-run rows to ${OUT%.*}.tsv),
 #   KEEP=1 (keep the temp dir), QUIET_PCT (10), QUIET_WAIT (600), DISTURBED_PCT (10), RETRIES (2),
 #   PGCAT_WORKERS (1: worker_threads of the pooler, one event loop like PgBouncer's; 0 leaves
@@ -89,7 +90,7 @@ POOL_SIZE=20
 BIG_CLIENTS=200
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGCAT_BIN=${PGCAT_BIN:-$ROOT/target/release/pgcat}
+PGCAT_BIN=${PGCAT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/pgcat}
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
