@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// jemalloc: its size classes are naturally aligned, so tokio's cache-line-aligned task
+/// and socket records cost no padding (glibc's memalign left ~400 bytes of gaps per idle
+/// client), and it holds no per-block header (BENCHMARKS.md, memory per idle client).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pgcat",

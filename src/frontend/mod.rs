@@ -13,7 +13,9 @@ mod route;
 pub mod state;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -73,20 +75,17 @@ impl ClientTag {
     }
 }
 
-/// A client connection and what its task needs at every stage, in one box: the task's
-/// own future holds only this pointer and the state of the stage it is in, which for an
-/// idle client is a wait on its socket (BENCHMARKS.md, memory per idle client). Login,
-/// the admin console and error reports run in boxed futures of their own.
+/// A client connection during its login: what the pooled [`relay::Client`] is made of.
 struct Conn {
     stream: Stream,
     app: Arc<App>,
     tag: ClientTag,
-    _counted: Connection,
+    counted: Connection,
 }
 
 /// Serves one client connection to its end. Its span (client id and address) is entered
 /// around login, the admin console and error reports, and where the pooling loop logs.
-pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> impl Future<Output = ()> + Send {
+pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> ClientTask {
     let tag = ClientTag {
         id,
         peer: stream.tcp().and_then(|s| s.peer_addr().ok()),
@@ -94,38 +93,75 @@ pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> impl Future<Output = ()
     if let Some(tcp) = stream.tcp() {
         let _ = tcp.set_nodelay(true);
     }
-    let _counted = app.connection();
-    serve(Box::new(Conn {
+    let counted = app.connection();
+    let conn = Conn {
         stream,
         app,
         tag,
-        _counted,
-    }))
+        counted,
+    };
+    ClientTask(Stage::Busy(Box::pin(conn.serve())))
 }
 
-/// The task's future. It is written so that little more than the pooling loop's own small
-/// state is kept across an idle client's wait: the loop's future is awaited where it is
-/// made (not stored and then awaited), and what it ends with is boxed if it is an error.
-async fn serve(mut conn: Box<Conn>) {
-    let Some((session, pending)) = Box::pin(conn.enter()).await else {
-        return;
-    };
-    let leaving = conn.log_in(&session);
-    let error = relay::run(&mut conn.stream, session, pending, &conn.app, &conn.tag)
-        .await
-        .err()
-        .map(Box::new);
-    if let Some(info) = leaving {
-        conn.tag.in_scope(
-            || tracing::info!(user = %info.user, database = %info.database, "client disconnected"),
-        );
-    }
-    if let Some(e) = error {
-        Box::pin(conn.report(*e)).await;
+/// What a client's task is doing now.
+type Busy = Pin<Box<dyn Future<Output = Option<Box<relay::Client>>> + Send>>;
+
+/// A client's task: its future is this small enum, not an `async fn`, so that an idle
+/// client's task holds one pointer to its [`relay::Client`] and nothing else (a tokio task
+/// of 128 bytes; see BENCHMARKS.md, memory per idle client). The login, and each stretch
+/// from a request to the next idle wait, run in a boxed future of their own that exists
+/// only while they run.
+pub struct ClientTask(Stage);
+
+enum Stage {
+    /// Logging in, or serving requests.
+    Busy(Busy),
+    /// Waiting for the client's next request.
+    Idle(Box<relay::Client>),
+    Done,
+}
+
+impl Future for ClientTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = &mut self.0;
+        loop {
+            match std::mem::replace(task, Stage::Done) {
+                Stage::Busy(mut busy) => match busy.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        *task = Stage::Busy(busy);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(client)) => *task = Stage::Idle(client),
+                    Poll::Ready(None) => return Poll::Ready(()),
+                },
+                Stage::Idle(mut client) => match client.poll_request(cx) {
+                    Poll::Pending => {
+                        *task = Stage::Idle(client);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(woke) => {
+                        *task = Stage::Busy(Box::pin(client.until_idle(Some(woke))))
+                    }
+                },
+                Stage::Done => return Poll::Ready(()),
+            }
+        }
     }
 }
 
 impl Conn {
+    /// Login, then the admin console or the pooling loop up to the client's first idle
+    /// wait.
+    async fn serve(mut self) -> Option<Box<relay::Client>> {
+        let (session, pending) = self.enter().await?;
+        self.log_in(&session);
+        relay::Client::new(self, session, pending)
+            .until_idle(None)
+            .await
+    }
+
     /// Login, and the admin console for the operator: the session of a pool's client and
     /// what it sent after logging in, `None` when the connection is done (errors were
     /// reported).
@@ -170,15 +206,12 @@ impl Conn {
         }
     }
 
-    /// Logs the client's entry into its pool (`log_client_connections`); the record to log
-    /// its departure with, if `log_client_disconnections`.
-    fn log_in(&self, session: &login::Session) -> Option<Arc<crate::stats::ClientInfo>> {
-        let general = &self.app.config().general;
-        let info = &session.info;
-        if general.log_client_connections {
+    /// Logs the client's entry into its pool (`log_client_connections`).
+    fn log_in(&self, session: &login::Session) {
+        if self.app.config().general.log_client_connections {
+            let info = &session.info;
             self.tag.in_scope(|| tracing::info!(user = %info.user, database = %info.database, application_name = %info.application_name, "client logged in"));
         }
-        general.log_client_disconnections.then(|| info.clone())
     }
 
     async fn report(&mut self, error: ClientError) {

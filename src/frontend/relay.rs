@@ -11,6 +11,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
 use tokio::io::{AsyncReadExt, AsyncWrite};
+use tracing::Instrument;
 
 use super::lazy_map::LazyMap;
 use super::login::Session;
@@ -25,8 +27,8 @@ use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
 use super::route::{self, Request};
 use super::state;
-use super::{ClientError, ClientTag};
-use crate::app::App;
+use super::{ClientError, ClientTag, Conn};
+use crate::app::{App, Connection};
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
@@ -100,12 +102,15 @@ enum End {
     IdleInTransaction,
 }
 
-struct Client<'a> {
-    stream: &'a mut Stream,
+/// A pooled client: its connection, its session and the pooling loop's state, in one box
+/// that is all an idle client's task holds (see [`super::ClientTask`]).
+pub(super) struct Client {
+    stream: Stream,
     session: Session,
-    app: &'a App,
+    app: Arc<App>,
     /// Who the client is in the log.
-    tag: &'a ClientTag,
+    tag: ClientTag,
+    _counted: Connection,
     buf: BytesMut,
     scanner: Scanner,
     statements: ClientStatements,
@@ -133,62 +138,109 @@ fn statement_mode(pool: &UserPool) -> Mode {
     }
 }
 
-/// Runs the client's queries until it leaves, starting with `pending` (what it sent after
-/// its login). Not an `async fn`: the session moves into the boxed client (and its login
-/// box is freed) before the future exists, so the idle future carries neither.
-#[expect(
-    clippy::boxed_local,
-    reason = "the login's box is freed here, not when the client leaves"
-)]
-pub fn run<'a>(
-    stream: &'a mut Stream,
-    session: Box<Session>,
-    pending: BytesMut,
-    app: &'a App,
-    tag: &'a ClientTag,
-) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'a {
-    let mode = statement_mode(&session.pool);
-    let client = Box::new(Client {
-        stream,
-        session: *session,
-        app,
-        tag,
-        buf: pending,
-        scanner: Scanner::with_cap(REWRITE_CAP),
-        statements: ClientStatements::default(),
-        mode,
-        routing: SessionRouting::default(),
-        request_boundary: true,
-        command_statements: LazyMap::default(),
-        held_begin: None,
-        min_lsn: 0,
-    });
-    client.serve_all()
-}
+impl Client {
+    /// The client of a pool that just logged in, with what it sent after its login.
+    #[expect(
+        clippy::boxed_local,
+        reason = "the login's box is freed here, not when the client leaves"
+    )]
+    pub(super) fn new(conn: Conn, session: Box<Session>, pending: BytesMut) -> Box<Client> {
+        let mode = statement_mode(&session.pool);
+        Box::new(Client {
+            stream: conn.stream,
+            session: *session,
+            app: conn.app,
+            tag: conn.tag,
+            _counted: conn.counted,
+            buf: pending,
+            scanner: Scanner::with_cap(REWRITE_CAP),
+            statements: ClientStatements::default(),
+            mode,
+            routing: SessionRouting::default(),
+            request_boundary: true,
+            command_statements: LazyMap::default(),
+            held_begin: None,
+            min_lsn: 0,
+        })
+    }
 
-impl Client<'_> {
-    /// The pooling loop.
-    async fn serve_all(mut self: Box<Self>) -> Result<(), ClientError> {
-        let client = &mut *self;
-        let mut held: Option<Box<Held>> = None;
-        loop {
-            // Idle, the task waits in this small future; a request and what follows it run
-            // in one boxed future that exists only while the client is busy (see
-            // BENCHMARKS.md: memory per idle client).
-            if held.is_none() {
-                client.follow_reload();
-                client
-                    .session
-                    .info
-                    .set_state(ClientState::Idle, Instant::now);
-                if client.buf.is_empty() && !client.wait_for_request().await? {
-                    return Ok(());
-                }
-            }
-            if !Box::pin(client.request(&mut held)).await? {
-                return Ok(());
+    /// Serves the client until it is idle with nothing to read (`Some`: its task then
+    /// waits with [`Client::poll_request`]) or done (`None`: it left or was closed, and
+    /// was told why). `woke` is what that wait ended with.
+    pub(super) async fn until_idle(
+        mut self: Box<Self>,
+        woke: Option<Result<usize, ClientError>>,
+    ) -> Option<Box<Self>> {
+        let error = match self.busy(woke).await {
+            Ok(true) => return Some(self),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if self.app.config().general.log_client_disconnections {
+            let info = &self.session.info;
+            self.tag.in_scope(
+                || tracing::info!(user = %info.user, database = %info.database, "client disconnected"),
+            );
+        }
+        if let Some(e) = error {
+            super::report(&mut self.stream, e)
+                .instrument(self.tag.span())
+                .await;
+        }
+        None
+    }
+
+    /// The pooling loop, from a wake-up to the next idle wait: `true` when the client is
+    /// idle and its read buffer given back, `false` when it left.
+    async fn busy(
+        &mut self,
+        woke: Option<Result<usize, ClientError>>,
+    ) -> Result<bool, ClientError> {
+        if let Some(read) = woke {
+            if read? == 0 {
+                return Ok(false);
             }
         }
+        let mut held: Option<Box<Held>> = None;
+        loop {
+            if held.is_none() && self.buf.is_empty() {
+                if self.app.shutting_down() && self.held_begin.is_none() {
+                    return Err(shutdown_error());
+                }
+                crate::net::give_back_read_buffer(std::mem::take(&mut self.buf));
+                return Ok(true);
+            }
+            if !self.request(&mut held).await? {
+                return Ok(false);
+            }
+            if held.is_none() {
+                self.follow_reload();
+                self.session.info.set_state(ClientState::Idle, Instant::now);
+            }
+        }
+    }
+
+    /// The idle client's wait, holding no read buffer: ready with what was read (0: the
+    /// client left) or the interrupt that ended it (KILL, shutdown).
+    pub(super) fn poll_request(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<usize, ClientError>> {
+        // Shutdown waits for a held BEGIN's transaction to end.
+        let wanted = match self.held_begin {
+            None => Interrupt::KILLED | Interrupt::SHUTDOWN,
+            Some(_) => Interrupt::KILLED,
+        };
+        if let Poll::Ready(raised) = self.session.info.interrupt.poll(cx, wanted) {
+            return Poll::Ready(Err(if raised & Interrupt::KILLED != 0 {
+                killed_error()
+            } else {
+                shutdown_error()
+            }));
+        }
+        self.stream
+            .poll_wait_and_read(cx, &mut self.buf)
+            .map_err(ClientError::from)
     }
 
     /// Serves what the client sent: takes a server for it if none is held (unless the
@@ -361,7 +413,7 @@ async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
     checkin(server, mode).await;
 }
 
-impl Client<'_> {
+impl Client {
     /// Relays between the client and `server` until one of the ends in [`End`]. A ban of
     /// the server's address during the relay ends it too.
     async fn relay(
@@ -486,7 +538,7 @@ impl Client<'_> {
         let buf = &self.buf;
         let server_statements = &mut server.statements;
         let dirty = &mut server.dirty;
-        let app: &App = self.app;
+        let app: &App = &self.app;
         let effects = &app.effects;
         let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
@@ -867,38 +919,6 @@ impl Client<'_> {
         None
     }
 
-    /// Waits, holding no read buffer, for an idle client's next bytes; `false` when it left.
-    async fn wait_for_request(&mut self) -> Result<bool, ClientError> {
-        if self.app.shutting_down() && self.held_begin.is_none() {
-            return Err(shutdown_error());
-        }
-        crate::net::give_back_read_buffer(std::mem::take(&mut self.buf));
-        // Shutdown waits for a held BEGIN's transaction to end.
-        let wanted = match self.held_begin {
-            None => Interrupt::KILLED | Interrupt::SHUTDOWN,
-            Some(_) => Interrupt::KILLED,
-        };
-        // One poll function rather than a select of two futures: this wait is where an
-        // idle client's task spends its life, so its future is kept small.
-        let (stream, buf, interrupt) = (
-            &mut *self.stream,
-            &mut self.buf,
-            &self.session.info.interrupt,
-        );
-        let read = std::future::poll_fn(|cx| {
-            if let Poll::Ready(raised) = interrupt.poll(cx, wanted) {
-                return Poll::Ready(Err(raised));
-            }
-            stream.poll_wait_and_read(cx, buf).map(Ok)
-        })
-        .await;
-        match read {
-            Ok(read) => Ok(read? > 0),
-            Err(raised) if raised & Interrupt::KILLED != 0 => Err(killed_error()),
-            Err(_) => Err(shutdown_error()),
-        }
-    }
-
     /// Serves an idle client's next request without a server where the pooler can (SQL
     /// extensions, a BEGIN held back until the statement after it, a known prepare), else
     /// says where it goes.
@@ -929,7 +949,7 @@ impl Client<'_> {
         let statements = &self.statements;
         let request = route::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
         let Some(request) = request else {
-            if read(self.stream, &mut self.buf).await? == 0 {
+            if read(&mut self.stream, &mut self.buf).await? == 0 {
                 return Ok(Idle::Exit);
             }
             return Ok(Idle::Answered);
@@ -1239,7 +1259,7 @@ impl Client<'_> {
             if complete {
                 break (pos, names);
             }
-            if read(self.stream, &mut self.buf).await? == 0 {
+            if read(&mut self.stream, &mut self.buf).await? == 0 {
                 return Err(ClientError::Gone);
             }
         };
@@ -1313,7 +1333,7 @@ impl Client<'_> {
                     return Ok(self.routing != before);
                 }
                 None => {
-                    if read(self.stream, &mut self.buf).await? == 0 {
+                    if read(&mut self.stream, &mut self.buf).await? == 0 {
                         return Err(ClientError::Gone);
                     }
                 }
@@ -1410,7 +1430,7 @@ impl Client<'_> {
             if self.buf.is_empty() && self.scanner.at_boundary() && !reported {
                 return Ok(());
             }
-            if read(self.stream, &mut self.buf).await? == 0 {
+            if read(&mut self.stream, &mut self.buf).await? == 0 {
                 return Err(ClientError::Gone);
             }
         }
