@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, Config};
-use crate::frontend::{self, cancel};
+use crate::frontend;
 use crate::net::{tls, Stream};
 use crate::pool::health::HealthMap;
 use crate::pool::Pools;
@@ -24,7 +24,6 @@ use crate::stats;
 pub struct App {
     config: RwLock<Arc<Config>>,
     pools: RwLock<Arc<Pools>>,
-    pub cancels: Arc<cancel::Registry>,
     /// Session effects of query texts, cached (transaction mode state tracking).
     pub effects: frontend::state::Effects,
     /// Per-process secret behind the fake SCRAM salts of unknown users.
@@ -63,7 +62,6 @@ impl App {
             client_tls: RwLock::new(client_tls),
             config: RwLock::new(Arc::new(config)),
             pools: RwLock::new(Arc::new(pools)),
-            cancels: Arc::default(),
             effects: frontend::state::Effects::default(),
             mock_secret,
             registry,

@@ -12,7 +12,6 @@ use rand::RngCore;
 use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsAcceptor;
 
-use super::cancel::Registration;
 use super::{params, ClientError, ClientTag};
 use crate::app::App;
 use crate::auth::backend::ServerSecret;
@@ -28,15 +27,14 @@ use crate::wire::startup::{self, StartupPacket};
 /// PostgreSQL's limit on an authentication message (PG_MAX_AUTH_TOKEN_LENGTH).
 const MAX_AUTH_MESSAGE: usize = 65_535;
 
-/// A client that is in: its pool, its parameters, its cancel key.
+/// A client that is in: its pool, its parameters, its record.
 pub struct Session {
     pub pool: Arc<UserPool>,
     pub params: Vec<(String, String)>,
     /// The parameters the client logged in with (what RESET returns to).
     pub startup_params: Vec<(String, String)>,
-    pub registration: Registration,
     /// The client's record for SHOW CLIENTS and the pool figures; also its user,
-    /// database and application name.
+    /// database and application name, its cancel key and its server's.
     pub info: Arc<ClientInfo>,
 }
 
@@ -101,7 +99,7 @@ pub async fn login(
             },
             StartupPacket::GssEnc => stream.send(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
-                app.cancels.cancel(pid, &secret).await;
+                super::cancel::cancel(app, pid, &secret).await;
                 return Ok(None);
             }
             StartupPacket::Startup { minor, params } => break (minor, params),
@@ -169,8 +167,9 @@ pub async fn login(
         authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
         messages::auth_ok(&mut out);
         crate::admin::greet(&mut out, &database);
-        let registration = app.cancels.register();
-        messages::backend_key_data(&mut out, registration.pid, registration.secret);
+        // The admin console runs no query a cancel could stop: its key names nothing.
+        let (pid, secret) = rand::random();
+        messages::backend_key_data(&mut out, pid, secret);
         messages::ready_for_query(&mut out, b'I');
         stream.send(&out).await?;
         return Ok(Some(Entry::Admin {
@@ -262,26 +261,25 @@ pub async fn login(
     let application_name = params
         .iter()
         .find(|(n, _)| n == "application_name")
-        .map_or_else(String::new, |(_, v)| v.clone());
+        .map_or_else(Box::default, |(_, v)| v.as_str().into());
     for (name, value) in params::reported(server_params, &params) {
         messages::parameter_status(&mut out, name, value);
     }
-    let registration = app.cancels.register();
-    messages::backend_key_data(&mut out, registration.pid, registration.secret);
-    messages::ready_for_query(&mut out, b'I');
-    stream.send(&out).await?;
     let info = app.registry.client(
+        tag.id,
         pool.pool_name.clone(),
         pool.username.clone(),
         application_name,
         tag.peer,
     );
+    messages::backend_key_data(&mut out, info.pid, info.secret);
+    messages::ready_for_query(&mut out, b'I');
+    stream.send(&out).await?;
     Ok(Some(Entry::Pool {
         session: Box::new(Session {
             pool,
             startup_params: params.clone(),
             params,
-            registration,
             info,
         }),
         pending: pending(buf),

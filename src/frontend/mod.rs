@@ -64,6 +64,14 @@ pub struct ClientTag {
 }
 
 impl ClientTag {
+    /// The tag of a client that logged in to a pool (its registry record has the same id).
+    fn of(info: &crate::stats::ClientInfo) -> ClientTag {
+        ClientTag {
+            id: info.id,
+            peer: info.peer,
+        }
+    }
+
     fn span(&self) -> tracing::Span {
         let peer = crate::net::peer_name(self.peer);
         tracing::info_span!("client", id = self.id, %peer)

@@ -108,8 +108,6 @@ pub(super) struct Client {
     stream: Stream,
     session: Session,
     app: Arc<App>,
-    /// Who the client is in the log.
-    tag: ClientTag,
     _counted: Connection,
     buf: BytesMut,
     scanner: Scanner,
@@ -150,7 +148,6 @@ impl Client {
             stream: conn.stream,
             session: *session,
             app: conn.app,
-            tag: conn.tag,
             _counted: conn.counted,
             buf: pending,
             scanner: Scanner::with_cap(REWRITE_CAP),
@@ -178,16 +175,20 @@ impl Client {
         };
         if self.app.config().general.log_client_disconnections {
             let info = &self.session.info;
-            self.tag.in_scope(
+            self.tag().in_scope(
                 || tracing::info!(user = %info.user, database = %info.database, "client disconnected"),
             );
         }
         if let Some(e) = error {
-            super::report(&mut self.stream, e)
-                .instrument(self.tag.span())
-                .await;
+            let span = self.tag().span();
+            super::report(&mut self.stream, e).instrument(span).await;
         }
         None
+    }
+
+    /// Who the client is in the log.
+    fn tag(&self) -> ClientTag {
+        ClientTag::of(&self.session.info)
     }
 
     /// The pooling loop, from a wake-up to the next idle wait: `true` when the client is
@@ -255,10 +256,7 @@ impl Client {
             let Some(h) = held else {
                 return Ok(true);
             };
-            self.session
-                .registration
-                .slot
-                .set(Some(h.server.cancel.clone()));
+            self.session.info.hold_server(Some(h.server.cancel.clone()));
         }
         self.serve(held).await
     }
@@ -266,14 +264,13 @@ impl Client {
     /// Relays until the held server is released or lost; `false` when the client is done.
     async fn serve(&mut self, held: &mut Option<Box<Held>>) -> Result<bool, ClientError> {
         let pool_mode = self.session.pool.mode;
-        let slot = self.session.registration.slot.clone();
         let Some(h) = held.as_mut() else {
             return Ok(true);
         };
         let end = self.relay(&mut h.server, &mut h.flow, &mut h.scan).await;
         match end {
             End::Released => {
-                slot.set(None);
+                self.session.info.hold_server(None);
                 if let Some(mut h) = held.take() {
                     self.note_write(&mut h).await;
                     self.keep_changed_settings(&mut h).await;
@@ -288,14 +285,14 @@ impl Client {
                 let changed = self.answer_command(status).await?;
                 if changed && pool_mode == PoolMode::Session {
                     // A new target: give the server back, the next query takes one there.
-                    slot.set(None);
+                    self.session.info.hold_server(None);
                     if let Some(h) = held.take() {
                         checkin(h.server, pool_mode).await;
                     }
                 }
             }
             End::IdleInTransaction => {
-                slot.set(None);
+                self.session.info.hold_server(None);
                 if let Some(h) = held.take() {
                     abandon(h.server, &h.flow, true, pool_mode).await;
                 }
@@ -306,7 +303,7 @@ impl Client {
                 .into());
             }
             End::ClientGone => {
-                slot.set(None);
+                self.session.info.hold_server(None);
                 if let Some(h) = held.take() {
                     let clean =
                         h.flow.settled() && self.scanner.at_boundary() && h.scan.at_boundary();
@@ -315,8 +312,8 @@ impl Client {
                 return Ok(false);
             }
             End::ServerGone(e) => {
-                slot.set(None);
-                self.tag
+                self.session.info.hold_server(None);
+                self.tag()
                     .in_scope(|| tracing::warn!(error = %e, "server connection lost"));
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
@@ -324,7 +321,7 @@ impl Client {
                 }
             }
             End::Fatal(e) => {
-                slot.set(None);
+                self.session.info.hold_server(None);
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
                 }
@@ -1069,7 +1066,7 @@ impl Client {
                 );
             }
             Err(e) => {
-                self.tag.in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction"))
+                self.tag().in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction"))
             }
         }
     }
@@ -1094,7 +1091,7 @@ impl Client {
                 }
             }
             Err(e) => {
-                self.tag.in_scope(|| tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes"))
+                self.tag().in_scope(|| tracing::warn!(error = %e, "could not read the primary's WAL position for read-your-writes"))
             }
         }
     }

@@ -13,6 +13,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
+use rand::Rng;
+
+use crate::auth::constant_time_eq;
+use crate::backend::CancelKey;
+
 /// What a client is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -37,13 +42,17 @@ pub enum ServerState {
 #[derive(Debug)]
 pub struct ClientInfo {
     pub id: u64,
+    /// The client's cancel key (BackendKeyData), unique among connected clients.
+    pub pid: i32,
+    pub secret: i32,
     pub database: Arc<str>,
     pub user: Arc<str>,
-    pub application_name: String,
+    pub application_name: Box<str>,
     /// `None`: a Unix-socket client.
     pub peer: Option<SocketAddr>,
-    pub connected_at: SystemTime,
     pub since: Instant,
+    /// The key of the server the client holds, which its cancel requests go to.
+    server_cancel_key: Mutex<Option<Arc<CancelKey>>>,
     state: AtomicU8,
     /// When the current wait for a server began (µs since `since`), 0 when not waiting.
     wait_started_us: AtomicU64,
@@ -126,6 +135,23 @@ impl Interrupt {
 }
 
 impl ClientInfo {
+    /// When the client logged in (wall clock).
+    pub fn connected_at(&self) -> SystemTime {
+        let now = SystemTime::now();
+        now.checked_sub(self.since.elapsed()).unwrap_or(now)
+    }
+
+    /// The client now holds the server with this cancel key (`None`: no server).
+    pub fn hold_server(&self, cancel_key: Option<Arc<CancelKey>>) {
+        *self.cancel_key() = cancel_key;
+    }
+
+    fn cancel_key(&self) -> std::sync::MutexGuard<'_, Option<Arc<CancelKey>>> {
+        self.server_cancel_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The client's address as SHOW CLIENTS prints it.
     pub fn addr(&self) -> String {
         crate::net::peer_name(self.peer)
@@ -175,7 +201,7 @@ impl ClientInfo {
 impl Drop for ClientInfo {
     fn drop(&mut self) {
         if let Some(r) = self.registry.upgrade() {
-            r.lock_clients().remove(&self.id);
+            r.lock_clients().remove(&self.pid);
         }
     }
 }
@@ -223,12 +249,13 @@ impl Drop for ServerInfo {
 #[derive(Default, Debug)]
 pub struct Registry {
     ids: AtomicU64,
-    clients: Mutex<HashMap<u64, Weak<ClientInfo>>>,
+    /// By cancel key pid.
+    clients: Mutex<HashMap<i32, Weak<ClientInfo>>>,
     servers: Mutex<HashMap<u64, Weak<ServerInfo>>>,
 }
 
 impl Registry {
-    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<ClientInfo>>> {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Weak<ClientInfo>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -236,23 +263,34 @@ impl Registry {
         self.servers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a client; it is removed when the returned record is dropped.
+    /// Registers client `id` with a cancel key of its own; it is removed when the returned
+    /// record is dropped.
     pub fn client(
         self: &Arc<Self>,
+        id: u64,
         database: Arc<str>,
         user: Arc<str>,
-        application_name: String,
+        application_name: Box<str>,
         peer: Option<SocketAddr>,
     ) -> Arc<ClientInfo> {
-        let id = self.ids.fetch_add(1, Relaxed) + 1;
+        let mut rng = rand::rng();
+        let mut clients = self.lock_clients();
+        let pid = loop {
+            let pid = rng.random_range(1..i32::MAX);
+            if !clients.contains_key(&pid) {
+                break pid;
+            }
+        };
         let info = Arc::new(ClientInfo {
             id,
+            pid,
+            secret: rng.random(),
             database,
             user,
             application_name,
             peer,
-            connected_at: SystemTime::now(),
             since: Instant::now(),
+            server_cancel_key: Mutex::new(None),
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_started_us: AtomicU64::new(0),
             max_wait_us: AtomicU64::new(0),
@@ -262,8 +300,19 @@ impl Registry {
             interrupt: Interrupt::default(),
             registry: Arc::downgrade(self),
         });
-        self.lock_clients().insert(id, Arc::downgrade(&info));
+        clients.insert(pid, Arc::downgrade(&info));
         info
+    }
+
+    /// The cancel key of the server held by the client whose key is (`pid`, `secret`);
+    /// `None` for an unknown key or a client holding no server.
+    pub fn server_cancel_key(&self, pid: i32, secret: &[u8]) -> Option<Arc<CancelKey>> {
+        let client = self.lock_clients().get(&pid)?.upgrade()?;
+        if !constant_time_eq(&client.secret.to_be_bytes(), secret) {
+            return None;
+        }
+        let key = client.cancel_key().clone();
+        key
     }
 
     /// Registers a server connection; removed when the record is dropped.
@@ -315,5 +364,51 @@ impl Registry {
             .collect();
         v.sort_by_key(|s| s.id);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_key_names_the_server_its_client_holds_and_needs_the_secret() {
+        let registry = Arc::new(Registry::default());
+        let a = registry.client(1, "db".into(), "u".into(), "".into(), None);
+        let b = registry.client(2, "db".into(), "u".into(), "".into(), None);
+        assert_ne!(a.pid, b.pid, "keys are unique among connected clients");
+        let secret = a.secret.to_be_bytes();
+        assert!(
+            registry.server_cancel_key(a.pid, &secret).is_none(),
+            "no server held"
+        );
+        let key = Arc::new(CancelKey {
+            addr: "127.0.0.1:5432".into(),
+            pid: 4242,
+            secret: vec![1, 2, 3, 4],
+        });
+        a.hold_server(Some(key.clone()));
+        b.hold_server(Some(key));
+        let found = registry
+            .server_cancel_key(a.pid, &secret)
+            .expect("held server");
+        assert_eq!(found.pid, 4242);
+        let wrong = a.secret.wrapping_add(1).to_be_bytes();
+        assert!(registry.server_cancel_key(a.pid, &wrong).is_none());
+        if a.secret != b.secret {
+            assert!(
+                registry.server_cancel_key(b.pid, &secret).is_none(),
+                "another's secret"
+            );
+        }
+        a.hold_server(None);
+        assert!(registry.server_cancel_key(a.pid, &secret).is_none());
+        let pid = a.pid;
+        drop(a);
+        assert!(
+            registry.server_cancel_key(pid, &secret).is_none(),
+            "gone with its client"
+        );
+        assert_eq!(registry.clients().len(), 1);
     }
 }
