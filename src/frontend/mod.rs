@@ -108,11 +108,22 @@ pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> ClientTask {
         tag,
         counted,
     };
-    ClientTask(Stage::Busy(Box::pin(conn.serve())))
+    ClientTask(Stage::Busy(boxed(|| conn.serve())))
 }
 
 /// What a client's task is doing now.
 type Busy = Pin<Box<dyn Future<Output = Option<Box<relay::Client>>> + Send>>;
+
+/// Boxes the future `make` makes, allocating first so that the future can be built in
+/// place rather than on the stack and then copied (its full size, kilobytes, on every
+/// request).
+fn boxed<F>(make: impl FnOnce() -> F) -> Busy
+where
+    F: Future<Output = Option<Box<relay::Client>>> + Send + 'static,
+{
+    let future: Box<F> = Box::write(Box::<F>::new_uninit(), make());
+    Box::into_pin(future)
+}
 
 /// A client's task: its future is this small enum, not an `async fn`, so that an idle
 /// client's task holds one pointer to its [`relay::Client`] and nothing else (a tokio task
@@ -150,7 +161,7 @@ impl Future for ClientTask {
                         return Poll::Pending;
                     }
                     Poll::Ready(woke) => {
-                        *task = Stage::Busy(Box::pin(client.until_idle(Some(woke))))
+                        *task = Stage::Busy(boxed(|| client.until_idle(Some(woke))))
                     }
                 },
                 Stage::Done => return Poll::Ready(()),
