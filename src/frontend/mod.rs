@@ -260,3 +260,30 @@ async fn report(stream: &mut Stream, error: ClientError) {
     }
     let _ = stream.send(&out).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle client costs is mostly these (BENCHMARKS.md, memory per idle client):
+    /// the task's future must fit tokio's 128-byte task cell (24 bytes of future), and the
+    /// client's box jemalloc's 256-byte size class.
+    #[test]
+    fn an_idle_client_stays_small() {
+        assert!(
+            std::mem::size_of::<ClientTask>() <= 24,
+            "task future: {} bytes",
+            std::mem::size_of::<ClientTask>()
+        );
+        assert!(
+            std::mem::size_of::<relay::Client>() <= 256,
+            "client box: {} bytes",
+            std::mem::size_of::<relay::Client>()
+        );
+        assert!(
+            std::mem::size_of::<crate::stats::ClientInfo>() + 16 <= 256,
+            "registry record: {} bytes",
+            std::mem::size_of::<crate::stats::ClientInfo>()
+        );
+    }
+}
