@@ -12,7 +12,6 @@ use lru::LruCache;
 
 use crate::classify::{classify_parsed, Classification};
 use crate::parsed::Parsed;
-use crate::session::contains_ci;
 use crate::shape::{is_word, shape};
 use crate::shard_key::{find_keys_parsed, KeyColumn, KeyValue};
 
@@ -117,7 +116,7 @@ impl AnalysisCache {
     }
 
     fn shape_key(&self, sql: &str) -> Option<u64> {
-        if self.max_length.is_some_and(|max| sql.len() > max) || contains_ci(sql, "set_config") {
+        if self.max_length.is_some_and(|max| sql.len() > max) {
             return None;
         }
         let mut h = self.hashes.build_hasher();

@@ -7,7 +7,8 @@
 //! kept byte for byte (whitespace, comments, identifiers, `$n` parameters). Where it
 //! cannot be sure — a backslash in a string (`standard_conforming_strings = off`, `E''`),
 //! dollar quoting, a number glued to a word, an unterminated quote or comment — it gives
-//! up and the caller falls back to caching by the exact text.
+//! up and the caller falls back to caching by the exact text. It also gives up on texts
+//! that call `set_config`, whose session effects depend on the literals' values.
 
 use std::hash::Hasher;
 
@@ -42,7 +43,24 @@ pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
                 i = end;
                 run_start = i;
             }
-            b'"' => i = quoted_end(b, i, b'"')?,
+            b'"' => {
+                let end = quoted_end(b, i, b'"')?;
+                // `"set_config"(…)` calls the function too.
+                if b[i + 1..end - 1].eq_ignore_ascii_case(SET_CONFIG) {
+                    return None;
+                }
+                i = end;
+            }
+            b'_' => {
+                if i >= 3
+                    && b[i - 3..]
+                        .get(..SET_CONFIG.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(SET_CONFIG))
+                {
+                    return None;
+                }
+                i += 1;
+            }
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 i = b[i..]
                     .iter()
@@ -78,6 +96,9 @@ pub fn shape(sql: &str, hasher: &mut impl Hasher) -> Option<()> {
     Some(())
 }
 
+/// Found where the lexer meets its `_` (outside strings and comments, where a call can be).
+const SET_CONFIG: &[u8] = b"set_config";
+
 /// The bytes the loop in [`shape`] acts on; every other byte is part of the current run.
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
@@ -92,6 +113,7 @@ const SPECIAL: [bool; 256] = {
     t[b'/' as usize] = true;
     t[b'$' as usize] = true;
     t[b'.' as usize] = true;
+    t[b'_' as usize] = true;
     t
 };
 
@@ -233,9 +255,19 @@ mod tests {
             "SELECT 1e",
             "SELECT 12abc",
             "SELECT 1..2",
+            "SELECT set_config('a', 'b', false)",
+            "select pg_catalog.SET_CONFIG('a', $1, false)",
+            "SELECT \"set_config\"('a', 'b', false)",
         ] {
             assert_eq!(key(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn set_config_only_in_strings_or_comments_changes_nothing() {
+        assert!(key("SELECT 'set_config' FROM t_1").is_some());
+        assert!(key("SELECT 1 /* set_config */").is_some());
+        assert!(key("SELECT _ FROM set_conf").is_some());
     }
 
     #[test]
