@@ -111,7 +111,8 @@ pub fn handle(stream: Stream, app: Arc<App>, id: u64) -> ClientTask {
     ClientTask(Stage::Busy(boxed(|| conn.serve())))
 }
 
-/// What a client's task is doing now.
+/// The login, or a stretch of requests up to the next idle wait: ends with the client
+/// idle, or `None` when it is done.
 type Busy = Pin<Box<dyn Future<Output = Option<Box<relay::Client>>> + Send>>;
 
 /// Boxes the future `make` makes, allocating first so that the future can be built in
