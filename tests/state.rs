@@ -28,6 +28,10 @@ async fn values(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 async fn state_does_not_leak(pool_mode: &str) {
     let cluster = shared();
     let pooler = Pooler::start(&config(cluster, free_port(), pool_mode, 1, ""));
+    leak_check(&pooler, pool_mode).await;
+}
+
+async fn leak_check(pooler: &Pooler, pool_mode: &str) {
     let a = pooler
         .connect(SCRAM_USER, SCRAM_PASS, DB)
         .await
@@ -109,6 +113,24 @@ async fn session_state_does_not_leak_to_next_client_in_transaction_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_does_not_leak_to_next_client_in_session_mode() {
     state_does_not_leak("session").await;
+}
+
+/// With the query parser on, the router's analysis of a transaction's first Query also says
+/// what session state it leaves (no second lookup): the same leak check, on the primary alone
+/// so that both clients share its one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_does_not_leak_with_the_query_parser_on() {
+    let cluster = shared();
+    let mut toml = config(cluster, free_port(), "transaction", 1, "").replace(
+        "default_role = \"primary\"\n",
+        "default_role = \"primary\"\nquery_parser_enabled = true\nquery_parser_read_write_splitting = true\n",
+    );
+    for r in &cluster.replicas {
+        toml = toml.replace(&format!(", [\"{}\", {}, \"replica\"]", r.host, r.port), "");
+    }
+    assert!(toml.contains("query_parser_enabled = true") && !toml.contains("\"replica\""));
+    let pooler = Pooler::start(&toml);
+    leak_check(&pooler, "transaction").await;
 }
 
 /// Backends of the primary that are `idle in transaction` with `marker` as their last query.

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
-use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
+use pgcat_parser::{Analysis, Role, Route, SessionEffects, SessionRouting};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tracing::Instrument;
 
@@ -58,6 +58,9 @@ struct Flow {
     /// When the query being answered was sent, and when the transaction began.
     query_started: Option<Instant>,
     xact_started: Instant,
+    /// The parser's analysis of the Query the server was taken for (the first message in
+    /// the client's buffer), which has that Query's session effects.
+    routed: Option<Arc<Analysis>>,
 }
 
 impl Flow {
@@ -73,6 +76,7 @@ impl Flow {
             failed: false,
             query_started: Some(now),
             xact_started: now,
+            routed: None,
         }
     }
 
@@ -251,7 +255,7 @@ impl Client {
             *held = match self.idle().await? {
                 Idle::Exit => return Ok(false),
                 Idle::Answered => return Ok(true),
-                Idle::Route(route, begin) => self.take_server(route, begin).await?,
+                Idle::Route(route, begin, routed) => self.take_server(route, begin, routed).await?,
             };
             let Some(h) = held else {
                 return Ok(true);
@@ -348,8 +352,9 @@ enum Idle {
     /// The pooler answered (an SQL extension, a held BEGIN, a known prepare), or more
     /// bytes are needed.
     Answered,
-    /// A server is needed for this route; with the BEGIN held back, if any.
-    Route(Route, Option<BytesMut>),
+    /// A server is needed for this route; with the BEGIN held back, if any, and the
+    /// parser's analysis of the Query, if it made one.
+    Route(Route, Option<BytesMut>, Option<Arc<Analysis>>),
 }
 
 /// What the pooler answers for a BEGIN it holds back.
@@ -548,7 +553,8 @@ impl Client {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
-                        match body.map(|b| (effects.of(b), b)) {
+                        let routed = flow.routed.take().filter(|_| start == 0);
+                        match body.map(|b| (state::effects_of(effects, b, routed.as_deref()), b)) {
                             None => *dirty = Dirty::all(),
                             Some((None, _)) => {}
                             // A plain SET outside a transaction: kept once it succeeds.
@@ -974,7 +980,7 @@ impl Client {
             }
         }
         let mut decided = route::decide(&request, &self.routing, &pool);
-        if let (Ok(r), Some(begin)) = (&mut decided, &self.held_begin) {
+        if let (Ok((r, _)), Some(begin)) = (&mut decided, &self.held_begin) {
             let routing = &pool.router.routing;
             if !begin.read_only
                 && self.routing.parser_enabled(routing)
@@ -984,7 +990,11 @@ impl Client {
             }
         }
         match decided {
-            Ok(r) => Ok(Idle::Route(r, self.held_begin.take().map(|b| b.message))),
+            Ok((r, routed)) => Ok(Idle::Route(
+                r,
+                self.held_begin.take().map(|b| b.message),
+                routed,
+            )),
             Err(e) => {
                 self.held_begin = None;
                 self.reject(e, false).await?;
@@ -1114,6 +1124,7 @@ impl Client {
         &mut self,
         route: Route,
         begin: Option<BytesMut>,
+        routed: Option<Arc<Analysis>>,
     ) -> Result<Option<Box<Held>>, ClientError> {
         let pool = self.session.pool.clone();
         let info = self.session.info.clone();
@@ -1146,6 +1157,7 @@ impl Client {
             return Ok(None);
         }
         let mut flow = Flow::new(got);
+        flow.routed = routed;
         if let Some(begin) = begin {
             if let Err(e) = server.write_all(&begin).await {
                 drop(Object::take(server));

@@ -5,10 +5,12 @@
 //! request's SQL (the Query, or the Parse behind a batch's Bind and that Bind's
 //! parameters), checks the shard, and writes the replies the pooler makes up.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, BytesMut};
 use pgcat_parser::{
-    bind_param_as_i64, may_be_command, parse_command, resolve_keys, route, Command, CommandError,
-    Route, SessionRouting, ShardSelector,
+    bind_param_as_i64, may_be_command, parse_command, resolve_keys, route, Analysis, Command,
+    CommandError, Route, SessionRouting, ShardSelector,
 };
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
@@ -97,12 +99,14 @@ pub fn text(body: &[u8]) -> &str {
     std::str::from_utf8(&body[..end]).unwrap_or("\u{FFFD}")
 }
 
-/// Decides the route of a request for a client with `session` routing state.
+/// Decides the route of a request for a client with `session` routing state; with the
+/// parser's analysis of a Query's text, when it was analysed (its session effects need not
+/// be looked up again).
 pub fn decide(
     request: &Request<'_>,
     session: &SessionRouting,
     pool: &UserPool,
-) -> Result<Route, PgError> {
+) -> Result<(Route, Option<Arc<Analysis>>), PgError> {
     let router = &pool.router;
     let (sql, bind) = match *request {
         Request::Query(sql) => (Some(sql), None),
@@ -110,20 +114,15 @@ pub fn decide(
         Request::Opaque => (None, None),
     };
     let Some(sql) = sql else {
-        return Ok(route(
-            &Default::default(),
-            &[],
-            None,
-            session,
-            &router.routing,
-        ));
+        let routed = route(&Default::default(), &[], None, session, &router.routing);
+        return Ok((routed, None));
     };
     let hint = router.hints.find(sql);
     let parsing = session.parser_enabled(&router.routing)
         && (router.routing.read_write_splitting || router.routing.automatic_key.is_some());
-    let analysis = parsing.then(|| router.analyze(sql));
+    let analysed = parsing.then(|| router.analyze(sql));
     let default_analysis = Default::default();
-    let analysis = analysis.as_deref().unwrap_or(&default_analysis);
+    let analysis = analysed.as_deref().unwrap_or(&default_analysis);
     let keys =
         resolve_keys(&analysis.keys, |i| bind.and_then(|b| bind_param(b, i))).unwrap_or_default();
     let routed = route(
@@ -155,7 +154,11 @@ pub fn decide(
             .with_hint("Query one shard at a time (one sharding key, or SET SHARD TO)."));
         }
     }
-    Ok(routed)
+    let query_analysis = match request {
+        Request::Query(_) => analysed,
+        _ => None,
+    };
+    Ok((routed, query_analysis))
 }
 
 fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {

@@ -67,6 +67,23 @@ pub fn may_change_session(sql: &[u8]) -> bool {
     HINT_SEARCH.is_match(sql)
 }
 
+/// The session effects of the Query text in `body`: from the parser's analysis of it when
+/// the router made one and it parsed (the same statements, so the same effects), else from
+/// the effects cache.
+pub fn effects_of(
+    effects: &Effects,
+    body: &[u8],
+    routed: Option<&Analysis>,
+) -> Option<SessionEffects> {
+    match routed {
+        Some(analysis) if analysis.classification.parsed => {
+            let session = &analysis.classification.session;
+            (!session.is_empty()).then(|| session.clone())
+        }
+        _ => effects.of(body),
+    }
+}
+
 /// Classification results, by query text.
 pub struct Effects {
     cache: AnalysisCache,
