@@ -177,15 +177,17 @@ impl Client {
             Ok(false) => None,
             Err(e) => Some(e),
         };
+        let tag = self.tag();
         if self.app.config().general.log_client_disconnections {
             let info = &self.session.info;
-            self.tag().in_scope(
+            tag.in_scope(
                 || tracing::info!(user = %info.user, database = %info.database, "client disconnected"),
             );
         }
         if let Some(e) = error {
-            let span = self.tag().span();
-            super::report(&mut self.stream, e).instrument(span).await;
+            super::report(&mut self.stream, e)
+                .instrument(tag.span())
+                .await;
         }
         None
     }
@@ -554,7 +556,7 @@ impl Client {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
                         let routed = flow.routed.take().filter(|_| start == 0);
-                        match body.map(|b| (state::effects_of(effects, b, routed.as_deref()), b)) {
+                        match body.map(|b| (effects.of(b, routed.as_deref()), b)) {
                             None => *dirty = Dirty::all(),
                             Some((None, _)) => {}
                             // A plain SET outside a transaction: kept once it succeeds.
@@ -562,7 +564,7 @@ impl Client {
                                 if idle
                                     && state::only_settings(&e)
                                     && flow.remember.is_none()
-                                    && !effects.controls_transaction(t) =>
+                                    && !effects.controls_transaction(t, routed.as_deref()) =>
                             {
                                 flow.remember = Some(e);
                             }
@@ -607,7 +609,7 @@ impl Client {
                             if mode == Mode::Pin && !name.is_empty() {
                                 dirty.prepared = true;
                             }
-                            if let Some(e) = effects.of(rest) {
+                            if let Some(e) = effects.of(rest, None) {
                                 state::note_settings(&mut flow.changed_settings, &e);
                                 state::merge(dirty, state::dirty(&e));
                             }

@@ -67,21 +67,9 @@ pub fn may_change_session(sql: &[u8]) -> bool {
     HINT_SEARCH.is_match(sql)
 }
 
-/// The session effects of the Query text in `body`: from the parser's analysis of it when
-/// the router made one and it parsed (the same statements, so the same effects), else from
-/// the effects cache.
-pub fn effects_of(
-    effects: &Effects,
-    body: &[u8],
-    routed: Option<&Analysis>,
-) -> Option<SessionEffects> {
-    match routed {
-        Some(analysis) if analysis.classification.parsed => {
-            let session = &analysis.classification.session;
-            (!session.is_empty()).then(|| session.clone())
-        }
-        _ => effects.of(body),
-    }
+/// The router's analysis of a text, if it parsed.
+fn parsed(routed: Option<&Analysis>) -> Option<&Analysis> {
+    routed.filter(|a| a.classification.parsed)
 }
 
 /// Classification results, by query text.
@@ -99,20 +87,30 @@ impl Default for Effects {
 
 impl Effects {
     /// The session effects of the query text in `body` (as on the wire, up to its NUL);
-    /// `None` when it has none.
-    pub fn of(&self, body: &[u8]) -> Option<SessionEffects> {
-        if !may_change_session(body) {
-            return None;
-        }
-        let analysis = self.analysis(text(body));
-        let effects = &analysis.classification.session;
-        (!effects.is_empty()).then(|| effects.clone())
+    /// `None` when it has none. `routed` is the router's analysis of the same text, if it
+    /// made one: when that parsed, it has the same statements and so the same answer, and
+    /// no second lookup is needed.
+    pub fn of(&self, body: &[u8], routed: Option<&Analysis>) -> Option<SessionEffects> {
+        let session = match parsed(routed) {
+            Some(analysis) => &analysis.classification.session,
+            None if !may_change_session(body) => return None,
+            None => &self.analysis(text(body)).classification.session,
+        };
+        (!session.is_empty()).then(|| session.clone())
     }
 
     /// `sql` opens or ends a transaction (`BEGIN; SET …; ROLLBACK` keeps nothing) or could
-    /// not be parsed. Only asked of texts [`Effects::of`] found effects in (cached then).
-    pub fn controls_transaction(&self, body: &[u8]) -> bool {
-        let c = &self.analysis(text(body)).classification;
+    /// not be parsed. Only asked of texts [`Effects::of`] found effects in (cached then, or
+    /// in `routed`, as there).
+    pub fn controls_transaction(&self, body: &[u8], routed: Option<&Analysis>) -> bool {
+        let cached;
+        let c = match parsed(routed) {
+            Some(analysis) => &analysis.classification,
+            None => {
+                cached = self.analysis(text(body));
+                &cached.classification
+            }
+        };
         !c.parsed || c.begin.is_some() || c.ends_transaction
     }
 
@@ -262,16 +260,48 @@ mod tests {
     #[test]
     fn effects_are_classified_and_cached() {
         let e = Effects::default();
-        assert!(e.of(b"SELECT 1").is_none());
-        let set = e.of(b"SET search_path = a, b").unwrap();
+        assert!(e.of(b"SELECT 1", None).is_none());
+        let set = e.of(b"SET search_path = a, b", None).unwrap();
         assert!(only_settings(&set));
         assert!(dirty(&set).settings);
-        let temp = e.of(b"create temporary table t (a int)").unwrap();
+        let temp = e.of(b"create temporary table t (a int)", None).unwrap();
         assert!(!only_settings(&temp));
         assert!(dirty(&temp).temp);
-        assert!(dirty(&e.of(b"SELECT pg_advisory_lock(7)").unwrap()).advisory);
+        assert!(dirty(&e.of(b"SELECT pg_advisory_lock(7)", None).unwrap()).advisory);
         // An UPDATE's SET is not a session SET.
-        assert!(e.of(b"UPDATE t SET a = 1").is_none());
+        assert!(e.of(b"UPDATE t SET a = 1", None).is_none());
+    }
+
+    #[test]
+    fn the_routers_parsed_analysis_gives_the_same_answers() {
+        let e = Effects::default();
+        for sql in [
+            "SELECT 1",
+            "SET search_path = a, b",
+            "BEGIN; SET statement_timeout = 5; COMMIT",
+            "create temporary table t (a int)",
+            "SELECT pg_advisory_lock(7)",
+            "UPDATE t SET a = 1",
+        ] {
+            let routed = Analysis::of(sql, None, Some(1024));
+            assert!(routed.classification.parsed, "{sql}");
+            let body = sql.as_bytes();
+            assert_eq!(e.of(body, Some(&routed)), e.of(body, None), "{sql}");
+            assert_eq!(
+                e.controls_transaction(body, Some(&routed)),
+                e.controls_transaction(body, None),
+                "{sql}"
+            );
+        }
+        // One that did not parse (longer than the router's limit) is not used.
+        let long = "SET search_path = a";
+        let unparsed = Analysis::of(long, None, Some(4));
+        assert!(!unparsed.classification.parsed);
+        assert_eq!(
+            e.of(long.as_bytes(), Some(&unparsed)),
+            e.of(long.as_bytes(), None)
+        );
+        assert!(e.of(long.as_bytes(), None).is_some());
     }
 
     #[test]
@@ -282,12 +312,12 @@ mod tests {
         remember(
             &mut params,
             &startup,
-            &e.of(b"SET application_name = 'x'").unwrap(),
+            &e.of(b"SET application_name = 'x'", None).unwrap(),
         );
         remember(
             &mut params,
             &startup,
-            &e.of(b"SET statement_timeout = 1234").unwrap(),
+            &e.of(b"SET statement_timeout = 1234", None).unwrap(),
         );
         assert_eq!(
             params,
@@ -296,7 +326,7 @@ mod tests {
                 ("statement_timeout".to_string(), "1234".to_string())
             ]
         );
-        remember(&mut params, &startup, &e.of(b"RESET ALL").unwrap());
+        remember(&mut params, &startup, &e.of(b"RESET ALL", None).unwrap());
         assert_eq!(params, startup);
     }
 }

@@ -146,6 +146,11 @@ impl ClientInfo {
         *self.cancel_key() = cancel_key;
     }
 
+    /// The cancel key of the server the client holds, if it holds one.
+    fn held_server_key(&self) -> Option<Arc<CancelKey>> {
+        self.cancel_key().clone()
+    }
+
     fn cancel_key(&self) -> std::sync::MutexGuard<'_, Option<Arc<CancelKey>>> {
         self.server_cancel_key
             .lock()
@@ -311,8 +316,7 @@ impl Registry {
         if !constant_time_eq(&client.secret.to_be_bytes(), secret) {
             return None;
         }
-        let key = client.cancel_key().clone();
-        key
+        client.held_server_key()
     }
 
     /// Registers a server connection; removed when the record is dropped.
