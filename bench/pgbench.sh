@@ -19,6 +19,13 @@
 #        pgcat+parser  the same with query_parser_enabled and query_parser_read_write_splitting
 #                      (only a primary, primary_reads_enabled: every query is parsed and routed
 #                      to the primary), to measure what the parser costs;
+#        relay-epoll   (only when named in TARGETS) bench/relay_epoll.c, built with cc: a
+#                      one-thread epoll relay with one server connection per client and no
+#                      protocol work, the floor under any pooler in a readiness model;
+#        relay-uring   (likewise) bench/relay_uring.c, the same relay on io_uring (needs
+#                      liburing: apt-get install liburing-dev). Neither pools, so they run
+#                      only the workloads with as many server connections as clients
+#                      (select, extended, tpcb, prepared);
 #   4. memory per idle client, on the freshly started poolers: a python3 script (stdlib sockets,
 #      startup + md5 login) opens $IDLE_CLIENTS idle connections to each pooler in turn;
 #      (VmRSS after - VmRSS before) / clients. The poolers are then restarted and warmed up
@@ -54,10 +61,11 @@
 # (`apt-get install valgrind`).
 #
 # Environment: SCALE (10), DURATION (15 s), ROUNDS (3), CLIENTS (16), IDLE_CLIENTS (2000),
-#   WORKLOADS (space-separated subset of the names above, default all), TARGETS (subset of
-#   "direct pgbouncer pgcat pgcat+parser"), WARMUP (5 s), PGBIN (dir of initdb/pg_ctl; found
-#   via pg_config or /usr/lib/postgresql/*/bin), PGCAT_BIN (default target/release/pgcat, under
-#   $CARGO_TARGET_DIR when that is set, where `cargo build` puts it),
+#   WORKLOADS (space-separated subset of the names above, default all), TARGETS (default
+#   "direct pgbouncer pgcat pgcat+parser"; relay-epoll and relay-uring on request), WARMUP
+#   (5 s), PGBIN (dir of initdb/pg_ctl; found via pg_config or /usr/lib/postgresql/*/bin),
+#   PGCAT_BIN (default target/release/pgcat, under $CARGO_TARGET_DIR when that is set, where
+#   `cargo build` puts it),
 #   OUT (also write the report to this file, and the per-run rows to ${OUT%.*}.tsv),
 #   KEEP=1 (keep the temp dir), QUIET_PCT (10), QUIET_WAIT (600), DISTURBED_PCT (10), RETRIES (2),
 #   PGCAT_WORKERS (1: worker_threads of the pooler, one event loop like PgBouncer's; 0 leaves
@@ -185,7 +193,7 @@ fi
 ACTIVE=()
 for t in $TARGETS; do
     case $t in
-        direct|pgcat|pgcat+parser) ACTIVE+=("$t") ;;
+        direct|pgcat|pgcat+parser|relay-epoll|relay-uring) ACTIVE+=("$t") ;;
         pgbouncer) [ "$HAVE_PGB" = 1 ] && ACTIVE+=("$t") ;;
         *) die "unknown target $t" ;;
     esac
@@ -209,12 +217,31 @@ log "work dir $WORK"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_PORT=$(free_port)
 declare -A PORT=([direct]=$PG_PORT)
-for t in pgbouncer pgcat pgcat+parser; do
+for t in pgbouncer pgcat pgcat+parser relay-epoll relay-uring; do
     while :; do
         p=$(free_port)
         case " ${PORT[*]} " in *" $p "*) ;; *) PORT[$t]=$p; break ;; esac
     done
 done
+
+# The reference relays, built from source; a target whose build fails is dropped.
+build_relay() { # target
+    local t=$1 src="$ROOT/bench/${1/-/_}.c" libs=()
+    [ "$t" = relay-uring ] && libs=(-luring)
+    if command -v cc >/dev/null && cc -O2 -o "$WORK/$t" "$src" "${libs[@]}" 2>"$WORK/$t.build.log"; then return 0; fi
+    log "$t: cannot build $src (needs cc$([ "$t" = relay-uring ] && echo ' and liburing-dev')): skipping it"
+    return 1
+}
+KEPT=()
+for t in "${ACTIVE[@]}"; do
+    case $t in relay-*) build_relay "$t" || continue ;; esac
+    KEPT+=("$t")
+done
+ACTIVE=("${KEPT[@]}")
+# A relay has one server connection per client: it runs only where the poolers have as many.
+runs_workload() { # target workload
+    case $1:$2 in relay-*:connect|relay-*:select-200) return 1 ;; esac
+}
 
 # ---------------------------------------------------------------- PostgreSQL
 export PGPASSWORD=bench
@@ -334,6 +361,12 @@ start_poolers() {
     has_target pgbouncer && start_pgbouncer
     has_target pgcat && start_pgcat pgcat ""
     has_target pgcat+parser && start_pgcat pgcat+parser "$PARSER_KEYS"
+    for t in relay-epoll relay-uring; do
+        has_target "$t" || continue
+        "$WORK/$t" "${PORT[$t]}" "$PG_PORT" >"$WORK/$t.log" 2>&1 &
+        POOLER_PID[$t]=$!
+        log "$t on port ${PORT[$t]} (pid ${POOLER_PID[$t]})"
+    done
     for t in "${ACTIVE[@]}"; do wait_answers "$t"; done
 }
 stop_poolers() {
@@ -587,7 +620,7 @@ fi
 start_poolers
 if [ "$IDLE_CLIENTS" -gt 0 ] && [ "${#POOLER_PID[@]}" -gt 0 ]; then
     for t in "${ACTIVE[@]}"; do
-        [ "$t" = direct ] || idle_test "$t"
+        case $t in direct|relay-*) ;; *) idle_test "$t" ;; esac
     done
     stop_poolers
     start_poolers
@@ -605,7 +638,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r/$ROUNDS"
     for w in $WORKLOADS; do
         for ((k = 0; k < NT; k++)); do
-            run_one "$r" "$w" "${ACTIVE[$(((k + r - 1) % NT))]}"
+            t=${ACTIVE[$(((k + r - 1) % NT))]}
+            runs_workload "$t" "$w" && run_one "$r" "$w" "$t"
         done
     done
 done
@@ -640,6 +674,7 @@ report() {
     for w in $WORKLOADS; do
         btps=$(med "$w" pgbouncer 4); bcpu=$(med "$w" pgbouncer 7)
         for t in "${ACTIVE[@]}"; do
+            runs_workload "$t" "$w" || continue
             tps=$(med "$w" "$t" 4); lat=$(med "$w" "$t" 5); cpu=$(med "$w" "$t" 7); hwm=$(med "$w" "$t" 8)
             ucpu=$(med "$w" "$t" 12)
             nf=$(nfail "$w" "$t")
