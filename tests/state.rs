@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::raw::RawConn;
+use support::raw::{self, RawConn};
 use support::{config, free_port, shared, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -118,8 +118,8 @@ async fn session_state_does_not_leak_to_next_client_in_session_mode() {
 /// With the query parser on, the router's analysis of a transaction's first Query also says
 /// what session state it leaves (no second lookup): the same leak check, on the primary alone
 /// so that both clients share its one server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_state_does_not_leak_with_the_query_parser_on() {
+/// A pooler with the query parser on and the primary alone, so that clients share its one server.
+fn pooler_with_the_parser_on() -> Pooler {
     let cluster = shared();
     let mut toml = config(cluster, free_port(), "transaction", 1, "").replace(
         "default_role = \"primary\"\n",
@@ -129,8 +129,80 @@ async fn session_state_does_not_leak_with_the_query_parser_on() {
         toml = toml.replace(&format!(", [\"{}\", {}, \"replica\"]", r.host, r.port), "");
     }
     assert!(toml.contains("query_parser_enabled = true") && !toml.contains("\"replica\""));
-    let pooler = Pooler::start(&toml);
-    leak_check(&pooler, "transaction").await;
+    Pooler::start(&toml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_does_not_leak_with_the_query_parser_on() {
+    leak_check(&pooler_with_the_parser_on(), "transaction").await;
+}
+
+async fn statement_timeout(client: &tokio_postgres::Client) -> String {
+    values(client, "SHOW statement_timeout").await.concat()
+}
+
+/// SETs through the extended protocol, on a pooler whose clients share one server. First
+/// tokio-postgres's way: it prepares the SET (Parse, Describe, Sync) and runs it in a later
+/// batch (Bind, Execute, Sync), so the setting changes when the statement runs, not when it
+/// is parsed. The client keeps its setting; the next client on the server must not see it.
+async fn extended_protocol_leak_check(pooler: &Pooler) {
+    let a = pooler
+        .connect(SCRAM_USER, SCRAM_PASS, DB)
+        .await
+        .expect("client A connects");
+    a.execute("SET statement_timeout = '4321'", &[])
+        .await
+        .expect("SET through the extended protocol");
+    assert_eq!(statement_timeout(&a).await, "4321ms", "A keeps its setting");
+    let b = pooler
+        .connect(SCRAM_USER, SCRAM_PASS, DB)
+        .await
+        .expect("client B connects");
+    assert_eq!(
+        statement_timeout(&b).await,
+        "0",
+        "B must not inherit A's statement_timeout"
+    );
+    assert_eq!(
+        statement_timeout(&a).await,
+        "4321ms",
+        "A still has its setting after B used the server"
+    );
+
+    // Parse, Bind, Execute and Sync of an unnamed SET in one batch: the Parse is the
+    // message the router analysed.
+    let mut c = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("client C");
+    let mut batch = raw::parse("", "SET statement_timeout = '2468'");
+    batch.extend(raw::bind("", "", &[]));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    c.send(&batch).expect("send the batch");
+    let replies = c.read_until_ready().expect("the batch's replies");
+    assert_eq!(raw::tags(&replies), "12CZ", "C's SET ran");
+    assert_eq!(
+        statement_timeout(&b).await,
+        "0",
+        "B must not inherit C's statement_timeout"
+    );
+    let shown = c.simple_query("SHOW statement_timeout").expect("SHOW");
+    assert_eq!(
+        shown.iter().find(|m| m.kind() == 'D').map(|m| m.row()),
+        Some(vec![Some("2468ms".to_owned())]),
+        "C keeps its setting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_session_state_does_not_leak() {
+    let pooler = Pooler::start(&config(shared(), free_port(), "transaction", 1, ""));
+    extended_protocol_leak_check(&pooler).await;
+}
+
+/// With the parser on, the session effects of a batch's Parse come from the router's
+/// analysis of it (no second lookup).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_session_state_does_not_leak_with_the_query_parser_on() {
+    extended_protocol_leak_check(&pooler_with_the_parser_on()).await;
 }
 
 /// Backends of the primary that are `idle in transaction` with `marker` as their last query.

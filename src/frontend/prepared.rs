@@ -35,11 +35,31 @@ pub enum Outcome {
     Keep,
     /// Its replacement (possibly nothing) is in the output buffer.
     Replaced,
+    /// A Bind, rewritten into the output buffer, of a statement whose text may change
+    /// session state: running it is what changes the state, which may be in a later batch
+    /// than its Parse.
+    Runs(Arc<Statement>),
 }
 
 #[derive(Default)]
 pub struct ClientStatements {
-    map: LazyMap<String, Arc<Statement>>,
+    map: LazyMap<String, Named>,
+}
+
+/// A client's named statement, and whether its text may change session state (found once,
+/// at its Parse, with the session-effect pre-check).
+struct Named {
+    stmt: Arc<Statement>,
+    may_change_session: bool,
+}
+
+impl Named {
+    fn new(stmt: Arc<Statement>) -> Named {
+        Named {
+            may_change_session: super::state::may_change_session(&stmt.body),
+            stmt,
+        }
+    }
 }
 
 fn malformed(what: &str) -> PgError {
@@ -88,7 +108,7 @@ impl ClientStatements {
                     return Ok(Outcome::Keep);
                 }
                 let stmt = Arc::new(Statement::new(rest));
-                self.map.insert(name.to_string(), stmt.clone());
+                self.map.insert(name.to_string(), Named::new(stmt.clone()));
                 let client_name: Arc<str> = name.into();
                 if server.has(&stmt) {
                     replies.push(Expect::Synth(b'1', Some(client_name)));
@@ -105,10 +125,11 @@ impl ClientStatements {
             b'B' => {
                 let (portal, rest) = cstr(body).map_err(|_| malformed("Bind"))?;
                 let (name, rest) = cstr(rest).map_err(|_| malformed("Bind"))?;
-                let Some(stmt) = self.known(name) else {
+                let Some(named) = self.named(name) else {
                     replies.push(Expect::Bind);
                     return Ok(Outcome::Keep);
                 };
+                let (stmt, effects) = (named.stmt.clone(), named.may_change_session);
                 self.ensure(&stmt, server, replies, out);
                 replies.push(Expect::Bind);
                 out.put_u8(b'B');
@@ -118,7 +139,11 @@ impl ClientStatements {
                 put_cstr(out, portal);
                 put_cstr(out, &stmt.server_name);
                 out.extend_from_slice(rest);
-                Ok(Outcome::Replaced)
+                Ok(if effects {
+                    Outcome::Runs(stmt)
+                } else {
+                    Outcome::Replaced
+                })
             }
             b'D' | b'C' => {
                 let (&kind, rest) = body
@@ -154,7 +179,7 @@ impl ClientStatements {
 
     /// The SQL of the client's named statement `name`.
     pub fn sql_of(&self, name: &str) -> Option<&str> {
-        let stmt = self.map.get(name)?;
+        let stmt = &self.map.get(name)?.stmt;
         let end = stmt.body.iter().position(|b| *b == 0)?;
         std::str::from_utf8(&stmt.body[..end]).ok()
     }
@@ -167,11 +192,15 @@ impl ClientStatements {
         }
     }
 
-    fn known(&self, name: &str) -> Option<Arc<Statement>> {
+    fn named(&self, name: &str) -> Option<&Named> {
         if name.is_empty() {
             return None;
         }
-        self.map.get(name).cloned()
+        self.map.get(name)
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<Statement>> {
+        self.named(name).map(|n| n.stmt.clone())
     }
 
     /// Prepares `stmt` on the server first if it does not have it.
@@ -200,7 +229,7 @@ impl ClientStatements {
                 let (name, rest) = cstr(body).map_err(|_| malformed("Parse"))?;
                 if !name.is_empty() {
                     self.map
-                        .insert(name.to_string(), Arc::new(Statement::new(rest)));
+                        .insert(name.to_string(), Named::new(Arc::new(Statement::new(rest))));
                 }
             }
             b'C' if body.first() == Some(&b'S') => {

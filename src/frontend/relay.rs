@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
-use pgcat_parser::{Analysis, Role, Route, SessionEffects, SessionRouting};
+use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tracing::Instrument;
 
@@ -25,7 +25,7 @@ use super::lazy_map::LazyMap;
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
-use super::route::{self, Request};
+use super::route::{self, Request, Routed};
 use super::state;
 use super::{ClientError, ClientTag, Conn};
 use crate::app::{App, Connection};
@@ -58,9 +58,9 @@ struct Flow {
     /// When the query being answered was sent, and when the transaction began.
     query_started: Option<Instant>,
     xact_started: Instant,
-    /// The parser's analysis of the Query the server was taken for (the first message in
-    /// the client's buffer), which has that Query's session effects.
-    routed: Option<Arc<Analysis>>,
+    /// The parser's analysis of the Query (or Parse) the server was taken for, which has
+    /// that text's session effects.
+    routed: Option<Routed>,
 }
 
 impl Flow {
@@ -356,7 +356,7 @@ enum Idle {
     Answered,
     /// A server is needed for this route; with the BEGIN held back, if any, and the
     /// parser's analysis of the Query, if it made one.
-    Route(Route, Option<BytesMut>, Option<Arc<Analysis>>),
+    Route(Route, Option<BytesMut>, Option<Routed>),
 }
 
 /// What the pooler answers for a BEGIN it holds back.
@@ -521,14 +521,24 @@ impl Client {
                     return None
                 }
                 Ok(Some((b'Q' | b'P' | b'B' | b'D', _))) if self.command_request().is_some() => {
-                    return Some(End::Intercept)
+                    flow.routed = None;
+                    return Some(End::Intercept);
                 }
                 Ok(Some((b'C', _))) if self.closes_command_statement() => {
-                    return Some(End::Intercept)
+                    flow.routed = None;
+                    return Some(End::Intercept);
                 }
                 _ => {}
             }
         }
+        // The router's analysis is of one message of this first batch, found by its offset.
+        let routed = flow.routed.take();
+        let routed_at = |start: usize| {
+            routed
+                .as_ref()
+                .filter(|r| r.at == start)
+                .map(|r| &*r.analysis)
+        };
         let cut = self.extension_cut();
         let mut last = None;
         let last_tag = &mut last;
@@ -555,8 +565,8 @@ impl Client {
                 b'Q' => {
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
-                        let routed = flow.routed.take().filter(|_| start == 0);
-                        match body.map(|b| (effects.of(b, routed.as_deref()), b)) {
+                        let routed = routed_at(start);
+                        match body.map(|b| (effects.of(b, routed), b)) {
                             None => *dirty = Dirty::all(),
                             Some((None, _)) => {}
                             // A plain SET outside a transaction: kept once it succeeds.
@@ -564,13 +574,12 @@ impl Client {
                                 if idle
                                     && state::only_settings(&e)
                                     && flow.remember.is_none()
-                                    && !effects.controls_transaction(t, routed.as_deref()) =>
+                                    && !effects.controls_transaction(t, routed) =>
                             {
                                 flow.remember = Some(e);
                             }
                             Some((Some(e), _)) => {
-                                state::note_settings(&mut flow.changed_settings, &e);
-                                state::merge(dirty, state::dirty(&e));
+                                state::note(&mut flow.changed_settings, dirty, &e);
                             }
                         }
                     }
@@ -609,9 +618,8 @@ impl Client {
                             if mode == Mode::Pin && !name.is_empty() {
                                 dirty.prepared = true;
                             }
-                            if let Some(e) = effects.of(rest, None) {
-                                state::note_settings(&mut flow.changed_settings, &e);
-                                state::merge(dirty, state::dirty(&e));
+                            if let Some(e) = effects.of(rest, routed_at(start)) {
+                                state::note(&mut flow.changed_settings, dirty, &e);
                             }
                         }
                     }
@@ -629,7 +637,12 @@ impl Client {
                         &mut replacement,
                     ) {
                         Ok(Outcome::Keep) => {}
-                        Ok(Outcome::Replaced) => {
+                        Ok(outcome) => {
+                            if let Outcome::Runs(stmt) = outcome {
+                                if let Some(e) = effects.of(&stmt.body, None) {
+                                    state::note(&mut flow.changed_settings, dirty, &e);
+                                }
+                            }
                             if out.capacity() == 0 {
                                 out.reserve(buf.len() + 256);
                             }
@@ -1126,7 +1139,7 @@ impl Client {
         &mut self,
         route: Route,
         begin: Option<BytesMut>,
-        routed: Option<Arc<Analysis>>,
+        routed: Option<Routed>,
     ) -> Result<Option<Box<Held>>, ClientError> {
         let pool = self.session.pool.clone();
         let info = self.session.info.clone();

@@ -25,13 +25,24 @@ pub enum Request<'a> {
     /// A simple Query.
     Query(&'a str),
     /// An extended batch: the SQL of the statement its first Bind (or Describe/Sync)
-    /// uses, when known, and that Bind's body.
+    /// uses, when known, that Bind's body, and where the Parse that carries the SQL starts
+    /// when it is in this batch (not a statement prepared earlier).
     Extended {
         sql: Option<&'a str>,
         bind: Option<&'a [u8]>,
+        parse_at: Option<usize>,
     },
     /// Something else (FunctionCall, a Query too large to inspect): default route.
     Opaque,
+}
+
+/// The parser's analysis of the text of the message that starts at `at` in the client's
+/// buffer: the Query routed, or the Parse of the statement an extended batch runs. It has
+/// that text's session effects, so they need no second lookup when the message is relayed.
+#[derive(Debug)]
+pub struct Routed {
+    pub analysis: Arc<Analysis>,
+    pub at: usize,
 }
 
 /// Reads the first request from `buf`; `None` when more bytes are needed. `named` finds
@@ -42,15 +53,16 @@ pub fn first_request<'a>(
     named: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Option<Request<'a>>, FrameError> {
     let mut pos = 0;
-    // Statements parsed earlier in this batch: (name, SQL); usually one, kept inline.
-    let mut parsed: smallvec::SmallVec<[(&str, &str); 2]> = smallvec::SmallVec::new();
-    let lookup = |parsed: &[(&'a str, &'a str)], name: &str| {
+    // Statements parsed earlier in this batch: (name, SQL, where its Parse starts); usually
+    // one, kept inline.
+    let mut parsed: smallvec::SmallVec<[(&str, &str, usize); 2]> = smallvec::SmallVec::new();
+    let lookup = |parsed: &[(&'a str, &'a str, usize)], name: &str| {
         parsed
             .iter()
             .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, sql)| *sql)
-            .or_else(|| if name.is_empty() { None } else { named(name) })
+            .find(|(n, _, _)| *n == name)
+            .map(|&(_, sql, at)| (Some(sql), Some(at)))
+            .unwrap_or_else(|| (if name.is_empty() { None } else { named(name) }, None))
     };
     loop {
         let Some((tag, len)) = frame::header(&buf[pos..])? else {
@@ -66,26 +78,32 @@ pub fn first_request<'a>(
             b'Q' if pos == 0 => return Ok(Some(Request::Query(text(body)))),
             b'P' => {
                 if let Ok((name, rest)) = cstr(body) {
-                    parsed.push((name, text(rest)));
+                    parsed.push((name, text(rest), pos));
                 }
             }
             b'B' => {
-                let sql = cstr(body)
+                let (sql, parse_at) = cstr(body)
                     .and_then(|(_, rest)| cstr(rest))
-                    .ok()
-                    .and_then(|(stmt, _)| lookup(&parsed, stmt));
+                    .map_or((None, None), |(stmt, _)| lookup(&parsed, stmt));
                 return Ok(Some(Request::Extended {
                     sql,
                     bind: Some(body),
+                    parse_at,
                 }));
             }
             b'D' | b'E' | b'S' | b'H' | b'C' => {
-                let sql = if tag == b'D' && body.first() == Some(&b'S') {
-                    cstr(&body[1..]).ok().and_then(|(n, _)| lookup(&parsed, n))
+                let (sql, parse_at) = if tag == b'D' && body.first() == Some(&b'S') {
+                    cstr(&body[1..]).map_or((None, None), |(n, _)| lookup(&parsed, n))
                 } else {
-                    parsed.last().map(|(_, sql)| *sql)
+                    parsed
+                        .last()
+                        .map_or((None, None), |&(_, sql, at)| (Some(sql), Some(at)))
                 };
-                return Ok(Some(Request::Extended { sql, bind: None }));
+                return Ok(Some(Request::Extended {
+                    sql,
+                    bind: None,
+                    parse_at,
+                }));
             }
             _ => return Ok(Some(Request::Opaque)),
         }
@@ -106,12 +124,16 @@ pub fn decide(
     request: &Request<'_>,
     session: &SessionRouting,
     pool: &UserPool,
-) -> Result<(Route, Option<Arc<Analysis>>), PgError> {
+) -> Result<(Route, Option<Routed>), PgError> {
     let router = &pool.router;
-    let (sql, bind) = match *request {
-        Request::Query(sql) => (Some(sql), None),
-        Request::Extended { sql, bind } => (sql, bind),
-        Request::Opaque => (None, None),
+    let (sql, bind, at) = match *request {
+        Request::Query(sql) => (Some(sql), None, Some(0)),
+        Request::Extended {
+            sql,
+            bind,
+            parse_at,
+        } => (sql, bind, parse_at),
+        Request::Opaque => (None, None, None),
     };
     let Some(sql) = sql else {
         let routed = route(&Default::default(), &[], None, session, &router.routing);
@@ -154,11 +176,10 @@ pub fn decide(
             .with_hint("Query one shard at a time (one sharding key, or SET SHARD TO)."));
         }
     }
-    let query_analysis = match request {
-        Request::Query(_) => analysed,
-        _ => None,
-    };
-    Ok((routed, query_analysis))
+    let analysed = analysed
+        .zip(at)
+        .map(|(analysis, at)| Routed { analysis, at });
+    Ok((routed, analysed))
 }
 
 fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {
@@ -411,6 +432,54 @@ mod tests {
         }
         b.extend_from_slice(&[0, 0]);
         b
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Where the Parse that carries a batch's SQL starts: the router's analysis of that
+    /// text stands for the Parse at that offset only.
+    #[test]
+    fn a_batch_names_the_parse_its_sql_came_from() {
+        let parse =
+            |name: &str, sql: &str| message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes());
+        let bind = |stmt: &str| message(b'B', format!("\0{stmt}\0\0\0\0\0\0\0").as_bytes());
+        let first = parse("a", "SELECT 1");
+        let mut buf = first.clone();
+        buf.extend(parse("b", "SET x = 1"));
+        buf.extend(bind("b"));
+        let request = first_request(&buf, 1024, |_| None)
+            .expect("frames")
+            .expect("whole");
+        let Request::Extended { sql, parse_at, .. } = request else {
+            panic!("an extended batch")
+        };
+        assert_eq!((sql, parse_at), (Some("SET x = 1"), Some(first.len())));
+
+        // A statement prepared in an earlier batch: its SQL is known, no Parse here.
+        let buf = bind("old");
+        let request = first_request(&buf, 1024, |n| (n == "old").then_some("SELECT 2"))
+            .expect("frames")
+            .expect("whole");
+        let Request::Extended { sql, parse_at, .. } = request else {
+            panic!("an extended batch")
+        };
+        assert_eq!((sql, parse_at), (Some("SELECT 2"), None));
+
+        // Describe and Sync: the batch's last Parse.
+        let mut buf = parse("", "SELECT 3");
+        buf.extend(message(b'S', b""));
+        let request = first_request(&buf, 1024, |_| None)
+            .expect("frames")
+            .expect("whole");
+        let Request::Extended { sql, parse_at, .. } = request else {
+            panic!("an extended batch")
+        };
+        assert_eq!((sql, parse_at), (Some("SELECT 3"), Some(0)));
     }
 
     #[test]

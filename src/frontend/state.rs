@@ -120,9 +120,17 @@ impl Effects {
     }
 }
 
+/// What a statement run inside a flow did to its server: the parameters it set or reset by
+/// name (their values are read back when the server is released) into `changed`, and what
+/// the server must undo into `dirty`.
+pub fn note(changed: &mut Vec<String>, dirty: &mut Dirty, e: &SessionEffects) {
+    note_settings(changed, e);
+    merge(dirty, self::dirty(e));
+}
+
 /// Records the names of parameters `e` sets or resets (`RESET ALL` and other state are
 /// handled by resets, not tracked by name).
-pub fn note_settings(names: &mut Vec<String>, e: &SessionEffects) {
+fn note_settings(names: &mut Vec<String>, e: &SessionEffects) {
     let changed = e.set.iter().map(|(n, _)| n).chain(&e.reset);
     for name in changed {
         if !names.contains(name) {
@@ -143,7 +151,7 @@ pub fn only_settings(e: &SessionEffects) -> bool {
 }
 
 /// What a server must undo after these effects.
-pub fn dirty(e: &SessionEffects) -> Dirty {
+fn dirty(e: &SessionEffects) -> Dirty {
     Dirty {
         settings: !e.set.is_empty() || !e.reset.is_empty() || e.reset_all || e.set_config,
         prepared: e.prepare,
@@ -156,7 +164,7 @@ pub fn dirty(e: &SessionEffects) -> Dirty {
 }
 
 /// Adds `more` to `into`.
-pub fn merge(into: &mut Dirty, more: Dirty) {
+fn merge(into: &mut Dirty, more: Dirty) {
     into.settings |= more.settings;
     into.prepared |= more.prepared;
     into.listen |= more.listen;
