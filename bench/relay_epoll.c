@@ -14,18 +14,13 @@
  * not a product: no TLS, no limits, it waits in poll() when a peer's socket buffer is full.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "relay_common.h"
 
 #define MAX_FD 65536
 #define BUF 16384
@@ -74,21 +69,9 @@ static void watch(int ep, int fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s LISTEN_PORT UPSTREAM_PORT\n", argv[0]);
-        return 2;
-    }
-    struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    struct sockaddr_in upstream = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    inet_pton(AF_INET, "127.0.0.1", &listen_at.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &upstream.sin_addr);
+    struct sockaddr_in upstream;
+    int lfd = relay_listen(argc, argv, SOCK_NONBLOCK, &upstream);
     memset(peer, -1, sizeof peer);
-
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(lfd, (struct sockaddr *)&listen_at, sizeof listen_at) < 0) die("bind");
-    if (listen(lfd, 1024) < 0) die("listen");
     int ep = epoll_create1(0);
     if (ep < 0) die("epoll_create1");
     watch(ep, lfd);
@@ -107,20 +90,13 @@ int main(int argc, char **argv) {
                     if (c >= 0) close(c);
                     continue;
                 }
-                int s = socket(AF_INET, SOCK_STREAM, 0);
-                if (s < 0 || s >= MAX_FD ||
-                    connect(s, (struct sockaddr *)&upstream, sizeof upstream) < 0) {
+                int s = relay_connect(&upstream);
+                if (s < 0 || s >= MAX_FD || fcntl(s, F_SETFL, O_NONBLOCK) < 0) {
                     if (s >= 0) close(s);
                     close(c);
                     continue;
                 }
-                if (fcntl(s, F_SETFL, O_NONBLOCK) < 0) {
-                    close(s);
-                    close(c);
-                    continue;
-                }
-                setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                relay_nodelay(c);
                 peer[c] = s;
                 peer[s] = c;
                 watch(ep, c);

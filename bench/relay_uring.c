@@ -14,16 +14,11 @@
  * target `relay-uring`. A measuring instrument, not a product: no TLS, no limits.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <liburing.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "relay_common.h"
 
 #define MAX_FD 65536
 #define BUF 16384
@@ -90,15 +85,13 @@ static void close_sock(int fd) {
 }
 
 static void open_pair(int client, const struct sockaddr_in *upstream) {
-    int one = 1, server = socket(AF_INET, SOCK_STREAM, 0);
-    if (client >= MAX_FD || server < 0 || server >= MAX_FD ||
-        connect(server, (const struct sockaddr *)upstream, sizeof *upstream) < 0) {
+    int server = client < MAX_FD ? relay_connect(upstream) : -1;
+    if (server < 0 || server >= MAX_FD) {
         close(client);
         if (server >= 0) close(server);
         return;
     }
-    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    relay_nodelay(client);
     int fds[2] = {client, server};
     for (int i = 0; i < 2; i++) {
         struct sock *s = &socks[fds[i]];
@@ -113,22 +106,10 @@ static void open_pair(int client, const struct sockaddr_in *upstream) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s LISTEN_PORT UPSTREAM_PORT\n", argv[0]);
-        return 2;
-    }
-    struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    struct sockaddr_in upstream = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    inet_pton(AF_INET, "127.0.0.1", &listen_at.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &upstream.sin_addr);
+    struct sockaddr_in upstream;
+    int lfd = relay_listen(argc, argv, 0, &upstream);
     for (int i = 0; i < MAX_FD; i++) socks[i].peer = -1;
 
-    int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(lfd, (struct sockaddr *)&listen_at, sizeof listen_at) < 0 || listen(lfd, 1024) < 0) {
-        perror("listen");
-        return 1;
-    }
     struct io_uring_params params = {.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
     if (io_uring_queue_init_params(4096, &ring, &params) < 0) {
         memset(&params, 0, sizeof params); /* kernels before 6.1 */
