@@ -745,6 +745,24 @@ report() {
             check "parser on: TPS loss vs off, % (worst workload)" "≤" 3 "$worst"
         fi
     fi
+    if [[ " ${ACTIVE[*]} " == *" pgbouncer "* ]] && [[ " ${ACTIVE[*]} " == *" relay-"* ]]; then
+        echo
+        echo "The floor: the reference relays against PgBouncer in this run (CPU per transaction × / TPS ×):"
+        echo
+        local relays=() r
+        for t in pgcat relay-epoll relay-uring; do has_target "$t" && relays+=("$t"); done
+        printf '| workload |%s\n' "$(printf ' %s |' "${relays[@]}")"
+        printf '|---|%s\n' "$(printf -- '---:|%.0s' "${relays[@]}")"
+        for w in $WORKLOADS; do
+            runs_workload relay-epoll "$w" || continue
+            printf '| %s |' "$(label "$w")"
+            for r in "${relays[@]}"; do
+                printf ' %s / %s |' "$(ratio "$(med "$w" "$r" 7)" "$(med "$w" pgbouncer 7)")" \
+                    "$(ratio "$(med "$w" "$r" 4)" "$(med "$w" pgbouncer 4)")"
+            done
+            echo
+        done
+    fi
 }
 
 report_text=$(report)
