@@ -747,16 +747,17 @@ report() {
     fi
     if [[ " ${ACTIVE[*]} " == *" pgbouncer "* ]] && [[ " ${ACTIVE[*]} " == *" relay-"* ]]; then
         echo
-        echo "The floor: the reference relays against PgBouncer in this run (CPU per transaction × / TPS ×):"
+        echo "The floor: the reference relays, and pgcat beside them, against PgBouncer in this run"
+        echo "(CPU per transaction × / TPS ×):"
         echo
-        local relays=() r
-        for t in pgcat relay-epoll relay-uring; do has_target "$t" && relays+=("$t"); done
-        printf '| workload |%s\n' "$(printf ' %s |' "${relays[@]}")"
-        printf '|---|%s\n' "$(printf -- '---:|%.0s' "${relays[@]}")"
+        local cols=() r
+        for t in pgcat relay-epoll relay-uring; do has_target "$t" && cols+=("$t"); done
+        printf '| workload |%s\n' "$(printf ' %s |' "${cols[@]}")"
+        printf '|---|%s\n' "$(printf -- '---:|%.0s' "${cols[@]}")"
         for w in $WORKLOADS; do
             runs_workload relay-epoll "$w" || continue
             printf '| %s |' "$(label "$w")"
-            for r in "${relays[@]}"; do
+            for r in "${cols[@]}"; do
                 printf ' %s / %s |' "$(ratio "$(med "$w" "$r" 7)" "$(med "$w" pgbouncer 7)")" \
                     "$(ratio "$(med "$w" "$r" 4)" "$(med "$w" pgbouncer 4)")"
             done
