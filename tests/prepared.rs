@@ -12,10 +12,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::raw::{self, Msg, RawConn};
@@ -543,57 +542,10 @@ fn same_statement_name_different_sql_on_a_shared_server() {
 // 3. Python drivers
 // ---------------------------------------------------------------------------------------------
 
-/// The venv's python with psycopg 3 and asyncpg, or why it could not be set up.
-fn python_venv() -> Result<PathBuf, String> {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let dir = support::repo_path("target/pyvenv");
-        let python = dir.join("bin/python");
-        let ready = |python: &Path| {
-            Command::new(python)
-                .args(["-c", "import psycopg, asyncpg"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if ready(&python) {
-            return Ok(python);
-        }
-        let out = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("python3 -m venv: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "python3 -m venv failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let out = Command::new(dir.join("bin/pip"))
-            .args(["install", "-q", "psycopg[binary]", "asyncpg"])
-            .output()
-            .map_err(|e| format!("pip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pip install psycopg[binary] asyncpg failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        if !ready(&python) {
-            return Err("psycopg/asyncpg do not import after pip install".into());
-        }
-        Ok(python)
-    })
-    .clone()
-}
-
 /// Runs tests/python/clients.py `driver` against a transaction-mode pooler with pool_size 3;
 /// the script prints `CHECK <name> ok` per verified check and exits 0 only if all passed.
 fn python_workload(driver: &str, table: &str, expected_checks: &[&str]) {
-    let python = match python_venv() {
+    let python = match support::python_venv() {
         Ok(p) => p,
         Err(reason) => {
             eprintln!("SKIP {driver}: {reason}");

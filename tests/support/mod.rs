@@ -521,3 +521,50 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// The venv's python with psycopg 3 and asyncpg, or why it could not be set up.
+pub fn python_venv() -> Result<PathBuf, String> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let dir = repo_path("target/pyvenv");
+        let python = dir.join("bin/python");
+        let ready = |python: &Path| {
+            Command::new(python)
+                .args(["-c", "import psycopg, asyncpg"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if ready(&python) {
+            return Ok(python);
+        }
+        let out = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("python3 -m venv: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "python3 -m venv failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let out = Command::new(dir.join("bin/pip"))
+            .args(["install", "-q", "psycopg[binary]", "asyncpg"])
+            .output()
+            .map_err(|e| format!("pip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pip install psycopg[binary] asyncpg failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        if !ready(&python) {
+            return Err("psycopg/asyncpg do not import after pip install".into());
+        }
+        Ok(python)
+    })
+    .clone()
+}
