@@ -139,7 +139,7 @@ fn ban(app: &App, args: &[&str]) -> Result<String, PgError> {
             PgError::error("22023", "BAN needs a number of seconds > 0")
                 .with_hint("BAN 10.0.0.5:5432 60")
         })?;
-    health.ban(secs, "banned by the administrator", true);
+    health.ban(secs, "banned by the administrator", true, false);
     Ok("BAN".to_string())
 }
 

@@ -54,6 +54,13 @@ pub enum BackendError {
     Banned { addr: String, reason: String },
     #[error("server {addr} reported: {error}")]
     Query { addr: String, error: PgError },
+    /// The server ended the connection with this FATAL (an administrator's
+    /// pg_terminate_backend, a shutdown), kept as it was sent.
+    #[error("server {addr} ended the connection: {error}")]
+    Terminated {
+        addr: String,
+        error: crate::wire::messages::ServerError,
+    },
 }
 
 impl BackendError {
@@ -66,7 +73,25 @@ impl BackendError {
                 e
             }
             BackendError::Auth { .. } => PgError::error("28000", self.to_string()),
+            BackendError::Terminated { error, .. } => {
+                let mut e = error.fields();
+                e.severity = crate::wire::messages::Severity::Error;
+                e
+            }
             _ => PgError::error("08006", self.to_string()),
+        }
+    }
+
+    /// The connection itself is gone (closed, broken, or ended by a FATAL), as opposed to
+    /// a statement that failed on a connection that lives on.
+    pub fn lost_connection(&self) -> bool {
+        match self {
+            BackendError::Io { .. } | BackendError::Closed { .. } => true,
+            BackendError::Terminated { .. } | BackendError::Protocol { .. } => true,
+            BackendError::Query { error, .. } => {
+                error.severity == crate::wire::messages::Severity::Fatal
+            }
+            _ => false,
         }
     }
 }

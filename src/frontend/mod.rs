@@ -250,6 +250,12 @@ async fn report(stream: &mut Stream, error: ClientError) {
             tracing::info!(code = %e.code, "closing client: {}", e.message);
             e.encode(&mut out);
         }
+        // PostgreSQL closes without a word on a startup packet whose length is impossible
+        // (a Terminate or other bytes sent before it) or that never arrives whole.
+        e @ ClientError::Startup(StartupError::BadLength(_) | StartupError::Io(_)) => {
+            tracing::info!(error = %e, "bad startup packet; closing quietly");
+            return;
+        }
         e @ ClientError::Startup(_) => {
             tracing::info!(error = %e, "bad startup packet");
             PgError::fatal("08P01", e.to_string()).encode(&mut out);

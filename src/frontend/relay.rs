@@ -34,7 +34,7 @@ use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{Server, UserPool};
 use crate::stats::{ClientState, Interrupt, ServerState};
-use crate::wire::messages::{self, PgError, Severity};
+use crate::wire::messages::{self, PgError, ServerError};
 use crate::wire::Scanner;
 
 /// Where a client's conversation with its server stands.
@@ -85,6 +85,10 @@ impl Flow {
         self.replies.is_empty() && !self.batch && !self.copy
     }
 }
+
+/// Servers tried for one request when the ones taken turn out dead before anything of the
+/// client's was sent to them.
+const CHECKOUT_ATTEMPTS: u32 = 3;
 
 /// Client messages the pooler may have to rewrite (prepared statements) are read whole
 /// up to this size; a larger one with a statement name to rewrite is refused.
@@ -323,7 +327,11 @@ impl Client {
                     .in_scope(|| tracing::warn!(error = %e, "server connection lost"));
                 if let Some(h) = held.take() {
                     drop(Object::take(h.server));
-                    self.server_lost(&e, &h.flow, pool_mode).await?;
+                    // Part of a message reached the client: nothing more can be said.
+                    if !h.scan.at_boundary() {
+                        return Err(ClientError::Gone);
+                    }
+                    self.server_lost(e, &h.flow, pool_mode).await?;
                 }
             }
             End::Fatal(e) => {
@@ -336,6 +344,15 @@ impl Client {
         }
         Ok(true)
     }
+}
+
+/// Why forwarding a server's bytes stopped short of what was read.
+enum Stop {
+    /// The server sent this error and is done: a FATAL, or an error to a BEGIN the pooler
+    /// had answered.
+    Ended(ServerError),
+    /// A reply to be swallowed was streamed (too large to read whole).
+    Unswallowable(u8),
 }
 
 /// A server a client holds, and where their conversation stands.
@@ -787,6 +804,11 @@ impl Client {
         let mut dropped_all = false;
         let mut kept = None;
         let mut discarded = false;
+        // Where the server's stream stops making sense for this client, and why: nothing
+        // from there on is forwarded (see `Stop`).
+        let mut stop: Option<(usize, Stop)> = None;
+        // A reply the pooler swallows must be seen whole, so it can be dropped whole.
+        let swallowing = flow.replies.swallows();
         let known = &self.session.pool.known_statements;
         let client_statements = &mut self.statements;
         let info = &self.session.info;
@@ -801,12 +823,31 @@ impl Client {
         let scanned = scan.scan(
             buf,
             |tag| {
-                matches!(
-                    tag,
-                    b'Z' | b'C' | b'1' | b'2' | b'3' | b'T' | b'n' | b'I' | b's'
-                )
+                swallowing
+                    || matches!(
+                        tag,
+                        b'Z' | b'C' | b'1' | b'2' | b'3' | b'T' | b'n' | b'I' | b's' | b'E'
+                    )
             },
             |tag, body, start| {
+                if stop.is_some() {
+                    return;
+                }
+                if tag == b'E' {
+                    if let Some(b) = body {
+                        // A FATAL ends the server: the client hears of it once, from
+                        // `server_lost`. An error to a BEGIN the pooler answered already
+                        // leaves the client's transaction without a server transaction.
+                        if ServerError::ends_session(b) || flow.replies.awaits_held_begin() {
+                            stop = Some((start, Stop::Ended(ServerError::new(b))));
+                            info.error_count.fetch_add(1, Relaxed);
+                            if let Some(st) = stats.as_ref() {
+                                st.counters.error();
+                            }
+                            return;
+                        }
+                    }
+                }
                 match tag {
                     b'Z' => {
                         flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
@@ -878,8 +919,15 @@ impl Client {
                 });
                 tracing::trace!(tag = %char::from(tag), ?action, "server message");
                 if action == Action::Swallow {
+                    let Some(end) = end else {
+                        // Larger than a message the pooler reads whole: it cannot be
+                        // dropped without cutting the client's stream, so nothing of it
+                        // is forwarded and the server is given up.
+                        stop = Some((start, Stop::Unswallowable(tag)));
+                        return;
+                    };
                     out.extend_from_slice(&buf[copied..start]);
-                    copied = end.unwrap_or(start + 5);
+                    copied = end;
                 }
                 let mut synth = BytesMut::new();
                 flow.replies.take_synth(|t| synth_reply(&mut synth, t));
@@ -892,9 +940,10 @@ impl Client {
                 }
             },
         );
-        let n = match scanned {
-            Ok(n) => n,
-            Err(e) => {
+        let n = match (scanned, &stop) {
+            (_, Some((at, _))) => *at,
+            (Ok(n), None) => n,
+            (Err(e), None) => {
                 return Some(End::ServerGone(BackendError::Protocol {
                     addr: server.addr.to_string(),
                     reason: e.to_string(),
@@ -934,7 +983,21 @@ impl Client {
         if result.is_err() {
             return Some(End::ClientGone);
         }
-        None
+        let addr = server.addr.to_string();
+        match stop? {
+            (_, Stop::Ended(error)) => {
+                Some(End::ServerGone(BackendError::Terminated { addr, error }))
+            }
+            (_, Stop::Unswallowable(tag)) => {
+                // The client got nothing of that message: its stream is whole.
+                *scan = Scanner::default();
+                let reason = format!(
+                    "reply '{}' to a statement the pooler added is too large to drop",
+                    char::from(tag)
+                );
+                Some(End::ServerGone(BackendError::Protocol { addr, reason }))
+            }
+        }
     }
 
     /// Serves an idle client's next request without a server where the pooler can (SQL
@@ -1145,32 +1208,47 @@ impl Client {
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
-        let mut server = match pool.checkout_after(route, self.min_lsn).await {
-            Ok(server) => server,
-            Err(e) => {
-                info.set_state(ClientState::Idle, Instant::now);
-                info.error_count.fetch_add(1, Relaxed);
-                self.reject(e, false).await?;
-                return Ok(None);
+        // A server that died while idle in the pool (an administrator's kill) is found out
+        // before any of the client's bytes reach it: another one is taken.
+        let mut attempts = 0;
+        let (mut server, got) = loop {
+            attempts += 1;
+            let mut server = match pool.checkout_after(route, self.min_lsn).await {
+                Ok(server) => server,
+                Err(e) => {
+                    info.set_state(ClientState::Idle, Instant::now);
+                    info.error_count.fetch_add(1, Relaxed);
+                    self.reject(e, false).await?;
+                    return Ok(None);
+                }
+            };
+            let got = Instant::now();
+            if let Some(stats) = &server.stats {
+                stats
+                    .counters
+                    .wait(got.duration_since(waited).as_micros() as u64);
+                stats.info.set_state(ServerState::Active);
+            }
+            match server.sync_params(&self.session.params).await {
+                Ok(()) => break (server, got),
+                Err(e) if e.lost_connection() && attempts < CHECKOUT_ATTEMPTS => {
+                    drop(Object::take(server));
+                }
+                Err(e) => {
+                    let to_client = e.to_client();
+                    match e {
+                        BackendError::Query { .. } if !e.lost_connection() => {
+                            checkin(server, pool.mode).await
+                        }
+                        _ => drop(Object::take(server)),
+                    }
+                    info.set_state(ClientState::Idle, Instant::now);
+                    self.reject(to_client, false).await?;
+                    return Ok(None);
+                }
             }
         };
-        let got = Instant::now();
         info.set_state(ClientState::Active, || got);
-        if let Some(stats) = &server.stats {
-            stats
-                .counters
-                .wait(got.duration_since(waited).as_micros() as u64);
-            stats.info.set_state(ServerState::Active);
-        }
-        if let Err(e) = server.sync_params(&self.session.params).await {
-            let to_client = e.to_client();
-            match e {
-                BackendError::Query { .. } => checkin(server, pool.mode).await,
-                _ => drop(Object::take(server)),
-            }
-            self.reject(to_client, false).await?;
-            return Ok(None);
-        }
         let mut flow = Flow::new(got);
         flow.routed = routed;
         if let Some(begin) = begin {
@@ -1179,8 +1257,9 @@ impl Client {
                 self.reject(e.to_client(), false).await?;
                 return Ok(None);
             }
-            // The client already has its BEGIN reply.
+            // The client already has its BEGIN reply, and is in a transaction.
             flow.replies.push(Expect::SwallowQuery);
+            flow.status = b'T';
         }
         Ok(Some(Box::new(Held {
             server,
@@ -1460,25 +1539,48 @@ impl Client {
         }
     }
 
-    /// The server died under the client. Inside a transaction, or in session mode, the
-    /// client's state is gone with it, so the client is closed, as PostgreSQL would.
-    /// Otherwise the statement in flight fails with the 08 error and the client stays.
+    /// The server died under the client; the client hears of it once. Inside a
+    /// transaction, or in session mode, the client's state is gone with it, so the client
+    /// gets the server's FATAL as PostgreSQL sent it (or the pooler's 08006 where the
+    /// server said nothing) and is closed, as PostgreSQL would close it. Between
+    /// transactions in transaction mode each request in flight fails with that error at
+    /// severity ERROR (one error and one ReadyForQuery each; none more for a request that
+    /// already got its error) and the client's next transaction takes another server.
     async fn server_lost(
         &mut self,
-        e: &BackendError,
+        e: BackendError,
         flow: &Flow,
         mode: PoolMode,
     ) -> Result<(), ClientError> {
-        let mut error = PgError::error("08006", format!("{e}; the statement did not complete"));
+        let ended = match &e {
+            BackendError::Terminated { error, .. } => Some(error),
+            _ => None,
+        };
         if flow.status != b'I' || mode == PoolMode::Session {
-            error.severity = Severity::Fatal;
-            error.message = format!("{e}; the session's transaction or state is lost");
-            return Err(error.into());
+            let Some(fatal) = ended else {
+                let lost = format!("{e}; the session's transaction or state is lost");
+                return Err(PgError::fatal("08006", lost).into());
+            };
+            let mut out = BytesMut::new();
+            fatal.encode(&mut out);
+            // The client may be gone already; either way it is closed now.
+            let _ = self.stream.send(&out).await;
+            return Err(ClientError::Gone);
         }
+        let error = match ended {
+            Some(_) => e.to_client(),
+            None => PgError::error("08006", format!("{e}; the statement did not complete")),
+        };
         let mut out = BytesMut::new();
         if flow.replies.owed() > 0 {
-            error.encode(&mut out);
-            for _ in 0..flow.replies.owed() {
+            for i in 0..flow.replies.owed() {
+                // The request being answered may have had its error already.
+                if i > 0 || !flow.failed {
+                    match ended {
+                        Some(fatal) => fatal.encode_as_error(&mut out),
+                        None => error.encode(&mut out),
+                    }
+                }
                 messages::ready_for_query(&mut out, b'I');
             }
             self.stream.send(&out).await?;

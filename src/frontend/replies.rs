@@ -107,6 +107,22 @@ impl Replies {
         Some(e)
     }
 
+    /// Some reply in flight is one the pooler swallows: the server's messages must be read
+    /// whole until it has passed.
+    pub fn swallows(&self) -> bool {
+        self.queue.iter().any(|e| {
+            matches!(
+                e,
+                Expect::SwallowParse(_) | Expect::SwallowClose | Expect::SwallowQuery
+            )
+        })
+    }
+
+    /// The next reply answers a BEGIN the pooler held back (and already answered itself).
+    pub fn awaits_held_begin(&self) -> bool {
+        self.queue.front() == Some(&Expect::SwallowQuery)
+    }
+
     /// Takes the made-up replies now at the front of the queue.
     pub fn take_synth(&mut self, mut emit: impl FnMut(u8)) {
         while let Some(Expect::Synth(tag, _)) = self.queue.front() {

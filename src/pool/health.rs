@@ -70,8 +70,10 @@ impl Health {
     }
 
     /// Bans the address for `secs` seconds; `manual` bans (admin BAN) are not lifted by a
-    /// successful check.
-    pub fn ban(&self, secs: u64, reason: &str, manual: bool) {
+    /// successful check. New checkouts go elsewhere; queries running there go on unless
+    /// the server is `unreachable` (connecting refused or timed out, a check that got no
+    /// answer): then they fail now rather than hang.
+    pub fn ban(&self, secs: u64, reason: &str, manual: bool, unreachable: bool) {
         let now = now_ms();
         let was_banned = self.is_banned();
         self.banned_until.store(now + secs.max(1) * 1000, Relaxed);
@@ -80,9 +82,10 @@ impl Health {
         }
         self.manual.store(manual, Relaxed);
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
-        // Whatever is in flight there fails now rather than hang.
-        if let Some(registry) = self.registry.upgrade() {
-            registry.interrupt(Interrupt::BANNED, |c| c.interrupt.relaying_to() == self.id);
+        if unreachable {
+            if let Some(registry) = self.registry.upgrade() {
+                registry.interrupt(Interrupt::BANNED, |c| c.interrupt.relaying_to() == self.id);
+            }
         }
         if !was_banned {
             tracing::warn!(server = %self.addr, secs, %reason, "server banned");
@@ -186,11 +189,28 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
+/// Connections one check may open when the one it used is closed under it.
+const CHECK_ATTEMPTS: usize = 3;
+
 async fn check_loop(health: Weak<Health>, target: ServerTarget, settings: CheckSettings) {
     let mut conn = None;
     loop {
         let Some(h) = health.upgrade() else { return };
-        let failure = match check(&mut conn, &target, &settings).await {
+        let mut checked = check(&mut conn, &target, &settings).await;
+        for _ in 1..CHECK_ATTEMPTS {
+            if !matches!(&checked, Err(e) if e.lost_connection()) {
+                break;
+            }
+            // The checker's own connection was closed (an administrator killing idle
+            // backends, say): that says nothing of a server that takes a new one.
+            conn = None;
+            checked = check(&mut conn, &target, &settings).await;
+        }
+        let unreachable = matches!(
+            &checked,
+            Ok(None) | Err(backend::BackendError::Connect { .. })
+        );
+        let failure = match checked {
             Ok(Some((standby, lsn))) => {
                 h.seen.store(if standby { 2 } else { 1 }, Relaxed);
                 if let Some(lsn) = lsn {
@@ -211,7 +231,7 @@ async fn check_loop(health: Weak<Health>, target: ServerTarget, settings: CheckS
             // Whatever role it had, it is not known to be primary any more.
             conn = None;
             h.seen.store(0, Relaxed);
-            h.ban(settings.ban_secs, &reason, false);
+            h.ban(settings.ban_secs, &reason, false, unreachable);
         }
         drop(h);
         tokio::time::sleep(settings.interval).await;
@@ -282,7 +302,7 @@ mod tests {
         };
         assert!(!h.is_banned());
         assert!(!raised(&there));
-        h.ban(60, "test", true);
+        h.ban(60, "test", true, true);
         assert!(h.is_banned());
         assert!(raised(&there));
         assert!(!raised(&elsewhere));

@@ -68,10 +68,30 @@ impl managed::Manager for Manager {
                 conn.execute(";"),
             ))
             .await;
-            if !matches!(check, Ok(Ok(_))) {
-                self.health
-                    .ban(self.ban_secs, "health check before reuse failed", false);
-                return Err(RecycleError::message("health check before reuse failed"));
+            match check {
+                Ok(Ok(_)) => {}
+                // This connection is gone, not necessarily the server: a new one is made.
+                Ok(Err(e)) if e.lost_connection() => {
+                    return Err(RecycleError::message("server closed the connection"))
+                }
+                Ok(Err(_)) => {
+                    self.health.ban(
+                        self.ban_secs,
+                        "health check before reuse failed",
+                        false,
+                        false,
+                    );
+                    return Err(RecycleError::message("health check before reuse failed"));
+                }
+                Err(_) => {
+                    self.health.ban(
+                        self.ban_secs,
+                        "health check before reuse did not answer in time",
+                        false,
+                        true,
+                    );
+                    return Err(RecycleError::message("health check before reuse timed out"));
+                }
             }
         }
         Ok(())

@@ -601,9 +601,17 @@ impl UserPool {
             )
         );
         if !credentials && !matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
-            address
-                .health
-                .ban(self.ban_secs, &format!("checkout failed: {e}"), false);
+            let unreachable = matches!(
+                e,
+                PoolError::Timeout(_)
+                    | PoolError::Backend(crate::backend::BackendError::Connect { .. })
+            );
+            address.health.ban(
+                self.ban_secs,
+                &format!("checkout failed: {e}"),
+                false,
+                unreachable,
+            );
         }
         match e {
             PoolError::Timeout(TimeoutType::Wait) => PgError::error(

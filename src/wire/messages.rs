@@ -116,6 +116,77 @@ impl std::fmt::Display for PgError {
     }
 }
 
+/// An ErrorResponse a server sent, kept whole (every field, in PostgreSQL's own words) so
+/// the client gets it as the server said it, or with the severity a pooled client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    body: bytes::Bytes,
+}
+
+impl ServerError {
+    pub fn new(body: &[u8]) -> ServerError {
+        ServerError {
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+    }
+
+    /// Whether an ErrorResponse body ends the server's session (FATAL or PANIC): the
+    /// server closes the connection after it.
+    pub fn ends_session(body: &[u8]) -> bool {
+        let severity = field(body, b'V').or_else(|| field(body, b'S'));
+        matches!(severity, Some(b"FATAL" | b"PANIC"))
+    }
+
+    /// Appends the message exactly as the server sent it.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        put_raw(buf, b'E', &self.body);
+    }
+
+    /// Appends the message with severity ERROR (fields S and V): the statement failed, the
+    /// client's session goes on (on another server).
+    pub fn encode_as_error(&self, buf: &mut BytesMut) {
+        let mut body = BytesMut::with_capacity(self.body.len());
+        for f in self.body.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+            match f[0] {
+                b'S' | b'V' => {
+                    body.extend_from_slice(&f[..1]);
+                    body.extend_from_slice(b"ERROR");
+                }
+                _ => body.extend_from_slice(f),
+            }
+            body.extend_from_slice(&[0]);
+        }
+        body.extend_from_slice(&[0]);
+        put_raw(buf, b'E', &body);
+    }
+
+    /// The error's fields the pooler reads (SQLSTATE, message, detail, hint).
+    pub fn fields(&self) -> PgError {
+        PgError::from_fields(&self.body)
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fields().fmt(f)
+    }
+}
+
+/// The value of one field of an ErrorResponse or NoticeResponse body.
+fn field(body: &[u8], code: u8) -> Option<&[u8]> {
+    body.split(|b| *b == 0)
+        .find(|f| f.first() == Some(&code))
+        .map(|f| &f[1..])
+}
+
+/// Appends a message: tag, length, body.
+fn put_raw(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.reserve(5 + body.len());
+    buf.extend_from_slice(&[tag]);
+    buf.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+}
+
 pub fn auth_ok(buf: &mut BytesMut) {
     put(buf, &Authentication::Ok);
 }
@@ -190,5 +261,36 @@ mod tests {
         assert_eq!(e.code, "28P01");
         assert_eq!(e.severity, Severity::Fatal);
         assert_eq!(e.message, "password authentication failed for user \"x\"");
+    }
+
+    #[test]
+    fn a_server_fatal_is_kept_whole_or_made_an_error() {
+        let body = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0Fpostgres.c\0L3211\0\0";
+        assert!(ServerError::ends_session(body));
+        assert!(!ServerError::ends_session(
+            b"SERROR\0VERROR\0C42P01\0Mx\0\0"
+        ));
+        // A localized S field: V decides.
+        assert!(ServerError::ends_session(
+            b"SFATALE\0VFATAL\0C57P01\0Mx\0\0"
+        ));
+        let e = ServerError::new(body);
+        let mut same = BytesMut::new();
+        e.encode(&mut same);
+        assert_eq!(&same[5..], &body[..]);
+        assert_eq!(
+            u32::from_be_bytes([same[1], same[2], same[3], same[4]]) as usize,
+            body.len() + 4
+        );
+        let mut error = BytesMut::new();
+        e.encode_as_error(&mut error);
+        let expected: &[u8] = b"SERROR\0VERROR\0C57P01\0Mterminating connection due to administrator command\0Fpostgres.c\0L3211\0\0";
+        assert_eq!(&error[5..], expected);
+        assert_eq!(error[0], b'E');
+        assert_eq!(
+            u32::from_be_bytes([error[1], error[2], error[3], error[4]]) as usize,
+            expected.len() + 4
+        );
+        assert_eq!(e.fields().code, "57P01");
     }
 }
