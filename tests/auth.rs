@@ -149,6 +149,7 @@ fn sent_at_once(pooler: &Pooler, bytes: &[u8]) -> RawConn {
         stream,
         key: None,
         auth: AuthKind::Trust,
+        params: Vec::new(),
     };
     conn.send(bytes).expect("send");
     conn

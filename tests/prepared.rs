@@ -663,10 +663,18 @@ fn asyncpg_workload() {
 // 4. Session state does not leak between clients sharing one server
 // ---------------------------------------------------------------------------------------------
 
-/// A pooler with pool_size 1 in transaction mode and two connected clients A and B.
+/// A pooler with pool_size 1 in transaction mode and two connected clients A and B; with
+/// pinning off, so that state which would pin A's server is reset instead (tests/compat.rs
+/// covers pinning).
 async fn two_clients_one_server() -> (Pooler, tokio_postgres::Client, tokio_postgres::Client) {
     let cluster = shared();
-    let pooler = Pooler::start(&pool_toml(cluster, free_port(), DB, 1, ""));
+    let pooler = Pooler::start(&pool_toml(
+        cluster,
+        free_port(),
+        DB,
+        1,
+        "pin_session_state = false",
+    ));
     let a = pooler
         .connect(SCRAM_USER, SCRAM_PASS, DB)
         .await

@@ -383,11 +383,14 @@ fn bouncer_row(
     ]
 }
 
-fn client_state(s: ClientState) -> &'static str {
-    match s {
-        ClientState::Idle => "idle",
-        ClientState::Active => "active",
-        ClientState::Waiting => "waiting",
+/// A client's state as PgCat's console names it, and PgBouncer's (which has no pinned
+/// clients: one holding a server is active).
+fn client_state(s: ClientState, flavor: Flavor) -> &'static str {
+    match (s, flavor) {
+        (ClientState::Idle, _) => "idle",
+        (ClientState::Active, _) | (ClientState::Pinned, Flavor::PgBouncer) => "active",
+        (ClientState::Waiting, _) => "waiting",
+        (ClientState::Pinned, Flavor::PgCat) => "pinned",
     }
 }
 
@@ -417,7 +420,7 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
                         c.database.to_string(),
                         c.user.to_string(),
                         c.application_name.to_string(),
-                        client_state(c.state()).to_string(),
+                        client_state(c.state(), flavor).to_string(),
                         n(c.xact_count.load(std::sync::atomic::Ordering::Relaxed)),
                         n(c.query_count.load(std::sync::atomic::Ordering::Relaxed)),
                         n(c.error_count.load(std::sync::atomic::Ordering::Relaxed)),
@@ -438,7 +441,7 @@ fn clients(app: &App, flavor: Flavor, out: &mut BytesMut) {
                         "C",
                         &c.user,
                         &c.database,
-                        client_state(c.state()),
+                        client_state(c.state(), flavor),
                         &c.addr(),
                         c.connected_at(),
                         w,

@@ -128,15 +128,7 @@ pub async fn connect_as(
                     conn.write_all(&msg).await?;
                 }
             }
-            b'S' => {
-                let mut parts = body[..].split(|b| *b == 0);
-                if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-                    conn.params.push((
-                        String::from_utf8_lossy(name).into_owned(),
-                        String::from_utf8_lossy(value).into_owned(),
-                    ));
-                }
-            }
+            b'S' => conn.note_parameter(&body),
             b'K' if body.len() >= 8 => {
                 // Not shared yet: make_mut changes it in place.
                 let key = Arc::make_mut(&mut conn.cancel);

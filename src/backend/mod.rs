@@ -146,7 +146,8 @@ pub struct ServerConn {
     /// Shared with the cancel slot of the client holding the server (lent per transaction
     /// without a copy).
     pub cancel: Arc<CancelKey>,
-    /// ParameterStatus values the server sent at login.
+    /// The ParameterStatus values the server reported last (at login, and after what the
+    /// pooler itself ran: the canonical spelling of what a client set).
     pub params: Vec<(String, String)>,
     /// Client parameters set on this connection, by lower-case name, sorted.
     pub applied: Vec<(String, String)>,
@@ -217,7 +218,16 @@ impl ServerConn {
 
     /// Runs a query the pooler needs and returns its first row (text values).
     pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
-        self.run(sql).await.map(|(_, row)| row.unwrap_or_default())
+        let rows = self.run(sql).await?.1;
+        Ok(rows.into_iter().next().unwrap_or_default())
+    }
+
+    /// Runs a query the pooler needs and returns its rows (text values).
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        self.run(sql).await.map(|(_, rows)| rows)
     }
 
     /// Runs `sql` with one text parameter `$1` (extended protocol: the value is bound, never
@@ -243,13 +253,12 @@ impl ServerConn {
         put_message(&mut msg, b'E', |m| m.extend_from_slice(&[0, 0, 0, 0, 0]));
         put_message(&mut msg, b'S', |_| {});
         self.write_all(&msg).await?;
-        self.read_reply()
-            .await
-            .map(|(_, row)| row.unwrap_or_default())
+        let rows = self.read_reply().await?.1;
+        Ok(rows.into_iter().next().unwrap_or_default())
     }
 
-    /// Sends one simple Query and reads to its ReadyForQuery: the status and first row.
-    async fn run(&mut self, sql: &str) -> Result<(u8, Option<Vec<Option<String>>>), BackendError> {
+    /// Sends one simple Query and reads to its ReadyForQuery: the status and the rows.
+    async fn run(&mut self, sql: &str) -> Result<(u8, Vec<Vec<Option<String>>>), BackendError> {
         let mut msg = BytesMut::with_capacity(sql.len() + 6);
         put_message(&mut msg, b'Q', |m| {
             m.extend_from_slice(sql.as_bytes());
@@ -259,15 +268,16 @@ impl ServerConn {
         self.read_reply().await
     }
 
-    /// Reads to ReadyForQuery: the status and the first row, or the first error.
-    async fn read_reply(&mut self) -> Result<(u8, Option<Vec<Option<String>>>), BackendError> {
-        let mut row = None;
+    /// Reads to ReadyForQuery: the status and the rows, or the first error.
+    async fn read_reply(&mut self) -> Result<(u8, Vec<Vec<Option<String>>>), BackendError> {
+        let mut rows = Vec::new();
         let mut error = None;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
-                b'D' if row.is_none() => row = Some(data_row(&body)),
+                b'D' => rows.push(data_row(&body)),
                 b'E' if error.is_none() => error = Some(PgError::from_fields(&body)),
+                b'S' => self.note_parameter(&body),
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
                     return match error {
@@ -275,7 +285,7 @@ impl ServerConn {
                             addr: self.addr.to_string(),
                             error,
                         }),
-                        None => Ok((status, row)),
+                        None => Ok((status, rows)),
                     };
                 }
                 _ => {}
@@ -353,6 +363,20 @@ impl ServerConn {
         }
         self.dirty = Dirty::default();
         Ok(())
+    }
+
+    /// Records a ParameterStatus body (`name\0value\0`) the server sent.
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        let mut parts = body.split(|b| *b == 0);
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let name = String::from_utf8_lossy(name);
+        let value = String::from_utf8_lossy(value).into_owned();
+        match self.params.iter_mut().find(|(n, _)| *n == name) {
+            Some(param) => param.1 = value,
+            None => self.params.push((name.into_owned(), value)),
+        }
     }
 
     /// Cheap liveness check before reuse: an idle server sends nothing, so readable data

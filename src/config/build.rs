@@ -385,6 +385,7 @@ fn build_pool(
         query_parser_max_length: p.query_parser_max_length,
         max_replica_lag_bytes: p.max_replica_lag_bytes,
         read_your_writes: p.read_your_writes.unwrap_or(false),
+        pin_session_state: p.pin_session_state.unwrap_or(true),
         query_parser_read_write_splitting,
         primary_reads_enabled: p.primary_reads_enabled.unwrap_or(false),
         connect_timeout: p.connect_timeout,

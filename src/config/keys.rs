@@ -60,6 +60,7 @@ const POOL_LEAVES: &[&str] = &[
     "query_parser_max_length",
     "max_replica_lag_bytes",
     "read_your_writes",
+    "pin_session_state",
     "query_parser_read_write_splitting",
     "primary_reads_enabled",
     "connect_timeout",

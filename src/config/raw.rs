@@ -146,6 +146,7 @@ pub(crate) struct RawPool {
     pub query_parser_max_length: Option<usize>,
     pub max_replica_lag_bytes: Option<u64>,
     pub read_your_writes: Option<bool>,
+    pub pin_session_state: Option<bool>,
     pub query_parser_read_write_splitting: Option<bool>,
     pub primary_reads_enabled: Option<bool>,
     pub connect_timeout: Option<u64>,

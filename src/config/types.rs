@@ -148,6 +148,9 @@ pub struct Pool {
     pub max_replica_lag_bytes: Option<u64>,
     /// After a client's write transaction, its reads go only to replicas that replayed it.
     pub read_your_writes: bool,
+    /// Transaction mode: a client whose server holds state it must keep (a temp table, a
+    /// WITH HOLD cursor, a session advisory lock) keeps that server until the state is gone.
+    pub pin_session_state: bool,
     pub query_parser_read_write_splitting: bool,
     pub primary_reads_enabled: bool,
     pub connect_timeout: Option<u64>,
@@ -414,6 +417,7 @@ impl fmt::Debug for Pool {
             .field("query_parser_max_length", &self.query_parser_max_length)
             .field("max_replica_lag_bytes", &self.max_replica_lag_bytes)
             .field("read_your_writes", &self.read_your_writes)
+            .field("pin_session_state", &self.pin_session_state)
             .field(
                 "query_parser_read_write_splitting",
                 &self.query_parser_read_write_splitting,

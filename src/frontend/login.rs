@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use deadpool::managed::Object;
+use pgcat_parser::SessionRouting;
 use rand::RngCore;
 use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsAcceptor;
@@ -16,9 +18,9 @@ use super::{params, ClientError, ClientTag};
 use crate::app::App;
 use crate::auth::backend::ServerSecret;
 use crate::auth::{md5, scram, AuthError};
-use crate::config::AuthType;
+use crate::config::{AuthType, PoolMode};
 use crate::net::Stream;
-use crate::pool::UserPool;
+use crate::pool::{Server, UserPool};
 use crate::stats::ClientInfo;
 use crate::wire::frame;
 use crate::wire::messages::{self, PgError};
@@ -44,6 +46,8 @@ pub enum Entry {
     Pool {
         session: Box<Session>,
         pending: BytesMut,
+        /// Session mode: the server the client is bound to from its login.
+        bound: Option<Server>,
     },
     /// The operator, on the admin database `pgcat` or `pgbouncer`.
     Admin {
@@ -251,19 +255,30 @@ pub async fn login(
         );
     };
     messages::auth_ok(&mut out);
-    let server_params = match pool.server_params().await {
-        Ok(p) => p,
-        Err(mut e) => {
-            e.severity = messages::Severity::Fatal;
-            return Err(e.into());
-        }
+    let fatal = |mut e: PgError| {
+        e.severity = messages::Severity::Fatal;
+        ClientError::from(e)
     };
+    let server_params = pool.server_params().await.map_err(fatal)?;
+    let bound = bind_session_server(&pool, &params).await.map_err(fatal)?;
     let application_name = params
         .iter()
         .find(|(n, _)| n == "application_name")
         .map_or_else(Box::default, |(_, v)| v.as_str().into());
-    for (name, value) in params::reported(server_params, &params) {
-        messages::parameter_status(&mut out, name, value);
+    match &bound {
+        // The server's own values, for the client's parameters it has applied.
+        Some(server) => {
+            for (name, value) in params::reported(&server.params, &[], &[]) {
+                messages::parameter_status(&mut out, name, value);
+            }
+        }
+        None => {
+            let canonical = pool.canonical_params(&params).await.map_err(fatal)?;
+            let canonical = canonical.as_deref().unwrap_or_default();
+            for (name, value) in params::reported(server_params, canonical, &params) {
+                messages::parameter_status(&mut out, name, value);
+            }
+        }
     }
     let info = app.registry.client(
         tag.id,
@@ -271,11 +286,13 @@ pub async fn login(
         pool.username.clone(),
         application_name,
         tag.peer,
+        bound.as_ref().map(|server| server.cancel.pid),
     );
     messages::backend_key_data(&mut out, info.pid, info.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.send(&out).await?;
     Ok(Some(Entry::Pool {
+        bound,
         session: Box::new(Session {
             pool,
             startup_params: params.clone(),
@@ -284,6 +301,38 @@ pub async fn login(
         }),
         pending: pending(buf),
     }))
+}
+
+/// Session mode where no query can change where the session goes (no query parser, no
+/// comment hints): the client's server is taken at login, so the client is told that
+/// server's real pid (as `pg_backend_pid()`, `pg_terminate_backend()` and notifications
+/// name it) and the values it reports for the client's parameters. A connection found
+/// dead is replaced, as for a query.
+async fn bind_session_server(
+    pool: &UserPool,
+    params: &[(String, String)],
+) -> Result<Option<Server>, PgError> {
+    let routing = SessionRouting::default();
+    if pool.mode != PoolMode::Session
+        || routing.parser_enabled(&pool.router.routing)
+        || pool.router.hints.is_enabled()
+    {
+        return Ok(None);
+    }
+    let (route, _) = super::route::decide(&super::route::Request::Opaque, &routing, pool)?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut server = pool.checkout(route).await?;
+        match server.sync_params(params).await {
+            Ok(()) => return Ok(Some(server)),
+            Err(e) if e.lost_connection() && attempts < 3 => drop(Object::take(server)),
+            Err(e) => {
+                drop(Object::take(server));
+                return Err(e.to_client());
+            }
+        }
+    }
 }
 
 fn failed(user: &str) -> ClientError {

@@ -175,19 +175,25 @@ impl Conn {
     /// Login, then the admin console or the pooling loop up to the client's first idle
     /// wait.
     async fn serve(mut self) -> Option<Box<relay::Client>> {
-        let (session, pending) = self.enter().await?;
+        let (session, pending, bound) = self.enter().await?;
         self.log_in(&session);
         relay::Client::new(self, session, pending)
-            .until_idle(None)
+            .start(bound)
             .await
     }
 
     /// Login, and the admin console for the operator: the session of a pool's client and
     /// what it sent after logging in, `None` when the connection is done (errors were
     /// reported).
-    async fn enter(&mut self) -> Option<(Box<login::Session>, BytesMut)> {
+    async fn enter(
+        &mut self,
+    ) -> Option<(Box<login::Session>, BytesMut, Option<crate::pool::Server>)> {
         let result = match self.login_within_timeout().await {
-            Ok(Some(login::Entry::Pool { session, pending })) => return Some((session, pending)),
+            Ok(Some(login::Entry::Pool {
+                session,
+                pending,
+                bound,
+            })) => return Some((session, pending, bound)),
             Ok(None) => return None,
             Ok(Some(login::Entry::Admin {
                 database,

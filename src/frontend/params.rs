@@ -74,16 +74,19 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The ParameterStatus a client is told: what the servers report, with the client's own
-/// values for the parameters it set.
+/// values for the parameters it set, in their `canonical` spelling where one is known.
 pub fn reported<'a>(
     server: &'a [(String, String)],
+    canonical: &'a [(String, String)],
     client: &'a [(String, String)],
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
-    server.iter().map(|(name, value)| {
-        let value = client
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(value, |(_, v)| v);
+    server.iter().map(move |(name, value)| {
+        let own = |list: &'a [(String, String)]| {
+            list.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        };
+        let value = own(canonical).or_else(|| own(client)).unwrap_or(value);
         (name.as_str(), value.as_str())
     })
 }
@@ -127,10 +130,16 @@ mod tests {
     #[test]
     fn reported_values_prefer_the_clients() {
         let server = kv(&[("application_name", ""), ("server_version", "15.1")]);
-        let client = kv(&[("application_name", "psql")]);
+        let client = kv(&[("application_name", "psql"), ("client_encoding", "utf-8")]);
+        let server = [server, kv(&[("client_encoding", "SQL_ASCII")])].concat();
+        let canonical = kv(&[("client_encoding", "UTF8")]);
         assert_eq!(
-            reported(&server, &client).collect::<Vec<_>>(),
-            [("application_name", "psql"), ("server_version", "15.1")]
+            reported(&server, &canonical, &client).collect::<Vec<_>>(),
+            [
+                ("application_name", "psql"),
+                ("server_version", "15.1"),
+                ("client_encoding", "UTF8")
+            ]
         );
     }
 }

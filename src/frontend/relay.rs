@@ -52,7 +52,7 @@ struct Flow {
     /// Settings SET or RESET inside a transaction (or through the extended protocol): what
     /// they are when the server is released is what the client keeps, since a commit keeps
     /// them and a rollback undoes them.
-    changed_settings: Vec<String>,
+    changed_settings: state::Changed,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed: bool,
     /// When the query being answered was sent, and when the transaction began.
@@ -72,7 +72,7 @@ impl Flow {
             status: b'I',
             copy: false,
             remember: None,
-            changed_settings: Vec::new(),
+            changed_settings: state::Changed::default(),
             failed: false,
             query_started: Some(now),
             xact_started: now,
@@ -173,10 +173,34 @@ impl Client {
     /// waits with [`Client::poll_request`]) or done (`None`: it left or was closed, and
     /// was told why). `woke` is what that wait ended with.
     pub(super) async fn until_idle(
-        mut self: Box<Self>,
+        self: Box<Self>,
         woke: Option<Result<usize, ClientError>>,
     ) -> Option<Box<Self>> {
-        let error = match self.busy(woke).await {
+        self.serve_until_idle(woke, None).await
+    }
+
+    /// Serves a client that just logged in, holding `bound` (session mode: its server from
+    /// the login on) if given, until it is idle or done as [`Client::until_idle`].
+    pub(super) async fn start(self: Box<Self>, bound: Option<Server>) -> Option<Box<Self>> {
+        let bound = bound.map(|server| {
+            let mut flow = Flow::new(Instant::now());
+            flow.query_started = None;
+            Box::new(Held {
+                server,
+                flow,
+                scan: Scanner::default(),
+                wrote: false,
+            })
+        });
+        self.serve_until_idle(None, bound).await
+    }
+
+    async fn serve_until_idle(
+        mut self: Box<Self>,
+        woke: Option<Result<usize, ClientError>>,
+        bound: Option<Box<Held>>,
+    ) -> Option<Box<Self>> {
+        let error = match self.busy(woke, bound).await {
             Ok(true) => return Some(self),
             Ok(false) => None,
             Err(e) => Some(e),
@@ -206,13 +230,17 @@ impl Client {
     async fn busy(
         &mut self,
         woke: Option<Result<usize, ClientError>>,
+        bound: Option<Box<Held>>,
     ) -> Result<bool, ClientError> {
         if let Some(read) = woke {
             if read? == 0 {
                 return Ok(false);
             }
         }
-        let mut held: Option<Box<Held>> = None;
+        let mut held = bound;
+        if let Some(h) = &held {
+            self.session.info.hold_server(Some(h.server.cancel.clone()));
+        }
         loop {
             if held.is_none() && self.buf.is_empty() {
                 if self.app.shutting_down() && self.held_begin.is_none() {
@@ -471,8 +499,13 @@ impl Client {
                 && server.buf.is_empty()
                 && server_scan.at_boundary()
             {
-                // Anything the client already sent is a new request: routed afresh.
-                return End::Released;
+                if !self.pinned_by(server) {
+                    // Anything the client already sent is a new request: routed afresh.
+                    return End::Released;
+                }
+                self.session
+                    .info
+                    .set_state(ClientState::Pinned, Instant::now);
             }
             if settled && self.has_complete_message() {
                 // Requests held back behind an SQL extension (see `extension_cut`).
@@ -520,6 +553,14 @@ impl Client {
                 },
             }
         }
+    }
+
+    /// Session state the server keeps for this client (a temporary table, a WITH HOLD
+    /// cursor, a session advisory lock) holds the server between transactions, with
+    /// `pin_session_state`, until a reset command clears it or the client leaves.
+    fn pinned_by(&self, server: &ServerConn) -> bool {
+        let d = server.dirty;
+        self.session.pool.pin_session_state && (d.temp || d.cursors || d.advisory)
     }
 
     /// Forwards complete (or streamed) client messages to the server, rewriting the ones
@@ -809,6 +850,7 @@ impl Client {
         let mut stop: Option<(usize, Stop)> = None;
         // A reply the pooler swallows must be seen whole, so it can be dropped whole.
         let swallowing = flow.replies.swallows();
+        let tracks_state = self.mode != Mode::PassThrough;
         let known = &self.session.pool.known_statements;
         let client_statements = &mut self.statements;
         let info = &self.session.info;
@@ -887,6 +929,12 @@ impl Client {
                         }
                     }
                     b'G' | b'H' | b'W' => flow.copy = true,
+                    // A reported setting changed, however (set_config(), a function, a
+                    // RESET): the client's settings are read back at release.
+                    b'S' if tracks_state => {
+                        flow.changed_settings.reported();
+                        dirty.settings = true;
+                    }
                     // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's and the
                     // ones the pooler prepared on this server; DISCARD ALL resets settings too.
                     b'C' if body.is_some_and(|b| {
@@ -1113,17 +1161,34 @@ impl Client {
         }
     }
 
-    /// Read-your-writes: after a write transaction on a primary, remembers the primary's WAL
-    /// position so the client's next reads skip replicas that have not replayed it. One
-    /// extra round trip per write transaction, only with `read_your_writes = true`.
-    /// Settings the client changed inside a transaction: their values now, read from the
-    /// server before it is reset, become the client's own (applied on every server it
-    /// gets), as PostgreSQL keeps a committed SET for the session.
+    /// Settings the client changed while it held the server: their values now, read from
+    /// the server before it is reset, become the client's own (applied on every server it
+    /// gets), as PostgreSQL keeps a committed SET for the session. Where the change is not
+    /// named in the text (`set_config()` with bound arguments, a function, a setting the
+    /// server reported changing), every setting the session set is read.
     async fn keep_changed_settings(&mut self, held: &mut Held) {
-        let names = std::mem::take(&mut held.flow.changed_settings);
-        if names.is_empty() {
+        let changed = std::mem::take(&mut held.flow.changed_settings);
+        if changed.is_empty() {
             return;
         }
+        let Some(names) = changed.names() else {
+            let read = held
+                .server
+                .query_rows("SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'")
+                .await;
+            match read {
+                Ok(rows) => {
+                    let session = rows.into_iter().filter_map(|row| {
+                        let mut row = row.into_iter();
+                        Some((row.next()??, row.next()??))
+                    });
+                    self.session.params =
+                        state::from_session_settings(&self.session.startup_params, session);
+                }
+                Err(e) => self.tag().in_scope(|| tracing::warn!(error = %e, "could not read the settings the client changed in its transaction")),
+            }
+            return;
+        };
         let reads: Vec<String> = names
             .iter()
             .map(|n| {
@@ -1141,7 +1206,8 @@ impl Client {
             Ok(values) => {
                 let effects = SessionEffects {
                     set: names
-                        .into_iter()
+                        .iter()
+                        .cloned()
                         .zip(values)
                         .filter_map(|(n, v)| Some((n, Some(v?))))
                         .collect(),
@@ -1159,6 +1225,9 @@ impl Client {
         }
     }
 
+    /// Read-your-writes: after a write transaction on a primary, remembers the primary's WAL
+    /// position so the client's next reads skip replicas that have not replayed it. One
+    /// extra round trip per write transaction, only with `read_your_writes = true`.
     async fn note_write(&mut self, held: &mut Held) {
         let pool = &self.session.pool;
         if !pool.read_your_writes || !held.wrote || !pool.is_primary_addr(&held.server.addr) {

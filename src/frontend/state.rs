@@ -120,23 +120,76 @@ impl Effects {
     }
 }
 
-/// What a statement run inside a flow did to its server: the parameters it set or reset by
-/// name (their values are read back when the server is released) into `changed`, and what
-/// the server must undo into `dirty`.
-pub fn note(changed: &mut Vec<String>, dirty: &mut Dirty, e: &SessionEffects) {
+/// Settings a client changed while it held a server, whose values on that server become
+/// the client's own when it is released (a commit keeps them, a rollback undoes them).
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Set or reset by name (`SET`, `RESET`).
+    names: Vec<String>,
+    /// Changed in a way the text does not name (`set_config()` with bound arguments, a
+    /// function, a setting the server reported changing): every session setting is read.
+    unnamed: bool,
+}
+
+impl Changed {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && !self.unnamed
+    }
+
+    /// The server reported a setting changing (ParameterStatus).
+    pub fn reported(&mut self) {
+        self.unnamed = true;
+    }
+
+    /// What to read back from the server: the settings by name, or (`None`) every one the
+    /// session set.
+    pub fn names(&self) -> Option<&[String]> {
+        (!self.unnamed).then_some(&self.names[..])
+    }
+}
+
+/// What a statement run inside a flow did to its server: the parameters it changed (their
+/// values are read back when the server is released) into `changed`, and what the server
+/// must undo into `dirty`.
+pub fn note(changed: &mut Changed, dirty: &mut Dirty, e: &SessionEffects) {
     note_settings(changed, e);
     merge(dirty, self::dirty(e));
 }
 
-/// Records the names of parameters `e` sets or resets (`RESET ALL` and other state are
-/// handled by resets, not tracked by name).
-fn note_settings(names: &mut Vec<String>, e: &SessionEffects) {
-    let changed = e.set.iter().map(|(n, _)| n).chain(&e.reset);
-    for name in changed {
-        if !names.contains(name) {
-            names.push(name.clone());
+/// Records the parameters `e` changes (`RESET ALL` and other state are handled by resets,
+/// not tracked by name).
+fn note_settings(changed: &mut Changed, e: &SessionEffects) {
+    changed.unnamed |= e.set_config;
+    for name in e.set.iter().map(|(n, _)| n).chain(&e.reset) {
+        if !changed.names.contains(name) {
+            changed.names.push(name.clone());
         }
     }
+}
+
+/// Settings that are the server's or the session's identity, never a client's to carry to
+/// another server (`SET ROLE` and `SET SESSION AUTHORIZATION` reset the server instead).
+const NOT_CARRIED: [&str; 2] = ["role", "session_authorization"];
+
+/// The client's parameters once a server holding them reports its session settings
+/// (`name`, value; as `pg_settings` with source `session` lists them): its startup
+/// parameters with those on top, so a `RESET` returns to the startup value as it does
+/// in PostgreSQL.
+pub fn from_session_settings(
+    startup: &[(String, String)],
+    session: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut params = startup.to_vec();
+    for (name, value) in session {
+        let name = name.to_ascii_lowercase();
+        if NOT_CARRIED.contains(&name.as_str()) {
+            continue;
+        }
+        params.retain(|(n, _)| *n != name);
+        params.push((name, value));
+    }
+    params.sort();
+    params
 }
 
 /// Only plain `SET`/`RESET` of parameters: state the client may keep as its own.

@@ -292,8 +292,8 @@ mod tests {
     fn bans_expire_and_interrupt_the_clients_relaying_there() {
         let registry = Arc::new(Registry::default());
         let h = Health::new("x:1", Arc::downgrade(&registry));
-        let there = registry.client(1, "db".into(), "u".into(), "app".into(), None);
-        let elsewhere = registry.client(2, "db".into(), "u".into(), "app".into(), None);
+        let there = registry.client(1, "db".into(), "u".into(), "app".into(), None, None);
+        let elsewhere = registry.client(2, "db".into(), "u".into(), "app".into(), None, None);
         there.interrupt.relay_to(h.id);
         elsewhere.interrupt.relay_to(h.id + 1);
         let raised = |c: &ClientInfo| {

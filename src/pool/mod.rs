@@ -5,6 +5,7 @@
 pub mod health;
 mod maintain;
 mod manager;
+mod reported;
 pub mod routing;
 
 use std::collections::HashMap;
@@ -113,13 +114,15 @@ pub struct UserPool {
     pub max_replica_lag_bytes: Option<u64>,
     /// `read_your_writes`.
     pub read_your_writes: bool,
+    /// `pin_session_state`.
+    pub pin_session_state: bool,
     /// `ban_time`, seconds.
     pub ban_secs: u64,
     pub shards: Vec<Vec<Address>>,
     /// Routing settings, comment hints and the analysis cache of this pool.
     pub router: routing::PoolRouter,
-    /// ParameterStatus values the servers report at login, learned from the first one.
-    server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
+    /// ParameterStatus values the servers report (see `reported`).
+    reported: reported::Reported,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).
     pub known_statements: KnownStatements,
     pub pool_size: u32,
@@ -343,6 +346,7 @@ impl UserPool {
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
             read_your_writes: pool.read_your_writes,
+            pin_session_state: pool.pin_session_state,
             ban_secs: general.ban_time.max(1) as u64,
             shards,
             router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
@@ -350,7 +354,7 @@ impl UserPool {
                 user: user.username.clone(),
                 reason,
             })?,
-            server_params: tokio::sync::OnceCell::new(),
+            reported: reported::Reported::default(),
             known_statements: KnownStatements::default(),
             pool_size: user.pool_size,
             min_pool_size: user.min_pool_size,
@@ -658,18 +662,6 @@ impl UserPool {
     /// Connections of this pool user handed out now, over all addresses.
     pub fn active(&self) -> usize {
         self.shards.iter().flatten().map(Address::active).sum()
-    }
-
-    /// The ParameterStatus values PostgreSQL sends at login, learned once per pool from a
-    /// real server connection.
-    pub async fn server_params(&self) -> Result<&[(String, String)], PgError> {
-        self.server_params
-            .get_or_try_init(|| async {
-                let conn = self.checkout(Route::default()).await?;
-                Ok::<_, PgError>(conn.params.clone())
-            })
-            .await
-            .map(Vec::as_slice)
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ClientState {
     Active = 1,
     /// Waiting for a server.
     Waiting = 2,
+    /// Transaction mode: between transactions, keeping its server for the session state
+    /// there (`pin_session_state`).
+    Pinned = 3,
 }
 
 /// What a server connection is doing.
@@ -166,6 +169,7 @@ impl ClientInfo {
         match self.state.load(Relaxed) {
             1 => ClientState::Active,
             2 => ClientState::Waiting,
+            3 => ClientState::Pinned,
             _ => ClientState::Idle,
         }
     }
@@ -269,7 +273,9 @@ impl Registry {
     }
 
     /// Registers client `id` with a cancel key of its own; it is removed when the returned
-    /// record is dropped.
+    /// record is dropped. The key's pid is `pid` where given and no other client has it
+    /// (a session-mode client is told its server's real pid), else a random one above any
+    /// process id Linux hands out (2^22), so the two kinds never meet.
     pub fn client(
         self: &Arc<Self>,
         id: u64,
@@ -277,14 +283,18 @@ impl Registry {
         user: Arc<str>,
         application_name: Box<str>,
         peer: Option<SocketAddr>,
+        pid: Option<i32>,
     ) -> Arc<ClientInfo> {
         let mut rng = rand::rng();
         let mut clients = self.lock_clients();
-        let pid = loop {
-            let pid = rng.random_range(1..i32::MAX);
-            if !clients.contains_key(&pid) {
-                break pid;
-            }
+        let pid = match pid.filter(|p| !clients.contains_key(p)) {
+            Some(pid) => pid,
+            None => loop {
+                let pid = rng.random_range(1 << 22..i32::MAX);
+                if !clients.contains_key(&pid) {
+                    break pid;
+                }
+            },
         };
         let info = Arc::new(ClientInfo {
             id,
@@ -378,9 +388,21 @@ mod tests {
     #[test]
     fn a_cancel_key_names_the_server_its_client_holds_and_needs_the_secret() {
         let registry = Arc::new(Registry::default());
-        let a = registry.client(1, "db".into(), "u".into(), "".into(), None);
-        let b = registry.client(2, "db".into(), "u".into(), "".into(), None);
+        let a = registry.client(1, "db".into(), "u".into(), "".into(), None, None);
+        let b = registry.client(2, "db".into(), "u".into(), "".into(), None, Some(4242));
         assert_ne!(a.pid, b.pid, "keys are unique among connected clients");
+        assert!(
+            a.pid >= 1 << 22,
+            "a made-up pid is no process id: {}",
+            a.pid
+        );
+        assert_eq!(b.pid, 4242, "a session-mode client has its server's pid");
+        let c = registry.client(3, "db".into(), "u".into(), "".into(), None, Some(4242));
+        assert_ne!(
+            c.pid, 4242,
+            "a pid another client has is not handed out twice"
+        );
+        drop(c);
         let secret = a.secret.to_be_bytes();
         assert!(
             registry.server_cancel_key(a.pid, &secret).is_none(),

@@ -128,7 +128,7 @@ pub fn pools(app: &App) -> Vec<PoolRow> {
         if let Some(row) = rows.get_mut(&(c.database.clone(), c.user.clone())) {
             match c.state() {
                 ClientState::Idle => row.cl_idle += 1,
-                ClientState::Active => row.cl_active += 1,
+                ClientState::Active | ClientState::Pinned => row.cl_active += 1,
                 ClientState::Waiting => {
                     row.cl_waiting += 1;
                     row.maxwait_us = row.maxwait_us.max(c.waiting_us());

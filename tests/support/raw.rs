@@ -114,6 +114,18 @@ pub struct RawConn {
     /// The backend key the pooler handed out (pid, secret).
     pub key: Option<(i32, i32)>,
     pub auth: AuthKind,
+    /// The ParameterStatus values of the login, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl RawConn {
+    /// The value of a parameter the login reported.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl RawConn {
@@ -125,6 +137,17 @@ impl RawConn {
         password: &str,
         database: &str,
     ) -> Result<RawConn, LoginError> {
+        RawConn::connect_with(port, user, password, database, &[])
+    }
+
+    /// [`RawConn::connect`] with more startup parameters (`client_encoding`, `options` …).
+    pub fn connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<RawConn, LoginError> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
@@ -132,8 +155,9 @@ impl RawConn {
             stream,
             key: None,
             auth: AuthKind::Trust,
+            params: Vec::new(),
         };
-        conn.send(&startup(user, database))?;
+        conn.send(&startup_with(user, database, extra))?;
         let mut scram: Option<ScramSha256> = None;
         let mut first_auth = true;
         loop {
@@ -209,7 +233,16 @@ impl RawConn {
                         i32::from_be_bytes(b[4..8].try_into().expect("secret")),
                     ));
                 }
-                b'S' | b'N' => {}
+                b'S' => {
+                    let mut parts = msg.body.split(|b| *b == 0);
+                    if let (Some(n), Some(v)) = (parts.next(), parts.next()) {
+                        conn.params.push((
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        ));
+                    }
+                }
+                b'N' => {}
                 b'E' => {
                     return Err(LoginError::Server {
                         sqlstate: msg.field(b'C').unwrap_or_default(),
@@ -300,12 +333,18 @@ fn cstr(out: &mut Vec<u8>, s: &str) {
 
 /// StartupMessage (protocol 3.0).
 pub fn startup(user: &str, database: &str) -> Vec<u8> {
+    startup_with(user, database, &[])
+}
+
+/// StartupMessage with more parameters.
+pub fn startup_with(user: &str, database: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut body = 196_608i32.to_be_bytes().to_vec();
-    for (k, v) in [
+    let base = [
         ("user", user),
         ("database", database),
         ("application_name", "pgcat-raw-test"),
-    ] {
+    ];
+    for &(k, v) in base.iter().chain(extra) {
         cstr(&mut body, k);
         cstr(&mut body, v);
     }

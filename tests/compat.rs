@@ -1,0 +1,282 @@
+//! Issue 17: applications see what PostgreSQL would show them. Focused tests for what
+//! psycopg's own suite found (tests/peer runs the whole suite in CI):
+//!
+//! 1. Session mode is the server's own session: BackendKeyData carries the real backend pid,
+//!    so `pg_backend_pid()`, notifications and `pg_terminate_backend()` agree with it.
+//! 2. Reported parameters are spelled as PostgreSQL reports them (`utf-8` → `UTF8`), in
+//!    both modes; PostgreSQL itself is the oracle.
+
+mod support;
+
+use support::raw::{self, RawConn};
+use support::{config, free_port, shared, Pooler, DB, SCRAM_PASS, SCRAM_USER};
+
+fn select_one(conn: &mut RawConn, sql: &str) -> String {
+    let msgs = conn.simple_query(sql).expect(sql);
+    let row = msgs
+        .iter()
+        .find(|m| m.tag == b'D')
+        .unwrap_or_else(|| panic!("{sql}: no row: {msgs:?}"));
+    row.row()[0].clone().unwrap_or_default()
+}
+
+#[test]
+fn session_mode_tells_the_client_its_servers_real_pid() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "session", 3, ""));
+    let mut a = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let mut b = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let (pid_a, _) = a.key.expect("key");
+    let (pid_b, _) = b.key.expect("key");
+    assert_ne!(pid_a, pid_b);
+    assert_eq!(
+        select_one(&mut a, "SELECT pg_backend_pid()"),
+        pid_a.to_string()
+    );
+    assert_eq!(
+        select_one(&mut b, "SELECT pg_backend_pid()"),
+        pid_b.to_string()
+    );
+    // A notification names the sender by the pid the sender was told.
+    let msgs = a
+        .simple_query("LISTEN compat; NOTIFY compat, 'hi'")
+        .expect("notify");
+    let note = msgs
+        .iter()
+        .find(|m| m.tag == b'A')
+        .unwrap_or_else(|| panic!("no notification: {}", raw::tags(&msgs)));
+    assert_eq!(
+        i32::from_be_bytes(note.body[..4].try_into().unwrap()),
+        pid_a
+    );
+    // The client's own cancel key still goes through the pooler: a cancel stops its query.
+    // And pg_terminate_backend of that pid ends that client's session, as it would directly.
+    let killed = select_one(&mut b, &format!("SELECT pg_terminate_backend({pid_a})"));
+    assert_eq!(killed, "t");
+    let msg = a.read_msg();
+    match msg {
+        Ok(m) => {
+            assert_eq!(m.tag, b'E', "{m:?}");
+            assert_eq!(m.sqlstate().as_deref(), Some("57P01"));
+        }
+        Err(e) => panic!("expected the server's FATAL, got {e}"),
+    }
+    assert!(a.read_msg().is_err(), "closed after the FATAL");
+    // The other session is untouched.
+    assert_eq!(select_one(&mut b, "SELECT 1"), "1");
+}
+
+#[test]
+fn transaction_mode_keys_are_never_real_pids() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 3, ""));
+    let c = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let (pid, _) = c.key.expect("key");
+    assert!(pid >= 1 << 22, "a made-up pid above any process id: {pid}");
+}
+
+#[test]
+fn reported_parameters_are_spelled_as_postgresql_reports_them() {
+    let cluster = shared();
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("client_encoding", "utf-8")],
+        &[("client_encoding", "euc-jp")],
+        &[("DateStyle", "iso")],
+        &[("client_encoding", "utf_8"), ("IntervalStyle", "ISO_8601")],
+    ];
+    for mode in ["session", "transaction"] {
+        let pooler = Pooler::start(&config(cluster, free_port(), mode, 3, ""));
+        for extra in cases {
+            let direct =
+                RawConn::connect_with(cluster.primary.port, "postgres", "postgres", DB, extra)
+                    .expect("direct");
+            let mut pooled = RawConn::connect_with(pooler.port, SCRAM_USER, SCRAM_PASS, DB, extra)
+                .expect("pooled");
+            for (name, _) in extra {
+                let name = match *name {
+                    "DateStyle" | "IntervalStyle" => name.to_string(),
+                    other => other.to_lowercase(),
+                };
+                assert_eq!(
+                    pooled.param(&name),
+                    direct.param(&name),
+                    "{mode} {extra:?}: {name} as reported at login"
+                );
+            }
+            // And the session really has it.
+            let shown = select_one(&mut pooled, "SHOW client_encoding");
+            assert_eq!(
+                Some(shown.as_str()),
+                direct.param("client_encoding"),
+                "{mode} {extra:?}"
+            );
+        }
+    }
+}
+
+/// Runs `sql` with `params` through the extended protocol (bound, as drivers do): the
+/// first column of the first row.
+fn bound(conn: &mut RawConn, sql: &str, params: &[Option<&str>]) -> Option<String> {
+    let msg = [
+        raw::parse("", sql),
+        raw::bind("", "", params),
+        raw::execute(""),
+        raw::sync(),
+    ]
+    .concat();
+    conn.send(&msg).expect("send");
+    let msgs = conn.read_until_ready().expect("reply");
+    assert!(
+        !msgs.iter().any(|m| m.tag == b'E'),
+        "{sql}: {:?}",
+        msgs.iter()
+            .find(|m| m.tag == b'E')
+            .and_then(|m| m.field(b'M'))
+    );
+    msgs.iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| m.row()[0].clone())
+}
+
+/// `set_config(name, value, false)` with bound arguments (psycopg's way) inside a
+/// transaction that commits is the client's, as a SET would be: kept on every server it
+/// gets, never seen by another client. So is a reported setting (client_encoding) changed
+/// that way, which the server announces with ParameterStatus.
+#[test]
+fn set_config_of_any_setting_is_kept_like_set() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    let connect = || RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let mut a = connect();
+    let mut b = connect();
+    a.simple_query("BEGIN").expect("begin");
+    bound(
+        &mut a,
+        "SELECT set_config($1, $2, false)",
+        &[Some("statement_timeout"), Some("4321")],
+    );
+    bound(
+        &mut a,
+        "SELECT set_config($1, $2, false)",
+        &[Some("client_encoding"), Some("LATIN1")],
+    );
+    a.simple_query("COMMIT").expect("commit");
+    for round in 0..6 {
+        // b holds a server now and then, so a's transactions move between the two.
+        if round % 2 == 0 {
+            b.simple_query("BEGIN; SELECT 1").expect("b begin");
+        }
+        assert_eq!(
+            select_one(&mut a, "SHOW statement_timeout"),
+            "4321ms",
+            "round {round}"
+        );
+        assert_eq!(
+            select_one(&mut a, "SHOW client_encoding"),
+            "LATIN1",
+            "round {round}"
+        );
+        if round % 2 == 0 {
+            b.simple_query("COMMIT").expect("b commit");
+        }
+        assert_eq!(
+            select_one(&mut b, "SHOW statement_timeout"),
+            "0",
+            "no leak, round {round}"
+        );
+        assert_eq!(
+            select_one(&mut b, "SHOW client_encoding"),
+            "UTF8",
+            "no leak, round {round}"
+        );
+    }
+    // A rollback undoes it, as in PostgreSQL.
+    a.simple_query("BEGIN").expect("begin");
+    bound(
+        &mut a,
+        "SELECT set_config($1, $2, false)",
+        &[Some("statement_timeout"), Some("99")],
+    );
+    a.simple_query("ROLLBACK").expect("rollback");
+    assert_eq!(select_one(&mut a, "SHOW statement_timeout"), "4321ms");
+}
+
+fn show_client_states(port: u16) -> Vec<String> {
+    let mut admin = RawConn::connect(port, "admin", "admin", "pgcat").expect("admin");
+    let msgs = admin.simple_query("SHOW CLIENTS").expect("SHOW CLIENTS");
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| m.row()[4].clone().unwrap_or_default())
+        .collect()
+}
+
+/// A temp table and a WITH HOLD cursor live on their server: the client keeps that server
+/// between transactions (pinned, as SHOW CLIENTS says) until the state is gone.
+#[test]
+fn session_objects_pin_their_server_in_transaction_mode() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    let connect = || RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let mut a = connect();
+    let mut b = connect();
+    a.simple_query("CREATE TEMP TABLE pinned_t (x int)")
+        .expect("create");
+    for i in 0..5 {
+        // Another client's transactions run meanwhile on the other server.
+        b.simple_query("BEGIN; SELECT 1").expect("b");
+        let r = a
+            .simple_query(&format!("INSERT INTO pinned_t VALUES ({i})"))
+            .expect("insert");
+        assert!(!r.iter().any(|m| m.tag == b'E'), "round {i}: {r:?}");
+        b.simple_query("COMMIT").expect("b");
+    }
+    assert_eq!(select_one(&mut a, "SELECT count(*) FROM pinned_t"), "5");
+    assert!(
+        show_client_states(pooler.port).contains(&"pinned".to_string()),
+        "SHOW CLIENTS: {:?}",
+        show_client_states(pooler.port)
+    );
+    // DISCARD ALL ends it: the client is an ordinary one again.
+    a.simple_query("DISCARD ALL").expect("discard");
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(5), || {
+            !show_client_states(pooler.port).contains(&"pinned".to_string())
+        }),
+        "still pinned after DISCARD ALL: {:?}",
+        show_client_states(pooler.port)
+    );
+
+    // A WITH HOLD cursor outlives its transaction.
+    let mut c = connect();
+    c.simple_query("BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT generate_series(1, 3)")
+        .expect("declare");
+    c.simple_query("COMMIT").expect("commit");
+    b.simple_query("BEGIN; SELECT 1").expect("b");
+    assert_eq!(select_one(&mut c, "FETCH 1 FROM held"), "1");
+    assert_eq!(select_one(&mut c, "FETCH 1 FROM held"), "2");
+    b.simple_query("COMMIT").expect("b");
+}
+
+/// With `pin_session_state = false` such state is reset away when the transaction ends, as
+/// PgCat and PgBouncer do.
+#[test]
+fn without_pinning_session_objects_are_reset() {
+    let cluster = shared();
+    let mut toml = config(cluster, free_port(), "transaction", 2, "");
+    toml = toml.replace(
+        "pool_mode = \"transaction\"",
+        "pool_mode = \"transaction\"\npin_session_state = false",
+    );
+    let pooler = Pooler::start(&toml);
+    let mut a = RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    a.simple_query("CREATE TEMP TABLE unpinned_t (x int)")
+        .expect("create");
+    let r = a
+        .simple_query("SELECT count(*) FROM unpinned_t")
+        .expect("select");
+    let e = r
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("the temp table is gone");
+    assert_eq!(e.sqlstate().as_deref(), Some("42P01"));
+}
