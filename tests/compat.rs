@@ -280,3 +280,50 @@ fn without_pinning_session_objects_are_reset() {
         .expect("the temp table is gone");
     assert_eq!(e.sqlstate().as_deref(), Some("42P01"));
 }
+
+/// SQL `DEALLOCATE name` of a statement the client prepared through the protocol (libpq
+/// before 17 closes statements that way) is answered as PostgreSQL answers it, in and out
+/// of a transaction; after it the name is gone, as on PostgreSQL.
+#[test]
+fn sql_deallocate_of_a_protocol_statement_is_answered() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    for port in [cluster.primary.port, pooler.port] {
+        let (user, password) = if port == pooler.port {
+            (SCRAM_USER, SCRAM_PASS)
+        } else {
+            ("postgres", "postgres")
+        };
+        let mut c = RawConn::connect(port, user, password, DB).expect("connect");
+        let prepare = |c: &mut RawConn, name: &str| {
+            c.send(&[raw::parse(name, "SELECT 1"), raw::sync()].concat())
+                .expect("parse");
+            let r = c.read_until_ready().expect("parse reply");
+            assert_eq!(raw::tags(&r), "1Z", "{port}: {r:?}");
+        };
+        prepare(&mut c, "s1");
+        let r = c.simple_query("DEALLOCATE s1").expect("deallocate");
+        assert_eq!(raw::tags(&r), "CZ", "{port}: {r:?}");
+        assert_eq!(r[0].command_tag(), "DEALLOCATE");
+        c.send(&[raw::bind("", "s1", &[]), raw::execute(""), raw::sync()].concat())
+            .expect("bind");
+        let r = c.read_until_ready().expect("bind reply");
+        assert_eq!(
+            r[0].sqlstate().as_deref(),
+            Some("26000"),
+            "{port}: gone: {r:?}"
+        );
+        // Inside a transaction, and with PREPARE spelled out.
+        c.simple_query("BEGIN").expect("begin");
+        prepare(&mut c, "S2");
+        let r = c
+            .simple_query("DEALLOCATE PREPARE \"S2\"")
+            .expect("deallocate");
+        assert_eq!(raw::tags(&r), "CZ", "{port}: {r:?}");
+        assert_eq!(r[1].body, b"T");
+        c.simple_query("COMMIT").expect("commit");
+        // An unknown name is PostgreSQL's error.
+        let r = c.simple_query("DEALLOCATE nosuch").expect("deallocate");
+        assert_eq!(r[0].sqlstate().as_deref(), Some("26000"), "{port}: {r:?}");
+    }
+}

@@ -247,10 +247,52 @@ impl ClientStatements {
         self.map.remove(name);
     }
 
+    /// Whether `sql` is SQL `DEALLOCATE [PREPARE] name` (one statement) of a statement
+    /// this client named through the protocol: the server knows it under the pooler's
+    /// name, so the pooler answers it (see [`ClientStatements::deallocate`]), as it
+    /// answers a Close.
+    pub fn deallocates(&self, sql: &str) -> bool {
+        deallocated_name(sql).is_some_and(|name| self.map.contains_key(&name))
+    }
+
+    /// Forgets the statement `sql` deallocates (see [`ClientStatements::deallocates`]).
+    pub fn deallocate(&mut self, sql: &str) {
+        if let Some(name) = deallocated_name(sql) {
+            self.map.remove(&name);
+        }
+    }
+
     /// The client ran DISCARD ALL or DEALLOCATE ALL: its statements are gone.
     pub fn clear(&mut self) {
         self.map.clear();
     }
+}
+
+/// The statement name of `DEALLOCATE [PREPARE] name` (an unquoted name folded to lower
+/// case, a quoted one as written), if `sql` is that and nothing else.
+fn deallocated_name(sql: &str) -> Option<String> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let (word, rest) = sql.split_once(char::is_whitespace)?;
+    if !word.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut rest = rest.trim_start();
+    if let Some((word, after)) = rest.split_once(char::is_whitespace) {
+        if word.eq_ignore_ascii_case("prepare") {
+            rest = after.trim_start();
+        }
+    }
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let inner = quoted.strip_suffix('"')?;
+        let name = inner.replace("\"\"", "\"");
+        // A lone quote inside means more than one token.
+        return (!inner.replace("\"\"", "").contains('"')).then_some(name);
+    }
+    let simple = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    (simple && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_lowercase())
 }
 
 /// The reply a Parse/Bind/Describe/Close gets when forwarded unchanged.
@@ -281,4 +323,33 @@ fn close_message(out: &mut BytesMut, name: &str) {
     out.put_u32((4 + 1 + name.len() + 1) as u32);
     out.put_u8(b'S');
     put_cstr(out, name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deallocated_name;
+
+    #[test]
+    fn deallocate_names_are_read_as_postgresql_reads_them() {
+        assert_eq!(
+            deallocated_name("DEALLOCATE _pg3_0").as_deref(),
+            Some("_pg3_0")
+        );
+        assert_eq!(
+            deallocated_name(" deallocate prepare S1 ;").as_deref(),
+            Some("s1")
+        );
+        assert_eq!(
+            deallocated_name("DEALLOCATE \"S 1\"").as_deref(),
+            Some("S 1")
+        );
+        assert_eq!(
+            deallocated_name("DEALLOCATE \"a\"\"b\"").as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(deallocated_name("DEALLOCATE ALL"), None);
+        assert_eq!(deallocated_name("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocated_name("DEALLOCATE \"a\" \"b\""), None);
+        assert_eq!(deallocated_name("SELECT 1"), None);
+    }
 }

@@ -317,7 +317,9 @@ impl Client {
             }
             End::Intercept => {
                 let status = h.flow.status;
-                if self.close_command_statement(status).await? {
+                if self.close_command_statement(status).await?
+                    || self.answer_deallocate(status).await?
+                {
                     return Ok(true);
                 }
                 let changed = self.answer_command(status).await?;
@@ -583,6 +585,10 @@ impl Client {
                     return Some(End::Intercept);
                 }
                 Ok(Some((b'C', _))) if self.closes_command_statement() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                Ok(Some((b'Q', _))) if self.deallocates().is_some() => {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
@@ -1067,7 +1073,7 @@ impl Client {
             return Ok(Idle::Answered);
         }
         let status = if in_transaction { b'T' } else { b'I' };
-        if self.close_command_statement(status).await? {
+        if self.close_command_statement(status).await? || self.answer_deallocate(status).await? {
             return Ok(Idle::Answered);
         }
         if self.command_request().is_some() {
@@ -1511,6 +1517,43 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The whole Query at the start of the buffer, in `Rewrite` mode, if its text is SQL
+    /// `DEALLOCATE` of one of the client's protocol-level statements: its length.
+    fn deallocates(&self) -> Option<usize> {
+        if self.mode != Mode::Rewrite {
+            return None;
+        }
+        let (tag, body, total) = crate::wire::frame::whole(&self.buf, 64 * 1024).ok()??;
+        let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
+        (tag == b'Q' && self.statements.deallocates(sql)).then_some(total)
+    }
+
+    /// Answers SQL `DEALLOCATE name` of a statement the pooler manages for the client (the
+    /// server knows it under the pooler's name) as PostgreSQL would, without a server: the
+    /// name is gone for the client. `status` is the client's transaction status. False
+    /// (consuming nothing) for anything else.
+    async fn answer_deallocate(&mut self, status: u8) -> Result<bool, ClientError> {
+        let Some(total) = self.deallocates() else {
+            return Ok(false);
+        };
+        let message = self.buf.split_to(total);
+        let mut out = BytesMut::new();
+        if status == b'E' {
+            PgError::error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .encode(&mut out);
+        } else {
+            let sql = std::str::from_utf8(&message[5..total - 1]).unwrap_or_default();
+            self.statements.deallocate(sql);
+            route::command_complete(&mut out, "DEALLOCATE");
+        }
+        messages::ready_for_query(&mut out, status);
+        self.stream.send(&out).await?;
+        Ok(true)
     }
 
     /// Answers a request made only of Parse of statements the pool knows, Close of
