@@ -327,3 +327,88 @@ fn sql_deallocate_of_a_protocol_statement_is_answered() {
         assert_eq!(r[0].sqlstate().as_deref(), Some("26000"), "{port}: {r:?}");
     }
 }
+
+/// Reads the next NotificationResponse within `limit`: (pid, channel, payload).
+fn notification(conn: &mut RawConn, limit: std::time::Duration) -> Option<(i32, String, String)> {
+    conn.set_read_timeout(limit);
+    let msg = conn.read_msg().ok()?;
+    conn.set_read_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(msg.tag, b'A', "{msg:?}");
+    let pid = i32::from_be_bytes(msg.body[..4].try_into().unwrap());
+    let mut parts = msg.body[4..].split(|b| *b == 0);
+    let channel = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+    let payload = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+    Some((pid, channel, payload))
+}
+
+/// LISTEN in transaction mode lasts beyond the transaction: the pooler listens for the
+/// client and delivers each notification (with the sender's pid) while it is idle;
+/// UNLISTEN and the client's exit end it.
+#[test]
+fn listen_notify_in_transaction_mode() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    let connect = || RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let mut a = connect();
+    let mut b = connect();
+    let r = a.simple_query("LISTEN compat_chan").expect("listen");
+    assert_eq!(raw::tags(&r), "CZ", "{r:?}");
+    assert_eq!(r[0].command_tag(), "LISTEN");
+    // The extended protocol too (psycopg's execute), on a quoted channel.
+    a.send(
+        &[
+            raw::parse("", "LISTEN \"Other Chan\""),
+            raw::bind("", "", &[]),
+            raw::execute(""),
+            raw::sync(),
+        ]
+        .concat(),
+    )
+    .expect("listen extended");
+    let r = a.read_until_ready().expect("listen extended");
+    assert_eq!(raw::tags(&r), "12CZ", "{r:?}");
+    // a's transactions come and go; the LISTEN stays.
+    assert_eq!(select_one(&mut a, "SELECT 1"), "1");
+    let sender = select_one(
+        &mut b,
+        "SELECT pg_backend_pid()::text || ' ' || pg_notify('compat_chan', 'hello')::text",
+    );
+    let sender_pid: i32 = sender.split(' ').next().unwrap().parse().unwrap();
+    let (pid, channel, payload) =
+        notification(&mut a, std::time::Duration::from_secs(5)).expect("the notification");
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("compat_chan", "hello")
+    );
+    assert_eq!(pid, sender_pid, "the sender's pid");
+    b.simple_query("NOTIFY \"Other Chan\", 'x'")
+        .expect("notify");
+    let (_, channel, _) = notification(&mut a, std::time::Duration::from_secs(5)).expect("other");
+    assert_eq!(channel, "Other Chan");
+    // UNLISTEN *: nothing more arrives.
+    let r = a.simple_query("UNLISTEN *").expect("unlisten");
+    assert_eq!(r[0].command_tag(), "UNLISTEN");
+    b.simple_query("NOTIFY compat_chan, 'late'")
+        .expect("notify");
+    assert!(notification(&mut a, std::time::Duration::from_millis(500)).is_none());
+    // A client that listens and leaves: the pooler's listening connection closes.
+    let mut c = connect();
+    c.simple_query("LISTEN compat_gone").expect("listen");
+    drop(c);
+    let listeners = || {
+        cluster
+            .psql(
+                &cluster.primary,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgcat_listener'",
+            )
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || listeners() == "0"),
+        "listening connections left: {}",
+        listeners()
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod cancel;
 mod lazy_map;
+mod listen;
 mod login;
 mod params;
 mod prepared;

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use tracing::Instrument;
 
 use super::lazy_map::LazyMap;
+use super::listen::{self, Listen, Listening};
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
@@ -131,9 +132,21 @@ pub(super) struct Client {
     command_statements: LazyMap<String, String>,
     /// Boxed: rare, and the client's state is kept small while it is idle.
     held_begin: Option<Box<HeldBegin>>,
+    /// What few clients have (boxed: an idle client's state is kept small).
+    rare: Option<Box<Rare>>,
+}
+
+/// Client state few clients have.
+#[derive(Default)]
+struct Rare {
     /// Read-your-writes: the primary's WAL position after the client's last write.
     min_lsn: u64,
+    /// Transaction mode: the channels the client listens on.
+    listening: Option<Listening>,
 }
+
+/// What an idle client's wait returns when it woke to deliver notifications (not a read).
+const NOTIFIED: usize = usize::MAX;
 
 /// How a pool's named statements are handled.
 fn statement_mode(pool: &UserPool) -> Mode {
@@ -165,7 +178,7 @@ impl Client {
             request_boundary: true,
             command_statements: LazyMap::default(),
             held_begin: None,
-            min_lsn: 0,
+            rare: None,
         })
     }
 
@@ -242,6 +255,9 @@ impl Client {
             self.session.info.hold_server(Some(h.server.cancel.clone()));
         }
         loop {
+            if held.is_none() {
+                self.deliver_notifications().await?;
+            }
             if held.is_none() && self.buf.is_empty() {
                 if self.app.shutting_down() && self.held_begin.is_none() {
                     return Err(shutdown_error());
@@ -277,9 +293,27 @@ impl Client {
                 shutdown_error()
             }));
         }
+        if let Some(listening) = self.rare.as_mut().and_then(|r| r.listening.as_mut()) {
+            if listening.poll_arrived(cx).is_ready() {
+                return Poll::Ready(Ok(NOTIFIED));
+            }
+        }
         self.stream
             .poll_wait_and_read(cx, &mut self.buf)
             .map_err(ClientError::from)
+    }
+
+    /// Sends the client the notifications that arrived for it (between its transactions,
+    /// where PostgreSQL delivers them too).
+    async fn deliver_notifications(&mut self) -> Result<(), ClientError> {
+        let Some(listening) = self.rare.as_mut().and_then(|r| r.listening.as_mut()) else {
+            return Ok(());
+        };
+        let arrived = listening.take();
+        if !arrived.is_empty() {
+            self.stream.send(&arrived).await?;
+        }
+        Ok(())
     }
 
     /// Serves what the client sent: takes a server for it if none is held (unless the
@@ -319,6 +353,7 @@ impl Client {
                 let status = h.flow.status;
                 if self.close_command_statement(status).await?
                     || self.answer_deallocate(status).await?
+                    || self.answer_listen(status).await?
                 {
                     return Ok(true);
                 }
@@ -589,6 +624,10 @@ impl Client {
                     return Some(End::Intercept);
                 }
                 Ok(Some((b'Q', _))) if self.deallocates().is_some() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                Ok(Some((b'Q' | b'P', _))) if self.listen_request().is_some() => {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
@@ -1073,7 +1112,10 @@ impl Client {
             return Ok(Idle::Answered);
         }
         let status = if in_transaction { b'T' } else { b'I' };
-        if self.close_command_statement(status).await? || self.answer_deallocate(status).await? {
+        if self.close_command_statement(status).await?
+            || self.answer_deallocate(status).await?
+            || self.answer_listen(status).await?
+        {
             return Ok(Idle::Answered);
         }
         if self.command_request().is_some() {
@@ -1250,7 +1292,8 @@ impl Client {
                     .and_then(|v| v.as_deref())
                     .and_then(crate::pool::health::parse_lsn)
                 {
-                    self.min_lsn = self.min_lsn.max(lsn);
+                    let rare = self.rare.get_or_insert_default();
+                    rare.min_lsn = rare.min_lsn.max(lsn);
                 }
             }
             Err(e) => {
@@ -1288,7 +1331,8 @@ impl Client {
         let mut attempts = 0;
         let (mut server, got) = loop {
             attempts += 1;
-            let mut server = match pool.checkout_after(route, self.min_lsn).await {
+            let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
+            let mut server = match pool.checkout_after(route, min_lsn).await {
                 Ok(server) => server,
                 Err(e) => {
                     info.set_state(ClientState::Idle, Instant::now);
@@ -1494,7 +1538,7 @@ impl Client {
             match route::answer(
                 &self.buf,
                 extended,
-                route::column_of(&command),
+                (route::column_of(&command), "SET"),
                 &result,
                 reply_status,
                 &mut out,
@@ -1552,6 +1596,76 @@ impl Client {
             route::command_complete(&mut out, "DEALLOCATE");
         }
         messages::ready_for_query(&mut out, status);
+        self.stream.send(&out).await?;
+        Ok(true)
+    }
+
+    /// Transaction mode: the LISTEN or UNLISTEN at the start of the buffer (a whole Query,
+    /// or an extended batch's unnamed Parse), and whether it is extended.
+    fn listen_request(&self) -> Option<(Listen, bool)> {
+        if self.session.pool.mode != PoolMode::Transaction {
+            return None;
+        }
+        let (tag, body, _) = crate::wire::frame::whole(&self.buf, 64 * 1024).ok()??;
+        match tag {
+            b'Q' => listen::parse(route::text(body)).map(|l| (l, false)),
+            b'P' => {
+                let (name, sql) = crate::wire::startup::cstr(body).ok()?;
+                if !name.is_empty() {
+                    return None;
+                }
+                listen::parse(route::text(sql)).map(|l| (l, true))
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers LISTEN and UNLISTEN in transaction mode (see [`listen`]): the pooler's hub
+    /// listens for the client. False (consuming nothing) for anything else.
+    async fn answer_listen(&mut self, status: u8) -> Result<bool, ClientError> {
+        // The whole request first (an extended one through its Sync), so that it is
+        // applied once.
+        let (request, extended) = loop {
+            let Some((request, extended)) = self.listen_request() else {
+                return Ok(false);
+            };
+            let tags = ("", request.tag());
+            let probe = route::answer(
+                &self.buf,
+                extended,
+                tags,
+                &Ok(None),
+                status,
+                &mut BytesMut::new(),
+            )?;
+            if probe.is_some() {
+                break (request, extended);
+            }
+            if read(&mut self.stream, &mut self.buf).await? == 0 {
+                return Err(ClientError::Gone);
+            }
+        };
+        let result = if status == b'E' {
+            Err(PgError::error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ))
+        } else {
+            let pool = self.session.pool.clone();
+            let client = self.session.info.id;
+            self.rare
+                .get_or_insert_default()
+                .listening
+                .get_or_insert_with(|| Listening::new(pool.notifications().clone(), client))
+                .apply(&request, pool.connect_timeout)
+                .await
+                .map(|()| None)
+        };
+        let mut out = BytesMut::new();
+        let tags = ("", request.tag());
+        let used = route::answer(&self.buf, extended, tags, &result, status, &mut out)?
+            .unwrap_or_default();
+        self.buf.advance(used);
         self.stream.send(&out).await?;
         Ok(true)
     }

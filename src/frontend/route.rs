@@ -308,14 +308,15 @@ pub fn apply(
     Ok(None)
 }
 
-/// Writes the replies to an extension request spanning `buf[..]` up to its Sync (extended)
-/// or its Query (simple): the result (`Ok(Some(value))` for SHOW, `Ok(None)` for SET) or
-/// the error, then ReadyForQuery with `status`. Returns the bytes consumed, `None` if the
+/// Writes the replies to a request the pooler answers, spanning `buf[..]` up to its Sync
+/// (extended) or its Query (simple): the result (`Ok(Some(value))`, a row in `column`, for
+/// SHOW; `Ok(None)`, CommandComplete `done`, for SET, LISTEN …) or the error, then
+/// ReadyForQuery with `status`. Returns the bytes consumed, `None` if the
 /// extended batch is not complete yet.
 pub fn answer(
     buf: &[u8],
     extended: bool,
-    column: &str,
+    (column, done): (&str, &str),
     result: &Result<Option<String>, PgError>,
     status: u8,
     out: &mut BytesMut,
@@ -325,7 +326,7 @@ pub fn answer(
             let _ = DataRow::new(row_value(value), 1).encode(out);
             command_complete(out, "SHOW");
         }
-        Ok(None) => command_complete(out, "SET"),
+        Ok(None) => command_complete(out, done),
         Err(e) => e.encode(out),
     };
     if !extended {
@@ -518,7 +519,7 @@ mod tests {
         let used = answer(
             &buf,
             true,
-            "shard",
+            ("shard", "SET"),
             &Ok(Some("unset".into())),
             b'I',
             &mut out,
@@ -539,7 +540,7 @@ mod tests {
             answer(
                 &buf[..buf.len() - 5],
                 true,
-                "shard",
+                ("shard", "SET"),
                 &Ok(None),
                 b'I',
                 &mut out

@@ -5,6 +5,7 @@
 pub mod health;
 mod maintain;
 mod manager;
+pub mod notify;
 mod reported;
 pub mod routing;
 
@@ -123,6 +124,8 @@ pub struct UserPool {
     pub router: routing::PoolRouter,
     /// ParameterStatus values the servers report (see `reported`).
     reported: reported::Reported,
+    /// LISTEN/NOTIFY for transaction-mode clients (see `notify`), made on first use.
+    notify_hub: std::sync::OnceLock<Arc<notify::Hub>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).
     pub known_statements: KnownStatements,
     pub pool_size: u32,
@@ -355,6 +358,7 @@ impl UserPool {
                 reason,
             })?,
             reported: reported::Reported::default(),
+            notify_hub: std::sync::OnceLock::new(),
             known_statements: KnownStatements::default(),
             pool_size: user.pool_size,
             min_pool_size: user.min_pool_size,
