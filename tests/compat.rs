@@ -391,6 +391,12 @@ fn listen_notify_in_transaction_mode() {
     b.simple_query("NOTIFY compat_chan, 'late'")
         .expect("notify");
     assert!(notification(&mut a, std::time::Duration::from_millis(500)).is_none());
+    // DISCARD ALL ends a client's LISTENs too.
+    a.simple_query("LISTEN compat_chan").expect("listen");
+    a.simple_query("DISCARD ALL").expect("discard");
+    b.simple_query("NOTIFY compat_chan, 'discarded'")
+        .expect("notify");
+    assert!(notification(&mut a, std::time::Duration::from_millis(500)).is_none());
     // A client that listens and leaves: the pooler's listening connection closes.
     let mut c = connect();
     c.simple_query("LISTEN compat_gone").expect("listen");

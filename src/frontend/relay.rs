@@ -1047,8 +1047,12 @@ impl Client {
             self.statements.clear();
         }
         if discarded {
-            // The client's DISCARD ALL resets its own remembered settings, nobody else's.
+            // The client's DISCARD ALL resets its own remembered settings, nobody else's,
+            // and ends its LISTENs (UNLISTEN *), as on PostgreSQL.
             self.session.params = self.session.startup_params.clone();
+            if let Some(rare) = &mut self.rare {
+                rare.listening = None;
+            }
         }
         if let Some(e) = kept {
             // The client's own SET/RESET: remembered, and this server now carries it.
