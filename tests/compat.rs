@@ -246,6 +246,17 @@ fn session_objects_pin_their_server_in_transaction_mode() {
         show_client_states(pooler.port)
     );
 
+    // So does a statement of SQL PREPARE, until DEALLOCATE ALL.
+    let mut d = connect();
+    d.simple_query("PREPARE pinned_q AS SELECT 41 + 1")
+        .expect("prepare");
+    b.simple_query("BEGIN; SELECT 1").expect("b");
+    assert_eq!(select_one(&mut d, "EXECUTE pinned_q"), "42");
+    b.simple_query("COMMIT").expect("b");
+    assert_eq!(select_one(&mut d, "EXECUTE pinned_q"), "42");
+    d.simple_query("DEALLOCATE ALL").expect("deallocate");
+    drop(d);
+
     // A WITH HOLD cursor outlives its transaction.
     let mut c = connect();
     c.simple_query("BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT generate_series(1, 3)")

@@ -149,7 +149,8 @@ pub struct Pool {
     /// After a client's write transaction, its reads go only to replicas that replayed it.
     pub read_your_writes: bool,
     /// Transaction mode: a client whose server holds state it must keep (a temp table, a
-    /// WITH HOLD cursor, a session advisory lock) keeps that server until the state is gone.
+    /// WITH HOLD cursor, a session advisory lock, SQL PREPARE) keeps that server until the
+    /// state is gone.
     pub pin_session_state: bool,
     pub query_parser_read_write_splitting: bool,
     pub primary_reads_enabled: bool,

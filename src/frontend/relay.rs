@@ -593,11 +593,14 @@ impl Client {
     }
 
     /// Session state the server keeps for this client (a temporary table, a WITH HOLD
-    /// cursor, a session advisory lock) holds the server between transactions, with
-    /// `pin_session_state`, until a reset command clears it or the client leaves.
+    /// cursor, a session advisory lock, a statement of SQL `PREPARE`) holds the server
+    /// between transactions, with `pin_session_state`, until a reset command clears it or
+    /// the client leaves. (With the statement cache off, protocol-level statements pin
+    /// their server on their own: `Mode::Pin`.)
     fn pinned_by(&self, server: &ServerConn) -> bool {
         let d = server.dirty;
-        self.session.pool.pin_session_state && (d.temp || d.cursors || d.advisory)
+        let prepared = d.prepared && self.mode == Mode::Rewrite;
+        self.session.pool.pin_session_state && (d.temp || d.cursors || d.advisory || prepared)
     }
 
     /// Forwards complete (or streamed) client messages to the server, rewriting the ones
