@@ -20,7 +20,7 @@ use crate::auth::backend::ServerSecret;
 use crate::auth::{md5, scram, AuthError};
 use crate::config::{AuthType, PoolMode};
 use crate::net::Stream;
-use crate::pool::{Server, UserPool};
+use crate::pool::{Server, TakeError, UserPool};
 use crate::stats::ClientInfo;
 use crate::wire::frame;
 use crate::wire::messages::{self, PgError};
@@ -320,17 +320,12 @@ async fn bind_session_server(
         return Ok(None);
     }
     let (route, _) = super::route::decide(&super::route::Request::Opaque, &routing, pool)?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let mut server = pool.checkout(route).await?;
-        match server.sync_params(params).await {
-            Ok(()) => return Ok(Some(server)),
-            Err(e) if e.lost_connection() && attempts < 3 => drop(Object::take(server)),
-            Err(e) => {
-                drop(Object::take(server));
-                return Err(e.to_client());
-            }
+    match pool.take_with_params(route, 0, params, |_| {}).await {
+        Ok(server) => Ok(Some(server)),
+        Err(TakeError::Checkout(e)) => Err(e),
+        Err(TakeError::Params(server, e)) => {
+            drop(Object::take(server));
+            Err(e.to_client())
         }
     }
 }

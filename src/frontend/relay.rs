@@ -33,8 +33,9 @@ use crate::app::{App, Connection};
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
-use crate::pool::{Server, UserPool};
+use crate::pool::{Server, TakeError, UserPool};
 use crate::stats::{ClientState, Interrupt, ServerState};
+use crate::wire::frame::INSPECT_CAP;
 use crate::wire::messages::{self, PgError, ServerError};
 use crate::wire::Scanner;
 
@@ -86,10 +87,6 @@ impl Flow {
         self.replies.is_empty() && !self.batch && !self.copy
     }
 }
-
-/// Servers tried for one request when the ones taken turn out dead before anything of the
-/// client's was sent to them.
-const CHECKOUT_ATTEMPTS: u32 = 3;
 
 /// Client messages the pooler may have to rewrite (prepared statements) are read whole
 /// up to this size; a larger one with a statement name to rewrite is refused.
@@ -626,7 +623,7 @@ impl Client {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
-                Ok(Some((b'Q', _))) if self.deallocates().is_some() => {
+                Ok(Some((b'Q', _))) if self.deallocates() => {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
@@ -1333,45 +1330,38 @@ impl Client {
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
-        // A server that died while idle in the pool (an administrator's kill) is found out
-        // before any of the client's bytes reach it: another one is taken.
-        let mut attempts = 0;
-        let (mut server, got) = loop {
-            attempts += 1;
-            let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
-            let mut server = match pool.checkout_after(route, min_lsn).await {
-                Ok(server) => server,
-                Err(e) => {
-                    info.set_state(ClientState::Idle, Instant::now);
-                    info.error_count.fetch_add(1, Relaxed);
-                    self.reject(e, false).await?;
-                    return Ok(None);
+        let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
+        let mut got = waited;
+        let taken = pool
+            .take_with_params(route, min_lsn, &self.session.params, |server| {
+                got = Instant::now();
+                if let Some(stats) = &server.stats {
+                    stats
+                        .counters
+                        .wait(got.duration_since(waited).as_micros() as u64);
+                    stats.info.set_state(ServerState::Active);
                 }
-            };
-            let got = Instant::now();
-            if let Some(stats) = &server.stats {
-                stats
-                    .counters
-                    .wait(got.duration_since(waited).as_micros() as u64);
-                stats.info.set_state(ServerState::Active);
+            })
+            .await;
+        let mut server = match taken {
+            Ok(server) => server,
+            Err(TakeError::Checkout(e)) => {
+                info.set_state(ClientState::Idle, Instant::now);
+                info.error_count.fetch_add(1, Relaxed);
+                self.reject(e, false).await?;
+                return Ok(None);
             }
-            match server.sync_params(&self.session.params).await {
-                Ok(()) => break (server, got),
-                Err(e) if e.lost_connection() && attempts < CHECKOUT_ATTEMPTS => {
-                    drop(Object::take(server));
-                }
-                Err(e) => {
-                    let to_client = e.to_client();
-                    match e {
-                        BackendError::Query { .. } if !e.lost_connection() => {
-                            checkin(server, pool.mode).await
-                        }
-                        _ => drop(Object::take(server)),
+            Err(TakeError::Params(server, e)) => {
+                let to_client = e.to_client();
+                match e {
+                    BackendError::Query { .. } if !e.lost_connection() => {
+                        checkin(server, pool.mode).await
                     }
-                    info.set_state(ClientState::Idle, Instant::now);
-                    self.reject(to_client, false).await?;
-                    return Ok(None);
+                    _ => drop(Object::take(server)),
                 }
+                info.set_state(ClientState::Idle, Instant::now);
+                self.reject(to_client, false).await?;
+                return Ok(None);
             }
         };
         info.set_state(ClientState::Active, || got);
@@ -1570,15 +1560,21 @@ impl Client {
         }
     }
 
-    /// The whole Query at the start of the buffer, in `Rewrite` mode, if its text is SQL
-    /// `DEALLOCATE` of one of the client's protocol-level statements: its length.
-    fn deallocates(&self) -> Option<usize> {
-        if self.mode != Mode::Rewrite {
-            return None;
+    /// The text of the whole Query at the start of the buffer.
+    fn query_text(&self) -> Option<&str> {
+        match crate::wire::frame::whole(&self.buf, INSPECT_CAP) {
+            Ok(Some((b'Q', body, _))) => Some(route::text(body)),
+            _ => None,
         }
-        let (tag, body, total) = crate::wire::frame::whole(&self.buf, 64 * 1024).ok()??;
-        let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
-        (tag == b'Q' && self.statements.deallocates(sql)).then_some(total)
+    }
+
+    /// In `Rewrite` mode, the Query at the start of the buffer is SQL `DEALLOCATE` of one of
+    /// the client's protocol-level statements.
+    fn deallocates(&self) -> bool {
+        self.mode == Mode::Rewrite
+            && self
+                .query_text()
+                .is_some_and(|sql| self.statements.deallocates(sql))
     }
 
     /// Answers SQL `DEALLOCATE name` of a statement the pooler manages for the client (the
@@ -1586,23 +1582,33 @@ impl Client {
     /// name is gone for the client. `status` is the client's transaction status. False
     /// (consuming nothing) for anything else.
     async fn answer_deallocate(&mut self, status: u8) -> Result<bool, ClientError> {
-        let Some(total) = self.deallocates() else {
+        if !self.deallocates() {
             return Ok(false);
-        };
-        let message = self.buf.split_to(total);
-        let mut out = BytesMut::new();
-        if status == b'E' {
-            PgError::error(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            )
-            .encode(&mut out);
-        } else {
-            let sql = std::str::from_utf8(&message[5..total - 1]).unwrap_or_default();
-            self.statements.deallocate(sql);
-            route::command_complete(&mut out, "DEALLOCATE");
         }
-        messages::ready_for_query(&mut out, status);
+        let result = match (status, self.query_text()) {
+            (b'E', _) => Err(aborted_transaction()),
+            (_, sql) => {
+                let sql = sql.unwrap_or_default().to_owned();
+                self.statements.deallocate(&sql);
+                Ok(None)
+            }
+        };
+        self.reply_here(false, "DEALLOCATE", &result, status).await
+    }
+
+    /// Answers the whole request at the start of the buffer (see [`route::answer`]) with
+    /// `result` (`Ok(None)`: CommandComplete `done`) and consumes it.
+    async fn reply_here(
+        &mut self,
+        extended: bool,
+        done: &str,
+        result: &Result<Option<String>, PgError>,
+        status: u8,
+    ) -> Result<bool, ClientError> {
+        let mut out = BytesMut::new();
+        let used = route::answer(&self.buf, extended, ("", done), result, status, &mut out)?
+            .unwrap_or_default();
+        self.buf.advance(used);
         self.stream.send(&out).await?;
         Ok(true)
     }
@@ -1613,7 +1619,7 @@ impl Client {
         if self.session.pool.mode != PoolMode::Transaction {
             return None;
         }
-        let (tag, body, _) = crate::wire::frame::whole(&self.buf, 64 * 1024).ok()??;
+        let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
         match tag {
             b'Q' => listen::parse(route::text(body)).map(|l| (l, false)),
             b'P' => {
@@ -1653,10 +1659,7 @@ impl Client {
             }
         };
         let result = if status == b'E' {
-            Err(PgError::error(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ))
+            Err(aborted_transaction())
         } else {
             let pool = self.session.pool.clone();
             let client = self.session.info.id;
@@ -1668,13 +1671,8 @@ impl Client {
                 .await
                 .map(|()| None)
         };
-        let mut out = BytesMut::new();
-        let tags = ("", request.tag());
-        let used = route::answer(&self.buf, extended, tags, &result, status, &mut out)?
-            .unwrap_or_default();
-        self.buf.advance(used);
-        self.stream.send(&out).await?;
-        Ok(true)
+        self.reply_here(extended, request.tag(), &result, status)
+            .await
     }
 
     /// Answers a request made only of Parse of statements the pool knows, Close of
@@ -1825,6 +1823,14 @@ impl Client {
         // Mid-batch with nothing owed yet: the error goes with the rest of the batch.
         self.reject(error, false).await
     }
+}
+
+/// What PostgreSQL answers any statement but the end of a failed transaction with.
+fn aborted_transaction() -> PgError {
+    PgError::error(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
 }
 
 fn killed_error_pg() -> PgError {

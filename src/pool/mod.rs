@@ -8,6 +8,7 @@ mod manager;
 pub mod notify;
 mod reported;
 pub mod routing;
+mod take;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, Poo
 use crate::net::tls::ServerTls;
 use crate::stats::{Counters, Registry};
 use crate::wire::messages::PgError;
+
+pub use take::TakeError;
 
 pub use manager::{Manager, Server, ServerPool};
 
