@@ -219,7 +219,10 @@ fn statement(extended: bool, sql: &str, params: &[&str]) -> Vec<u8> {
 }
 
 /// Checks a reply's shape: an error, or the result `expected_tag` (and for a SELECT its
-/// nonce), never both.
+/// nonce), never both — except the one case PostgreSQL itself answers so: on the extended
+/// protocol a backend ended between Execute and Sync has sent the statement's
+/// CommandComplete and then sends the error that ended it (outside a transaction the
+/// statement commits at Sync, so it did not commit).
 fn check_result(
     msgs: &[Msg],
     expected_tag: &str,
@@ -228,7 +231,13 @@ fn check_result(
     what: &str,
 ) -> bool {
     if errored(msgs) {
-        if msgs.iter().any(|m| m.tag == b'C') {
+        let ended_at_sync = msgs.iter().any(|m| m.tag == b'1')
+            && msgs.iter().filter(|m| m.tag == b'E').all(|m| {
+                m.sqlstate()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            })
+            && msgs.iter().rposition(|m| m.tag == b'C') < msgs.iter().position(|m| m.tag == b'E');
+        if msgs.iter().any(|m| m.tag == b'C') && !ended_at_sync {
             seen.violations.push(format!(
                 "{what}: a result and an error: {}",
                 raw::tags(msgs)
