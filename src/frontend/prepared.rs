@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::lazy_map::LazyMap;
 use super::replies::{Expect, Replies};
-use crate::backend::statements::{ServerStatements, Statement};
+use crate::backend::statements::{Have, ServerStatements, Statement};
 use crate::wire::messages::PgError;
 use crate::wire::startup::cstr;
 
@@ -46,18 +46,21 @@ pub struct ClientStatements {
     map: LazyMap<String, Named>,
 }
 
-/// A client's named statement, and whether its text may change session state (found once,
-/// at its Parse, with the session-effect pre-check).
+/// A client's named statement, whether its text may change session state (found once,
+/// at its Parse, with the session-effect pre-check), and the pool's schema epoch at its
+/// Parse: a server's copy older than that is prepared again before the client uses it.
 struct Named {
     stmt: Arc<Statement>,
     may_change_session: bool,
+    epoch: u64,
 }
 
 impl Named {
-    fn new(stmt: Arc<Statement>) -> Named {
+    fn new(stmt: Arc<Statement>, epoch: u64) -> Named {
         Named {
             may_change_session: super::state::may_change_session(&stmt.body),
             stmt,
+            epoch,
         }
     }
 }
@@ -74,12 +77,15 @@ impl ClientStatements {
 
     /// Handles a Parse, Bind, Describe or Close (`tag`) with its `body`: records the
     /// expected replies and, in `Rewrite` mode, writes the rewritten message(s) to `out`.
+    /// `epoch`: the pool's schema epoch (statements prepared before it are prepared again).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_message(
         &mut self,
         mode: Mode,
         tag: u8,
         body: &[u8],
         server: Option<&mut ServerStatements>,
+        epoch: u64,
         replies: &mut Replies,
         out: &mut BytesMut,
     ) -> Result<Outcome, PgError> {
@@ -87,11 +93,11 @@ impl ClientStatements {
             (Mode::Rewrite, Some(server)) => server,
             (Mode::Rewrite, None) => {
                 // Answered without a server: only remember or forget the client's names.
-                self.track_names(tag, body)?;
+                self.track_names(tag, body, epoch)?;
                 return Ok(Outcome::Replaced);
             }
             (Mode::Pin, _) => {
-                self.track_names(tag, body)?;
+                self.track_names(tag, body, epoch)?;
                 replies.push(expect_for(tag, body));
                 return Ok(Outcome::Keep);
             }
@@ -108,18 +114,14 @@ impl ClientStatements {
                     return Ok(Outcome::Keep);
                 }
                 let stmt = Arc::new(Statement::new(rest));
-                self.map.insert(name.to_string(), Named::new(stmt.clone()));
+                self.map
+                    .insert(name.to_string(), Named::new(stmt.clone(), epoch));
+                // The server parses every Parse the client sends, also of a statement it
+                // has (closed first): the client hears what PostgreSQL says of its text
+                // now, whatever changed since the server's copy was prepared.
                 let client_name: Arc<str> = name.into();
-                if server.has(&stmt) {
-                    replies.push(Expect::Synth(b'1', Some(client_name)));
-                } else {
-                    if let Some(evicted) = server.insert(stmt.clone()) {
-                        close_message(out, &evicted);
-                        replies.push(Expect::SwallowClose);
-                    }
-                    parse_message(out, &stmt.server_name, &stmt.body);
-                    replies.push(Expect::Parse(Some((stmt.server_name.clone(), client_name))));
-                }
+                Self::prepare(&stmt, server, (epoch, epoch), replies, out, true);
+                replies.push(Expect::Parse(Some((stmt.server_name.clone(), client_name))));
                 Ok(Outcome::Replaced)
             }
             b'B' => {
@@ -130,7 +132,7 @@ impl ClientStatements {
                     return Ok(Outcome::Keep);
                 };
                 let (stmt, effects) = (named.stmt.clone(), named.may_change_session);
-                self.ensure(&stmt, server, replies, out);
+                Self::ensure(&stmt, server, (epoch, named.epoch), replies, out);
                 replies.push(Expect::Bind);
                 out.put_u8(b'B');
                 out.put_u32(
@@ -158,14 +160,15 @@ impl ClientStatements {
                     // The server keeps the statement for other clients; PostgreSQL answers a
                     // Close of an unknown statement with CloseComplete too.
                     self.map.remove(name);
-                    replies.push(Expect::Synth(b'3', None));
+                    replies.push(Expect::Synth(b'3'));
                     return Ok(Outcome::Replaced);
                 }
-                let Some(stmt) = self.known(name) else {
+                let Some((stmt, since)) = self.named(name).map(|n| (n.stmt.clone(), n.epoch))
+                else {
                     replies.push(Expect::DescribeStatement);
                     return Ok(Outcome::Keep);
                 };
-                self.ensure(&stmt, server, replies, out);
+                Self::ensure(&stmt, server, (epoch, since), replies, out);
                 replies.push(Expect::DescribeStatement);
                 out.put_u8(b'D');
                 out.put_u32((4 + 1 + stmt.server_name.len() + 1) as u32);
@@ -199,37 +202,60 @@ impl ClientStatements {
         self.map.get(name)
     }
 
-    fn known(&self, name: &str) -> Option<Arc<Statement>> {
-        self.named(name).map(|n| n.stmt.clone())
-    }
-
-    /// Prepares `stmt` on the server first if it does not have it.
+    /// Prepares `stmt` on the server first unless the server has a copy from schema epoch
+    /// `since` (the client's Parse) or later; `epoch`: the pool's epoch now.
     fn ensure(
-        &self,
         stmt: &Arc<Statement>,
         server: &mut ServerStatements,
+        (epoch, since): (u64, u64),
         replies: &mut Replies,
         out: &mut BytesMut,
     ) {
-        if server.has(stmt) {
-            return;
+        if Self::prepare(stmt, server, (epoch, since), replies, out, false) {
+            replies.push(Expect::SwallowParse(stmt.server_name.clone()));
         }
-        if let Some(evicted) = server.insert(stmt.clone()) {
-            close_message(out, &evicted);
-            replies.push(Expect::SwallowClose);
+    }
+
+    /// Writes the Parse of `stmt` (the caller pushes its expected reply), after a Close
+    /// of the server's copy or of the statement evicted to make room. Without `always`,
+    /// a copy from schema epoch `since` or later is used as it is: returns whether a Parse
+    /// was written.
+    fn prepare(
+        stmt: &Arc<Statement>,
+        server: &mut ServerStatements,
+        (epoch, since): (u64, u64),
+        replies: &mut Replies,
+        out: &mut BytesMut,
+        always: bool,
+    ) -> bool {
+        match server.has(stmt, since) {
+            Have::Fresh if !always => return false,
+            Have::Fresh | Have::Stale => {
+                server.insert(stmt.clone(), epoch);
+                close_message(out, &stmt.server_name);
+                replies.push(Expect::SwallowClose);
+            }
+            Have::Absent => {
+                if let Some(evicted) = server.insert(stmt.clone(), epoch) {
+                    close_message(out, &evicted);
+                    replies.push(Expect::SwallowClose);
+                }
+            }
         }
         parse_message(out, &stmt.server_name, &stmt.body);
-        replies.push(Expect::SwallowParse(stmt.server_name.clone()));
+        true
     }
 
     /// Cache off: only remember which names exist, so the server is kept while they do.
-    fn track_names(&mut self, tag: u8, body: &[u8]) -> Result<(), PgError> {
+    fn track_names(&mut self, tag: u8, body: &[u8], epoch: u64) -> Result<(), PgError> {
         match tag {
             b'P' => {
                 let (name, rest) = cstr(body).map_err(|_| malformed("Parse"))?;
                 if !name.is_empty() {
-                    self.map
-                        .insert(name.to_string(), Named::new(Arc::new(Statement::new(rest))));
+                    self.map.insert(
+                        name.to_string(),
+                        Named::new(Arc::new(Statement::new(rest)), epoch),
+                    );
                 }
             }
             b'C' if body.first() == Some(&b'S') => {

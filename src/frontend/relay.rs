@@ -36,7 +36,7 @@ use crate::net::Stream;
 use crate::pool::{Server, TakeError, UserPool};
 use crate::stats::{ClientState, Interrupt, ServerState};
 use crate::wire::frame::INSPECT_CAP;
-use crate::wire::messages::{self, PgError, ServerError};
+use crate::wire::messages::{self, field, PgError, ServerError};
 use crate::wire::Scanner;
 
 /// Where a client's conversation with its server stands.
@@ -57,6 +57,8 @@ struct Flow {
     changed_settings: state::Changed,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed: bool,
+    /// The transaction in progress changed the schema (its rollback changes it again).
+    ddl: bool,
     /// When the query being answered was sent, and when the transaction began.
     query_started: Option<Instant>,
     xact_started: Instant,
@@ -76,6 +78,7 @@ impl Flow {
             remember: None,
             changed_settings: state::Changed::default(),
             failed: false,
+            ddl: false,
             query_started: Some(now),
             xact_started: now,
             routed: None,
@@ -654,6 +657,7 @@ impl Client {
         let statements = &mut self.statements;
         let buf = &self.buf;
         let server_statements = &mut server.statements;
+        let epoch = self.session.pool.schema_epoch.get();
         let dirty = &mut server.dirty;
         let app: &App = &self.app;
         let effects = &app.effects;
@@ -736,6 +740,7 @@ impl Client {
                         tag,
                         body,
                         server_statements.as_mut(),
+                        epoch,
                         &mut flow.replies,
                         &mut replacement,
                     ) {
@@ -897,6 +902,7 @@ impl Client {
         let swallowing = flow.replies.swallows();
         let tracks_state = self.mode != Mode::PassThrough;
         let known = &self.session.pool.known_statements;
+        let epoch = &self.session.pool.schema_epoch;
         let client_statements = &mut self.statements;
         let info = &self.session.info;
         let ServerConn {
@@ -955,6 +961,7 @@ impl Client {
                         if flow.status == b'I' {
                             info.xact_count.fetch_add(1, Relaxed);
                             flow.xact_started = now;
+                            flow.ddl = false;
                         }
                         if let Some(e) = flow.remember.take() {
                             if flow.status != b'I' {
@@ -968,6 +975,15 @@ impl Client {
                     }
                     b'E' => {
                         flow.failed = true;
+                        if let (true, Some(b)) = (tracks_state, body) {
+                            if let (Some(code), Some(message)) = (field(b, b'C'), field(b, b'M')) {
+                                if epoch.on_error(code, message) {
+                                    if let Some(s) = statements.as_mut() {
+                                        s.age();
+                                    }
+                                }
+                            }
+                        }
                         info.error_count.fetch_add(1, Relaxed);
                         if let Some(st) = stats.as_ref() {
                             st.counters.error();
@@ -979,6 +995,9 @@ impl Client {
                     b'S' if tracks_state => {
                         flow.changed_settings.reported();
                         dirty.settings = true;
+                    }
+                    b'C' if tracks_state && body.is_some_and(|b| epoch.on_command(b, flow.ddl)) => {
+                        flow.ddl = true;
                     }
                     // DISCARD ALL / DEALLOCATE ALL drop every statement, the client's and the
                     // ones the pooler prepared on this server; DISCARD ALL resets settings too.
@@ -1708,13 +1727,21 @@ impl Client {
         // All answerable: apply them for real.
         let mut scratch = BytesMut::new();
         let mut queue = Replies::default();
+        let epoch = self.session.pool.schema_epoch.get();
         while let Ok(Some((tag, body, total))) = crate::wire::frame::whole(&self.buf, 64 * 1024) {
             if tag == b'S' {
                 self.buf.advance(total);
                 break;
             }
-            self.statements
-                .on_message(Mode::Rewrite, tag, body, None, &mut queue, &mut scratch)?;
+            self.statements.on_message(
+                Mode::Rewrite,
+                tag,
+                body,
+                None,
+                epoch,
+                &mut queue,
+                &mut scratch,
+            )?;
             synth_reply(&mut replies, if tag == b'P' { b'1' } else { b'3' });
             self.buf.advance(total);
         }

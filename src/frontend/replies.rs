@@ -1,11 +1,10 @@
 //! Which server reply belongs to which client request.
 //!
 //! Every client message that gets an answer pushes an [`Expect`] in order. Server replies
-//! complete them front to back; replies the pooler made up (ParseComplete for a statement
-//! the server already has, CloseComplete for a Close it answers itself) sit in the queue
-//! and go out as soon as everything before them has been answered, and replies to
-//! messages the pooler added itself (a Parse re-preparing a statement on this server, a
-//! Close evicting one) are swallowed. After an ErrorResponse in the extended protocol
+//! complete them front to back; replies the pooler made up (CloseComplete for a Close it
+//! answers itself) sit in the queue and go out as soon as everything before them has been
+//! answered, and replies to messages the pooler added itself (a Parse preparing a statement
+//! on this server, a Close evicting or replacing one) are swallowed. After an ErrorResponse in the extended protocol
 //! PostgreSQL skips to the next Sync, and so does the queue.
 
 use std::collections::VecDeque;
@@ -25,9 +24,8 @@ pub enum Expect {
     Sync,
     Query,
     FunctionCall,
-    /// A reply the pooler sends itself (its tag: '1' ParseComplete, '3' CloseComplete),
-    /// and for a ParseComplete the client's statement name.
-    Synth(u8, Option<Arc<str>>),
+    /// A reply the pooler sends itself (its tag: '3' CloseComplete for a Close it answers).
+    Synth(u8),
     /// ParseComplete of a Parse the pooler added to prepare a statement; swallowed.
     SwallowParse(Arc<str>),
     /// CloseComplete of a Close the pooler added to evict a statement; swallowed.
@@ -125,7 +123,7 @@ impl Replies {
 
     /// Takes the made-up replies now at the front of the queue.
     pub fn take_synth(&mut self, mut emit: impl FnMut(u8)) {
-        while let Some(Expect::Synth(tag, _)) = self.queue.front() {
+        while let Some(Expect::Synth(tag)) = self.queue.front() {
             emit(*tag);
             self.pop();
         }
@@ -201,7 +199,6 @@ fn forget(e: &Expect, statement: &mut impl FnMut(Event<'_>)) {
             statement(Event::Undefined(client));
         }
         Expect::SwallowParse(name) => statement(Event::Failed(name)),
-        Expect::Synth(b'1', Some(client)) => statement(Event::Undefined(client)),
         _ => {}
     }
 }
@@ -222,7 +219,7 @@ mod tests {
         assert!(r.is_empty());
         r.push(Expect::Parse(Some((a.clone(), "s3".into()))));
         r.push(Expect::Bind);
-        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Synth(b'3'));
         r.push(Expect::Sync);
         let mut events = Vec::new();
         let mut synth = Vec::new();
@@ -232,25 +229,25 @@ mod tests {
         assert!(r.is_empty(), "{r:?}");
         assert_eq!(events.len(), 2, "{events:?}");
         // The next request is tracked normally.
-        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Synth(b'3'));
         r.push(Expect::Sync);
         r.take_synth(|t| synth.push(t));
-        assert_eq!(synth, vec![b'1']);
+        assert_eq!(synth, vec![b'3']);
     }
 
     #[test]
     fn made_up_replies_keep_their_place() {
         let mut r = Replies::default();
-        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Synth(b'3'));
         r.push(Expect::Bind);
-        r.push(Expect::Synth(b'3', None));
+        r.push(Expect::Synth(b'3'));
         r.push(Expect::Sync);
         let mut out = Vec::new();
         r.take_synth(|t| out.push(t));
-        assert_eq!(out, vec![b'1']);
+        assert_eq!(out, vec![b'3']);
         assert_eq!(r.on_server(b'2', |_| {}), Action::Forward);
         r.take_synth(|t| out.push(t));
-        assert_eq!(out, vec![b'1', b'3']);
+        assert_eq!(out, vec![b'3', b'3']);
         assert_eq!(r.owed(), 1);
         r.on_server(b'Z', |_| {});
         assert!(r.is_empty());
@@ -266,7 +263,7 @@ mod tests {
         r.push(Expect::Bind);
         r.push(Expect::Execute);
         r.push(Expect::Parse(Some((b.clone(), "s1".into()))));
-        r.push(Expect::Synth(b'1', None));
+        r.push(Expect::Synth(b'3'));
         r.push(Expect::Sync);
         r.push(Expect::Query);
         assert_eq!(r.on_server(b'1', |_| {}), Action::Swallow);
@@ -286,7 +283,10 @@ mod tests {
         assert_eq!(undefined, vec![s1]);
         let mut synth = Vec::new();
         r.take_synth(|t| synth.push(t));
-        assert!(synth.is_empty(), "the skipped Parse gets no ParseComplete");
+        assert!(
+            synth.is_empty(),
+            "nothing made up goes out before the Sync's reply"
+        );
         r.on_server(b'Z', |_| {});
         assert_eq!(r.owed(), 1);
         r.on_server(b'E', |_| {});

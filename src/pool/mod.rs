@@ -22,6 +22,7 @@ use rand::Rng;
 
 use crate::auth::backend::{Credential, ServerSecret};
 use crate::auth::scram::Verifier;
+use crate::backend::statements::SchemaEpoch;
 use crate::backend::{self, BackendError, ServerTarget, TcpSettings};
 use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, PoolMode, Role};
 use crate::net::tls::ServerTls;
@@ -131,6 +132,8 @@ pub struct UserPool {
     notify_hub: std::sync::OnceLock<Arc<notify::Hub>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).
     pub known_statements: KnownStatements,
+    /// Schema changes seen through this pool (see `SchemaEpoch`).
+    pub schema_epoch: SchemaEpoch,
     pub pool_size: u32,
     pub min_pool_size: u32,
     source: Source,
@@ -363,6 +366,7 @@ impl UserPool {
             reported: reported::Reported::default(),
             notify_hub: std::sync::OnceLock::new(),
             known_statements: KnownStatements::default(),
+            schema_epoch: SchemaEpoch::default(),
             pool_size: user.pool_size,
             min_pool_size: user.min_pool_size,
             source: Source::new(general, pool, user),

@@ -173,7 +173,7 @@ impl std::fmt::Display for ServerError {
 }
 
 /// The value of one field of an ErrorResponse or NoticeResponse body.
-fn field(body: &[u8], code: u8) -> Option<&[u8]> {
+pub fn field(body: &[u8], code: u8) -> Option<&[u8]> {
     body.split(|b| *b == 0)
         .find(|f| f.first() == Some(&code))
         .map(|f| &f[1..])

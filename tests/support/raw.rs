@@ -416,9 +416,18 @@ pub fn bind(portal: &str, statement: &str, params: &[Option<&str>]) -> Vec<u8> {
 
 /// Describe a portal ('P') or statement ('S').
 pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    named(b'D', kind, name)
+}
+
+/// Close a portal ('P') or statement ('S').
+pub fn close(kind: u8, name: &str) -> Vec<u8> {
+    named(b'C', kind, name)
+}
+
+fn named(tag: u8, kind: u8, name: &str) -> Vec<u8> {
     let mut body = vec![kind];
     cstr(&mut body, name);
-    frame(Some(b'D'), &body)
+    frame(Some(tag), &body)
 }
 
 /// Execute a portal, all rows.
