@@ -162,3 +162,97 @@ fn statements_of_rolled_back_savepoints_are_prepared_again() {
         simple(&mut c, "ROLLBACK");
     }
 }
+
+/// What a client sees of each step, to compare with PostgreSQL: the rows' first column,
+/// or the error's SQLSTATE.
+fn outcome(msgs: &[Msg]) -> String {
+    match answer(msgs) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => e[..5].to_string(),
+    }
+}
+
+/// SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` in transaction mode, simple and extended protocol:
+/// the same answers as PostgreSQL, and the statement runs on whichever server the client
+/// gets (it is renamed and prepared there), without pinning the client to one.
+#[test]
+fn sql_prepare_and_execute_follow_the_client_across_servers() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    let mut seen = Vec::new();
+    for (label, port) in [("direct", cluster.primary.port), ("pooled", pooler.port)] {
+        let mut c = connect(port);
+        let mut other = connect(port);
+        let mut steps = Vec::new();
+        let mut step = |c: &mut RawConn, msgs: &[Vec<u8>]| {
+            let r = run(c, msgs);
+            steps.push(outcome(&r));
+            r
+        };
+        let q = |sql: &str| vec![raw::query(sql)];
+        let extended = |sql: &str| {
+            vec![
+                raw::parse("", sql),
+                raw::bind("", "", &[]),
+                raw::execute(""),
+                raw::sync(),
+            ]
+        };
+        step(&mut c, &q("PREPARE twice(int) AS SELECT ($1 * 2)::text"));
+        step(
+            &mut c,
+            &extended("PREPARE pid_of AS SELECT pg_backend_pid()::text"),
+        );
+        // Ten rounds, the other client holding a server in every second one: the pool's
+        // two servers both run the client's statements.
+        let mut pids = std::collections::HashSet::new();
+        for round in 0..10 {
+            if round % 2 == 1 {
+                simple(&mut other, "BEGIN");
+                simple(&mut other, "SELECT 1");
+            }
+            step(&mut c, &q(&format!("EXECUTE twice({round})")));
+            let r = run(&mut c, &extended("EXECUTE pid_of"));
+            pids.insert(answer(&r).expect("pid").expect("a row"));
+            if round % 2 == 1 {
+                simple(&mut other, "COMMIT");
+            }
+        }
+        // Names as PostgreSQL keeps them: in use, gone, failed, inside a transaction.
+        step(&mut c, &q("PREPARE twice AS SELECT 1"));
+        step(&mut c, &extended("PREPARE Twice AS SELECT 1"));
+        step(&mut c, &q("DEALLOCATE twice"));
+        step(&mut c, &q("EXECUTE twice(1)"));
+        step(&mut c, &q("PREPARE twice AS SELECT 'again'"));
+        step(&mut c, &extended("EXECUTE twice"));
+        step(&mut c, &extended("DEALLOCATE PREPARE twice"));
+        step(&mut c, &q("PREPARE bad AS SELECT no_such_column"));
+        step(&mut c, &q("EXECUTE bad"));
+        step(&mut c, &extended("PREPARE bad AS SELECT no_such_column"));
+        step(&mut c, &extended("EXECUTE bad"));
+        step(&mut c, &q("BEGIN"));
+        step(&mut c, &q("PREPARE in_tx AS SELECT 'kept'"));
+        step(&mut c, &q("ROLLBACK"));
+        step(&mut c, &q("EXECUTE in_tx"));
+        step(&mut c, &q("DEALLOCATE ALL"));
+        step(&mut c, &q("EXECUTE in_tx"));
+        // Two-phase commit's PREPARE TRANSACTION is not a statement named "transaction".
+        step(&mut c, &q("BEGIN"));
+        let r = step(&mut c, &q(&format!("PREPARE TRANSACTION 'stmt_{label}'")));
+        if answer(&r).is_ok() {
+            simple(&mut c, &format!("ROLLBACK PREPARED 'stmt_{label}'"));
+        } else {
+            simple(&mut c, "ROLLBACK");
+        }
+        if label == "pooled" {
+            assert_eq!(pids.len(), 2, "ran on both servers: {pids:?}");
+        }
+        seen.push(steps);
+    }
+    assert_eq!(seen[1], seen[0], "through the pooler as directly");
+    assert!(
+        seen[0].contains(&"Some(\"18\")".to_string()),
+        "{:?}",
+        seen[0]
+    );
+}

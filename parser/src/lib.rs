@@ -14,6 +14,7 @@ pub mod classify;
 pub mod command;
 pub mod comment;
 pub mod hash;
+pub mod names;
 pub mod parsed;
 pub mod route;
 pub mod session;
@@ -27,6 +28,7 @@ pub use command::{
 };
 pub use comment::{CommentHints, Hint};
 pub use hash::ShardingFunction;
+pub use names::{named_statement, NamedStatement};
 pub use parsed::Parsed;
 pub use route::{route, shard_for_key, PoolRouting, Role, Route, SessionRouting};
 pub use session::SessionEffects;

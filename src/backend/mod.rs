@@ -259,11 +259,8 @@ impl ServerConn {
 
     /// Sends one simple Query and reads to its ReadyForQuery: the status and the rows.
     async fn run(&mut self, sql: &str) -> Result<(u8, Vec<Vec<Option<String>>>), BackendError> {
-        let mut msg = BytesMut::with_capacity(sql.len() + 6);
-        put_message(&mut msg, b'Q', |m| {
-            m.extend_from_slice(sql.as_bytes());
-            m.extend_from_slice(&[0]);
-        });
+        let mut msg = BytesMut::new();
+        crate::wire::messages::query(&mut msg, &[sql.as_bytes()]);
         self.write_all(&msg).await?;
         self.read_reply().await
     }

@@ -1,6 +1,7 @@
 //! The named statements the pooler has prepared on one server connection, under its own
-//! names (`pgcat_<hash of the statement>`), so clients in transaction mode can use their
-//! prepared statements on whichever server they get. Bounded: past the pool's
+//! names (`pgcat_<hash of the statement>` for a protocol Parse, `pgcat_sql_<hash>` for SQL
+//! `PREPARE`), so clients in transaction mode can use their prepared statements on
+//! whichever server they get. Bounded: past the pool's
 //! `prepared_statements_cache_size` the least recently used one is closed.
 //!
 //! A statement is prepared against the schema of its time: PostgreSQL fixes its parameter
@@ -25,17 +26,31 @@ use lru::LruCache;
 pub struct Statement {
     /// The name it has on every server.
     pub server_name: Arc<str>,
-    /// The Parse body after the statement name: query, parameter count, parameter types.
+    /// A protocol Parse: the body after the statement name (query, parameter count,
+    /// parameter types). SQL `PREPARE`: the text after the statement's name.
     pub body: Box<[u8]>,
+    /// Made by SQL `PREPARE` (prepared on a server with `PREPARE server_name body`).
+    pub sql: bool,
 }
 
 impl Statement {
+    /// The statement of a protocol Parse whose body after the name is `body`.
     pub fn new(body: &[u8]) -> Statement {
+        Statement::named("pgcat", body, false)
+    }
+
+    /// The statement of SQL `PREPARE name rest`.
+    pub fn sql(rest: &str) -> Statement {
+        Statement::named("pgcat_sql", rest.as_bytes(), true)
+    }
+
+    fn named(prefix: &str, body: &[u8], sql: bool) -> Statement {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut h);
         Statement {
-            server_name: format!("pgcat_{:016x}", h.finish()).into(),
+            server_name: format!("{prefix}_{:016x}", h.finish()).into(),
             body: body.into(),
+            sql,
         }
     }
 }

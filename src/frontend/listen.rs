@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use pgcat_parser::{named_statement, NamedStatement};
 use tokio::sync::mpsc;
 
 use crate::pool::notify::{Hub, Queue, CLIENT_QUEUE};
@@ -35,41 +36,11 @@ impl Listen {
 /// `sql` as one LISTEN or UNLISTEN statement (an unquoted channel folded to lower case, a
 /// quoted one as written), or `None`.
 pub fn parse(sql: &str) -> Option<Listen> {
-    let sql = sql.trim().trim_end_matches(';').trim_end();
-    let (verb, channel) = sql.split_once(char::is_whitespace)?;
-    let channel = channel.trim_start();
-    let on = if verb.eq_ignore_ascii_case("listen") {
-        true
-    } else if verb.eq_ignore_ascii_case("unlisten") {
-        false
-    } else {
-        return None;
-    };
-    if !on && channel == "*" {
-        return Some(Listen::Off(None));
+    match named_statement(sql)? {
+        NamedStatement::Listen(channel) => Some(Listen::On(channel)),
+        NamedStatement::Unlisten(channel) => Some(Listen::Off(channel)),
+        _ => None,
     }
-    let name = if let Some(quoted) = channel.strip_prefix('"') {
-        let inner = quoted.strip_suffix('"')?;
-        if inner.is_empty() || inner.replace("\"\"", "").contains('"') {
-            return None;
-        }
-        inner.replace("\"\"", "\"")
-    } else {
-        let simple = !channel.is_empty()
-            && !channel.starts_with(|c: char| c.is_ascii_digit())
-            && channel
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-        if !simple {
-            return None;
-        }
-        channel.to_lowercase()
-    };
-    Some(if on {
-        Listen::On(name)
-    } else {
-        Listen::Off(Some(name))
-    })
 }
 
 /// A client that listens: its queue, and its place in the hub (left when it goes).

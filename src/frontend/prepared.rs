@@ -3,7 +3,8 @@
 //! With the cache on, the pooler keeps each client's Parse, prepares it on whatever server
 //! the client gets under the statement's server name (once per server), rewrites Bind,
 //! Describe and Parse to that name, and answers Close itself; the client sees exactly
-//! the replies PostgreSQL would send (see `replies`). With the cache off
+//! the replies PostgreSQL would send (see `replies`); SQL `PREPARE`/`EXECUTE` are renamed
+//! the same way (see `sql`). With the cache off
 //! (`prepared_statements_cache_size = 0`) nothing is rewritten and a client holding named
 //! statements keeps its server until it closes them. Session mode passes everything through.
 
@@ -16,6 +17,8 @@ use super::replies::{Expect, Replies};
 use crate::backend::statements::{Have, ServerStatements, Statement};
 use crate::wire::messages::PgError;
 use crate::wire::startup::cstr;
+
+mod sql;
 
 /// How named statements are handled for this client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +112,31 @@ impl ClientStatements {
         match tag {
             b'P' => {
                 let (name, rest) = cstr(body).map_err(|_| malformed("Parse"))?;
+                let end = rest
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or_else(|| malformed("Parse"))?;
+                let (query, types) = (&rest[..end], &rest[end + 1..]);
+                let rewritten = self.rewrite_sql(query, server, epoch, replies, out);
+                let rewritten_rest;
+                let (rest, changed) = match rewritten {
+                    Some(r) => {
+                        // Runs at the Execute of the portal bound to it.
+                        if let Some((server_name, client_name)) = r.defines {
+                            replies.defines_at_execute(server_name, client_name);
+                        }
+                        rewritten_rest = [r.text.as_bytes(), &[0], types].concat();
+                        (&rewritten_rest[..], true)
+                    }
+                    None => (rest, false),
+                };
                 if name.is_empty() {
                     replies.push(Expect::Parse(None));
-                    return Ok(Outcome::Keep);
+                    if !changed {
+                        return Ok(Outcome::Keep);
+                    }
+                    parse_message(out, "", rest);
+                    return Ok(Outcome::Replaced);
                 }
                 let stmt = Arc::new(Statement::new(rest));
                 self.map
@@ -120,7 +145,8 @@ impl ClientStatements {
                 // has (closed first): the client hears what PostgreSQL says of its text
                 // now, whatever changed since the server's copy was prepared.
                 let client_name: Arc<str> = name.into();
-                Self::prepare(&stmt, server, (epoch, epoch), replies, out, true);
+                Self::make_room(&stmt, server, (epoch, epoch), replies, out, true);
+                parse_message(out, &stmt.server_name, &stmt.body);
                 replies.push(Expect::Parse(Some((stmt.server_name.clone(), client_name))));
                 Ok(Outcome::Replaced)
             }
@@ -211,16 +237,24 @@ impl ClientStatements {
         replies: &mut Replies,
         out: &mut BytesMut,
     ) {
-        if Self::prepare(stmt, server, (epoch, since), replies, out, false) {
-            replies.push(Expect::SwallowParse(stmt.server_name.clone()));
+        if !Self::make_room(stmt, server, (epoch, since), replies, out, false) {
+            return;
+        }
+        let name = stmt.server_name.clone();
+        if stmt.sql {
+            sql::prepare_message(out, stmt);
+            replies.push(Expect::SwallowPrepare(name));
+        } else {
+            parse_message(out, &name, &stmt.body);
+            replies.push(Expect::SwallowParse(name));
         }
     }
 
-    /// Writes the Parse of `stmt` (the caller pushes its expected reply), after a Close
-    /// of the server's copy or of the statement evicted to make room. Without `always`,
-    /// a copy from schema epoch `since` or later is used as it is: returns whether a Parse
-    /// was written.
-    fn prepare(
+    /// Records `stmt` as prepared on the server by what the caller writes next, after a
+    /// Close of the server's copy or of the statement evicted to make room. Without
+    /// `always`, a copy from schema epoch `since` or later is used as it is: returns
+    /// whether the statement is to be prepared.
+    fn make_room(
         stmt: &Arc<Statement>,
         server: &mut ServerStatements,
         (epoch, since): (u64, u64),
@@ -242,7 +276,6 @@ impl ClientStatements {
                 }
             }
         }
-        parse_message(out, &stmt.server_name, &stmt.body);
         true
     }
 
@@ -273,52 +306,10 @@ impl ClientStatements {
         self.map.remove(name);
     }
 
-    /// Whether `sql` is SQL `DEALLOCATE [PREPARE] name` (one statement) of a statement
-    /// this client named through the protocol: the server knows it under the pooler's
-    /// name, so the pooler answers it (see [`ClientStatements::deallocate`]), as it
-    /// answers a Close.
-    pub fn deallocates(&self, sql: &str) -> bool {
-        deallocated_name(sql).is_some_and(|name| self.map.contains_key(&name))
-    }
-
-    /// Forgets the statement `sql` deallocates (see [`ClientStatements::deallocates`]).
-    pub fn deallocate(&mut self, sql: &str) {
-        if let Some(name) = deallocated_name(sql) {
-            self.map.remove(&name);
-        }
-    }
-
     /// The client ran DISCARD ALL or DEALLOCATE ALL: its statements are gone.
     pub fn clear(&mut self) {
         self.map.clear();
     }
-}
-
-/// The statement name of `DEALLOCATE [PREPARE] name` (an unquoted name folded to lower
-/// case, a quoted one as written), if `sql` is that and nothing else.
-fn deallocated_name(sql: &str) -> Option<String> {
-    let sql = sql.trim().trim_end_matches(';').trim_end();
-    let (word, rest) = sql.split_once(char::is_whitespace)?;
-    if !word.eq_ignore_ascii_case("deallocate") {
-        return None;
-    }
-    let mut rest = rest.trim_start();
-    if let Some((word, after)) = rest.split_once(char::is_whitespace) {
-        if word.eq_ignore_ascii_case("prepare") {
-            rest = after.trim_start();
-        }
-    }
-    if let Some(quoted) = rest.strip_prefix('"') {
-        let inner = quoted.strip_suffix('"')?;
-        let name = inner.replace("\"\"", "\"");
-        // A lone quote inside means more than one token.
-        return (!inner.replace("\"\"", "").contains('"')).then_some(name);
-    }
-    let simple = !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    (simple && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_lowercase())
 }
 
 /// The reply a Parse/Bind/Describe/Close gets when forwarded unchanged.
@@ -349,33 +340,4 @@ fn close_message(out: &mut BytesMut, name: &str) {
     out.put_u32((4 + 1 + name.len() + 1) as u32);
     out.put_u8(b'S');
     put_cstr(out, name);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::deallocated_name;
-
-    #[test]
-    fn deallocate_names_are_read_as_postgresql_reads_them() {
-        assert_eq!(
-            deallocated_name("DEALLOCATE _pg3_0").as_deref(),
-            Some("_pg3_0")
-        );
-        assert_eq!(
-            deallocated_name(" deallocate prepare S1 ;").as_deref(),
-            Some("s1")
-        );
-        assert_eq!(
-            deallocated_name("DEALLOCATE \"S 1\"").as_deref(),
-            Some("S 1")
-        );
-        assert_eq!(
-            deallocated_name("DEALLOCATE \"a\"\"b\"").as_deref(),
-            Some("a\"b")
-        );
-        assert_eq!(deallocated_name("DEALLOCATE ALL"), None);
-        assert_eq!(deallocated_name("DEALLOCATE a; SELECT 1"), None);
-        assert_eq!(deallocated_name("DEALLOCATE \"a\" \"b\""), None);
-        assert_eq!(deallocated_name("SELECT 1"), None);
-    }
 }

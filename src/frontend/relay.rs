@@ -352,7 +352,7 @@ impl Client {
             End::Intercept => {
                 let status = h.flow.status;
                 if self.close_command_statement(status).await?
-                    || self.answer_deallocate(status).await?
+                    || self.answer_statement_sql(status).await?
                     || self.answer_listen(status).await?
                 {
                     return Ok(true);
@@ -626,7 +626,7 @@ impl Client {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
-                Ok(Some((b'Q', _))) if self.deallocates() => {
+                Ok(Some((b'Q' | b'P', _))) if self.answers_statement_sql() => {
                     flow.routed = None;
                     return Some(End::Intercept);
                 }
@@ -670,6 +670,36 @@ impl Client {
                 *last_tag = Some(tag);
                 match tag {
                 b'Q' => {
+                    // SQL PREPARE/EXECUTE of the client's statements, renamed.
+                    let rewritten = match (mode, body, server_statements.as_mut()) {
+                        (Mode::Rewrite, Some(b), Some(server)) => statements.rewrite_sql(
+                            query_bytes(b),
+                            server,
+                            epoch,
+                            &mut flow.replies,
+                            &mut replacement,
+                        ),
+                        _ => None,
+                    };
+                    if let Some(r) = rewritten {
+                        if let Some(e) = r.runs.and_then(|stmt| effects.of(&stmt.body, None)) {
+                            state::note(&mut flow.changed_settings, dirty, &e);
+                        }
+                        flow.replies.push(Expect::Query);
+                        if let Some((server_name, client_name)) = r.defines {
+                            flow.replies.push(Expect::Defines(server_name, client_name));
+                        }
+                        flow.query_started.get_or_insert_with(Instant::now);
+                        messages::query(&mut replacement, &[r.text.as_bytes()]);
+                        if out.capacity() == 0 {
+                            out.reserve(buf.len() + 256);
+                        }
+                        out.extend_from_slice(&buf[copied..start]);
+                        out.extend_from_slice(&replacement);
+                        replacement.clear();
+                        copied = start + 5 + body.map_or(0, <[u8]>::len);
+                        return;
+                    }
                     if tracks_state {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
                         let routed = routed_at(start);
@@ -698,12 +728,17 @@ impl Client {
                     flow.query_started.get_or_insert_with(Instant::now);
                 }
                 b'S' => {
-                    flow.replies.push(Expect::Sync);
+                    flow.replies.push_sync(|server_name, client_name| {
+                        if let Some(server) = server_statements.as_mut() {
+                            server.forget(server_name);
+                        }
+                        statements.undefine(client_name);
+                    });
                     flow.batch = false;
                     flow.query_started.get_or_insert_with(Instant::now);
                 }
                 b'E' => {
-                    flow.replies.push(Expect::Execute);
+                    flow.replies.push_execute();
                     flow.batch = true;
                 }
                 b'H' => flow.batch = true,
@@ -725,7 +760,12 @@ impl Client {
                             if mode == Mode::Pin && !name.is_empty() {
                                 dirty.prepared = true;
                             }
-                            if let Some(e) = effects.of(rest, routed_at(start)) {
+                            // A renamed SQL PREPARE leaves no state of the client's.
+                            let renamed = mode == Mode::Rewrite
+                                && statements.renames(query_bytes(rest));
+                            if let Some(e) =
+                                effects.of(rest, routed_at(start)).filter(|_| !renamed)
+                            {
                                 state::note(&mut flow.changed_settings, dirty, &e);
                             }
                         }
@@ -1136,7 +1176,7 @@ impl Client {
         }
         let status = if in_transaction { b'T' } else { b'I' };
         if self.close_command_statement(status).await?
-            || self.answer_deallocate(status).await?
+            || self.answer_statement_sql(status).await?
             || self.answer_listen(status).await?
         {
             return Ok(Idle::Answered);
@@ -1579,40 +1619,74 @@ impl Client {
         }
     }
 
-    /// The text of the whole Query at the start of the buffer.
-    fn query_text(&self) -> Option<&str> {
-        match crate::wire::frame::whole(&self.buf, INSPECT_CAP) {
-            Ok(Some((b'Q', body, _))) => Some(route::text(body)),
+    /// The text of the request at the start of the buffer when it is a whole Query or an
+    /// extended batch's whole unnamed Parse, and whether it is extended.
+    fn request_text(&self) -> Option<(&str, bool)> {
+        let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
+        match tag {
+            b'Q' => Some((route::text(body), false)),
+            b'P' => {
+                let (name, sql) = crate::wire::startup::cstr(body).ok()?;
+                name.is_empty().then(|| (route::text(sql), true))
+            }
             _ => None,
         }
     }
 
-    /// In `Rewrite` mode, the Query at the start of the buffer is SQL `DEALLOCATE` of one of
-    /// the client's protocol-level statements.
-    fn deallocates(&self) -> bool {
+    /// Reads until the request at the start of the buffer is whole (an extended one
+    /// through its Sync), so that the pooler answers and applies it once.
+    async fn read_request(&mut self, extended: bool) -> Result<(), ClientError> {
+        let probe = |buf: &BytesMut| {
+            route::answer(
+                buf,
+                extended,
+                ("", ""),
+                &Ok(None),
+                b'I',
+                &mut BytesMut::new(),
+            )
+        };
+        while probe(&self.buf)?.is_none() {
+            if read(&mut self.stream, &mut self.buf).await? == 0 {
+                return Err(ClientError::Gone);
+            }
+        }
+        Ok(())
+    }
+
+    /// In `Rewrite` mode, the request at the start of the buffer is SQL the pooler answers
+    /// about the client's statements (see [`ClientStatements::answer_sql`]).
+    fn answers_statement_sql(&self) -> bool {
         self.mode == Mode::Rewrite
             && self
-                .query_text()
-                .is_some_and(|sql| self.statements.deallocates(sql))
+                .request_text()
+                .is_some_and(|(sql, _)| self.statements.answers_sql(sql))
     }
 
     /// Answers SQL `DEALLOCATE name` of a statement the pooler manages for the client (the
-    /// server knows it under the pooler's name) as PostgreSQL would, without a server: the
-    /// name is gone for the client. `status` is the client's transaction status. False
-    /// (consuming nothing) for anything else.
-    async fn answer_deallocate(&mut self, status: u8) -> Result<bool, ClientError> {
-        if !self.deallocates() {
+    /// server knows it under the pooler's name) and `PREPARE` of a name in use as
+    /// PostgreSQL would, without a server. `status` is the client's transaction status.
+    /// False (consuming nothing) for anything else.
+    async fn answer_statement_sql(&mut self, status: u8) -> Result<bool, ClientError> {
+        let Some((_, extended)) = self.request_text().filter(|_| self.answers_statement_sql())
+        else {
             return Ok(false);
-        }
-        let result = match (status, self.query_text()) {
-            (b'E', _) => Err(aborted_transaction()),
-            (_, sql) => {
-                let sql = sql.unwrap_or_default().to_owned();
-                self.statements.deallocate(&sql);
-                Ok(None)
+        };
+        self.read_request(extended).await?;
+        let sql = self
+            .request_text()
+            .map(|(sql, _)| sql.to_owned())
+            .unwrap_or_default();
+        let (tag, result) = if status == b'E' {
+            ("", Err(aborted_transaction()))
+        } else {
+            match self.statements.answer_sql(&sql) {
+                Some(Ok(tag)) => (tag, Ok(None)),
+                Some(Err(e)) => ("", Err(e)),
+                None => return Ok(false),
             }
         };
-        self.reply_here(false, "DEALLOCATE", &result, status).await
+        self.reply_here(extended, tag, &result, status).await
     }
 
     /// Answers the whole request at the start of the buffer (see [`route::answer`]) with
@@ -1638,44 +1712,19 @@ impl Client {
         if self.session.pool.mode != PoolMode::Transaction {
             return None;
         }
-        let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
-        match tag {
-            b'Q' => listen::parse(route::text(body)).map(|l| (l, false)),
-            b'P' => {
-                let (name, sql) = crate::wire::startup::cstr(body).ok()?;
-                if !name.is_empty() {
-                    return None;
-                }
-                listen::parse(route::text(sql)).map(|l| (l, true))
-            }
-            _ => None,
-        }
+        let (sql, extended) = self.request_text()?;
+        listen::parse(sql).map(|l| (l, extended))
     }
 
     /// Answers LISTEN and UNLISTEN in transaction mode (see [`listen`]): the pooler's hub
     /// listens for the client. False (consuming nothing) for anything else.
     async fn answer_listen(&mut self, status: u8) -> Result<bool, ClientError> {
-        // The whole request first (an extended one through its Sync), so that it is
-        // applied once.
-        let (request, extended) = loop {
-            let Some((request, extended)) = self.listen_request() else {
-                return Ok(false);
-            };
-            let tags = ("", request.tag());
-            let probe = route::answer(
-                &self.buf,
-                extended,
-                tags,
-                &Ok(None),
-                status,
-                &mut BytesMut::new(),
-            )?;
-            if probe.is_some() {
-                break (request, extended);
-            }
-            if read(&mut self.stream, &mut self.buf).await? == 0 {
-                return Err(ClientError::Gone);
-            }
+        let Some((_, extended)) = self.listen_request() else {
+            return Ok(false);
+        };
+        self.read_request(extended).await?;
+        let Some((request, extended)) = self.listen_request() else {
+            return Ok(false);
         };
         let result = if status == b'E' {
             Err(aborted_transaction())
@@ -1881,6 +1930,11 @@ fn shutdown_error() -> ClientError {
 }
 
 /// Appends a reply the pooler makes up (ParseComplete '1', CloseComplete '3').
+/// A query text as on the wire, without its NUL.
+fn query_bytes(body: &[u8]) -> &[u8] {
+    body.split(|b| *b == 0).next().unwrap_or_default()
+}
+
 fn synth_reply(out: &mut BytesMut, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }

@@ -33,6 +33,13 @@ pub enum Expect {
     /// Every reply to a Query the pooler already answered (a held-back BEGIN), through its
     /// ReadyForQuery; swallowed.
     SwallowQuery,
+    /// Every reply to a Query the pooler added to prepare a statement with SQL `PREPARE`
+    /// (server name), through its ReadyForQuery; swallowed.
+    SwallowPrepare(Arc<str>),
+    /// No reply of its own: the request before it (a Query, or an Execute) runs SQL
+    /// `PREPARE` of this statement (server name, client name), which exists once that
+    /// request succeeds.
+    Defines(Arc<str>, Arc<str>),
 }
 
 /// What became of a statement the pooler was tracking.
@@ -58,6 +65,11 @@ pub struct Replies {
     queue: VecDeque<Expect>,
     /// ReadyForQuery messages owed (Sync, Query and FunctionCall entries queued).
     owed: usize,
+    /// The Query at the front got an ErrorResponse.
+    query_failed: bool,
+    /// An extended-protocol SQL `PREPARE` parsed (server name, client name): it runs at
+    /// the client's next Execute.
+    prepare_at_execute: Option<(Arc<str>, Arc<str>)>,
     /// The server reported an error in an extended batch whose Sync the client has not
     /// sent yet: it ignores everything up to that Sync, so what arrives meanwhile gets no
     /// reply (kept here to report the statements that were never prepared).
@@ -89,6 +101,29 @@ impl Replies {
         self.queue.push_back(e);
     }
 
+    /// The Parse just pushed is SQL `PREPARE` of this statement (server name, client
+    /// name): it exists once the client's next Execute succeeds.
+    pub fn defines_at_execute(&mut self, server: Arc<str>, client: Arc<str>) {
+        self.prepare_at_execute = Some((server, client));
+    }
+
+    /// The client's Execute: its reply, and the statement it defines, if any.
+    pub fn push_execute(&mut self) {
+        self.push(Expect::Execute);
+        if let Some((server, client)) = self.prepare_at_execute.take() {
+            self.push(Expect::Defines(server, client));
+        }
+    }
+
+    /// The client's Sync; `never_ran` is told of an SQL `PREPARE` parsed but not
+    /// executed (server name, client name): it made nothing.
+    pub fn push_sync(&mut self, never_ran: impl FnOnce(&Arc<str>, &Arc<str>)) {
+        if let Some((server, client)) = self.prepare_at_execute.take() {
+            never_ran(&server, &client);
+        }
+        self.push(Expect::Sync);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -111,7 +146,10 @@ impl Replies {
         self.queue.iter().any(|e| {
             matches!(
                 e,
-                Expect::SwallowParse(_) | Expect::SwallowClose | Expect::SwallowQuery
+                Expect::SwallowParse(_)
+                    | Expect::SwallowClose
+                    | Expect::SwallowQuery
+                    | Expect::SwallowPrepare(_)
             )
         })
     }
@@ -155,14 +193,22 @@ impl Replies {
                 self.pop();
                 return Action::Swallow;
             }
-            (Expect::SwallowQuery, b'Z') => {
+            (Expect::SwallowQuery | Expect::SwallowPrepare(_), b'N' | b'S' | b'A') => {
+                return Action::Forward
+            }
+            (Expect::SwallowQuery | Expect::SwallowPrepare(_), b'Z') => {
                 self.pop();
                 return Action::Swallow;
             }
-            (Expect::SwallowQuery, b'N' | b'S' | b'A') => return Action::Forward,
-            (Expect::SwallowQuery, _) => return Action::Swallow,
+            (Expect::SwallowPrepare(name), b'E') => {
+                statement(Event::Failed(name));
+                return Action::Swallow;
+            }
+            (Expect::SwallowQuery | Expect::SwallowPrepare(_), _) => return Action::Swallow,
             (_, b'E') => {
-                if !matches!(head, Expect::Query | Expect::FunctionCall | Expect::Sync) {
+                if matches!(head, Expect::Query) {
+                    self.query_failed = true;
+                } else if !matches!(head, Expect::FunctionCall | Expect::Sync) {
                     self.skip_to_sync(&mut statement);
                 }
                 false
@@ -170,8 +216,19 @@ impl Replies {
             _ => false,
         };
         if completes {
-            if let Some(Expect::Parse(Some((name, _)))) = self.pop() {
-                statement(Event::Prepared(&name));
+            let done = self.pop();
+            if let Some(Expect::Parse(Some((name, _)))) = &done {
+                statement(Event::Prepared(name));
+            }
+            let failed = done == Some(Expect::Query) && std::mem::take(&mut self.query_failed);
+            while let Some(Expect::Defines(name, client)) = self.queue.front() {
+                if failed {
+                    statement(Event::Failed(name));
+                    statement(Event::Undefined(client));
+                } else {
+                    statement(Event::Prepared(name));
+                }
+                self.pop();
             }
         }
         Action::Forward
@@ -198,7 +255,11 @@ fn forget(e: &Expect, statement: &mut impl FnMut(Event<'_>)) {
             statement(Event::Failed(name));
             statement(Event::Undefined(client));
         }
-        Expect::SwallowParse(name) => statement(Event::Failed(name)),
+        Expect::SwallowParse(name) | Expect::SwallowPrepare(name) => statement(Event::Failed(name)),
+        Expect::Defines(name, client) => {
+            statement(Event::Failed(name));
+            statement(Event::Undefined(client));
+        }
         _ => {}
     }
 }
@@ -292,5 +353,53 @@ mod tests {
         r.on_server(b'E', |_| {});
         r.on_server(b'Z', |_| {});
         assert!(r.is_empty());
+    }
+
+    /// SQL PREPARE makes its statement once the Query, or the Execute, that runs it
+    /// succeeds; an error (or a Sync without Execute) leaves nothing.
+    #[test]
+    fn sql_prepare_defines_its_statement_when_it_succeeds() {
+        let (s, c): (Arc<str>, Arc<str>) = ("pgcat_sql_a".into(), "a".into());
+        let events = |r: &mut Replies, tags: &[u8]| {
+            let mut seen = Vec::new();
+            for t in tags {
+                r.on_server(*t, |e| seen.push(format!("{e:?}")));
+            }
+            seen
+        };
+        let mut r = Replies::default();
+        r.push(Expect::Query);
+        r.push(Expect::Defines(s.clone(), c.clone()));
+        assert_eq!(events(&mut r, b"C"), Vec::<String>::new());
+        assert_eq!(events(&mut r, b"Z"), vec!["Prepared(\"pgcat_sql_a\")"]);
+        r.push(Expect::Query);
+        r.push(Expect::Defines(s.clone(), c.clone()));
+        assert_eq!(
+            events(&mut r, b"EZ"),
+            vec!["Failed(\"pgcat_sql_a\")", "Undefined(\"a\")"]
+        );
+        // Extended: Parse, Bind, Execute, Sync.
+        r.push(Expect::Parse(None));
+        r.defines_at_execute(s.clone(), c.clone());
+        r.push(Expect::Bind);
+        r.push_execute();
+        r.push_sync(|_, _| panic!("it ran"));
+        assert_eq!(events(&mut r, b"12C"), vec!["Prepared(\"pgcat_sql_a\")"]);
+        assert_eq!(events(&mut r, b"Z"), Vec::<String>::new());
+        r.push(Expect::Parse(None));
+        r.defines_at_execute(s.clone(), c.clone());
+        r.push(Expect::Bind);
+        r.push_execute();
+        r.push_sync(|_, _| panic!("it ran"));
+        assert_eq!(
+            events(&mut r, b"12EZ"),
+            vec!["Failed(\"pgcat_sql_a\")", "Undefined(\"a\")"]
+        );
+        r.push(Expect::Parse(None));
+        r.defines_at_execute(s.clone(), c.clone());
+        let mut never = None;
+        r.push_sync(|s, c| never = Some((s.clone(), c.clone())));
+        assert_eq!(never, Some((s, c)));
+        assert_eq!(r.owed(), 1);
     }
 }

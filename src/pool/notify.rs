@@ -202,11 +202,8 @@ async fn listen_loop(hub: Arc<Hub>) {
                         format!("{verb} {};", quote_ident(channel))
                     })
                     .collect();
-                let mut query = BytesMut::with_capacity(sql.len() + 6);
-                query.put_u8(b'Q');
-                query.put_u32(sql.len() as u32 + 5);
-                query.extend_from_slice(sql.as_bytes());
-                query.put_u8(0);
+                let mut query = BytesMut::new();
+                crate::wire::messages::query(&mut query, &[sql.as_bytes()]);
                 if let Err(e) = conn.write_all(&query).await {
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                     break;

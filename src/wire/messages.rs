@@ -239,6 +239,18 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) 
     put(buf, &NegotiateProtocolVersion::new(0, unsupported));
 }
 
+/// Appends a Query (simple protocol) whose text is `parts` joined.
+pub fn query(buf: &mut BytesMut, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(6 + len);
+    buf.extend_from_slice(b"Q");
+    buf.extend_from_slice(&(4 + len as u32 + 1).to_be_bytes());
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    buf.extend_from_slice(&[0]);
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     let status = match status {
         b'T' => TransactionStatus::Transaction,
