@@ -1929,12 +1929,12 @@ fn shutdown_error() -> ClientError {
     .into()
 }
 
-/// Appends a reply the pooler makes up (ParseComplete '1', CloseComplete '3').
 /// A query text as on the wire, without its NUL.
 fn query_bytes(body: &[u8]) -> &[u8] {
     body.split(|b| *b == 0).next().unwrap_or_default()
 }
 
+/// Appends a reply the pooler makes up (CloseComplete '3').
 fn synth_reply(out: &mut BytesMut, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }
