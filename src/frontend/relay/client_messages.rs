@@ -1,0 +1,331 @@
+//! The client's messages on their way to the server: tracking what each one is owed,
+//! rewriting the ones that name prepared statements, and writing them without blocking
+//! the server's replies.
+
+use super::*;
+
+/// A query text as on the wire, without its NUL.
+fn query_bytes(body: &[u8]) -> &[u8] {
+    body.split(|b| *b == 0).next().unwrap_or_default()
+}
+
+impl Client {
+    /// Forwards complete (or streamed) client messages to the server, rewriting the ones
+    /// that name prepared statements, then sends the client any replies made up for them.
+    pub(super) async fn forward_client(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+    ) -> Option<End> {
+        if flow.settled() && self.scanner.at_boundary() {
+            match crate::wire::frame::header(&self.buf) {
+                // A small Query or Parse still arriving: it may be an SQL extension, which
+                // must not reach the server. Wait for the rest.
+                Ok(Some((b'Q' | b'P', len))) if len < 64 * 1024 && self.buf.len() < len + 1 => {
+                    return None
+                }
+                Ok(Some((b'Q' | b'P' | b'B' | b'D', _))) if self.command_request().is_some() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                Ok(Some((b'C', _))) if self.closes_command_statement() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                Ok(Some((b'Q' | b'P', _))) if self.answers_statement_sql() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                Ok(Some((b'Q' | b'P', _))) if self.listen_request().is_some() => {
+                    flow.routed = None;
+                    return Some(End::Intercept);
+                }
+                _ => {}
+            }
+        }
+        // The router's analysis is of one message of this first batch, found by its offset.
+        let routed = flow.routed.take();
+        let routed_at = |start: usize| {
+            routed
+                .as_ref()
+                .filter(|r| r.at == start)
+                .map(|r| &*r.analysis)
+        };
+        let cut = self.extension_cut();
+        let mut last = None;
+        let last_tag = &mut last;
+        let mut terminate_at = None;
+        let mut failure = None;
+        let mut out = BytesMut::new();
+        let mut replacement = BytesMut::new();
+        let mut copied = 0;
+        let mode = self.mode;
+        let statements = &mut self.statements;
+        let buf = &self.buf;
+        let server_statements = &mut server.statements;
+        let epoch = self.session.pool.schema_epoch.get();
+        let dirty = &mut server.dirty;
+        let app: &App = &self.app;
+        let effects = &app.effects;
+        let tracks_state = mode != Mode::PassThrough;
+        let scanned = self.scanner.scan(
+            &buf[..cut],
+            |tag| matches!(tag, b'P' | b'B' | b'D' | b'C') || (tracks_state && tag == b'Q'),
+            |tag, body, start| {
+                tracing::trace!(tag = %char::from(tag), len = body.map(<[u8]>::len), "client message");
+                *last_tag = Some(tag);
+                match tag {
+                b'Q' => {
+                    // SQL PREPARE/EXECUTE of the client's statements, renamed.
+                    let rewritten = match (mode, body, server_statements.as_mut()) {
+                        (Mode::Rewrite, Some(b), Some(server)) => statements.rewrite_sql(
+                            query_bytes(b),
+                            server,
+                            epoch,
+                            &mut flow.replies,
+                            &mut replacement,
+                        ),
+                        _ => None,
+                    };
+                    if let Some(r) = rewritten {
+                        if let Some(e) = r.runs.and_then(|stmt| effects.of(&stmt.body, None)) {
+                            state::note(&mut flow.changed_settings, dirty, &e);
+                        }
+                        flow.replies.push(Expect::Query);
+                        if let Some((server_name, client_name)) = r.defines {
+                            flow.replies.push(Expect::Defines(server_name, client_name));
+                        }
+                        flow.query_started.get_or_insert_with(Instant::now);
+                        messages::query(&mut replacement, &[r.text.as_bytes()]);
+                        if out.capacity() == 0 {
+                            out.reserve(buf.len() + 256);
+                        }
+                        out.extend_from_slice(&buf[copied..start]);
+                        out.extend_from_slice(&replacement);
+                        replacement.clear();
+                        copied = start + 5 + body.map_or(0, <[u8]>::len);
+                        return;
+                    }
+                    if tracks_state {
+                        let idle = flow.replies.is_empty() && flow.status == b'I';
+                        let routed = routed_at(start);
+                        match body.map(|b| (effects.of(b, routed), b)) {
+                            None => *dirty = Dirty::all(),
+                            Some((None, _)) => {}
+                            // A plain SET outside a transaction: kept once it succeeds.
+                            Some((Some(e), t))
+                                if idle
+                                    && state::only_settings(&e)
+                                    && flow.remember.is_none()
+                                    && !effects.controls_transaction(t, routed) =>
+                            {
+                                flow.remember = Some(e);
+                            }
+                            Some((Some(e), _)) => {
+                                state::note(&mut flow.changed_settings, dirty, &e);
+                            }
+                        }
+                    }
+                    flow.replies.push(Expect::Query);
+                    flow.query_started.get_or_insert_with(Instant::now);
+                }
+                b'F' => {
+                    flow.replies.push(Expect::FunctionCall);
+                    flow.query_started.get_or_insert_with(Instant::now);
+                }
+                b'S' => {
+                    flow.replies.push_sync(|server_name, client_name| {
+                        if let Some(server) = server_statements.as_mut() {
+                            server.forget(server_name);
+                        }
+                        statements.undefine(client_name);
+                    });
+                    flow.batch = false;
+                    flow.query_started.get_or_insert_with(Instant::now);
+                }
+                b'E' => {
+                    flow.replies.push_execute();
+                    flow.batch = true;
+                }
+                b'H' => flow.batch = true,
+                b'P' | b'B' | b'D' | b'C' => {
+                    flow.batch = true;
+                    let Some(body) = body else {
+                        failure.get_or_insert(PgError::fatal(
+                            "54000",
+                            format!(
+                                "{} message larger than {REWRITE_CAP} bytes",
+                                char::from(tag)
+                            ),
+                        ));
+                        return;
+                    };
+                    if tag == b'P' && tracks_state {
+                        if let Ok((name, rest)) = crate::wire::startup::cstr(body) {
+                            // Cache off: the client's own statement names stay on the server.
+                            if mode == Mode::Pin && !name.is_empty() {
+                                dirty.prepared = true;
+                            }
+                            // A renamed SQL PREPARE leaves no state of the client's.
+                            let renamed = mode == Mode::Rewrite
+                                && statements.renames(query_bytes(rest));
+                            if let Some(e) =
+                                effects.of(rest, routed_at(start)).filter(|_| !renamed)
+                            {
+                                state::note(&mut flow.changed_settings, dirty, &e);
+                            }
+                        }
+                    }
+                    if mode == Mode::Rewrite && replacement.capacity() == 0 {
+                        // Room for a rewritten message in one allocation, not a chain of
+                        // reallocations as its fields are appended.
+                        replacement.reserve(body.len() + 128);
+                    }
+                    match statements.on_message(
+                        mode,
+                        tag,
+                        body,
+                        server_statements.as_mut(),
+                        epoch,
+                        &mut flow.replies,
+                        &mut replacement,
+                    ) {
+                        Ok(Outcome::Keep) => {}
+                        Ok(outcome) => {
+                            if let Outcome::Runs(stmt) = outcome {
+                                if let Some(e) = effects.of(&stmt.body, None) {
+                                    state::note(&mut flow.changed_settings, dirty, &e);
+                                }
+                            }
+                            if out.capacity() == 0 {
+                                out.reserve(buf.len() + 256);
+                            }
+                            out.extend_from_slice(&buf[copied..start]);
+                            out.extend_from_slice(&replacement);
+                            replacement.clear();
+                            copied = start + 5 + body.len();
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                b'X' => {
+                    terminate_at.get_or_insert(start);
+                }
+                other if !crate::wire::frame::is_frontend_tag(other) => {
+                    failure.get_or_insert(PgError::fatal("08P01", crate::wire::frame::invalid_frontend_tag(other)));
+                }
+                _ => {}
+            }},
+        );
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => return Some(End::Fatal(PgError::fatal("08P01", e.to_string()))),
+        };
+        if let Some(e) = failure {
+            return Some(End::Fatal(e));
+        }
+        if let Some(tag) = last {
+            self.request_boundary = matches!(tag, b'Q' | b'S');
+        }
+        if let Some(stats) = &server.stats {
+            stats.counters.bytes(n as u64, 0);
+            stats.info.bytes_sent.fetch_add(n as u64, Relaxed);
+        }
+        let send = terminate_at.unwrap_or(n);
+        let bytes: &[u8] = if copied == 0 {
+            &self.buf[..send]
+        } else {
+            out.extend_from_slice(&self.buf[copied.min(send)..send]);
+            &out
+        };
+        // Usually the socket takes it all at once; what it does not take is written while
+        // the server's replies keep flowing (see `drain_to_server`).
+        let written = match server.stream.try_write(bytes) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(source) => {
+                let addr = server.addr.to_string();
+                return Some(End::ServerGone(BackendError::Io { addr, source }));
+            }
+        };
+        let rest = (written < bytes.len()).then(|| BytesMut::from(&bytes[written..]));
+        self.buf.advance(n);
+        if rest.is_some() || server.stream.wants_flush() {
+            let rest = rest.unwrap_or_default();
+            if let Some(end) = self.drain_to_server(server, flow, server_scan, rest).await {
+                return Some(end);
+            }
+        }
+        if terminate_at.is_some() {
+            return Some(End::ClientGone);
+        }
+        let mut synth = BytesMut::new();
+        flow.replies.take_synth(|tag| synth_reply(&mut synth, tag));
+        if !synth.is_empty() && self.stream.send(&synth).await.is_err() {
+            return Some(End::ClientGone);
+        }
+        None
+    }
+
+    /// Writes `rest` (and TLS records rustls holds back) to the server while relaying what
+    /// the server sends meanwhile. A server blocked sending results stops reading, so
+    /// writing a large pipeline without reading would deadlock both.
+    async fn drain_to_server(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        scan: &mut Scanner,
+        mut rest: BytesMut,
+    ) -> Option<End> {
+        let gone = |server: &ServerConn, source| {
+            End::ServerGone(BackendError::Io {
+                addr: server.addr.to_string(),
+                source,
+            })
+        };
+        while !rest.is_empty() || server.stream.wants_flush() {
+            crate::net::make_room(&mut server.buf);
+            // Both directions polled with this task's waker: whichever moves first wakes it
+            // (through TLS too, where socket readiness says little about rustls' buffers).
+            let (stream, buf) = (&mut server.stream, &mut server.buf);
+            let (wrote, read) = std::future::poll_fn(|cx| {
+                let wrote = if rest.is_empty() {
+                    Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| 0)
+                } else {
+                    Pin::new(&mut *stream).poll_write(cx, &rest)
+                };
+                let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
+                if wrote.is_pending() && read.is_pending() {
+                    return Poll::Pending;
+                }
+                Poll::Ready((wrote, read))
+            })
+            .await;
+            match wrote {
+                Poll::Ready(Ok(0)) if !rest.is_empty() => {
+                    return Some(gone(server, std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(w)) => rest.advance(w),
+                Poll::Ready(Err(e)) => return Some(gone(server, e)),
+                Poll::Pending => {}
+            }
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    let addr = server.addr.to_string();
+                    return Some(End::ServerGone(BackendError::Closed { addr }));
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Some(end) = self.forward_server(server, flow, scan).await {
+                        return Some(end);
+                    }
+                }
+                Poll::Ready(Err(e)) => return Some(gone(server, e)),
+                Poll::Pending => {}
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,148 @@
+//! Holding a server: the relay loop between a client and the server it holds, and
+//! giving the server back (reset when its session changed, rolled back or closed when the
+//! client left mid-transaction).
+
+use super::*;
+
+/// Returns a server to its pool: reset first if its session state changed (always in
+/// session mode); closed if the reset fails.
+pub(super) async fn checkin(mut server: Server, mode: PoolMode) {
+    if let Some(stats) = &server.stats {
+        stats.info.set_state(ServerState::Idle);
+    }
+    if mode == PoolMode::Session {
+        server.dirty = Dirty::all();
+    }
+    if server.dirty.any() {
+        if let Err(e) = server.reset().await {
+            tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing the connection");
+            drop(Object::take(server));
+        }
+    }
+}
+
+/// The client left while holding `server`. An open transaction is rolled back; a server
+/// with a query or batch in flight is cancelled and closed (its state is unknown).
+pub(super) async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
+    if !clean {
+        let key = server.cancel.clone();
+        drop(Object::take(server));
+        tokio::spawn(async move {
+            let _ = crate::backend::cancel(&key).await;
+        });
+        return;
+    }
+    if flow.status != b'I' {
+        if let Err(e) = server.execute("ROLLBACK").await {
+            tracing::warn!(server = %server.addr, error = %e, "rollback of an abandoned transaction failed; closing the connection");
+            drop(Object::take(server));
+            return;
+        }
+    }
+    checkin(server, mode).await;
+}
+
+impl Client {
+    /// Relays between the client and `server` until one of the ends in [`End`]. A ban of
+    /// the server's address during the relay ends it too.
+    pub(super) async fn relay(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+    ) -> End {
+        // A ban of the address raises BANNED on the clients relaying there.
+        let address = server.stats.as_ref().map_or(0, |s| s.health.id);
+        self.session.info.interrupt.relay_to(address);
+        let end = self.relay_until(server, flow, server_scan).await;
+        self.session.info.interrupt.relay_to(0);
+        end
+    }
+
+    async fn relay_until(
+        &mut self,
+        server: &mut ServerConn,
+        flow: &mut Flow,
+        server_scan: &mut Scanner,
+    ) -> End {
+        let mode = self.session.pool.mode;
+        let idle_in_transaction = self.app.config().general.idle_client_in_transaction_timeout;
+        if let Some(end) = self.forward_client(server, flow, server_scan).await {
+            return end;
+        }
+        loop {
+            let settled = flow.settled() && self.scanner.at_boundary();
+            if mode == PoolMode::Transaction
+                && settled
+                && !(self.mode == Mode::Pin && self.statements.pins())
+                && flow.status == b'I'
+                && server.buf.is_empty()
+                && server_scan.at_boundary()
+            {
+                if !self.pinned_by(server) {
+                    // Anything the client already sent is a new request: routed afresh.
+                    return End::Released;
+                }
+                self.session
+                    .info
+                    .set_state(ClientState::Pinned, Instant::now);
+            }
+            if settled && self.has_complete_message() {
+                // Requests held back behind an SQL extension (see `extension_cut`).
+                if let Some(end) = self.forward_client(server, flow, server_scan).await {
+                    return end;
+                }
+                continue;
+            }
+            crate::net::make_room(&mut self.buf);
+            crate::net::make_room(&mut server.buf);
+            // A client idle inside a transaction holds a server: bounded by
+            // idle_client_in_transaction_timeout.
+            let idle_limit = (settled && flow.status != b'I' && idle_in_transaction > 0)
+                .then(|| std::time::Duration::from_millis(idle_in_transaction));
+            tokio::select! {
+                _ = async { match idle_limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                } } => return End::IdleInTransaction,
+                r = self.stream.read_buf(&mut self.buf) => match r {
+                    Ok(0) | Err(_) => return End::ClientGone,
+                    Ok(_) => {
+                        if let Some(end) = self.forward_client(server, flow, server_scan).await {
+                            return end;
+                        }
+                    }
+                },
+                raised = self.session.info.interrupt.wait(Interrupt::KILLED | Interrupt::BANNED) => {
+                    if raised & Interrupt::KILLED != 0 {
+                        return End::Fatal(killed_error_pg());
+                    }
+                    // The address was banned (health check failed, or an operator's BAN):
+                    // whatever is in flight there fails now rather than hang.
+                    let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();
+                    return End::ServerGone(BackendError::Banned { addr: server.addr.to_string(), reason });
+                }
+                r = server.stream.read_buf(&mut server.buf) => match r {
+                    Ok(0) => return End::ServerGone(BackendError::Closed { addr: server.addr.to_string() }),
+                    Err(source) => return End::ServerGone(BackendError::Io { addr: server.addr.to_string(), source }),
+                    Ok(_) => {
+                        if let Some(end) = self.forward_server(server, flow, server_scan).await {
+                            return end;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Session state the server keeps for this client (a temporary table, a WITH HOLD
+    /// cursor, a session advisory lock, a statement of SQL `PREPARE`) holds the server
+    /// between transactions, with `pin_session_state`, until a reset command clears it or
+    /// the client leaves. (With the statement cache off, protocol-level statements pin
+    /// their server on their own: `Mode::Pin`.)
+    fn pinned_by(&self, server: &ServerConn) -> bool {
+        let d = server.dirty;
+        let prepared = d.prepared && self.mode == Mode::Rewrite;
+        self.session.pool.pin_session_state && (d.temp || d.cursors || d.advisory || prepared)
+    }
+}
