@@ -1,0 +1,292 @@
+//! Building the pools of a configuration, and keeping the unchanged ones on reload (a pool
+//! user's settings are compared as one `Source`).
+
+use super::*;
+
+/// The settings a pool user was built from: a reload that leaves them equal keeps the pool
+/// (and its connections).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Source {
+    pool: config::Pool,
+    user: config::User,
+    general: (u64, u64, u64, u64, u32, u64, u64, bool),
+    /// server_tls, verify_server_certificate, server_tls_ca_file.
+    tls: (bool, bool, Option<std::path::PathBuf>),
+}
+
+impl Source {
+    fn new(general: &config::General, pool: &config::Pool, user: &config::User) -> Source {
+        let g = general;
+        Source {
+            pool: pool.clone(),
+            user: user.clone(),
+            general: (
+                g.connect_timeout,
+                g.idle_timeout,
+                g.server_lifetime,
+                g.tcp_keepalives_idle,
+                g.tcp_keepalives_count,
+                g.tcp_keepalives_interval,
+                g.tcp_user_timeout,
+                g.server_round_robin,
+            ),
+            tls: (
+                g.server_tls,
+                g.verify_server_certificate,
+                g.server_tls_ca_file.clone(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("server_tls: {0}")]
+    ServerTls(String),
+    #[error("pool \"{pool}\" user \"{user}\": {reason}")]
+    Pool {
+        pool: String,
+        user: String,
+        reason: String,
+    },
+}
+
+impl UserPool {
+    pub(super) fn build(
+        general: &config::General,
+        name: &str,
+        pool: &config::Pool,
+        user: &config::User,
+        registry: &Arc<Registry>,
+        healths: &health::HealthMap,
+        server_tls: &Option<Arc<ServerTls>>,
+    ) -> Result<UserPool, BuildError> {
+        let settings = user.settings(general, pool);
+        let tcp = TcpSettings {
+            keepalive_idle: Duration::from_secs(general.tcp_keepalives_idle),
+            keepalive_interval: Duration::from_secs(general.tcp_keepalives_interval),
+            keepalive_count: general.tcp_keepalives_count,
+            user_timeout: Duration::from_millis(general.tcp_user_timeout),
+            tls: server_tls.clone(),
+        };
+        let queue_mode = if general.server_round_robin {
+            QueueMode::Fifo
+        } else {
+            QueueMode::Lifo
+        };
+        let auth_query = match (
+            &pool.auth_query,
+            &pool.auth_query_user,
+            &pool.auth_query_password,
+        ) {
+            (Some(query), Some(user), Some(password)) => Some(AuthQuery {
+                // PgCat's form quotes the placeholder ('$1'); the name is bound instead.
+                query: query.replace("'$1'", "$1"),
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        let secret = Credential::fixed(
+            user.server_password
+                .clone()
+                .or_else(|| user.password.clone())
+                .map(ServerSecret::Password),
+        );
+        let mut shards = Vec::with_capacity(pool.shards.len());
+        for shard in &pool.shards {
+            let mut addresses = Vec::with_capacity(shard.servers.len());
+            for server in &shard.servers {
+                let target = ServerTarget {
+                    host: server.host.clone(),
+                    port: server.port,
+                    database: shard.database.clone(),
+                    user: user
+                        .server_username
+                        .clone()
+                        .unwrap_or_else(|| user.username.clone()),
+                    secret: secret.clone(),
+                };
+                let check = health::CheckSettings {
+                    interval: Duration::from_millis(
+                        general
+                            .healthcheck_interval
+                            .min(general.replica_lag_check_interval),
+                    ),
+                    timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
+                    connect_timeout: settings
+                        .connect_timeout
+                        .max(Duration::from_millis(general.healthcheck_timeout)),
+                    ban_secs: general.ban_time.max(1) as u64,
+                    tcp: tcp.clone(),
+                };
+                // auth_query users have no secret until a client logs in: the health check
+                // logs in as auth_query_user.
+                let check_target = match (&auth_query, &user.password) {
+                    (Some(aq), None) => aq.login_at(&target.host, target.port, &target.database),
+                    _ => target.clone(),
+                };
+                let health = healths.get(&check_target, check, registry);
+                let counters = Arc::new(Counters::default());
+                let manager = Manager {
+                    target,
+                    tcp: tcp.clone(),
+                    server_lifetime: settings.server_lifetime,
+                    statement_cache: pool.prepared_statements_cache_size,
+                    counters: counters.clone(),
+                    health: health.clone(),
+                    healthcheck_delay: Duration::from_millis(general.healthcheck_delay),
+                    healthcheck_timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
+                    ban_secs: general.ban_time.max(1) as u64,
+                    registry: registry.clone(),
+                    pool_name: name.to_string(),
+                };
+                let pool = ServerPool::builder(manager)
+                    .max_size(user.pool_size as usize)
+                    .wait_timeout(Some(settings.connect_timeout))
+                    .create_timeout(Some(settings.connect_timeout))
+                    // Recycling only waits in the pre-reuse health check, which has
+                    // its own timeout (healthcheck_timeout); no timer per checkout.
+                    .queue_mode(queue_mode)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| BuildError::Pool {
+                        pool: name.to_string(),
+                        user: user.username.clone(),
+                        reason: e.to_string(),
+                    })?;
+                addresses.push(Address {
+                    host: server.host.clone(),
+                    port: server.port,
+                    role: server.role,
+                    database: shard.database.clone(),
+                    pool,
+                    counters,
+                    health,
+                });
+            }
+            shards.push(addresses);
+        }
+        let verifier = match (user.auth_type, &user.password) {
+            (AuthType::ScramSha256, Some(p)) => Some(Verifier::from_password(p)),
+            _ => None,
+        };
+        let up = UserPool {
+            pool_name: name.into(),
+            username: user.username.as_str().into(),
+            auth_type: user.auth_type,
+            password: user.password.clone(),
+            verifier,
+            auth_query: auth_query.filter(|_| user.password.is_none()),
+            stored_password: std::sync::Mutex::new(None),
+            server_secret: secret,
+            tcp,
+            mode: settings.pool_mode,
+            statement_cache: pool.prepared_statements_cache_size,
+            connect_timeout: settings.connect_timeout,
+            default_shard: pool.default_shard,
+            load_balancing: pool.load_balancing_mode,
+            max_replica_lag_bytes: pool.max_replica_lag_bytes,
+            read_your_writes: pool.read_your_writes,
+            pin_session_state: pool.pin_session_state,
+            ban_secs: general.ban_time.max(1) as u64,
+            shards,
+            router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
+                pool: name.to_string(),
+                user: user.username.clone(),
+                reason,
+            })?,
+            reported: reported::Reported::default(),
+            notify_hub: std::sync::OnceLock::new(),
+            known_statements: KnownStatements::default(),
+            schema_epoch: SchemaEpoch::default(),
+            pool_size: user.pool_size,
+            min_pool_size: user.min_pool_size,
+            source: Source::new(general, pool, user),
+            retired: AtomicBool::new(false),
+            paused: tokio::sync::watch::channel(false).0,
+        };
+        maintain::spawn(
+            &up,
+            user.min_pool_size as usize,
+            settings.idle_timeout,
+            settings.server_lifetime,
+        );
+        Ok(up)
+    }
+}
+
+/// All pools, by (database, user).
+#[derive(Default)]
+pub struct Pools {
+    by_name: HashMap<(String, String), Arc<UserPool>>,
+}
+
+impl Pools {
+    /// Builds the pools of a configuration. Connections are opened lazily (and by the
+    /// min_pool_size warmer), so a server that is down does not stop the pooler. With
+    /// `previous` (a reload), a pool user whose settings did not change is kept as it is;
+    /// the others are marked retired so their clients move over.
+    pub fn build(
+        config: &Config,
+        previous: Option<&Pools>,
+        registry: &Arc<Registry>,
+        healths: &health::HealthMap,
+    ) -> Result<Pools, BuildError> {
+        let server_tls = ServerTls::from_general(&config.general).map_err(BuildError::ServerTls)?;
+        let mut by_name = HashMap::new();
+        for (name, pool) in &config.pools {
+            for user in &pool.users {
+                let key = (name.clone(), user.username.clone());
+                let source = Source::new(&config.general, pool, user);
+                let kept = previous
+                    .and_then(|p| p.by_name.get(&key))
+                    .filter(|old| old.source == source);
+                let up = match kept {
+                    Some(old) => old.clone(),
+                    None => Arc::new(UserPool::build(
+                        &config.general,
+                        name,
+                        pool,
+                        user,
+                        registry,
+                        healths,
+                        &server_tls,
+                    )?),
+                };
+                by_name.insert(key, up);
+            }
+        }
+        if let Some(previous) = previous {
+            for (key, old) in &previous.by_name {
+                if !by_name.get(key).is_some_and(|new| Arc::ptr_eq(new, old)) {
+                    old.retired.store(true, Ordering::Relaxed);
+                    old.set_paused(false);
+                }
+            }
+        }
+        Ok(Pools { by_name })
+    }
+
+    /// Every pool user, ordered by (database, user).
+    pub fn all(&self) -> Vec<&Arc<UserPool>> {
+        let mut v: Vec<_> = self.by_name.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    pub fn get(&self, database: &str, user: &str) -> Option<&Arc<UserPool>> {
+        self.by_name.get(&(database.to_string(), user.to_string()))
+    }
+
+    /// Any pool of this user, for checking credentials when the database is unknown.
+    pub fn any_of_user(&self, user: &str) -> Option<&Arc<UserPool>> {
+        let mut of_user: Vec<_> = self
+            .by_name
+            .iter()
+            .filter(|((_, u), _)| u == user)
+            .collect();
+        of_user.sort_by(|a, b| a.0.cmp(b.0));
+        of_user.first().map(|(_, p)| *p)
+    }
+}
