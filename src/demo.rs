@@ -3,7 +3,7 @@
 //! Starts a primary and one streaming replica (`crate::localpg`), creates three shard
 //! databases and a login role, writes a matching `pgcat.toml` into the cluster's temp dir,
 //! serves until Ctrl-C / SIGTERM, then stops and removes everything. Owns nothing the real
-//! pooler uses: it only builds a configuration and calls `app::serve` like `main` does.
+//! pooler uses: it only builds a configuration and calls `runtime::serve` like `main` does.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -44,7 +44,7 @@ async fn serve(cluster: &Cluster, port: u16) -> Result<(), DemoError> {
         tracing::warn!("{}: {warning}", path.display());
     }
     print_banner(cluster, &path, port);
-    crate::app::serve(loaded.config).await?;
+    crate::runtime::serve(loaded.config).await?;
     Ok(())
 }
 

@@ -1,8 +1,26 @@
 //! pgcat: a PostgreSQL pooler and proxy, a maintained drop-in for PgCat.
 //!
-//! The folders are the architecture: `wire` frames bytes, `auth` proves who is who,
-//! `frontend` serves clients, `backend` talks to PostgreSQL, `pool` hands out server
-//! connections, `config` reads `pgcat.toml`, `app` ties them together.
+//! The path of a query: `runtime` accepts the connection and hands it to `frontend`, whose
+//! `login` lets the client in (`auth`) and whose `relay` serves it: `relay::dispatch` routes
+//! each request (the pool's router in `pool::routing`, the parser crate), `pool::checkout`
+//! and `pool::take` lend a server connection (`backend`), `relay::conversation` forwards
+//! bytes both ways (`wire` framing) until the server goes back to its pool; `admin` answers
+//! the admin databases and `/metrics` from `stats` and `app`.
+//!
+//! Layers, bottom to top: a module uses only modules of lower layers (tests/architecture.rs
+//! reads this list and fails on any other use, so it stays true).
+//! 1. `wire` (protocol framing and the messages the pooler writes), `auth` (proofs of
+//!    identity, both directions), `localpg` (throwaway local PostgreSQL clusters)
+//! 2. `net` (sockets and TLS)
+//! 3. `config` (`pgcat.toml`)
+//! 4. `stats` (counters, the registry of clients and servers, address health)
+//! 5. `backend` (one connection to PostgreSQL)
+//! 6. `pool` (server connection pools, checkout, health checks)
+//! 7. `app` (the shared state: configuration and pools in force, reload, shutdown)
+//! 8. `admin` (the admin databases and the Prometheus endpoint)
+//! 9. `frontend` (clients: login, relay)
+//! 10. `runtime` (listeners, signals, the running process)
+//! 11. `demo` (`pgcat demo`)
 
 pub mod admin;
 pub mod app;
@@ -14,5 +32,6 @@ pub mod frontend;
 pub mod localpg;
 pub mod net;
 pub mod pool;
+pub mod runtime;
 pub mod stats;
 pub mod wire;

@@ -153,7 +153,7 @@ fn main() -> ExitCode {
     }
     raise_open_files(loaded.config.general.max_client_conn);
     let result = runtime(loaded.config.general.worker_threads).and_then(|rt| {
-        let served = rt.block_on(pgcat::app::serve(loaded.config));
+        let served = rt.block_on(pgcat::runtime::serve(loaded.config));
         // Clients were drained (or cut off) by `serve`; what is left must not hold the
         // exit: a blocking task (a DNS lookup that hangs) or a worker busy in a poll.
         rt.shutdown_timeout(std::time::Duration::from_secs(1));

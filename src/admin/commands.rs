@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use super::{show, Flavor};
 use crate::app::App;
 use crate::stats::Interrupt;
-use crate::wire::messages::PgError;
+use crate::wire::messages::{self, PgError};
 
 /// Runs one admin statement, appending its replies (not ReadyForQuery) to `out`.
 pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
@@ -47,7 +47,7 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
         _ => Err(unknown(text)),
     };
     match result {
-        Ok(tag) => show::command_complete(out, &tag),
+        Ok(tag) => messages::command_complete(out, &tag),
         Err(e) => e.encode(out),
     }
 }
@@ -61,7 +61,7 @@ fn reload(app: &App, out: &mut BytesMut) -> Result<String, PgError> {
     match app.reload() {
         Ok(notes) => {
             for note in notes {
-                show::notice(out, &note);
+                messages::notice(out, &note);
             }
             Ok("RELOAD".to_string())
         }
@@ -118,7 +118,7 @@ async fn pause(app: &App, arg: &str, paused: bool) -> Result<String, PgError> {
 fn health_of(
     app: &App,
     addr: Option<&&str>,
-) -> Result<std::sync::Arc<crate::pool::health::Health>, PgError> {
+) -> Result<std::sync::Arc<crate::stats::health::Health>, PgError> {
     let addr = addr.ok_or_else(|| {
         PgError::error("42601", "give the server as host:port").with_hint("BAN 10.0.0.5:5432 60")
     })?;

@@ -3,6 +3,8 @@
 //! Simple query protocol only; only `admin_username` gets in (login is in `frontend`).
 
 mod commands;
+pub mod prometheus;
+pub mod report;
 mod show;
 
 use bytes::{Buf, BytesMut};

@@ -1,4 +1,4 @@
-//! SHOW commands of both consoles, from `stats::report` and the registry. Numbers go out as
+//! SHOW commands of both consoles, from `admin::report` and the registry. Numbers go out as
 //! int8 columns so exporters read them as numbers; everything is text-encoded.
 //!
 //! Here: the dispatcher, the result writer and the small SHOWs (HELP, USERS, CONFIG, BANS,
@@ -6,14 +6,13 @@
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
-use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::Message;
 
+use super::report::{self, mode_name};
 use super::Flavor;
 use crate::app::App;
-use crate::stats::report::{self, mode_name};
 use crate::stats::{ClientState, ServerState, Totals};
-use crate::wire::messages::PgError;
+use crate::wire::messages::{self, PgError};
 
 mod connections;
 mod pools;
@@ -50,23 +49,6 @@ fn result(out: &mut BytesMut, cols: &[Col], rows: Vec<Vec<String>>) {
         }
         let _ = DataRow::new(data, row.len() as i16).encode(out);
     }
-}
-
-pub fn command_complete(out: &mut BytesMut, tag: &str) {
-    out.put_u8(b'C');
-    out.put_u32((4 + tag.len() + 1) as u32);
-    out.extend_from_slice(tag.as_bytes());
-    out.put_u8(0);
-}
-
-pub fn notice(out: &mut BytesMut, text: &str) {
-    let fields = vec![
-        (b'S', "NOTICE".to_string()),
-        (b'V', "NOTICE".to_string()),
-        (b'C', "00000".to_string()),
-        (b'M', text.to_string()),
-    ];
-    let _ = NoticeResponse::new(fields).encode(out);
 }
 
 fn n(v: impl ToString) -> String {
@@ -117,7 +99,7 @@ fn help(out: &mut BytesMut) {
         "BAN host:port seconds | UNBAN host:port",
         "SHUTDOWN",
     ] {
-        notice(out, line);
+        messages::notice(out, line);
     }
 }
 

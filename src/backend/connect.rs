@@ -7,9 +7,10 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 
-use super::{BackendError, CancelKey, ServerConn};
+use super::{BackendError, ServerConn};
 use crate::auth::backend::{Credential, Login, Step};
 use crate::net::tls::ServerTls;
+use crate::net::CancelKey;
 use crate::net::Stream;
 use crate::wire::messages::PgError;
 

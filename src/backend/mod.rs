@@ -11,9 +11,10 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
+use crate::net::CancelKey;
 use crate::net::Stream;
 use crate::wire::frame;
-use crate::wire::messages::PgError;
+use crate::wire::messages::{self, PgError};
 
 pub use connect::{
     cancel, connect, connect_as, ServerTarget, TcpSettings, HEALTHCHECK_APPLICATION_NAME,
@@ -96,14 +97,6 @@ impl BackendError {
     }
 }
 
-/// Cancellation data for the query running on a server connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelKey {
-    pub addr: Arc<str>,
-    pub pid: i32,
-    pub secret: Vec<u8>,
-}
-
 /// Session state a server picked up that must be undone before another client uses it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dirty {
@@ -163,7 +156,7 @@ pub struct ServerConn {
 pub struct ServerStats {
     pub counters: Arc<crate::stats::Counters>,
     pub info: Arc<crate::stats::ServerInfo>,
-    pub health: Arc<crate::pool::health::Health>,
+    pub health: Arc<crate::stats::health::Health>,
 }
 
 impl ServerConn {
@@ -238,20 +231,20 @@ impl ServerConn {
         param: &str,
     ) -> Result<Vec<Option<String>>, BackendError> {
         let mut msg = BytesMut::with_capacity(sql.len() + param.len() + 64);
-        put_message(&mut msg, b'P', |m| {
+        messages::message(&mut msg, b'P', |m| {
             m.extend_from_slice(&[0]); // unnamed statement
             m.extend_from_slice(sql.as_bytes());
             m.extend_from_slice(&[0, 0, 0]); // no parameter types given
         });
-        put_message(&mut msg, b'B', |m| {
+        messages::message(&mut msg, b'B', |m| {
             m.extend_from_slice(&[0, 0]); // unnamed portal, unnamed statement
             m.extend_from_slice(&[0, 0, 0, 1]); // no format codes (text); one parameter
             m.extend_from_slice(&(param.len() as i32).to_be_bytes());
             m.extend_from_slice(param.as_bytes());
             m.extend_from_slice(&[0, 0]); // results as text
         });
-        put_message(&mut msg, b'E', |m| m.extend_from_slice(&[0, 0, 0, 0, 0]));
-        put_message(&mut msg, b'S', |_| {});
+        messages::message(&mut msg, b'E', |m| m.extend_from_slice(&[0, 0, 0, 0, 0]));
+        messages::message(&mut msg, b'S', |_| {});
         self.write_all(&msg).await?;
         let rows = self.read_reply().await?.1;
         Ok(rows.into_iter().next().unwrap_or_default())
@@ -406,15 +399,6 @@ fn data_row(body: &[u8]) -> Vec<Option<String>> {
         rest = &rest[len as usize..];
     }
     values
-}
-
-/// Appends a message: tag, length, then what `body` writes.
-fn put_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    buf.extend_from_slice(&[tag, 0, 0, 0, 0]);
-    let start = buf.len() - 4;
-    body(buf);
-    let len = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Quotes an SQL identifier.

@@ -1,7 +1,9 @@
 //! Turns the raw file (`raw.rs`) into the validated `Config` (`types.rs`): applies defaults,
 //! parses enum spellings, resolves inheritance of `auth_query*`, and checks every rule of
 //! PgCat's validation plus ours. The first violation becomes a `ConfigError` naming the key;
-//! softer problems become warnings. Never touches the network or the file system.
+//! softer problems become warnings. Never touches the network; of the file system it reads
+//! only the TLS certificate, key and CA files the configuration names (loaded once here so
+//! a bad file is a config error naming its key, not a failure at the first connection).
 
 use std::collections::BTreeMap;
 use std::path::Path;

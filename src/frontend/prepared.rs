@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::lazy_map::LazyMap;
 use super::replies::{Expect, Replies};
 use crate::backend::statements::{Have, ServerStatements, Statement};
-use crate::wire::messages::PgError;
+use crate::wire::messages::{self, PgError};
 use crate::wire::startup::cstr;
 
 mod sql;
@@ -135,7 +135,7 @@ impl ClientStatements {
                     if !changed {
                         return Ok(Outcome::Keep);
                     }
-                    parse_message(out, "", rest);
+                    messages::parse(out, "", rest);
                     return Ok(Outcome::Replaced);
                 }
                 let stmt = Arc::new(Statement::new(rest));
@@ -146,7 +146,7 @@ impl ClientStatements {
                 // now, whatever changed since the server's copy was prepared.
                 let client_name: Arc<str> = name.into();
                 Self::make_room(&stmt, server, (epoch, epoch), replies, out, true);
-                parse_message(out, &stmt.server_name, &stmt.body);
+                messages::parse(out, &stmt.server_name, &stmt.body);
                 replies.push(Expect::Parse(Some((stmt.server_name.clone(), client_name))));
                 Ok(Outcome::Replaced)
             }
@@ -160,13 +160,7 @@ impl ClientStatements {
                 let (stmt, effects) = (named.stmt.clone(), named.may_change_session);
                 Self::ensure(&stmt, server, (epoch, named.epoch), replies, out);
                 replies.push(Expect::Bind);
-                out.put_u8(b'B');
-                out.put_u32(
-                    (4 + portal.len() + 1 + stmt.server_name.len() + 1 + rest.len()) as u32,
-                );
-                put_cstr(out, portal);
-                put_cstr(out, &stmt.server_name);
-                out.extend_from_slice(rest);
+                messages::bind(out, portal, &stmt.server_name, rest);
                 Ok(if effects {
                     Outcome::Runs(stmt)
                 } else {
@@ -196,10 +190,7 @@ impl ClientStatements {
                 };
                 Self::ensure(&stmt, server, (epoch, since), replies, out);
                 replies.push(Expect::DescribeStatement);
-                out.put_u8(b'D');
-                out.put_u32((4 + 1 + stmt.server_name.len() + 1) as u32);
-                out.put_u8(b'S');
-                put_cstr(out, &stmt.server_name);
+                messages::describe_statement(out, &stmt.server_name);
                 Ok(Outcome::Replaced)
             }
             _ => Ok(Outcome::Keep),
@@ -245,7 +236,7 @@ impl ClientStatements {
             sql::prepare_message(out, stmt);
             replies.push(Expect::SwallowPrepare(name));
         } else {
-            parse_message(out, &name, &stmt.body);
+            messages::parse(out, &name, &stmt.body);
             replies.push(Expect::SwallowParse(name));
         }
     }
@@ -266,12 +257,12 @@ impl ClientStatements {
             Have::Fresh if !always => return false,
             Have::Fresh | Have::Stale => {
                 server.insert(stmt.clone(), epoch);
-                close_message(out, &stmt.server_name);
+                messages::close_statement(out, &stmt.server_name);
                 replies.push(Expect::SwallowClose);
             }
             Have::Absent => {
                 if let Some(evicted) = server.insert(stmt.clone(), epoch) {
-                    close_message(out, &evicted);
+                    messages::close_statement(out, &evicted);
                     replies.push(Expect::SwallowClose);
                 }
             }
@@ -321,23 +312,4 @@ fn expect_for(tag: u8, body: &[u8]) -> Expect {
         (b'D', _) => Expect::DescribePortal,
         _ => Expect::Close,
     }
-}
-
-fn put_cstr(out: &mut BytesMut, s: &str) {
-    out.extend_from_slice(s.as_bytes());
-    out.put_u8(0);
-}
-
-fn parse_message(out: &mut BytesMut, name: &str, body: &[u8]) {
-    out.put_u8(b'P');
-    out.put_u32((4 + name.len() + 1 + body.len()) as u32);
-    put_cstr(out, name);
-    out.extend_from_slice(body);
-}
-
-fn close_message(out: &mut BytesMut, name: &str) {
-    out.put_u8(b'C');
-    out.put_u32((4 + 1 + name.len() + 1) as u32);
-    out.put_u8(b'S');
-    put_cstr(out, name);
 }

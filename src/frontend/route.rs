@@ -16,7 +16,7 @@ use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
 
 use crate::pool::UserPool;
-use crate::wire::frame::{self, FrameError};
+use crate::wire::frame::{self, FrameError, INSPECT_CAP};
 use crate::wire::messages::{self, PgError};
 use crate::wire::startup::cstr;
 
@@ -242,7 +242,7 @@ pub fn command_request<'a>(
     buf: &'a [u8],
     named: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<(Result<Command, CommandError>, bool)> {
-    let (tag, body, _) = frame::whole(buf, 64 * 1024).ok()??;
+    let (tag, body, _) = frame::whole(buf, INSPECT_CAP).ok()??;
     let sql = match tag {
         b'Q' if may_be_command(body) => return parse_command(text(body)).map(|c| (c, false)),
         b'P' => {
@@ -263,7 +263,7 @@ pub fn command_request<'a>(
 pub fn parsed_names(buf: &[u8]) -> Vec<(String, String)> {
     let mut names = Vec::new();
     let mut pos = 0;
-    while let Ok(Some((tag, body, total))) = frame::whole(&buf[pos..], 64 * 1024) {
+    while let Ok(Some((tag, body, total))) = frame::whole(&buf[pos..], INSPECT_CAP) {
         pos += total;
         if tag == b'P' {
             if let Ok((name, rest)) = cstr(body) {
@@ -324,13 +324,13 @@ pub fn answer(
     let put_result = |out: &mut BytesMut| match result {
         Ok(Some(value)) => {
             let _ = DataRow::new(row_value(value), 1).encode(out);
-            command_complete(out, "SHOW");
+            messages::command_complete(out, "SHOW");
         }
-        Ok(None) => command_complete(out, done),
+        Ok(None) => messages::command_complete(out, done),
         Err(e) => e.encode(out),
     };
     if !extended {
-        let Some((_, _, total)) = frame::whole(buf, 64 * 1024)? else {
+        let Some((_, _, total)) = frame::whole(buf, INSPECT_CAP)? else {
             return Ok(None);
         };
         if let Ok(Some(_)) = result {
@@ -343,7 +343,7 @@ pub fn answer(
     // Extended: find the Sync first so nothing is consumed half-way.
     let mut pos = 0;
     let mut end = None;
-    while let Some((tag, _, total)) = frame::whole(&buf[pos..], 64 * 1024)? {
+    while let Some((tag, _, total)) = frame::whole(&buf[pos..], INSPECT_CAP)? {
         pos += total;
         if tag == b'S' {
             end = Some(pos);
@@ -356,7 +356,7 @@ pub fn answer(
     let mut pos = 0;
     let mut failed = false;
     while pos < end {
-        let Some((tag, body, total)) = frame::whole(&buf[pos..end], 64 * 1024)? else {
+        let Some((tag, body, total)) = frame::whole(&buf[pos..end], INSPECT_CAP)? else {
             break;
         };
         pos += total;
@@ -397,14 +397,6 @@ fn row_value(value: &str) -> BytesMut {
 fn row_description(out: &mut BytesMut, column: &str) {
     let field = FieldDescription::new(column.to_string(), 0, 0, 25, -1, -1, 0);
     let _ = RowDescription::new(vec![field]).encode(out);
-}
-
-/// Appends a CommandComplete with `tag`.
-pub fn command_complete(out: &mut BytesMut, tag: &str) {
-    out.put_u8(b'C');
-    out.put_u32((4 + tag.len() + 1) as u32);
-    out.extend_from_slice(tag.as_bytes());
-    out.put_u8(0);
 }
 
 /// The column name PgCat gives a SHOW extension's one-row answer.

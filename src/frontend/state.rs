@@ -4,18 +4,16 @@
 //! Statements are classified by the parser crate (command tags cannot tell `CREATE TEMP
 //! TABLE` from `CREATE TABLE`, or see `pg_advisory_lock()` inside a SELECT). A cheap keyword
 //! check runs first so ordinary queries never reach sqlparser, and results are cached by
-//! query text.
+//! query text in the pool's router (one cache per pool for routing and state tracking).
 
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
-use pgcat_parser::{Analysis, AnalysisCache, SessionEffects};
+use pgcat_parser::{Analysis, SessionEffects};
 
 use super::route::text;
 use crate::backend::Dirty;
-
-/// Query texts remembered per pool.
-const CACHE_SIZE: usize = 1024;
+use crate::pool::routing::PoolRouter;
 
 /// Words that start, or functions that appear in, statements with session effects.
 const HINTS: [&str; 12] = [
@@ -72,20 +70,16 @@ fn parsed(routed: Option<&Analysis>) -> Option<&Analysis> {
     routed.filter(|a| a.classification.parsed)
 }
 
-/// Classification results, by query text.
-pub struct Effects {
-    cache: AnalysisCache,
-}
+/// Session effects of query texts, from the pool router's analysis cache (one cache per
+/// pool serves routing and state tracking).
+#[derive(Clone, Copy)]
+pub struct Effects<'a>(&'a PoolRouter);
 
-impl Default for Effects {
-    fn default() -> Self {
-        Effects {
-            cache: AnalysisCache::new(CACHE_SIZE, None),
-        }
+impl<'a> Effects<'a> {
+    pub fn new(router: &'a PoolRouter) -> Effects<'a> {
+        Effects(router)
     }
-}
 
-impl Effects {
     /// The session effects of the query text in `body` (as on the wire, up to its NUL);
     /// `None` when it has none. `routed` is the router's analysis of the same text, if it
     /// made one: when that parsed, it has the same statements and so the same answer, and
@@ -115,8 +109,7 @@ impl Effects {
     }
 
     fn analysis(&self, sql: &str) -> std::sync::Arc<Analysis> {
-        self.cache
-            .get_or_insert(sql, || Analysis::of(sql, None, None))
+        self.0.analyze_session(sql)
     }
 }
 
@@ -263,6 +256,11 @@ pub fn remember(
 mod tests {
     use super::*;
 
+    fn test_router() -> PoolRouter {
+        let hints = pgcat_parser::CommentHints::new(None, None, 1000).expect("no regexes");
+        PoolRouter::from_parts(pgcat_parser::PoolRouting::default(), hints)
+    }
+
     #[test]
     fn prefilter_lets_plain_queries_through() {
         assert!(!may_change_session(
@@ -320,7 +318,8 @@ mod tests {
 
     #[test]
     fn effects_are_classified_and_cached() {
-        let e = Effects::default();
+        let router = test_router();
+        let e = Effects::new(&router);
         assert!(e.of(b"SELECT 1", None).is_none());
         let set = e.of(b"SET search_path = a, b", None).unwrap();
         assert!(only_settings(&set));
@@ -335,7 +334,8 @@ mod tests {
 
     #[test]
     fn the_routers_parsed_analysis_gives_the_same_answers() {
-        let e = Effects::default();
+        let router = test_router();
+        let e = Effects::new(&router);
         for sql in [
             "SELECT 1",
             "SET search_path = a, b",
@@ -369,7 +369,8 @@ mod tests {
     fn remembered_settings_follow_set_and_reset() {
         let startup = vec![("application_name".to_string(), "psql".to_string())];
         let mut params = startup.clone();
-        let e = Effects::default();
+        let router = test_router();
+        let e = Effects::new(&router);
         remember(
             &mut params,
             &startup,

@@ -13,6 +13,15 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+/// Where a CancelRequest for the query running on a server connection goes: the server's
+/// address and the key it gave at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelKey {
+    pub addr: std::sync::Arc<str>,
+    pub pid: i32,
+    pub secret: Vec<u8>,
+}
+
 /// The size of a busy client's read buffer.
 const READ_BUFFER: usize = 16 * 1024;
 

@@ -16,7 +16,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::Stream;
-use crate::config::General;
 
 /// The SSLRequest code of the startup packet.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
@@ -90,16 +89,15 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// `None` unless `server_tls` is on.
-    pub fn from_general(general: &General) -> Result<Option<Arc<ServerTls>>, String> {
-        if !general.server_tls {
-            return Ok(None);
-        }
+    /// TLS to servers: certificates checked against `ca_file` (else the system's roots)
+    /// when `verify`, else any certificate accepted (`server_tls`,
+    /// `verify_server_certificate`, `server_tls_ca_file`).
+    pub fn new(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ServerTls>, String> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let config = if general.verify_server_certificate {
-            let roots = match &general.server_tls_ca_file {
+        let config = if verify {
+            let roots = match ca_file {
                 Some(path) => load_roots(path)?,
                 None => system_roots()?,
             };
@@ -110,10 +108,10 @@ impl ServerTls {
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
                 .with_no_client_auth()
         };
-        Ok(Some(Arc::new(ServerTls {
+        Ok(Arc::new(ServerTls {
             connector: TlsConnector::from(Arc::new(config)),
-            verify: general.verify_server_certificate,
-        })))
+            verify,
+        }))
     }
 
     /// Asks the server for TLS (SSLRequest) and does the handshake when it agrees; a

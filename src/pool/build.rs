@@ -233,7 +233,12 @@ impl Pools {
         registry: &Arc<Registry>,
         healths: &health::HealthMap,
     ) -> Result<Pools, BuildError> {
-        let server_tls = ServerTls::from_general(&config.general).map_err(BuildError::ServerTls)?;
+        let g = &config.general;
+        let server_tls = g
+            .server_tls
+            .then(|| ServerTls::new(g.verify_server_certificate, g.server_tls_ca_file.as_deref()))
+            .transpose()
+            .map_err(BuildError::ServerTls)?;
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {
             for user in &pool.users {

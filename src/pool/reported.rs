@@ -47,7 +47,7 @@ impl UserPool {
     /// The canonical values of the client's parameters that servers report, where the
     /// client sent one that differs from the servers' (None: nothing to say beyond what
     /// the client sent). `application_name` is not looked up: PostgreSQL keeps it as sent
-    /// (see [`crate::frontend`]'s login).
+    /// (see the frontend's login).
     pub async fn canonical_params(
         &self,
         client: &[(String, String)],

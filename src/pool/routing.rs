@@ -1,6 +1,7 @@
 //! A pool's routing settings and memory: PgCat's routing keys turned into the parser
 //! crate's `PoolRouting`, the compiled comment-hint regexes, and the analysis of query texts
-//! (classification + automatic sharding keys) cached so a repeated statement is parsed once.
+//! (classification + automatic sharding keys + session effects) cached so a repeated
+//! statement is parsed once, for routing and for tracking session state alike.
 
 use std::sync::Arc;
 
@@ -50,11 +51,15 @@ impl PoolRouter {
             pool.regex_search_limit,
         )
         .map_err(|e| e.to_string())?;
-        Ok(PoolRouter {
+        Ok(PoolRouter::from_parts(routing, hints))
+    }
+
+    pub fn from_parts(routing: PoolRouting, hints: CommentHints) -> PoolRouter {
+        PoolRouter {
             cache: AnalysisCache::new(CACHE_SIZE, routing.max_length),
             routing,
             hints,
-        })
+        }
     }
 
     /// Parses and analyses `sql` once; later calls with the same text, or the same text
@@ -64,5 +69,14 @@ impl PoolRouter {
         self.cache.get_or_insert(sql, || {
             Analysis::of(sql, routing.automatic_key.as_ref(), routing.max_length)
         })
+    }
+
+    /// The analysis of `sql` for its session effects: the cached one, or, for a text
+    /// longer than the router parses, one made now without that limit (not cached).
+    pub fn analyze_session(&self, sql: &str) -> Arc<Analysis> {
+        match self.routing.max_length {
+            Some(max) if sql.len() > max => Arc::new(Analysis::of(sql, None, None)),
+            _ => self.analyze(sql),
+        }
     }
 }

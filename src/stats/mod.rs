@@ -5,9 +5,8 @@
 //! Everything else (per-pool sums, client and server lists, averages) is computed when an
 //! operator asks, from the registries here. Nothing in this module does I/O.
 
-pub mod prometheus;
+pub mod health;
 mod registry;
-pub mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;

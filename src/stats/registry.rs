@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 use rand::Rng;
 
 use crate::auth::constant_time_eq;
-use crate::backend::CancelKey;
+use crate::net::CancelKey;
 
 /// What a client is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
-//! Messages the pooler writes itself: authentication requests, parameter status, key data,
-//! ready-for-query and errors. Encoded with pgwire's typed encoders; all are small and
-//! appended to a caller's buffer so a reply goes out in one write.
+//! Every message the pooler writes itself, to clients (authentication requests, parameter
+//! status, key data, command completions, notices, ready-for-query, errors) and to servers
+//! (the queries and prepares it adds). Small, and appended to a caller's buffer so a reply
+//! goes out in one write.
 
 use bytes::BytesMut;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
@@ -237,6 +238,85 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
 /// `_pq_.` options we do not know.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
     put(buf, &NegotiateProtocolVersion::new(0, unsupported));
+}
+
+/// Appends a message: tag, length, then what `body` writes.
+pub fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    buf.extend_from_slice(&[tag, 0, 0, 0, 0]);
+    let start = buf.len() - 4;
+    body(buf);
+    let len = (buf.len() - start) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends a message without a body (ParseComplete '1', CloseComplete '3', Sync 'S' …).
+pub fn empty(buf: &mut BytesMut, tag: u8) {
+    buf.extend_from_slice(&[tag, 0, 0, 0, 4]);
+}
+
+/// Appends a CommandComplete with `tag`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |m| {
+        m.extend_from_slice(tag.as_bytes());
+        m.extend_from_slice(&[0]);
+    });
+}
+
+/// Appends a NoticeResponse (severity NOTICE, SQLSTATE 00000) saying `text`.
+pub fn notice(buf: &mut BytesMut, text: &str) {
+    message(buf, b'N', |m| {
+        for (code, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "00000"),
+            (b'M', text),
+        ] {
+            m.extend_from_slice(&[code]);
+            m.extend_from_slice(value.as_bytes());
+            m.extend_from_slice(&[0]);
+        }
+        m.extend_from_slice(&[0]);
+    });
+}
+
+/// Appends a Parse of statement `name` whose body after the name is `body` (query,
+/// parameter count and types, as the client sent them).
+pub fn parse(buf: &mut BytesMut, name: &str, body: &[u8]) {
+    message(buf, b'P', |m| {
+        m.extend_from_slice(name.as_bytes());
+        m.extend_from_slice(&[0]);
+        m.extend_from_slice(body);
+    });
+}
+
+/// Appends a Bind of `portal` to statement `statement`; `rest` is the rest of a client's
+/// Bind body (formats, parameters, result formats).
+pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str, rest: &[u8]) {
+    message(buf, b'B', |m| {
+        m.extend_from_slice(portal.as_bytes());
+        m.extend_from_slice(&[0]);
+        m.extend_from_slice(statement.as_bytes());
+        m.extend_from_slice(&[0]);
+        m.extend_from_slice(rest);
+    });
+}
+
+/// Appends a Describe of the prepared statement `name`.
+pub fn describe_statement(buf: &mut BytesMut, name: &str) {
+    message(buf, b'D', |m| {
+        m.extend_from_slice(b"S");
+        m.extend_from_slice(name.as_bytes());
+        m.extend_from_slice(&[0]);
+    });
+}
+
+/// Appends a Close of the prepared statement `name`.
+pub fn close_statement(buf: &mut BytesMut, name: &str) {
+    message(buf, b'C', |m| {
+        m.extend_from_slice(b"S");
+        m.extend_from_slice(name.as_bytes());
+        m.extend_from_slice(&[0]);
+    });
 }
 
 /// Appends a Query (simple protocol) whose text is `parts` joined.

@@ -14,7 +14,7 @@ impl Client {
             return buf.len();
         }
         let candidate = |rest: &[u8]| {
-            let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < 64 * 1024);
+            let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < INSPECT_CAP);
             let complete =
                 matches!(crate::wire::frame::header(rest), Ok(Some((_, l))) if rest.len() > l);
             small && (!complete || self.command_request_at(rest).is_some())
@@ -30,7 +30,7 @@ impl Client {
             }
             if matches!(tag, b'Q' | b'S') {
                 let rest = &buf[next..];
-                let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < 64 * 1024);
+                let small = matches!(crate::wire::frame::header(rest), Ok(Some((b'Q' | b'P' | b'B' | b'D', l))) if l < INSPECT_CAP);
                 let complete =
                     matches!(crate::wire::frame::header(rest), Ok(Some((_, l))) if rest.len() > l);
                 if small && (!complete || self.command_request_at(rest).is_some()) {
@@ -54,7 +54,7 @@ impl Client {
 
     /// Whether the buffer starts with a Close of a statement that is an SQL extension.
     pub(super) fn closes_command_statement(&self) -> bool {
-        match crate::wire::frame::whole(&self.buf, 64 * 1024) {
+        match crate::wire::frame::whole(&self.buf, INSPECT_CAP) {
             Ok(Some((b'C', body, _))) if body.first() == Some(&b'S') => {
                 crate::wire::startup::cstr(&body[1..])
                     .is_ok_and(|(name, _)| self.command_statements.contains_key(name))
@@ -77,7 +77,7 @@ impl Client {
             let mut pos = 0;
             let mut names = Vec::new();
             let complete = loop {
-                let Ok(next) = crate::wire::frame::whole(&self.buf[pos..], 64 * 1024) else {
+                let Ok(next) = crate::wire::frame::whole(&self.buf[pos..], INSPECT_CAP) else {
                     // Too large to be a Close or Sync: not ours to answer.
                     return Ok(false);
                 };
@@ -108,7 +108,7 @@ impl Client {
         let mut out = BytesMut::new();
         for name in &names {
             self.command_statements.remove(name);
-            synth_reply(&mut out, b'3');
+            messages::empty(&mut out, b'3');
         }
         messages::ready_for_query(&mut out, status);
         self.buf.advance(pos);
@@ -317,7 +317,7 @@ impl Client {
         loop {
             // Incomplete, or too large to be a prepare answered here.
             let Ok(Some((tag, body, total))) =
-                crate::wire::frame::whole(&self.buf[pos..], 64 * 1024)
+                crate::wire::frame::whole(&self.buf[pos..], INSPECT_CAP)
             else {
                 return Ok(false);
             };
@@ -341,7 +341,7 @@ impl Client {
         let mut scratch = BytesMut::new();
         let mut queue = Replies::default();
         let epoch = self.session.pool.schema_epoch.get();
-        while let Ok(Some((tag, body, total))) = crate::wire::frame::whole(&self.buf, 64 * 1024) {
+        while let Ok(Some((tag, body, total))) = crate::wire::frame::whole(&self.buf, INSPECT_CAP) {
             if tag == b'S' {
                 self.buf.advance(total);
                 break;
@@ -355,7 +355,7 @@ impl Client {
                 &mut queue,
                 &mut scratch,
             )?;
-            synth_reply(&mut replies, if tag == b'P' { b'1' } else { b'3' });
+            messages::empty(&mut replies, if tag == b'P' { b'1' } else { b'3' });
             self.buf.advance(total);
         }
         messages::ready_for_query(&mut replies, b'I');

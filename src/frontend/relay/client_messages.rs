@@ -22,7 +22,7 @@ impl Client {
             match crate::wire::frame::header(&self.buf) {
                 // A small Query or Parse still arriving: it may be an SQL extension, which
                 // must not reach the server. Wait for the rest.
-                Ok(Some((b'Q' | b'P', len))) if len < 64 * 1024 && self.buf.len() < len + 1 => {
+                Ok(Some((b'Q' | b'P', len))) if len < INSPECT_CAP && self.buf.len() < len + 1 => {
                     return None
                 }
                 Ok(Some((b'Q' | b'P' | b'B' | b'D', _))) if self.command_request().is_some() => {
@@ -66,8 +66,7 @@ impl Client {
         let server_statements = &mut server.statements;
         let epoch = self.session.pool.schema_epoch.get();
         let dirty = &mut server.dirty;
-        let app: &App = &self.app;
-        let effects = &app.effects;
+        let effects = state::Effects::new(&self.session.pool.router);
         let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
             &buf[..cut],
@@ -263,7 +262,8 @@ impl Client {
             return Some(End::ClientGone);
         }
         let mut synth = BytesMut::new();
-        flow.replies.take_synth(|tag| synth_reply(&mut synth, tag));
+        flow.replies
+            .take_synth(|tag| messages::empty(&mut synth, tag));
         if !synth.is_empty() && self.stream.send(&synth).await.is_err() {
             return Some(End::ClientGone);
         }

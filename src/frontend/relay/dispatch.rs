@@ -78,12 +78,12 @@ impl Client {
                 match reply {
                     HeldReply::Begin(read_only) => {
                         self.held_begin = Some(Box::new(HeldBegin { message, read_only }));
-                        route::command_complete(&mut out, "BEGIN");
+                        messages::command_complete(&mut out, "BEGIN");
                         messages::ready_for_query(&mut out, b'T');
                     }
                     HeldReply::End(tag) => {
                         self.held_begin = None;
-                        route::command_complete(&mut out, tag);
+                        messages::command_complete(&mut out, tag);
                         messages::ready_for_query(&mut out, b'I');
                     }
                 }

@@ -59,7 +59,6 @@ mod server_messages;
 use conversation::{abandon, checkin};
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};
-use server_messages::synth_reply;
 
 /// Where a client's conversation with its server stands.
 #[derive(Debug)]

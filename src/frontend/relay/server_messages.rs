@@ -13,11 +13,6 @@ enum Stop {
     Unswallowable(u8),
 }
 
-/// Appends a reply the pooler makes up (CloseComplete '3').
-pub(super) fn synth_reply(out: &mut BytesMut, tag: u8) {
-    out.extend_from_slice(&[tag, 0, 0, 0, 4]);
-}
-
 impl Client {
     /// Forwards server messages to the client, noting the ones that change the flow,
     /// swallowing replies to messages the pooler added and inserting the ones it made up.
@@ -179,7 +174,7 @@ impl Client {
                     copied = end;
                 }
                 let mut synth = BytesMut::new();
-                flow.replies.take_synth(|t| synth_reply(&mut synth, t));
+                flow.replies.take_synth(|t| messages::empty(&mut synth, t));
                 if !synth.is_empty() {
                     if let Some(end) = end {
                         out.extend_from_slice(&buf[copied..end]);

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::report::{self, AddressRow};
-use super::Totals;
 use crate::app::App;
+use crate::stats::Totals;
 
 /// Serves scrapes until the process ends.
 pub async fn serve(listener: TcpListener, app: Arc<App>) {

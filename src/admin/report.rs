@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{ClientState, Totals};
 use crate::app::App;
 use crate::config::{PoolMode, Role};
-use crate::pool::health::Seen;
+use crate::stats::health::Seen;
+use crate::stats::{ClientState, Totals};
 
 /// One server address of a pool user.
 #[derive(Debug, Clone)]
