@@ -2,7 +2,7 @@
 //!
 //! The path of a query: `runtime` accepts the connection and hands it to `frontend`, whose
 //! `login` lets the client in (`auth`) and whose `relay` serves it: `relay::dispatch` routes
-//! each request (the pool's router in `pool::routing`, the parser crate), `pool::checkout`
+//! each request (the pool's router in `pool::router`, the parser crate), `pool::checkout`
 //! and `pool::take` lend a server connection (`backend`), `relay::conversation` forwards
 //! bytes both ways (`wire` framing) until the server goes back to its pool; `admin` answers
 //! the admin databases and `/metrics` from `stats` and `app`.

@@ -10,7 +10,7 @@ mod params;
 mod prepared;
 mod relay;
 mod replies;
-mod route;
+mod request;
 pub mod state;
 
 use std::future::Future;

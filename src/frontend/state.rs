@@ -11,9 +11,9 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use pgcat_parser::{Analysis, SessionEffects};
 
-use super::route::text;
+use super::request::text;
 use crate::backend::Dirty;
-use crate::pool::routing::PoolRouter;
+use crate::pool::router::PoolRouter;
 
 /// Words that start, or functions that appear in, statements with session effects.
 const HINTS: [&str; 12] = [

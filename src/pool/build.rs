@@ -191,7 +191,7 @@ impl UserPool {
             pin_session_state: pool.pin_session_state,
             ban_secs: general.ban_time.max(1) as u64,
             shards,
-            router: routing::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
+            router: router::PoolRouter::new(pool).map_err(|reason| BuildError::Pool {
                 pool: name.to_string(),
                 user: user.username.clone(),
                 reason,

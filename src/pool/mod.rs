@@ -4,20 +4,21 @@
 //!
 //! Here: a pool user's addresses and settings (`UserPool`). Beside it: `build` (from the
 //! config, and reload), `checkout` (which address, and the error when none), `take` (a
-//! server with the client's parameters applied), `auth_query`, `health` (checks and bans),
+//! server with the client's parameters applied), `checkin` (giving it back), `auth_query`, `health` (checks and bans),
 //! `maintain` (warm and reap), `manager` (deadpool's connection factory), `notify`
-//! (LISTEN/NOTIFY hub), `reported` (canonical ParameterStatus), `routing` (the pool's
+//! (LISTEN/NOTIFY hub), `reported` (canonical ParameterStatus), `router` (the pool's
 //! router settings and analysis cache).
 
 mod auth_query;
 mod build;
+mod checkin;
 mod checkout;
 pub mod health;
 mod maintain;
 mod manager;
 pub mod notify;
 mod reported;
-pub mod routing;
+pub mod router;
 mod take;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use crate::wire::messages::PgError;
 pub use auth_query::AuthQuery;
 use build::Source;
 pub use build::{BuildError, Pools};
+pub use checkin::{abandon, checkin};
 pub use take::TakeError;
 
 pub use manager::{Manager, Server, ServerPool};
@@ -102,7 +104,7 @@ pub struct UserPool {
     pub ban_secs: u64,
     pub shards: Vec<Vec<Address>>,
     /// Routing settings, comment hints and the analysis cache of this pool.
-    pub router: routing::PoolRouter,
+    pub router: router::PoolRouter,
     /// ParameterStatus values the servers report (see `reported`).
     reported: reported::Reported,
     /// LISTEN/NOTIFY for transaction-mode clients (see `notify`), made on first use.

@@ -134,7 +134,7 @@ impl Client {
         bool,
     )> {
         let named = &self.command_statements;
-        route::command_request(buf, |name| named.get(name).map(String::as_str))
+        request::command_request(buf, |name| named.get(name).map(String::as_str))
     }
 
     /// Answers the SQL extension at the start of the buffer (a Query, or an extended
@@ -148,24 +148,24 @@ impl Client {
             let pool = self.session.pool.clone();
             let before = self.routing;
             let mut trial = self.routing;
-            let result = route::apply(&command, &mut trial, &pool, status != b'I');
+            let result = request::apply(&command, &mut trial, &pool, status != b'I');
             let mut out = BytesMut::new();
             let reply_status = if result.is_err() && status == b'T' {
                 b'T'
             } else {
                 status
             };
-            match route::answer(
+            match request::answer(
                 &self.buf,
                 extended,
-                (route::column_of(&command), "SET"),
+                (request::column_of(&command), "SET"),
                 &result,
                 reply_status,
                 &mut out,
             )? {
                 Some(used) => {
                     if extended {
-                        for (name, sql) in route::parsed_names(&self.buf[..used]) {
+                        for (name, sql) in request::parsed_names(&self.buf[..used]) {
                             self.command_statements.insert(name, sql);
                         }
                     }
@@ -188,10 +188,10 @@ impl Client {
     fn request_text(&self) -> Option<(&str, bool)> {
         let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
         match tag {
-            b'Q' => Some((route::text(body), false)),
+            b'Q' => Some((request::text(body), false)),
             b'P' => {
                 let (name, sql) = crate::wire::startup::cstr(body).ok()?;
-                name.is_empty().then(|| (route::text(sql), true))
+                name.is_empty().then(|| (request::text(sql), true))
             }
             _ => None,
         }
@@ -201,7 +201,7 @@ impl Client {
     /// through its Sync), so that the pooler answers and applies it once.
     async fn read_request(&mut self, extended: bool) -> Result<(), ClientError> {
         let probe = |buf: &BytesMut| {
-            route::answer(
+            request::answer(
                 buf,
                 extended,
                 ("", ""),
@@ -253,7 +253,7 @@ impl Client {
         self.reply_here(extended, tag, &result, status).await
     }
 
-    /// Answers the whole request at the start of the buffer (see [`route::answer`]) with
+    /// Answers the whole request at the start of the buffer (see [`request::answer`]) with
     /// `result` (`Ok(None)`: CommandComplete `done`) and consumes it.
     async fn reply_here(
         &mut self,
@@ -263,7 +263,7 @@ impl Client {
         status: u8,
     ) -> Result<bool, ClientError> {
         let mut out = BytesMut::new();
-        let used = route::answer(&self.buf, extended, ("", done), result, status, &mut out)?
+        let used = request::answer(&self.buf, extended, ("", done), result, status, &mut out)?
             .unwrap_or_default();
         self.buf.advance(used);
         self.stream.send(&out).await?;

@@ -1,46 +1,7 @@
-//! Holding a server: the relay loop between a client and the server it holds, and
-//! giving the server back (reset when its session changed, rolled back or closed when the
-//! client left mid-transaction).
+//! Holding a server: the relay loop between a client and the server it holds (giving it
+//! back is the pool's: `pool::checkin`).
 
 use super::*;
-
-/// Returns a server to its pool: reset first if its session state changed (always in
-/// session mode); closed if the reset fails.
-pub(super) async fn checkin(mut server: Server, mode: PoolMode) {
-    if let Some(stats) = &server.stats {
-        stats.info.set_state(ServerState::Idle);
-    }
-    if mode == PoolMode::Session {
-        server.dirty = Dirty::all();
-    }
-    if server.dirty.any() {
-        if let Err(e) = server.reset().await {
-            tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing the connection");
-            drop(Object::take(server));
-        }
-    }
-}
-
-/// The client left while holding `server`. An open transaction is rolled back; a server
-/// with a query or batch in flight is cancelled and closed (its state is unknown).
-pub(super) async fn abandon(mut server: Server, flow: &Flow, clean: bool, mode: PoolMode) {
-    if !clean {
-        let key = server.cancel.clone();
-        drop(Object::take(server));
-        tokio::spawn(async move {
-            let _ = crate::backend::cancel(&key).await;
-        });
-        return;
-    }
-    if flow.status != b'I' {
-        if let Err(e) = server.execute("ROLLBACK").await {
-            tracing::warn!(server = %server.addr, error = %e, "rollback of an abandoned transaction failed; closing the connection");
-            drop(Object::take(server));
-            return;
-        }
-    }
-    checkin(server, mode).await;
-}
 
 impl Client {
     /// Relays between the client and `server` until one of the ends in [`End`]. A ban of

@@ -62,7 +62,8 @@ impl Client {
         }
         let pool = self.session.pool.clone();
         let statements = &self.statements;
-        let request = route::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
+        let request =
+            request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
         let Some(request) = request else {
             if read(&mut self.stream, &mut self.buf).await? == 0 {
                 return Ok(Idle::Exit);
@@ -91,7 +92,7 @@ impl Client {
                 return Ok(Idle::Answered);
             }
         }
-        let mut decided = route::decide(&request, &self.routing, &pool);
+        let mut decided = request::decide(&request, &self.routing, &pool);
         if let (Ok((r, _)), Some(begin)) = (&mut decided, &self.held_begin) {
             let routing = &pool.router.routing;
             if !begin.read_only

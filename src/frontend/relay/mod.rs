@@ -35,14 +35,14 @@ use super::listen::{self, Listen, Listening};
 use super::login::Session;
 use super::prepared::{ClientStatements, Mode, Outcome};
 use super::replies::{Action, Event, Expect, Replies};
-use super::route::{self, Request, Routed};
+use super::request::{self, Request, Routed};
 use super::state;
 use super::{ClientError, ClientTag, Conn};
 use crate::app::{App, Connection};
 use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
-use crate::pool::{Server, TakeError, UserPool};
+use crate::pool::{abandon, checkin, Server, TakeError, UserPool};
 use crate::stats::{ClientState, Interrupt, ServerState};
 use crate::wire::frame::INSPECT_CAP;
 use crate::wire::messages::{self, field, PgError, ServerError};
@@ -56,7 +56,6 @@ mod errors;
 mod kept;
 mod server_messages;
 
-use conversation::{abandon, checkin};
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};
 
@@ -390,7 +389,7 @@ impl Client {
             End::IdleInTransaction => {
                 self.session.info.hold_server(None);
                 if let Some(h) = held.take() {
-                    abandon(h.server, &h.flow, true, pool_mode).await;
+                    abandon(h.server, h.flow.status, true, pool_mode).await;
                 }
                 return Err(PgError::fatal(
                     "25P03",
@@ -403,7 +402,7 @@ impl Client {
                 if let Some(h) = held.take() {
                     let clean =
                         h.flow.settled() && self.scanner.at_boundary() && h.scan.at_boundary();
-                    abandon(h.server, &h.flow, clean, pool_mode).await;
+                    abandon(h.server, h.flow.status, clean, pool_mode).await;
                 }
                 return Ok(false);
             }
