@@ -19,7 +19,7 @@ mod process;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -197,17 +197,8 @@ impl Cluster {
     /// columns are separated by `|`.
     pub fn psql(&self, node: &Node, database: &str, sql: &str) -> Result<String, LocalPgError> {
         let mut cmd = client_command(self.scratch.bin.join("psql"));
-        cmd.env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .args([
-                "-h",
-                &node.host,
-                "-p",
-                &node.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                database,
-            ])
+        as_superuser_on(&mut cmd, node)
+            .args(["-d", database])
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
         let what = format!("psql on port {} ({database})", node.port);
         let out = run_with_input(cmd, sql, &what, PSQL_LIMIT)?;
@@ -376,21 +367,25 @@ fn init_primary(scratch: &Scratch, spec: &ClusterSpec) -> Result<Node, LocalPgEr
     start_on_free_port(scratch, data_dir)
 }
 
+/// Points `cmd` (a PostgreSQL client program) at `node` as the superuser, over TCP.
+fn as_superuser_on<'a>(cmd: &'a mut Command, node: &Node) -> &'a mut Command {
+    cmd.env("PGPASSWORD", SUPERUSER_PASSWORD).args([
+        "-h",
+        &node.host,
+        "-p",
+        &node.port.to_string(),
+        "-U",
+        SUPERUSER,
+    ])
+}
+
 fn init_replica(scratch: &Scratch, primary: &Node, i: usize) -> Result<Node, LocalPgError> {
     let data_dir = scratch.dir.join(format!("replica{i}"));
     let mut cmd = scratch
         .run_as
         .command(scratch.bin.join("pg_basebackup"), &scratch.dir);
-    cmd.env("PGPASSWORD", SUPERUSER_PASSWORD)
-        .args([
-            "-h",
-            &primary.host,
-            "-p",
-            &primary.port.to_string(),
-            "-U",
-            SUPERUSER,
-            "-D",
-        ])
+    as_superuser_on(&mut cmd, primary)
+        .arg("-D")
         .arg(&data_dir)
         .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
     run(

@@ -159,36 +159,31 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 /// Runs `cmd` to completion within `limit`, capturing stdout and stderr; kills it at the limit.
 /// `what` names the step in errors; `log` is a file whose tail explains a failure.
 pub fn run(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     limit: Duration,
     log: Option<&Path>,
 ) -> Result<Output, LocalPgError> {
-    let child = cmd
+    finish(spawn(cmd, Stdio::null(), what)?, what, limit, log)
+}
+
+/// Starts `cmd` with `stdin` and its output captured.
+fn spawn(mut cmd: Command, stdin: Stdio, what: &str) -> Result<std::process::Child, LocalPgError> {
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            LocalPgError::io(format!("{what}: cannot start {:?}", cmd.get_program()), e)
-        })?;
-    finish(child, what, limit, log)
+        .map_err(|e| LocalPgError::io(format!("{what}: cannot start {:?}", cmd.get_program()), e))
 }
 
 /// Like [`run`], writing `input` to the child's stdin first.
 pub fn run_with_input(
-    mut cmd: Command,
+    cmd: Command,
     input: &str,
     what: &str,
     limit: Duration,
 ) -> Result<Output, LocalPgError> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            LocalPgError::io(format!("{what}: cannot start {:?}", cmd.get_program()), e)
-        })?;
+    let mut child = spawn(cmd, Stdio::piped(), what)?;
     if let Some(mut stdin) = child.stdin.take() {
         let input = input.to_owned();
         // A thread, so a child that does not read its input cannot block us past the limit.

@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// The columns of `counts` in [`pools`], the same in both flavours.
+const COUNT_COLUMNS: [Col; 9] = [
+    ("cl_waiting", true),
+    ("cl_cancel_req", true),
+    ("sv_active", true),
+    ("sv_idle", true),
+    ("sv_used", true),
+    ("sv_tested", true),
+    ("sv_login", true),
+    ("maxwait", true),
+    ("maxwait_us", true),
+];
+
 pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
     let rows = report::pools(app);
     let counts = |p: &report::PoolRow| {
@@ -19,22 +32,14 @@ pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
     };
     match flavor {
         Flavor::PgCat => {
-            let cols: &[Col] = &[
+            let head: [Col; 5] = [
                 ("database", false),
                 ("user", false),
                 ("pool_mode", false),
                 ("cl_idle", true),
                 ("cl_active", true),
-                ("cl_waiting", true),
-                ("cl_cancel_req", true),
-                ("sv_active", true),
-                ("sv_idle", true),
-                ("sv_used", true),
-                ("sv_tested", true),
-                ("sv_login", true),
-                ("maxwait", true),
-                ("maxwait_us", true),
             ];
+            let cols = [&head[..], &COUNT_COLUMNS].concat();
             let data = rows
                 .iter()
                 .map(|p| {
@@ -49,24 +54,11 @@ pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
                     row
                 })
                 .collect();
-            result(out, cols, data);
+            result(out, &cols, data);
         }
         Flavor::PgBouncer => {
-            let cols: &[Col] = &[
-                ("database", false),
-                ("user", false),
-                ("cl_active", true),
-                ("cl_waiting", true),
-                ("cl_cancel_req", true),
-                ("sv_active", true),
-                ("sv_idle", true),
-                ("sv_used", true),
-                ("sv_tested", true),
-                ("sv_login", true),
-                ("maxwait", true),
-                ("maxwait_us", true),
-                ("pool_mode", false),
-            ];
+            let head: [Col; 3] = [("database", false), ("user", false), ("cl_active", true)];
+            let cols = [&head[..], &COUNT_COLUMNS, &[("pool_mode", false)]].concat();
             let data = rows
                 .iter()
                 .map(|p| {
@@ -76,7 +68,7 @@ pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
                     row
                 })
                 .collect();
-            result(out, cols, data);
+            result(out, &cols, data);
         }
     }
 }

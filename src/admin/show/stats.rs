@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The columns of [`totals_cells`], as SHOW STATS names them.
+const TOTALS_COLUMNS: [Col; 7] = [
+    ("total_xact_count", true),
+    ("total_query_count", true),
+    ("total_received", true),
+    ("total_sent", true),
+    ("total_xact_time", true),
+    ("total_query_time", true),
+    ("total_wait_time", true),
+];
+
 fn totals_cells(t: &Totals) -> Vec<String> {
     vec![
         n(t.xact_count),
@@ -18,27 +29,22 @@ pub(super) fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
     let rows = report::addresses(app);
     match flavor {
         Flavor::PgCat => {
-            let cols: &[Col] = &[
-                ("instance", false),
-                ("database", false),
-                ("user", false),
-                ("total_xact_count", true),
-                ("total_query_count", true),
-                ("total_received", true),
-                ("total_sent", true),
-                ("total_xact_time", true),
-                ("total_query_time", true),
-                ("total_wait_time", true),
-                ("total_errors", true),
-                ("avg_xact_count", true),
-                ("avg_query_count", true),
-                ("avg_recv", true),
-                ("avg_sent", true),
-                ("avg_errors", true),
-                ("avg_xact_time", true),
-                ("avg_query_time", true),
-                ("avg_wait_time", true),
-            ];
+            let cols = [
+                &[("instance", false), ("database", false), ("user", false)][..],
+                &TOTALS_COLUMNS,
+                &[
+                    ("total_errors", true),
+                    ("avg_xact_count", true),
+                    ("avg_query_count", true),
+                    ("avg_recv", true),
+                    ("avg_sent", true),
+                    ("avg_errors", true),
+                    ("avg_xact_time", true),
+                    ("avg_query_time", true),
+                    ("avg_wait_time", true),
+                ],
+            ]
+            .concat();
             let data = rows
                 .iter()
                 .map(|r| {
@@ -57,18 +63,13 @@ pub(super) fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
                     row
                 })
                 .collect();
-            result(out, cols, data);
+            result(out, &cols, data);
         }
         Flavor::PgBouncer => {
-            let cols: &[Col] = &[
-                ("database", false),
-                ("total_xact_count", true),
-                ("total_query_count", true),
-                ("total_received", true),
-                ("total_sent", true),
-                ("total_xact_time", true),
-                ("total_query_time", true),
-                ("total_wait_time", true),
+            let cols = [
+                &[("database", false)][..],
+                &TOTALS_COLUMNS,
+                &[
                 ("avg_xact_count", true),
                 ("avg_query_count", true),
                 ("avg_recv", true),
@@ -76,7 +77,9 @@ pub(super) fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
                 ("avg_xact_time", true),
                 ("avg_query_time", true),
                 ("avg_wait_time", true),
-            ];
+                ],
+            ]
+            .concat();
             let data = report::per_database(&rows)
                 .into_iter()
                 .map(|(db, t, a)| {
@@ -86,7 +89,7 @@ pub(super) fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
                     row
                 })
                 .collect();
-            result(out, cols, data);
+            result(out, &cols, data);
         }
     }
 }
@@ -118,17 +121,10 @@ pub(super) fn totals(app: &App, out: &mut BytesMut) {
     for r in report::addresses(app) {
         sum += r.totals;
     }
-    let data = [
-        ("total_xact_count", sum.xact_count),
-        ("total_query_count", sum.query_count),
-        ("total_received", sum.bytes_received),
-        ("total_sent", sum.bytes_sent),
-        ("total_xact_time", sum.xact_time_us),
-        ("total_query_time", sum.query_time_us),
-        ("total_wait_time", sum.wait_time_us),
-    ]
-    .into_iter()
-    .map(|(k, v)| vec![k.to_string(), n(v)])
-    .collect();
+    let data = TOTALS_COLUMNS
+        .iter()
+        .zip(totals_cells(&sum))
+        .map(|((name, _), value)| vec![name.to_string(), value])
+        .collect();
     result(out, &[("name", false), ("value", true)], data);
 }
