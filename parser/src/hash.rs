@@ -106,21 +106,23 @@ pub fn sha1(key: i64, shards: usize) -> usize {
     (tail as u64 % shards as u64) as usize
 }
 
+/// PgCat's partition_hash_test_setup.sql: MODULUS 5, the keys of each REMAINDER.
+#[cfg(test)]
+pub(crate) const PARTITION_VECTORS: [&[i64]; 5] = [
+    &[1, 4, 5, 14, 19, 39, 40, 46, 47, 53],
+    &[2, 3, 11, 17, 21, 23, 30, 49, 51, 54],
+    &[6, 7, 15, 16, 18, 20, 25, 28, 34, 35],
+    &[8, 12, 13, 22, 29, 31, 33, 36, 41, 43],
+    &[9, 10, 24, 26, 27, 32, 37, 38, 42, 45],
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn matches_postgres_hash_partitions() {
-        // PgCat's partition_hash_test_setup.sql: MODULUS 5, rows per REMAINDER.
-        let expected: [&[i64]; 5] = [
-            &[1, 4, 5, 14, 19, 39, 40, 46, 47, 53],
-            &[2, 3, 11, 17, 21, 23, 30, 49, 51, 54],
-            &[6, 7, 15, 16, 18, 20, 25, 28, 34, 35],
-            &[8, 12, 13, 22, 29, 31, 33, 36, 41, 43],
-            &[9, 10, 24, 26, 27, 32, 37, 38, 42, 45],
-        ];
-        for (shard, keys) in expected.iter().enumerate() {
+        for (shard, keys) in PARTITION_VECTORS.iter().enumerate() {
             for key in *keys {
                 assert_eq!(pg_bigint_hash(*key, 5), shard, "key {key}");
             }

@@ -350,13 +350,7 @@ fn comment_routing() {
 /// partition — SET SHARDING KEY, a comment key, and the automatic key.
 #[test]
 fn keys_1_to_54_match_hash_vectors() {
-    let expected: [&[i64]; 5] = [
-        &[1, 4, 5, 14, 19, 39, 40, 46, 47, 53],
-        &[2, 3, 11, 17, 21, 23, 30, 49, 51, 54],
-        &[6, 7, 15, 16, 18, 20, 25, 28, 34, 35],
-        &[8, 12, 13, 22, 29, 31, 33, 36, 41, 43],
-        &[9, 10, 24, 26, 27, 32, 37, 38, 42, 45],
-    ];
+    let expected = crate::hash::PARTITION_VECTORS;
     let pool = PoolRouting {
         shards: 5,
         automatic_key: KeyColumn::parse("data.id"),
