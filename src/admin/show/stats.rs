@@ -70,13 +70,13 @@ pub(super) fn stats(app: &App, flavor: Flavor, out: &mut BytesMut) {
                 &[("database", false)][..],
                 &TOTALS_COLUMNS,
                 &[
-                ("avg_xact_count", true),
-                ("avg_query_count", true),
-                ("avg_recv", true),
-                ("avg_sent", true),
-                ("avg_xact_time", true),
-                ("avg_query_time", true),
-                ("avg_wait_time", true),
+                    ("avg_xact_count", true),
+                    ("avg_query_count", true),
+                    ("avg_recv", true),
+                    ("avg_sent", true),
+                    ("avg_xact_time", true),
+                    ("avg_query_time", true),
+                    ("avg_wait_time", true),
                 ],
             ]
             .concat();
