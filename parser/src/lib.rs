@@ -28,7 +28,7 @@ pub use command::{
 };
 pub use comment::{CommentHints, Hint};
 pub use hash::ShardingFunction;
-pub use names::{named_statement, NamedStatement};
+pub use names::{may_name, named_statement, NamedStatement};
 pub use parsed::Parsed;
 pub use route::{route, shard_for_key, PoolRouting, Role, Route, SessionRouting};
 pub use session::SessionEffects;

@@ -22,8 +22,20 @@ pub enum NamedStatement<'a> {
     Deallocate(Option<String>),
 }
 
+/// Cheap pre-check on a query's raw bytes: false means it cannot be one of
+/// [`NamedStatement`] (it does not start with L, U, P, E or D).
+pub fn may_name(sql: &[u8]) -> bool {
+    matches!(
+        sql.trim_ascii_start().first().map(u8::to_ascii_lowercase),
+        Some(b'l' | b'u' | b'p' | b'e' | b'd')
+    )
+}
+
 /// The statement `sql` is, if it is one of [`NamedStatement`] and nothing else.
 pub fn named_statement(sql: &str) -> Option<NamedStatement<'_>> {
+    if !may_name(sql.as_bytes()) {
+        return None;
+    }
     let (verb, rest) = word(sql.trim_start())?;
     let is = |w: &str| verb.eq_ignore_ascii_case(w);
     let verb = ["listen", "unlisten", "prepare", "execute", "deallocate"]
@@ -185,6 +197,7 @@ mod tests {
         assert_eq!(n("DEALLOCATE a; SELECT 1"), None);
         assert_eq!(n("DEALLOCATE \"a\" \"b\""), None);
         assert_eq!(n("SELECT 1"), None);
+        assert!(!may_name(b"  SELECT 1") && may_name(b" listen x") && may_name(b"Deallocate"));
     }
 
     #[test]

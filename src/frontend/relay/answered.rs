@@ -2,6 +2,8 @@
 //! pipeline), statements naming the client's prepared statements (`DEALLOCATE`, `PREPARE` of
 //! a name in use), LISTEN/UNLISTEN in transaction mode, and prepares of known statements.
 
+use pgcat_parser::may_name;
+
 use super::*;
 
 impl Client {
@@ -184,17 +186,17 @@ impl Client {
     }
 
     /// The text of the request at the start of the buffer when it is a whole Query or an
-    /// extended batch's whole unnamed Parse, and whether it is extended.
-    fn request_text(&self) -> Option<(&str, bool)> {
+    /// extended batch's whole unnamed Parse that may name a session object (see
+    /// [`pgcat_parser::named_statement`]), and whether it is extended. Anything else is
+    /// dismissed on its first byte, before any UTF-8 check: this runs for every request.
+    fn named_request(&self) -> Option<(&str, bool)> {
         let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
-        match tag {
-            b'Q' => Some((request::text(body), false)),
-            b'P' => {
-                let (name, sql) = crate::wire::startup::cstr(body).ok()?;
-                name.is_empty().then(|| (request::text(sql), true))
-            }
-            _ => None,
-        }
+        let (sql, extended) = match tag {
+            b'Q' => (body, false),
+            b'P' => (body.strip_prefix(&[0])?, true),
+            _ => return None,
+        };
+        may_name(sql).then(|| (request::text(sql), extended))
     }
 
     /// Reads until the request at the start of the buffer is whole (an extended one
@@ -223,7 +225,7 @@ impl Client {
     pub(super) fn answers_statement_sql(&self) -> bool {
         self.mode == Mode::Rewrite
             && self
-                .request_text()
+                .named_request()
                 .is_some_and(|(sql, _)| self.statements.answers_sql(sql))
     }
 
@@ -232,13 +234,15 @@ impl Client {
     /// PostgreSQL would, without a server. `status` is the client's transaction status.
     /// False (consuming nothing) for anything else.
     pub(super) async fn answer_statement_sql(&mut self, status: u8) -> Result<bool, ClientError> {
-        let Some((_, extended)) = self.request_text().filter(|_| self.answers_statement_sql())
+        let Some((_, extended)) = self
+            .named_request()
+            .filter(|_| self.answers_statement_sql())
         else {
             return Ok(false);
         };
         self.read_request(extended).await?;
         let sql = self
-            .request_text()
+            .named_request()
             .map(|(sql, _)| sql.to_owned())
             .unwrap_or_default();
         let (tag, result) = if status == b'E' {
@@ -276,7 +280,7 @@ impl Client {
         if self.session.pool.mode != PoolMode::Transaction {
             return None;
         }
-        let (sql, extended) = self.request_text()?;
+        let (sql, extended) = self.named_request()?;
         listen::parse(sql).map(|l| (l, extended))
     }
 
