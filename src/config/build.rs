@@ -174,18 +174,12 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
             .unwrap_or(defaults::HEALTHCHECK_TIMEOUT),
         healthcheck_delay: g.healthcheck_delay.unwrap_or(defaults::HEALTHCHECK_DELAY),
         max_client_conn: g.max_client_conn.unwrap_or(defaults::MAX_CLIENT_CONN),
-        client_login_timeout: g
-            .client_login_timeout
-            .unwrap_or(defaults::CLIENT_LOGIN_TIMEOUT)
-            .max(1),
-        healthcheck_interval: g
-            .healthcheck_interval
-            .unwrap_or(defaults::HEALTHCHECK_INTERVAL)
-            .max(1),
-        replica_lag_check_interval: g
-            .replica_lag_check_interval
-            .unwrap_or(defaults::REPLICA_LAG_CHECK_INTERVAL)
-            .max(1),
+        client_login_timeout: positive(g.client_login_timeout, defaults::CLIENT_LOGIN_TIMEOUT),
+        healthcheck_interval: positive(g.healthcheck_interval, defaults::HEALTHCHECK_INTERVAL),
+        replica_lag_check_interval: positive(
+            g.replica_lag_check_interval,
+            defaults::REPLICA_LAG_CHECK_INTERVAL,
+        ),
         shutdown_timeout: g.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
         ban_time: g.ban_time.unwrap_or(defaults::BAN_TIME),
         server_round_robin: g.server_round_robin.unwrap_or(defaults::SERVER_ROUND_ROBIN),
@@ -523,4 +517,9 @@ fn build_user(
         idle_timeout: u.idle_timeout,
         statement_timeout: u.statement_timeout.unwrap_or(0),
     })
+}
+
+/// A setting of at least 1 (0 would spin a timer or expire at once): `value`, else `default`.
+fn positive(value: Option<u64>, default: u64) -> u64 {
+    value.unwrap_or(default).max(1)
 }
