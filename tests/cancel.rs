@@ -8,21 +8,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use support::raw::{self, RawConn};
-use support::{config, free_port, shared, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER};
+use support::{
+    backends_in_state, config, free_port, shared, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER,
+};
 
 /// Number of backends on the primary running `pg_sleep` with `marker` in the query.
 fn running(marker: &str) -> String {
-    let cluster = shared();
-    cluster
-        .psql(
-            &cluster.primary,
-            "postgres",
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-                 AND state = 'active' AND query LIKE '%{marker}%'"
-            ),
-        )
-        .expect("query pg_stat_activity")
+    backends_in_state("active", marker)
 }
 
 async fn cancel_stops_a_running_query(pool_mode: &str) {

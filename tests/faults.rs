@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use support::raw::{self, Msg, RawConn};
 use support::{
-    free_port, general_toml, private, servers_toml, Cluster, Pooler, SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, private, servers_toml, tail, Cluster, Pooler, SCRAM_PASS, SCRAM_USER,
 };
 
 /// Databases of the sharded transaction-mode pool (`tx`); the session pool uses the first.
@@ -506,11 +506,6 @@ fn chaos_backends_terminated_under_load_never_corrupt_a_stream() {
         .filter(|k| !present.contains(k.as_str()))
         .collect();
     assert!(missing.is_empty(), "committed rows missing: {missing:?}");
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------

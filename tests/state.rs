@@ -1,13 +1,21 @@
 //! No session state leaks between clients sharing a server, and a client that vanishes inside
 //! a transaction does not leave its server `idle in transaction`.
+//!
+//! Issue 3, "Must show" 4: one server shared by two clients in transaction mode: nothing A does
+//! (SET, SET in a committed transaction, search_path, set_config, SQL PREPARE, LISTEN, temp
+//! table, advisory lock) is visible to B. One table-driven check, [`assert_no_leak`], a case
+//! per test.
 
 mod support;
 
 use std::time::Duration;
 
 use support::raw::{self, RawConn};
-use support::{config, free_port, shared, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER};
-use tokio_postgres::SimpleQueryMessage;
+use support::{
+    backends_in_state, config, connect_direct, free_port, one_row, pool_toml, rows, shared,
+    sqlstate, tail, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER,
+};
+use tokio_postgres::{AsyncMessage, Client, Notification, SimpleQueryMessage};
 
 /// The first column of every row of a simple query, as text.
 async fn values(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
@@ -212,21 +220,6 @@ async fn extended_protocol_session_state_does_not_leak_with_the_query_parser_on(
     extended_protocol_leak_check(&pooler_with_the_parser_on()).await;
 }
 
-/// Backends of the primary that are `idle in transaction` with `marker` as their last query.
-fn idle_in_transaction_with(marker: &str) -> String {
-    let cluster = shared();
-    cluster
-        .psql(
-            &cluster.primary,
-            "postgres",
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-                 AND state = 'idle in transaction' AND query LIKE '%{marker}%'"
-            ),
-        )
-        .expect("query pg_stat_activity")
-}
-
 fn killed_client_leaves_no_open_transaction(pool_mode: &str) {
     let cluster = shared();
     let table = format!("state_killed_{pool_mode}");
@@ -255,11 +248,12 @@ fn killed_client_leaves_no_open_transaction(pool_mode: &str) {
         .expect("marker query");
     // The premise: the server really is idle in that transaction.
     assert!(
-        wait_until(Duration::from_secs(10), || idle_in_transaction_with(
+        wait_until(Duration::from_secs(10), || backends_in_state(
+            "idle in transaction",
             &marker
         ) == "1"),
         "the victim's server should be idle in transaction; pg_stat_activity count: {}",
-        idle_in_transaction_with(&marker)
+        backends_in_state("idle in transaction", &marker)
     );
 
     // The client vanishes: no Terminate, the socket just closes.
@@ -267,7 +261,8 @@ fn killed_client_leaves_no_open_transaction(pool_mode: &str) {
     drop(victim);
 
     assert!(
-        wait_until(Duration::from_secs(15), || idle_in_transaction_with(
+        wait_until(Duration::from_secs(15), || backends_in_state(
+            "idle in transaction",
             &marker
         ) == "0"),
         "{pool_mode}: a server is still idle in the dead client's transaction\n{}",
@@ -301,4 +296,382 @@ fn client_killed_inside_transaction_leaves_no_idle_in_transaction_server_in_tran
 #[test]
 fn client_killed_inside_transaction_leaves_no_idle_in_transaction_server_in_session_mode() {
     killed_client_leaves_no_open_transaction("session");
+}
+
+// ---------------------------------------------------------------------------------------------
+// One server shared by two clients in transaction mode: each way A changes its session
+// ---------------------------------------------------------------------------------------------
+
+/// What B must see where A's change would show.
+enum Sees {
+    /// The value of this setting in a fresh session straight on the primary.
+    Default(&'static str),
+    /// This value.
+    Value(&'static str),
+}
+
+/// One way client A changes its session, and how B, next on A's (only) server, would see it.
+struct Leak {
+    /// What A sends, one message each (as an application sends them); the reply to the last
+    /// one ends with a row (A's backend pid, ...).
+    a: &'static [&'static str],
+    /// The rows of that reply before the last one.
+    a_first_rows: &'static [&'static [&'static str]],
+    /// (column of A's last row, value, what it shows): the change took effect.
+    took_effect: Option<(usize, &'static str, &'static str)>,
+    /// What A sends after that (e.g. COMMIT).
+    a_then: &'static [&'static str],
+    /// B's probe: one row (B's backend pid, what B sees ...).
+    b: &'static str,
+    /// What B must see in column 1 of its probe, and what it means if B does not.
+    b_sees: Option<(Sees, &'static str)>,
+    /// A statement B must fail, its SQLSTATE, and what the failure shows.
+    b_fails: Option<(&'static str, &'static str, &'static str)>,
+}
+
+impl Leak {
+    /// No extra checks: `..Leak::PLAIN` after the fields a case sets.
+    const PLAIN: Leak = Leak {
+        a: &[],
+        a_first_rows: &[],
+        took_effect: None,
+        a_then: &[],
+        b: "SELECT pg_backend_pid()",
+        b_sees: None,
+        b_fails: None,
+    };
+}
+
+/// A pooler with one server (transaction mode), clients A and B on it, and the server's
+/// backend pid as A saw it.
+struct OneServer {
+    pooler: Pooler,
+    a: Client,
+    b: Client,
+    pid: String,
+}
+
+/// A pooler with pool_size 1 in transaction mode and two connected clients A and B; with
+/// pinning off, so that state which would pin A's server is reset instead (tests/compat.rs
+/// covers pinning).
+async fn two_clients_one_server() -> (Pooler, Client, Client) {
+    let cluster = shared();
+    let pooler = Pooler::start(&pool_toml(
+        cluster,
+        free_port(),
+        DB,
+        1,
+        "pin_session_state = false",
+    ));
+    let a = pooler
+        .connect(SCRAM_USER, SCRAM_PASS, DB)
+        .await
+        .expect("client A connects");
+    let b = pooler
+        .connect(SCRAM_USER, SCRAM_PASS, DB)
+        .await
+        .expect("client B connects");
+    (pooler, a, b)
+}
+
+/// `leak` on a fresh [`two_clients_one_server`].
+async fn isolated(leak: &Leak) -> OneServer {
+    let (pooler, a, b) = two_clients_one_server().await;
+    let pid = assert_no_leak(&pooler, &a, &b, leak).await;
+    OneServer { pooler, a, b, pid }
+}
+
+/// A setting's value in a fresh session straight on the primary.
+async fn default_setting(name: &str) -> String {
+    let direct = connect_direct(&shared().primary, DB).await;
+    one_row(&direct, &format!("SELECT current_setting('{name}')")).await[0].clone()
+}
+
+/// A makes its change and it takes effect; B runs on A's server and does not see it. Returns
+/// the server's backend pid.
+async fn assert_no_leak(pooler: &Pooler, a: &Client, b: &Client, leak: &Leak) -> String {
+    let (last, first) = leak.a.split_last().expect("A sends something");
+    for sql in first {
+        a.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("A: {sql}: {e:?}"));
+    }
+    let mut seen = rows(a, last).await;
+    let n = leak.a_first_rows.len();
+    assert_eq!(seen.len(), n + 1, "A: {last}: {seen:?}");
+    for (i, want) in leak.a_first_rows.iter().enumerate() {
+        assert_eq!(seen[i], *want, "A: {last}: row {i}");
+    }
+    let seen = seen.pop().expect("A's last row");
+    if let Some((column, value, what)) = leak.took_effect {
+        assert_eq!(seen[column], value, "{what}");
+    }
+    for sql in leak.a_then {
+        a.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("A: {sql}: {e:?}"));
+    }
+    let got = one_row(b, leak.b).await;
+    assert_eq!(got[0], seen[0], "B runs on A's server (pool_size 1)");
+    if let Some((sees, leaked)) = &leak.b_sees {
+        let want = match sees {
+            Sees::Default(name) => default_setting(name).await,
+            Sees::Value(v) => v.to_string(),
+        };
+        assert_eq!(got[1], want, "{leaked}\n{}", tail(&pooler.logs(), 30));
+    }
+    if let Some((sql, code, what)) = leak.b_fails {
+        let err = b.simple_query(sql).await.expect_err(what);
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some(code),
+            "B's {sql}: {err:?}\n{}",
+            tail(&pooler.logs(), 30)
+        );
+    }
+    seen[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_set_statement_timeout() {
+    isolated(&Leak {
+        a: &["SET statement_timeout = '4321'; \
+              SELECT pg_backend_pid(), current_setting('statement_timeout')"],
+        took_effect: Some((1, "4321ms", "A's SET took effect")),
+        b: "SELECT pg_backend_pid(), current_setting('statement_timeout')",
+        b_sees: Some((
+            Sees::Default("statement_timeout"),
+            "B sees A's statement_timeout",
+        )),
+        ..Leak::PLAIN
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_set_inside_a_committed_transaction() {
+    let s = isolated(&Leak {
+        // Separate messages, as an application sends them.
+        a: &[
+            "BEGIN",
+            "SET work_mem = '77MB'",
+            "SELECT pg_backend_pid(), current_setting('work_mem')",
+        ],
+        took_effect: Some((1, "77MB", "A's SET took effect")),
+        a_then: &["COMMIT"],
+        b: "SELECT pg_backend_pid(), current_setting('work_mem')",
+        b_sees: Some((
+            Sees::Default("work_mem"),
+            "B sees the work_mem A SET inside a committed transaction",
+        )),
+        ..Leak::PLAIN
+    })
+    .await;
+    let (a, b) = (&s.a, &s.b);
+    // A keeps it, as PostgreSQL keeps a committed SET for the session.
+    let kept = one_row(a, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(kept[1], "77MB", "A's committed SET is kept for A");
+    // A SET in a transaction that rolls back is undone, also for A.
+    a.batch_execute("BEGIN; SET work_mem = '55MB'; ROLLBACK")
+        .await
+        .expect("rolled back SET");
+    let after = one_row(a, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(after[1], "77MB", "A's rolled-back SET is undone");
+    let other = one_row(b, "SELECT pg_backend_pid(), current_setting('work_mem')").await;
+    assert_eq!(
+        other[1],
+        default_setting("work_mem").await,
+        "B still has the default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_set_search_path() {
+    isolated(&Leak {
+        a: &["SET search_path = leak_schema, public; \
+              SELECT pg_backend_pid(), current_setting('search_path')"],
+        took_effect: Some((1, "leak_schema, public", "A's SET took effect")),
+        b: "SELECT pg_backend_pid(), current_setting('search_path')",
+        b_sees: Some((Sees::Default("search_path"), "B sees A's search_path")),
+        ..Leak::PLAIN
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_set_config_function() {
+    isolated(&Leak {
+        a: &["SELECT pg_backend_pid(), set_config('work_mem', '55MB', false)"],
+        took_effect: Some((1, "55MB", "A's set_config took effect")),
+        b: "SELECT pg_backend_pid(), current_setting('work_mem')",
+        b_sees: Some((
+            Sees::Default("work_mem"),
+            "B sees the work_mem A set with set_config()",
+        )),
+        ..Leak::PLAIN
+    })
+    .await;
+}
+
+/// The issue's Build: a client's own SET outside a transaction is remembered and applied to
+/// each server it gets (here: the same server after B used it and it was reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_set_survives_another_client_using_the_server() {
+    let s = isolated(&Leak {
+        a: &["SET statement_timeout = '4321'; \
+              SELECT pg_backend_pid(), current_setting('statement_timeout')"],
+        b: "SELECT pg_backend_pid(), current_setting('statement_timeout')",
+        ..Leak::PLAIN
+    })
+    .await;
+    let again = one_row(
+        &s.a,
+        "SELECT pg_backend_pid(), current_setting('statement_timeout')",
+    )
+    .await;
+    assert_eq!(again[0], s.pid, "A is back on the one server");
+    assert_eq!(
+        again[1],
+        "4321ms",
+        "A lost its own statement_timeout\n{}",
+        tail(&s.pooler.logs(), 30)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_sql_prepare() {
+    let s = isolated(&Leak {
+        a: &["PREPARE p AS SELECT 1; EXECUTE p; SELECT pg_backend_pid(), 'prepared'"],
+        // A's EXECUTE p.
+        a_first_rows: &[&["1"]],
+        b_fails: Some((
+            "EXECUTE p",
+            "26000",
+            "B must not be able to EXECUTE A's prepared statement",
+        )),
+        ..Leak::PLAIN
+    })
+    .await;
+    let mine = rows(&s.b, "PREPARE p AS SELECT 2; EXECUTE p").await;
+    assert_eq!(mine, vec![vec!["2".to_owned()]], "B's own PREPARE p works");
+    let again = one_row(&s.b, "SELECT pg_backend_pid()").await;
+    assert_eq!(again[0], s.pid, "still the one server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_listen() {
+    let cluster = shared();
+    let pooler = Pooler::start(&pool_toml(cluster, free_port(), DB, 1, ""));
+    let (a, _a_notes) = connect_listening(&pooler).await;
+    let (b, mut b_notes) = connect_listening(&pooler).await;
+    let pid = assert_no_leak(
+        &pooler,
+        &a,
+        &b,
+        &Leak {
+            // LISTEN takes effect at commit: commit the Query's implicit transaction first.
+            a: &["LISTEN leak_chan; COMMIT; \
+                  SELECT pg_backend_pid(), (SELECT count(*) FROM pg_listening_channels())"],
+            took_effect: Some((1, "1", "A's LISTEN took effect")),
+            b: "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_listening_channels())",
+            b_sees: Some((Sees::Value("0"), "B's session listens on A's channel")),
+            ..Leak::PLAIN
+        },
+    )
+    .await;
+    // A NOTIFY from elsewhere while B holds the server: PostgreSQL delivers it at the end of
+    // B's transaction, before ReadyForQuery, if the session still listens.
+    b.batch_execute("BEGIN").await.expect("B BEGIN");
+    let direct = connect_direct(&cluster.primary, DB).await;
+    direct
+        .batch_execute("NOTIFY leak_chan, 'for A only'")
+        .await
+        .expect("NOTIFY");
+    let got = one_row(&b, "SELECT pg_backend_pid()").await;
+    assert_eq!(got[0], pid);
+    b.batch_execute("COMMIT").await.expect("B COMMIT");
+    one_row(&b, "SELECT 1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Ok(n) = b_notes.try_recv() {
+        panic!(
+            "B received a notification for A's channel: {} {:?}",
+            n.channel(),
+            n.payload()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_temp_table() {
+    isolated(&Leak {
+        a: &[
+            "CREATE TEMP TABLE leak_tmp (v int); INSERT INTO leak_tmp VALUES (1); \
+              SELECT pg_backend_pid(), (SELECT count(*) FROM leak_tmp)",
+        ],
+        took_effect: Some((1, "1", "A's temp table exists")),
+        b: "SELECT pg_backend_pid(), to_regclass('pg_temp.leak_tmp') IS NULL",
+        b_sees: Some((Sees::Value("t"), "B can see A's temp table")),
+        b_fails: Some((
+            "SELECT * FROM leak_tmp",
+            "42P01",
+            "B must not read A's temp table",
+        )),
+        ..Leak::PLAIN
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_advisory_lock() {
+    // A lock is re-entrant within a session, so pg_try_advisory_lock alone cannot tell a
+    // leaked lock from a released one when B shares the backend: look at pg_locks, and
+    // ask from another session too.
+    let s = isolated(&Leak {
+        a: &["SELECT pg_backend_pid(), pg_advisory_lock(42) IS NOT NULL, \
+              (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"],
+        took_effect: Some((2, "1", "A holds the advisory lock")),
+        b: "SELECT pg_backend_pid(), \
+            (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())",
+        b_sees: Some((Sees::Value("0"), "B's session holds A's advisory lock")),
+        ..Leak::PLAIN
+    })
+    .await;
+    let direct = connect_direct(&shared().primary, DB).await;
+    let other = one_row(
+        &direct,
+        "SELECT pg_try_advisory_lock(42), pg_advisory_unlock_all() IS NULL",
+    )
+    .await;
+    assert_eq!(
+        other[0], "t",
+        "advisory lock 42 still held after B took A's server"
+    );
+    let got = one_row(&s.b, "SELECT pg_backend_pid(), pg_try_advisory_lock(42)").await;
+    assert_eq!(got[0], s.pid);
+    assert_eq!(got[1], "t", "B's pg_try_advisory_lock(42)");
+}
+
+/// A tokio-postgres client whose notifications are forwarded to a channel.
+async fn connect_listening(
+    pooler: &Pooler,
+) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Notification>) {
+    let (client, mut connection) = tokio_postgres::connect(
+        &pooler.conninfo(SCRAM_USER, SCRAM_PASS, DB),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the pooler");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let _ = tx.send(n);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
+    (client, rx)
 }

@@ -1,5 +1,5 @@
 \set ON_ERROR_STOP on
--- Sharding suite, part 1 of 2: writes through the pooler (tests/routing.rs runs it with
+-- Sharding suite, part 1 of 2: writes through the pooler (tests/routing_sharding.rs runs it with
 -- `psql -X -q -A -t -f` against pool sharded_db: 3 shards, pg_bigint_hash, query parser with
 -- read/write splitting) and compares stdout with expected/sharding_insert.out.
 -- shard<i> only accepts rows of (MODULUS 3, REMAINDER i): a misrouted INSERT is an error and

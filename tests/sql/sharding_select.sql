@@ -1,6 +1,6 @@
 \set ON_ERROR_STOP on
 -- Sharding suite, part 2 of 2: reads through the pooler, after sharding_insert.sql and after
--- the replica has replayed it (tests/routing.rs waits). Compared with
+-- the replica has replayed it (tests/routing_sharding.rs waits). Compared with
 -- expected/sharding_select.out. A read sent to the wrong shard finds nothing (the row is only
 -- on its own shard), so the expected rows only appear when routing is right;
 -- pg_is_in_recovery() shows whether the replica (t) or the primary (f) answered.

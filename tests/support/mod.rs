@@ -5,19 +5,25 @@
 //!   `app` database; for tests that only read and write.
 //! - [`private`]: a cluster of its own, for tests that stop or freeze servers or count
 //!   connections.
-//! - [`Pooler`]: the `pgcat` binary on a config; killed on drop; on a failing test its log
-//!   tail is printed.
+//! - [`Pooler`]: the `pgcat` binary on a config (its pid for signals, its exit status);
+//!   stopped on drop; on a failing test its log tail is printed.
+//! - [`admin`], [`routing`], [`failover`]: what the test files of one area share.
 
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod failover;
 pub mod raw;
+pub mod routing;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio_postgres::SimpleQueryMessage;
 
 pub use pgcat::localpg::{Cluster, ClusterSpec, Node};
 
@@ -256,6 +262,37 @@ impl Pooler {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The pooler's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to the pooler (SIGHUP: reload, SIGINT: drain, SIGTERM: stop now).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+    }
+
+    /// Whether the pooler has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for the pooler to exit: its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// libpq connection string for `user` to `database` through the pooler.
     pub fn conninfo(&self, user: &str, password: &str, database: &str) -> String {
         format!("host=127.0.0.1 port={} user={user} password={password} dbname={database} connect_timeout=10", self.port)
@@ -274,26 +311,22 @@ impl Pooler {
 
 impl Drop for Pooler {
     fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+        // A pooler that already exited (and was reaped by `wait_exit` / `running`) gets no
+        // signal: its pid may belong to another process by now.
+        if self.running() {
+            // SAFETY: as in `signal`; the child is not reaped yet, so the pid is still ours.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = self.wait_exit(Duration::from_secs(5));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            let logs = self.logs();
-            let lines: Vec<&str> = logs.lines().collect();
             eprintln!(
                 "--- pgcat log ({}), last lines ---\n{}",
                 self.log.display(),
-                lines[lines.len().saturating_sub(80)..].join("\n")
+                tail(&self.logs(), 80)
             );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -492,11 +525,8 @@ pub fn psql_with(
 /// `limit` for it to exit. Returns whether it exited. The exited process is left unreaped
 /// (`WNOWAIT`) so its pid cannot be reused before `Drop` reaps it; its log stays readable.
 pub fn stop_pooler(pooler: &Pooler, signal: libc::c_int, limit: Duration) -> bool {
-    let pid = pooler.child.id() as libc::pid_t;
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own (unreaped) child's.
-    unsafe {
-        libc::kill(pid, signal);
-    }
+    pooler.signal(signal);
+    let pid = pooler.pid() as libc::pid_t;
     wait_until(limit, || {
         // SAFETY: siginfo_t is plain data; waitid writes into the zeroed struct we own.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -567,4 +597,221 @@ pub fn python_venv() -> Result<PathBuf, String> {
         Ok(python)
     })
     .clone()
+}
+
+/// The last `n` lines of `text` (a log, a client's output) for a failure message.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The text of a panic payload (`panic!` with a message or a format string).
+pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Runs named checks, collecting the failures instead of stopping at the first, so one
+/// deviation does not hide the others; [`Checks::finish`] panics with all of them.
+#[derive(Debug, Default)]
+pub struct Checks(pub Vec<String>);
+
+impl Checks {
+    pub fn new() -> Checks {
+        Checks::default()
+    }
+
+    /// Runs `f`; a failed assertion inside is recorded as `[name] message`.
+    pub fn run(&mut self, name: &str, f: impl FnOnce()) {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            self.0.push(format!("[{name}] {}", panic_text(&p)));
+        }
+    }
+
+    /// Panics with every recorded failure, if there is one.
+    pub fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} check(s) failed:\n\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
+
+/// xorshift64*: deterministic per seed, no dependencies.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A signed value small enough that doubling it cannot overflow.
+    pub fn small_i64(&mut self) -> i64 {
+        (self.next() as i64) >> 3
+    }
+}
+
+/// The rows of a simple query's reply, every column as text ("NULL" for NULL).
+pub fn texts(msgs: &[SimpleQueryMessage]) -> Vec<Vec<String>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rows of a simple query, every column as text ("NULL" for NULL).
+pub async fn try_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    Ok(texts(&client.simple_query(sql).await?))
+}
+
+/// Rows of a simple query that must succeed.
+pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    try_rows(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+}
+
+/// The single row of a simple query.
+pub async fn one_row(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let mut all = rows(client, sql).await;
+    assert_eq!(all.len(), 1, "{sql}: expected one row, got {all:?}");
+    all.remove(0)
+}
+
+/// How many backends of the shared cluster's primary (other than the asking one) are in
+/// `state` (`active`, `idle in transaction`) with `marker` in their query, as psql prints it.
+pub fn backends_in_state(state: &str, marker: &str) -> String {
+    let cluster = shared();
+    cluster
+        .psql(
+            &cluster.primary,
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND state = '{state}' AND query LIKE '%{marker}%'"
+            ),
+        )
+        .expect("query pg_stat_activity")
+}
+
+/// Creates database `name` owned by scram_user on the primary (dropped first if a previous run
+/// left it).
+pub fn create_database(cluster: &Cluster, name: &str) {
+    // CREATE DATABASE copies template1; serialise so parallel tests do not trip over it.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    cluster
+        .psql(
+            &cluster.primary,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name};\nCREATE DATABASE {name} OWNER {SCRAM_USER};"),
+        )
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+}
+
+/// `pgbench -i -q -s 1` of `database`, directly on the primary as scram_user (its owner).
+pub fn pgbench_init(cluster: &Cluster, database: &str) {
+    let init = run_client(
+        cluster,
+        "pgbench",
+        SCRAM_PASS,
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            &cluster.primary.host,
+            "-p",
+            &cluster.primary.port.to_string(),
+            "-U",
+            SCRAM_USER,
+            database,
+        ],
+        Duration::from_secs(180),
+    );
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+/// The value pgbench reports after `label: ` (e.g. "number of failed transactions").
+pub fn pgbench_report<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(label)?.strip_prefix(": "))
+}
+
+/// A pgcat.toml: [general] from [`general_toml`] plus `general_extra` lines, and one
+/// transaction-mode pool `database` (database `database`, on the primary only) with
+/// `pool_extra` in its section and `users` as (name, password, pool_size).
+pub fn primary_pool_toml(
+    cluster: &Cluster,
+    port: u16,
+    general_extra: &str,
+    database: &str,
+    pool_extra: &str,
+    users: &[(&str, &str, u32)],
+) -> String {
+    let mut toml = format!(
+        "{}{general_extra}\n\
+         \n[pools.{database}]\npool_mode = \"transaction\"\ndefault_role = \"primary\"\n{pool_extra}\n",
+        general_toml(port)
+    );
+    for (i, (user, pass, size)) in users.iter().enumerate() {
+        toml.push_str(&format!(
+            "\n[pools.{database}.users.{i}]\nusername = \"{user}\"\npassword = \"{pass}\"\npool_size = {size}\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "\n[pools.{database}.shards.0]\ndatabase = \"{database}\"\nservers = [[\"{}\", {}, \"primary\"]]\n",
+        cluster.primary.host, cluster.primary.port
+    ));
+    toml
+}
+
+/// A pgcat.toml with one transaction-mode pool named `database` (database `database` on the
+/// primary only) for scram_user with `pool_size`; the wait for a server is 30 s so queueing
+/// clients do not time out. `extra_pool` goes into the pool section.
+pub fn pool_toml(
+    cluster: &Cluster,
+    port: u16,
+    database: &str,
+    pool_size: u32,
+    extra_pool: &str,
+) -> String {
+    let toml = primary_pool_toml(
+        cluster,
+        port,
+        "",
+        database,
+        &format!("connect_timeout = 30000\n{extra_pool}"),
+        &[(SCRAM_USER, SCRAM_PASS, pool_size)],
+    );
+    assert!(toml.contains("connect_timeout = 10000\n"), "{toml}");
+    toml.replacen("connect_timeout = 10000\n", "connect_timeout = 30000\n", 1)
 }

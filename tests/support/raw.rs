@@ -297,6 +297,18 @@ impl RawConn {
         }
     }
 
+    /// Reads until `n` ReadyForQuery messages have arrived (the replies to `n` Syncs).
+    pub fn read_syncs(&mut self, n: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.extend(
+                self.read_until_ready()
+                    .expect("replies up to ReadyForQuery"),
+            );
+        }
+        out
+    }
+
     /// Sends a simple Query and reads up to ReadyForQuery.
     pub fn simple_query(&mut self, sql: &str) -> std::io::Result<Vec<Msg>> {
         self.send(&query(sql))?;
@@ -314,6 +326,70 @@ impl RawConn {
 /// The tags of `msgs` as a string, e.g. "12DCZ".
 pub fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(Msg::kind).collect()
+}
+
+/// The first column of every DataRow ("" for NULL).
+pub fn first_values(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| m.row()[0].clone().unwrap_or_default())
+        .collect()
+}
+
+/// Replies as comparable text: tag, plus the row / command tag / SQLSTATE / status.
+/// ParameterStatus and notices are left out (asynchronous, not part of the exchange).
+pub fn summary(msgs: &[Msg]) -> String {
+    msgs.iter()
+        .filter(|m| m.tag != b'S' && m.tag != b'N')
+        .map(|m| match m.tag {
+            b'D' => format!(
+                "D[{}]",
+                m.row()
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            b'C' => format!("C[{}]", m.command_tag()),
+            b'E' => format!("E[{}]", m.sqlstate().unwrap_or_default()),
+            b'Z' => format!("Z[{}]", m.body.first().map(|&b| b as char).unwrap_or('?')),
+            t => (t as char).to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The tags of `msgs`, with SQLSTATE and message for errors and notices: "E(08P01 …) Z".
+pub fn brief(msgs: &[Msg]) -> String {
+    msgs.iter()
+        .map(|m| match m.tag {
+            b'E' | b'N' => format!(
+                "{}({} {})",
+                m.kind(),
+                m.field(b'C').unwrap_or_default(),
+                m.field(b'M').unwrap_or_default()
+            ),
+            _ => m.kind().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits bytes into v3 messages as far as they frame; the rest is returned raw.
+pub fn frames(mut bytes: &[u8]) -> (Vec<Msg>, Vec<u8>) {
+    let mut out = Vec::new();
+    while bytes.len() >= 5 {
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if len < 4 || bytes.len() < 1 + len {
+            break;
+        }
+        out.push(Msg {
+            tag: bytes[0],
+            body: bytes[5..1 + len].to_vec(),
+        });
+        bytes = &bytes[1 + len..];
+    }
+    (out, bytes.to_vec())
 }
 
 fn frame(tag: Option<u8>, body: &[u8]) -> Vec<u8> {
