@@ -117,22 +117,19 @@ impl ClientStatements {
                     .position(|b| *b == 0)
                     .ok_or_else(|| malformed("Parse"))?;
                 let (query, types) = (&rest[..end], &rest[end + 1..]);
-                let rewritten = self.rewrite_sql(query, server, epoch, replies, out);
-                let rewritten_rest;
-                let (rest, changed) = match rewritten {
-                    Some(r) => {
+                let rewritten = self
+                    .rewrite_sql(query, server, epoch, replies, out)
+                    .map(|r| {
                         // Runs at the Execute of the portal bound to it.
                         if let Some((server_name, client_name)) = r.defines {
                             replies.defines_at_execute(server_name, client_name);
                         }
-                        rewritten_rest = [r.text.as_bytes(), &[0], types].concat();
-                        (&rewritten_rest[..], true)
-                    }
-                    None => (rest, false),
-                };
+                        [r.text.as_bytes(), &[0], types].concat()
+                    });
+                let rest = rewritten.as_deref().unwrap_or(rest);
                 if name.is_empty() {
                     replies.push(Expect::Parse(None));
-                    if !changed {
+                    if rewritten.is_none() {
                         return Ok(Outcome::Keep);
                     }
                     messages::parse(out, "", rest);

@@ -39,8 +39,30 @@ fn may_rewrite(sql: &[u8]) -> bool {
 }
 
 impl ClientStatements {
-    /// Rewrites `sql` (a query text, without its NUL) if it is `PREPARE` of a new name or `EXECUTE` of one of the client's
-    /// SQL statements, writing to `out` (with their replies) what the server needs first.
+    /// `sql` (a query text, without its NUL) as a statement this client's SQL names are
+    /// renamed in: `PREPARE` of a name not in use, or `EXECUTE` of one of its SQL statements.
+    fn renamed<'a>(&self, sql: &'a [u8]) -> Option<NamedStatement<'a>> {
+        if !may_rewrite(sql) {
+            return None;
+        }
+        let statement = named_statement(std::str::from_utf8(sql).ok()?)?;
+        let renamed = match &statement {
+            NamedStatement::Prepare { name, .. } => !self.map.contains_key(name),
+            NamedStatement::Execute { name, .. } => self.map.get(name).is_some_and(|n| n.stmt.sql),
+            _ => false,
+        };
+        renamed.then_some(statement)
+    }
+
+    /// Whether [`ClientStatements::rewrite_sql`] rewrites `sql`: then its `PREPARE` makes
+    /// only the pooler's shared statement, no state of the client's on the server.
+    pub fn renames(&self, sql: &[u8]) -> bool {
+        self.renamed(sql).is_some()
+    }
+
+    /// Rewrites `sql` (a query text, without its NUL) if it is `PREPARE` of a new name or
+    /// `EXECUTE` of one of the client's SQL statements, writing to `out` (with their
+    /// replies) what the server needs first.
     pub fn rewrite_sql(
         &mut self,
         sql: &[u8],
@@ -49,11 +71,8 @@ impl ClientStatements {
         replies: &mut Replies,
         out: &mut BytesMut,
     ) -> Option<Rewritten> {
-        if !may_rewrite(sql) {
-            return None;
-        }
-        match named_statement(std::str::from_utf8(sql).ok()?)? {
-            NamedStatement::Prepare { name, rest } if !self.map.contains_key(&name) => {
+        match self.renamed(sql)? {
+            NamedStatement::Prepare { name, rest } => {
                 let stmt = Arc::new(Statement::sql(rest));
                 Self::make_room(&stmt, server, (epoch, epoch), replies, out, true);
                 let client: Arc<str> = name.as_str().into();
@@ -65,7 +84,7 @@ impl ClientStatements {
                 })
             }
             NamedStatement::Execute { name, rest } => {
-                let named = self.map.get(&name).filter(|n| n.stmt.sql)?;
+                let named = self.map.get(&name)?;
                 let stmt = named.stmt.clone();
                 Self::ensure(&stmt, server, (epoch, named.epoch), replies, out);
                 Some(Rewritten {
@@ -78,23 +97,13 @@ impl ClientStatements {
         }
     }
 
-    /// Whether `sql` is one the pooler answers itself (see [`ClientStatements::answer_sql`]).
-    pub fn answers_sql(&self, sql: &str) -> bool {
-        match named_statement(sql) {
-            Some(NamedStatement::Deallocate(Some(name)))
-            | Some(NamedStatement::Prepare { name, .. }) => self.map.contains_key(&name),
-            _ => false,
-        }
-    }
-
-    /// Answers `DEALLOCATE name` of a statement the pooler manages for the client (the
-    /// server knows it under the pooler's name; it keeps it for other clients) and
-    /// `PREPARE` of a name in use, as PostgreSQL would: the command tag, or the error.
-    pub fn answer_sql(&mut self, sql: &str) -> Option<Result<&'static str, PgError>> {
+    /// What the pooler answers `sql` with itself, if it does: `DEALLOCATE name` of a
+    /// statement it manages for the client (Ok: the name to forget) or `PREPARE` of a name
+    /// in use (the error PostgreSQL gives).
+    fn own_answer(&self, sql: &str) -> Option<Result<String, PgError>> {
         match named_statement(sql)? {
             NamedStatement::Deallocate(Some(name)) if self.map.contains_key(&name) => {
-                self.map.remove(&name);
-                Some(Ok("DEALLOCATE"))
+                Some(Ok(name))
             }
             NamedStatement::Prepare { name, .. } if self.map.contains_key(&name) => {
                 Some(Err(PgError::error(
@@ -106,19 +115,20 @@ impl ClientStatements {
         }
     }
 
-    /// Whether [`ClientStatements::rewrite_sql`] rewrites `sql`: then its `PREPARE` makes
-    /// only the pooler's shared statement, no state of the client's on the server.
-    pub fn renames(&self, sql: &[u8]) -> bool {
-        if !may_rewrite(sql) {
-            return false;
-        }
-        match std::str::from_utf8(sql).ok().and_then(named_statement) {
-            Some(NamedStatement::Prepare { name, .. }) => !self.map.contains_key(&name),
-            Some(NamedStatement::Execute { name, .. }) => {
-                self.map.get(&name).is_some_and(|n| n.stmt.sql)
-            }
-            _ => false,
-        }
+    /// Whether `sql` is one the pooler answers itself (see [`ClientStatements::answer_sql`]).
+    pub fn answers_sql(&self, sql: &str) -> bool {
+        self.own_answer(sql).is_some()
+    }
+
+    /// Answers `DEALLOCATE name` of a statement the pooler manages for the client (the
+    /// server knows it under the pooler's name; it keeps it for other clients) and
+    /// `PREPARE` of a name in use, as PostgreSQL would: the command tag, or the error.
+    pub fn answer_sql(&mut self, sql: &str) -> Option<Result<&'static str, PgError>> {
+        let answer = self.own_answer(sql)?;
+        Some(answer.map(|name| {
+            self.map.remove(&name);
+            "DEALLOCATE"
+        }))
     }
 }
 

@@ -221,12 +221,18 @@ impl Client {
     }
 
     /// In `Rewrite` mode, the request at the start of the buffer is SQL the pooler answers
-    /// about the client's statements (see [`ClientStatements::answer_sql`]).
+    /// about the client's statements (see [`ClientStatements::answer_sql`]): whether it is
+    /// extended.
+    fn statement_sql_request(&self) -> Option<bool> {
+        if self.mode != Mode::Rewrite {
+            return None;
+        }
+        let (sql, extended) = self.named_request()?;
+        self.statements.answers_sql(sql).then_some(extended)
+    }
+
     pub(super) fn answers_statement_sql(&self) -> bool {
-        self.mode == Mode::Rewrite
-            && self
-                .named_request()
-                .is_some_and(|(sql, _)| self.statements.answers_sql(sql))
+        self.statement_sql_request().is_some()
     }
 
     /// Answers SQL `DEALLOCATE name` of a statement the pooler manages for the client (the
@@ -234,10 +240,7 @@ impl Client {
     /// PostgreSQL would, without a server. `status` is the client's transaction status.
     /// False (consuming nothing) for anything else.
     pub(super) async fn answer_statement_sql(&mut self, status: u8) -> Result<bool, ClientError> {
-        let Some((_, extended)) = self
-            .named_request()
-            .filter(|_| self.answers_statement_sql())
-        else {
+        let Some(extended) = self.statement_sql_request() else {
             return Ok(false);
         };
         self.read_request(extended).await?;

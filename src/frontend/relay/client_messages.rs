@@ -4,6 +4,25 @@
 
 use super::*;
 
+/// Puts `replacement` where the message at `start` (body of `len` bytes) was in what goes
+/// to the server: `out` gets the client's bytes before it (from `copied` on) and the
+/// replacement, and `copied` moves past the message.
+fn splice(
+    out: &mut BytesMut,
+    buf: &[u8],
+    copied: &mut usize,
+    (start, len): (usize, usize),
+    replacement: &mut BytesMut,
+) {
+    if out.capacity() == 0 {
+        out.reserve(buf.len() + 256);
+    }
+    out.extend_from_slice(&buf[*copied..start]);
+    out.extend_from_slice(replacement);
+    replacement.clear();
+    *copied = start + 5 + len;
+}
+
 /// A query text as on the wire, without its NUL.
 fn query_bytes(body: &[u8]) -> &[u8] {
     body.split(|b| *b == 0).next().unwrap_or_default()
@@ -87,26 +106,13 @@ impl Client {
                         ),
                         _ => None,
                     };
-                    if let Some(r) = rewritten {
-                        if let Some(e) = r.runs.and_then(|stmt| effects.of(&stmt.body, None)) {
-                            state::note(&mut flow.changed_settings, dirty, &e);
-                        }
-                        flow.replies.push(Expect::Query);
-                        if let Some((server_name, client_name)) = r.defines {
-                            flow.replies.push(Expect::Defines(server_name, client_name));
-                        }
-                        flow.query_started.get_or_insert_with(Instant::now);
-                        messages::query(&mut replacement, &[r.text.as_bytes()]);
-                        if out.capacity() == 0 {
-                            out.reserve(buf.len() + 256);
-                        }
-                        out.extend_from_slice(&buf[copied..start]);
-                        out.extend_from_slice(&replacement);
-                        replacement.clear();
-                        copied = start + 5 + body.map_or(0, <[u8]>::len);
-                        return;
-                    }
-                    if tracks_state {
+                    if let Some(e) = rewritten
+                        .as_ref()
+                        .and_then(|r| r.runs.as_ref())
+                        .and_then(|stmt| effects.of(&stmt.body, None))
+                    {
+                        state::note(&mut flow.changed_settings, dirty, &e);
+                    } else if tracks_state && rewritten.is_none() {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
                         let routed = routed_at(start);
                         match body.map(|b| (effects.of(b, routed), b)) {
@@ -128,6 +134,13 @@ impl Client {
                     }
                     flow.replies.push(Expect::Query);
                     flow.query_started.get_or_insert_with(Instant::now);
+                    if let (Some(r), Some(body)) = (rewritten, body) {
+                        if let Some((server_name, client_name)) = r.defines {
+                            flow.replies.push(Expect::Defines(server_name, client_name));
+                        }
+                        messages::query(&mut replacement, &[r.text.as_bytes()]);
+                        splice(&mut out, buf, &mut copied, (start, body.len()), &mut replacement);
+                    }
                 }
                 b'F' => {
                     flow.replies.push(Expect::FunctionCall);
@@ -197,13 +210,7 @@ impl Client {
                                     state::note(&mut flow.changed_settings, dirty, &e);
                                 }
                             }
-                            if out.capacity() == 0 {
-                                out.reserve(buf.len() + 256);
-                            }
-                            out.extend_from_slice(&buf[copied..start]);
-                            out.extend_from_slice(&replacement);
-                            replacement.clear();
-                            copied = start + 5 + body.len();
+                            splice(&mut out, buf, &mut copied, (start, body.len()), &mut replacement);
                         }
                         Err(e) => {
                             failure.get_or_insert(e);
