@@ -429,3 +429,43 @@ fn listen_notify_in_transaction_mode() {
         listeners()
     );
 }
+
+/// A client that listens but does not read never slows the others: its queue is bounded,
+/// what does not fit is dropped (and logged), another listener gets every notification,
+/// and the slow client's stream stays whole.
+#[test]
+fn a_client_that_does_not_read_its_notifications_blocks_no_one() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    let connect = || RawConn::connect(pooler.port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+    let (mut slow, mut reader, mut sender) = (connect(), connect(), connect());
+    for c in [&mut slow, &mut reader] {
+        c.simple_query("LISTEN compat_flood").expect("listen");
+    }
+    // About 32 MB: more than the slow client's socket buffers and its queue together.
+    const N: usize = 4000;
+    sender
+        .simple_query(&format!(
+            "SELECT pg_notify('compat_flood', i::text || repeat('x', 7900)) \
+             FROM generate_series(1, {N}) i"
+        ))
+        .expect("notify");
+    for i in 1..=N {
+        let (_, channel, payload) = notification(&mut reader, std::time::Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the reading client got {} of {N}", i - 1));
+        assert_eq!(channel, "compat_flood");
+        assert!(payload.starts_with(&format!("{i}x")), "in order: {i}");
+    }
+    // The slow client gets what fitted, whole, then its session goes on.
+    let mut got = 0;
+    while let Some((_, channel, _)) = notification(&mut slow, std::time::Duration::from_secs(2)) {
+        assert_eq!(channel, "compat_flood");
+        got += 1;
+    }
+    assert!(0 < got && got < N, "the slow client got {got} of {N}");
+    assert_eq!(select_one(&mut slow, "SELECT 1"), "1");
+    assert!(
+        pooler.logs().contains("notification dropped"),
+        "the overflow is logged"
+    );
+}
