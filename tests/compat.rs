@@ -469,3 +469,53 @@ fn a_client_that_does_not_read_its_notifications_blocks_no_one() {
         "the overflow is logged"
     );
 }
+
+/// A reported setting changed other ways than a plain SET — `SET LOCAL` in a transaction
+/// that commits, a function calling `set_config`, `RESET` — ends up for the client as it
+/// does directly, on every server its transactions get, while another client holds the
+/// other server every second round. PostgreSQL is the oracle.
+#[test]
+fn reported_settings_changed_any_way_follow_the_client_as_directly() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 2, ""));
+    cluster
+        .psql(
+            &cluster.primary,
+            DB,
+            "CREATE OR REPLACE FUNCTION compat_set_datestyle() RETURNS text LANGUAGE sql AS \
+             $$ SELECT set_config('DateStyle', 'Postgres, DMY', false) $$",
+        )
+        .expect("function");
+    let mut seen = Vec::new();
+    for port in [cluster.primary.port, pooler.port] {
+        let connect = || RawConn::connect(port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
+        let (mut a, mut b) = (connect(), connect());
+        let mut shown = Vec::new();
+        let steps = [
+            "SET DateStyle = 'SQL, DMY'",
+            "BEGIN; SET LOCAL DateStyle = 'German'; COMMIT",
+            "SELECT compat_set_datestyle()",
+            "RESET DateStyle",
+        ];
+        for step in steps {
+            a.simple_query(step).expect(step);
+            for round in 0..4 {
+                if round % 2 == 1 {
+                    b.simple_query("BEGIN; SELECT 1").expect("b begin");
+                }
+                shown.push(select_one(&mut a, "SHOW DateStyle"));
+                if round % 2 == 1 {
+                    b.simple_query("COMMIT").expect("b commit");
+                }
+                assert_eq!(select_one(&mut b, "SHOW DateStyle"), "ISO, MDY", "{step}");
+            }
+        }
+        seen.push(shown);
+    }
+    assert_eq!(seen[1], seen[0], "through the pooler as directly");
+    assert!(
+        seen[0].contains(&"Postgres, DMY".to_string()),
+        "{:?}",
+        seen[0]
+    );
+}
