@@ -86,20 +86,10 @@ pub fn config_toml(cluster: &Cluster, port: u16) -> String {
          pool_size = 5\n"
     );
     for (i, db) in SHARDS.iter().enumerate() {
-        let mut servers = vec![format!(
-            "[\"{}\", {}, \"primary\"]",
-            cluster.primary.host, cluster.primary.port
-        )];
-        servers.extend(
-            cluster
-                .replicas
-                .iter()
-                .map(|r| format!("[\"{}\", {}, \"replica\"]", r.host, r.port)),
-        );
         let _ = write!(
             toml,
-            "\n[pools.app.shards.{i}]\ndatabase = \"{db}\"\nservers = [{}]\n",
-            servers.join(", ")
+            "\n[pools.app.shards.{i}]\ndatabase = \"{db}\"\nservers = {}\n",
+            cluster.servers_toml()
         );
     }
     toml

@@ -6,8 +6,8 @@ mod support;
 
 use support::raw::{self, AuthKind, LoginError, RawConn};
 use support::{
-    free_port, general_toml, servers_toml, shared, stored_md5, Cluster, Pooler, DB, MD5_PASS,
-    MD5_USER, SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, shared, stored_md5, Cluster, Pooler, DB, MD5_PASS, MD5_USER,
+    SCRAM_PASS, SCRAM_USER,
 };
 
 /// Pools `app` (clients use SCRAM), `app_md5` (clients use MD5) and `app_trust` (no client
@@ -32,7 +32,7 @@ fn auth_config(cluster: &Cluster, port: u16) -> String {
         }
         toml.push_str(&format!(
             "\n[pools.{pool}.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
-            servers_toml(cluster)
+            cluster.servers_toml()
         ));
     }
     toml

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use support::raw::{AuthKind, LoginError, RawConn};
 use support::{
-    free_port, general_toml, private, psql_with, runtime, servers_toml, sqlstate, stored_md5,
-    Cluster, Pooler, DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, private, psql_with, runtime, sqlstate, stored_md5, Cluster, Pooler,
+    DB, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER,
 };
 
 const AUTH_USER: &str = "auth_user";
@@ -200,7 +200,7 @@ fn auth_config(
         }
         toml.push_str(&format!(
             "\n[pools.{pool}.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
-            servers_toml(cluster)
+            cluster.servers_toml()
         ));
     }
     assert_no_user_passwords(&toml);
@@ -356,11 +356,20 @@ fn every_client_logs_in(cluster: &Cluster, pooler: &Pooler, pool: &str) {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+/// A pooler with QUOTED_QUERY as auth_query in [general] and pool DB.
+fn quoted_query_pooler(cluster: &Cluster) -> Pooler {
+    Pooler::start(&auth_config(
+        cluster,
+        free_port(),
+        Some(QUOTED_QUERY),
+        &[(DB, None)],
+    ))
+}
+
 #[test]
 fn quoted_auth_query_in_general_logs_in_scram_md5_and_quote_users_without_configured_passwords() {
     let cluster = auth_cluster();
-    let toml = auth_config(cluster, free_port(), Some(QUOTED_QUERY), &[(DB, None)]);
-    let pooler = Pooler::start(&toml);
+    let pooler = quoted_query_pooler(cluster);
     // What the pooler runs on: no password for these users in its config file.
     let on_disk = std::fs::read_to_string(&pooler.config_path).expect("read config");
     assert_no_user_passwords(&on_disk);
@@ -390,12 +399,7 @@ fn bare_auth_query_in_the_pool_logs_in_scram_md5_and_quote_users() {
 #[test]
 fn concurrent_clients_get_several_server_connections_all_logged_in_by_the_pooler() {
     let cluster = auth_cluster();
-    let pooler = Pooler::start(&auth_config(
-        cluster,
-        free_port(),
-        Some(QUOTED_QUERY),
-        &[(DB, None)],
-    ));
+    let pooler = quoted_query_pooler(cluster);
     runtime().block_on(async {
         for (user, pass) in [(SCRAM_USER, SCRAM_PASS), (MD5_USER, MD5_PASS)] {
             // 8 logins at once (8 concurrent auth_query lookups).
@@ -502,12 +506,7 @@ fn concurrent_clients_get_several_server_connections_all_logged_in_by_the_pooler
 #[test]
 fn wrong_password_unknown_user_and_user_unknown_to_postgres_get_28p01() {
     let cluster = auth_cluster();
-    let pooler = Pooler::start(&auth_config(
-        cluster,
-        free_port(),
-        Some(QUOTED_QUERY),
-        &[(DB, None)],
-    ));
+    let pooler = quoted_query_pooler(cluster);
     let cases = [
         (SCRAM_USER, "not-the-password"),
         (MD5_USER, "not-the-password"),
@@ -650,7 +649,7 @@ fn a_password_changed_in_postgres_works_after_the_cache_refreshes() {
         "\n[pools.rot]\npool_mode = \"transaction\"\ndefault_role = \"primary\"\n\n\
          [pools.rot.users.0]\nusername = \"{USER}\"\npool_size = 2\n\n\
          [pools.rot.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
-        servers_toml(cluster)
+        cluster.servers_toml()
     ));
     assert!(!toml.contains("old_pass") && !toml.contains("new_pass"));
     let pooler = Pooler::start(&toml);

@@ -28,7 +28,7 @@ use support::failover::{
     one_check, port, port_of, private, query, reads_reach, serial, show_bans, start, stop, Failure,
     HUNG, INTERVAL_MS, MARGIN, READ, TIMEOUT_MS,
 };
-use support::{free_port, servers_toml, Cluster, Node, Pooler, DB, SCRAM_PASS, SCRAM_USER};
+use support::{free_port, Cluster, Node, Pooler, DB, SCRAM_PASS, SCRAM_USER};
 use tokio::task::JoinHandle;
 
 /// Thaws a frozen node when dropped, so a failing test never leaves a stopped postmaster
@@ -200,7 +200,7 @@ async fn replica_stopped_under_load_fails_only_in_flight_reads_is_banned_and_ret
         // Room for all 50 clients on one replica: reads must not spill over to the primary
         // because a replica's pool is full (that is not what this test is about).
         60,
-        &servers_toml(&cluster),
+        &cluster.servers_toml(),
     ));
 
     let t0 = Instant::now();
@@ -341,7 +341,7 @@ async fn frozen_replica_fails_the_read_in_flight_and_reads_move_to_the_primary()
         &health_keys(INTERVAL_MS, TIMEOUT_MS, 60),
         "",
         5,
-        &servers_toml(&cluster),
+        &cluster.servers_toml(),
     ));
 
     let fast = connect_app(&pooler).await;
@@ -456,7 +456,7 @@ async fn primary_restart_under_load_errors_only_while_down() {
         &health_keys(INTERVAL_MS, TIMEOUT_MS, 60),
         "",
         10,
-        &servers_toml(&cluster),
+        &cluster.servers_toml(),
     ));
 
     let t0 = Instant::now();

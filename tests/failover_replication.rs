@@ -20,7 +20,7 @@ use support::failover::{
     app_toml, blocking, connect_app, direct_psql, health_keys, ms, port, private, reads_reach,
     serial, stop, wait_caught_up, HUNG, INTERVAL_MS, MARGIN, READ, TIMEOUT_MS,
 };
-use support::{free_port, servers_toml, Cluster, Node, Pooler, DB, SCRAM_USER};
+use support::{free_port, Cluster, Node, Pooler, DB, SCRAM_USER};
 use tokio_postgres::Client;
 
 /// `servers` with every node listed as role "auto".
@@ -114,7 +114,7 @@ async fn lagging_replica_takes_no_reads_until_it_catches_up() {
         ),
         &format!("max_replica_lag_bytes = {MAX_LAG}\n"),
         5,
-        &servers_toml(&cluster),
+        &cluster.servers_toml(),
     ));
     let client = connect_app(&pooler).await;
 
@@ -297,7 +297,7 @@ async fn read_your_writes_sees_its_own_write_despite_a_paused_replica() {
             ),
             &format!("read_your_writes = {ryw}\n"),
             5,
-            &servers_toml(&cluster),
+            &cluster.servers_toml(),
         ))
     };
     let on = start(true);

@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::raw::{self, Msg, RawConn};
-use support::{
-    free_port, general_toml, private, servers_toml, tail, Cluster, Pooler, SCRAM_PASS, SCRAM_USER,
-};
+use support::{free_port, general_toml, private, tail, Cluster, Pooler, SCRAM_PASS, SCRAM_USER};
 
 /// Databases of the sharded transaction-mode pool (`tx`); the session pool uses the first.
 const SHARD_DBS: [&str; 2] = ["chaos0", "chaos1"];
@@ -33,7 +31,7 @@ const SHARD_DBS: [&str; 2] = ["chaos0", "chaos1"];
 fn fault_toml(cluster: &Cluster, port: u16, pool_size: u32, general_extra: &str) -> String {
     let mut toml = general_toml(port);
     toml.push_str(general_extra);
-    let servers = servers_toml(cluster);
+    let servers = cluster.servers_toml();
     toml.push_str(&format!(
         "\n[pools.tx]\npool_mode = \"transaction\"\ndefault_role = \"primary\"\n\
          [pools.tx.users.0]\nusername = \"{SCRAM_USER}\"\npassword = \"{SCRAM_PASS}\"\npool_size = {pool_size}\n"

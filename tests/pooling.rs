@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use support::{config, free_port, psql, run_client, shared, Pooler, DB, SCRAM_PASS, SCRAM_USER};
+use support::{config, free_port, pgbench, psql, shared, Pooler, DB, SCRAM_PASS, SCRAM_USER};
 
 #[test]
 fn psql_runs_queries_in_transaction_and_session_mode() {
@@ -49,24 +49,8 @@ fn pgbench_tables() {
     INIT.get_or_init(|| {
         let cluster = shared();
         let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 5, ""));
-        let out = run_client(
-            cluster,
-            "pgbench",
-            SCRAM_PASS,
-            &[
-                "-i",
-                "-s",
-                "1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pooler.port.to_string(),
-                "-U",
-                SCRAM_USER,
-                DB,
-            ],
-            Duration::from_secs(300),
-        );
+        let init = ["-i", "-s", "1"];
+        let out = pgbench(cluster, pooler.port, DB, &init, Duration::from_secs(300));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
@@ -98,30 +82,9 @@ fn pgbench_run(pool_mode: &str, pool_size: u32, protocol: &str) {
     let cluster = shared();
     let pooler = Pooler::start(&config(cluster, free_port(), pool_mode, pool_size, ""));
     let (clients, per_client) = (10, 200);
-    let out = run_client(
-        cluster,
-        "pgbench",
-        SCRAM_PASS,
-        &[
-            "-n",
-            "-M",
-            protocol,
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-t",
-            &per_client.to_string(),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pooler.port.to_string(),
-            "-U",
-            SCRAM_USER,
-            DB,
-        ],
-        Duration::from_secs(300),
-    );
+    let (c, t) = (clients.to_string(), per_client.to_string());
+    let args = ["-n", "-M", protocol, "-c", &c, "-j", "2", "-t", &t];
+    let out = pgbench(cluster, pooler.port, DB, &args, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let context = format!(
@@ -143,29 +106,17 @@ fn pgbench_run(pool_mode: &str, pool_size: u32, protocol: &str) {
 }
 
 #[test]
-fn pgbench_simple_protocol_in_transaction_mode_has_no_failures() {
-    pgbench_run("transaction", 5, "simple");
-}
-
-#[test]
-fn pgbench_extended_protocol_in_transaction_mode_has_no_failures() {
-    pgbench_run("transaction", 5, "extended");
-}
-
-#[test]
-fn pgbench_prepared_protocol_in_transaction_mode_has_no_failures() {
-    pgbench_run("transaction", 5, "prepared");
-}
-
-#[test]
-fn pgbench_simple_protocol_in_session_mode_has_no_failures() {
+fn pgbench_in_every_protocol_and_pooling_mode_has_no_failures() {
     // Session mode holds a server per client: as many servers as pgbench clients.
-    pgbench_run("session", 10, "simple");
-}
-
-#[test]
-fn pgbench_extended_protocol_in_session_mode_has_no_failures() {
-    pgbench_run("session", 10, "extended");
+    for (mode, pool_size, protocol) in [
+        ("transaction", 5, "simple"),
+        ("transaction", 5, "extended"),
+        ("transaction", 5, "prepared"),
+        ("session", 10, "simple"),
+        ("session", 10, "extended"),
+    ] {
+        pgbench_run(mode, pool_size, protocol);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

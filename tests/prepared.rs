@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use support::raw::{self, first_values, summary, Msg, RawConn};
 use support::{
-    create_database, free_port, one_row, pgbench_init, pgbench_report, pool_toml, run_client,
-    shared, tail, Pooler, Rng, DB, SCRAM_PASS, SCRAM_USER,
+    create_database, free_port, one_row, pgbench, pgbench_init, pgbench_report, pool_toml, shared,
+    tail, Pooler, Rng, DB, SCRAM_PASS, SCRAM_USER,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -74,16 +74,9 @@ fn pgbench_through_pool(database: &str, mode: &str, select_only: bool, per_clien
         })
     };
 
-    let port = pooler.port.to_string();
     let clients = CLIENTS.to_string();
     let transactions = per_client.to_string();
     let mut args = vec![
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-U",
-        SCRAM_USER,
         "-n",
         "-M",
         mode,
@@ -97,11 +90,10 @@ fn pgbench_through_pool(database: &str, mode: &str, select_only: bool, per_clien
     if select_only {
         args.push("-S");
     }
-    args.push(database);
-    let out = run_client(
+    let out = pgbench(
         cluster,
-        "pgbench",
-        SCRAM_PASS,
+        pooler.port,
+        database,
         &args,
         Duration::from_secs(300),
     );
@@ -150,24 +142,24 @@ fn pgbench_through_pool(database: &str, mode: &str, select_only: bool, per_clien
     );
 }
 
-#[test]
-fn pgbench_prepared_select_only_50_clients_over_5_servers() {
-    pgbench_through_pool("bench_prepared_s", "prepared", true, 100);
+/// One test per row (each its own database, so they run in parallel): name, database,
+/// protocol, select-only, transactions per client.
+macro_rules! pgbench_cases {
+    ($($name:ident: $database:literal, $mode:literal, $select_only:literal, $per_client:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                pgbench_through_pool($database, $mode, $select_only, $per_client);
+            }
+        )*
+    };
 }
 
-#[test]
-fn pgbench_prepared_tpcb_50_clients_over_5_servers() {
-    pgbench_through_pool("bench_prepared_tpcb", "prepared", false, 60);
-}
-
-#[test]
-fn pgbench_extended_tpcb_50_clients_over_5_servers() {
-    pgbench_through_pool("bench_extended", "extended", false, 60);
-}
-
-#[test]
-fn pgbench_simple_tpcb_50_clients_over_5_servers() {
-    pgbench_through_pool("bench_simple", "simple", false, 60);
+pgbench_cases! {
+    pgbench_prepared_select_only_50_clients_over_5_servers: "bench_prepared_s", "prepared", true, 100;
+    pgbench_prepared_tpcb_50_clients_over_5_servers: "bench_prepared_tpcb", "prepared", false, 60;
+    pgbench_extended_tpcb_50_clients_over_5_servers: "bench_extended", "extended", false, 60;
+    pgbench_simple_tpcb_50_clients_over_5_servers: "bench_simple", "simple", false, 60;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,6 +236,15 @@ async fn tokio_postgres_20_tasks_x_1000_prepared_queries_over_pool_of_3() {
             Ok::<u32, String>(1000)
         }));
     }
+    assert_eq!(checked_total(tasks, &pooler).await, 20_000);
+}
+
+/// The sum of what `tasks` checked; the first task's error fails the test, with the
+/// pooler's log.
+async fn checked_total(
+    tasks: Vec<tokio::task::JoinHandle<Result<u32, String>>>,
+    pooler: &Pooler,
+) -> u32 {
     let mut total = 0;
     for t in tasks {
         match t.await.expect("task panicked") {
@@ -251,7 +252,7 @@ async fn tokio_postgres_20_tasks_x_1000_prepared_queries_over_pool_of_3() {
             Err(e) => panic!("{e}\n--- pooler log (tail)\n{}", tail(&pooler.logs(), 40)),
         }
     }
-    assert_eq!(total, 20_000);
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,14 +309,7 @@ async fn tokio_postgres_cache_of_2_with_5_statements_per_task_evicts_and_stays_c
             Ok::<u32, String>(300)
         }));
     }
-    let mut total = 0;
-    for t in tasks {
-        match t.await.expect("task panicked") {
-            Ok(n) => total += n,
-            Err(e) => panic!("{e}\n--- pooler log (tail)\n{}", tail(&pooler.logs(), 40)),
-        }
-    }
-    assert_eq!(total, 6000);
+    assert_eq!(checked_total(tasks, &pooler).await, 6000);
     // The cache really is bounded: no server holds more than 2 of the pooler's statements.
     // pg_prepared_statements is per session: look through the pooler, at each server in turn.
     let client = pooler

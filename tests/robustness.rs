@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use support::raw::{self, brief as describe, frames, LoginError, Msg, RawConn};
 use support::{
-    create_database, free_port, pgbench_init, pgbench_report, primary_pool_toml, run_client,
-    runtime, shared, tail, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER,
+    create_database, free_port, pgbench, pgbench_init, pgbench_report, primary_pool_toml, runtime,
+    shared, tail, wait_until, Pooler, DB, SCRAM_PASS, SCRAM_USER,
 };
 
 /// The tests here measure timing: one at a time.
@@ -172,32 +172,9 @@ fn silent_clients_closed_by_client_login_timeout_while_pgbench_runs_clean() {
 
     // pgbench alongside: it logs in while the 1,000 are pending and runs while they expire.
     let bench = {
-        let port = port.to_string();
         std::thread::spawn(move || {
-            let cluster = shared();
-            run_client(
-                cluster,
-                "pgbench",
-                SCRAM_PASS,
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    SCRAM_USER,
-                    "-n",
-                    "-c",
-                    "10",
-                    "-j",
-                    "2",
-                    "-T",
-                    "5",
-                    "-S",
-                    BENCH_DB,
-                ],
-                Duration::from_secs(120),
-            )
+            let args = ["-n", "-c", "10", "-j", "2", "-T", "5", "-S"];
+            pgbench(shared(), port, BENCH_DB, &args, Duration::from_secs(120))
         })
     };
 

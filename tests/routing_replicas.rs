@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use support::routing::{exec, shared_with_fixture, value};
 use support::{
-    free_port, general_toml, rows, run_client, servers_toml, try_rows, Cluster, Pooler, DB,
-    SCRAM_PASS, SCRAM_USER,
+    free_port, general_toml, rows, run_client, try_rows, Cluster, Pooler, DB, SCRAM_PASS,
+    SCRAM_USER,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -57,7 +57,7 @@ fn app_toml(cluster: &Cluster, port: u16, extra_pool: &str, pool_size: u32) -> S
          \n[pools.{DB}.shards.0]\n\
          database = \"{DB}\"\n\
          servers = {}\n",
-        servers_toml(cluster)
+        cluster.servers_toml()
     ));
     toml
 }

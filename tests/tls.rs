@@ -92,64 +92,62 @@ fn check_psql(cluster: &Cluster, pooler: &Pooler, conninfo: &str, password: &str
 // Client side
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn client_tls_sslmode_require_and_verify_full_connect_through_the_pooler() {
-    let cluster = shared();
-    let pooler = Pooler::start(&client_tls_config(cluster, free_port(), ""));
-
-    // sslmode=require: TLS or nothing, so a connection at all proves the pooler said 'S'.
+/// TLS clients get in through `pooler`: both users with sslmode=require, SCRAM with prefer
+/// and verify-full (the chain to the test CA, the host name `localhost` in the SAN), and
+/// the admin database over TLS.
+fn tls_clients_get_in(cluster: &Cluster, pooler: &Pooler) {
     for (user, pass) in [(SCRAM_USER, SCRAM_PASS), (MD5_USER, MD5_PASS)] {
-        check_psql(
-            cluster,
-            &pooler,
-            &via_pooler(&pooler, user, DB, "sslmode=require"),
-            pass,
-            true,
-        );
+        let conninfo = via_pooler(pooler, user, DB, "sslmode=require");
+        check_psql(cluster, pooler, &conninfo, pass, true);
     }
-
-    // verify-full: the chain to the test CA and the host name `localhost` (in the SAN).
-    let verify_full = format!(
-        "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} dbname={DB} \
-         sslmode=verify-full sslrootcert={}",
-        pooler.port,
-        fixture("ca.pem")
-    );
-    check_psql(cluster, &pooler, &verify_full, SCRAM_PASS, true);
-
-    // The same against an unrelated CA fails: the pooler presents the configured certificate.
-    let wrong_ca = format!(
-        "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} dbname={DB} \
-         sslmode=verify-full sslrootcert={}",
-        pooler.port,
-        fixture("wrong-ca.pem")
-    );
-    let err = psql_with(cluster, &wrong_ca, SCRAM_PASS, &["SELECT 1"])
-        .expect_err("verify-full against the wrong CA must fail");
-    assert!(
-        err.to_ascii_lowercase().contains("certificate"),
-        "the failure names the certificate: {err}"
-    );
-
-    // sslmode=prefer (libpq's default) uses TLS when the pooler offers it.
+    let prefer = via_pooler(pooler, SCRAM_USER, DB, "sslmode=prefer");
+    check_psql(cluster, pooler, &prefer, SCRAM_PASS, true);
     check_psql(
         cluster,
-        &pooler,
-        &via_pooler(&pooler, SCRAM_USER, DB, "sslmode=prefer"),
+        pooler,
+        &verify_full(pooler, "ca.pem"),
         SCRAM_PASS,
         true,
     );
-
-    // The admin database over TLS.
     let out = psql_with(
         cluster,
-        &via_pooler(&pooler, "admin", ADMIN_DB, "sslmode=require"),
+        &via_pooler(pooler, "admin", ADMIN_DB, "sslmode=require"),
         "admin",
         &["\\conninfo", "SHOW POOLS"],
     )
     .unwrap_or_else(|e| panic!("admin over TLS: {e}\n{}", pooler.logs()));
     assert!(ssl_in_use(&out), "admin over TLS, \\conninfo:\n{out}");
     assert!(out.contains(DB), "SHOW POOLS lists pool {DB}:\n{out}");
+}
+
+/// A conninfo for SCRAM_USER through `pooler` with sslmode=verify-full against `ca`.
+fn verify_full(pooler: &Pooler, ca: &str) -> String {
+    format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} dbname={DB} \
+         sslmode=verify-full sslrootcert={}",
+        pooler.port,
+        fixture(ca)
+    )
+}
+
+#[test]
+fn client_tls_sslmode_require_and_verify_full_connect_through_the_pooler() {
+    let cluster = shared();
+    let pooler = Pooler::start(&client_tls_config(cluster, free_port(), ""));
+
+    // sslmode=require: TLS or nothing, so a connection at all proves the pooler said 'S';
+    // verify-full checks the chain to the test CA and the host name `localhost` (in the
+    // SAN); prefer (libpq's default) uses TLS when the pooler offers it; the admin database.
+    tls_clients_get_in(cluster, &pooler);
+
+    // The same against an unrelated CA fails: the pooler presents the configured certificate.
+    let wrong_ca = verify_full(&pooler, "wrong-ca.pem");
+    let err = psql_with(cluster, &wrong_ca, SCRAM_PASS, &["SELECT 1"])
+        .expect_err("verify-full against the wrong CA must fail");
+    assert!(
+        err.to_ascii_lowercase().contains("certificate"),
+        "the failure names the certificate: {err}"
+    );
 
     // Still a working pooler for a plain client (tls_client_required is off).
     check_psql(
@@ -234,42 +232,7 @@ fn tls_client_required_refuses_plain_clients_with_28000_and_accepts_tls_ones() {
     });
 
     // TLS clients get in: require, prefer, verify-full; pool and admin.
-    for (user, pass) in [(SCRAM_USER, SCRAM_PASS), (MD5_USER, MD5_PASS)] {
-        check_psql(
-            cluster,
-            &pooler,
-            &via_pooler(&pooler, user, DB, "sslmode=require"),
-            pass,
-            true,
-        );
-    }
-    check_psql(
-        cluster,
-        &pooler,
-        &via_pooler(&pooler, SCRAM_USER, DB, "sslmode=prefer"),
-        SCRAM_PASS,
-        true,
-    );
-    let verify_full = format!(
-        "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} dbname={DB} \
-         sslmode=verify-full sslrootcert={}",
-        pooler.port,
-        fixture("ca.pem")
-    );
-    check_psql(cluster, &pooler, &verify_full, SCRAM_PASS, true);
-    let out = psql_with(
-        cluster,
-        &via_pooler(&pooler, "admin", ADMIN_DB, "sslmode=require"),
-        "admin",
-        &["SHOW POOLS"],
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "admin over TLS with tls_client_required: {e}\n{}",
-            pooler.logs()
-        )
-    });
-    assert!(out.contains(DB), "SHOW POOLS lists pool {DB}:\n{out}");
+    tls_clients_get_in(cluster, &pooler);
 }
 
 #[test]

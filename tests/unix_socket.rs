@@ -167,13 +167,18 @@ fn psql_connects_through_the_unix_socket_and_the_socket_is_removed_at_sigterm() 
         "TCP beside the socket"
     );
 
+    stops_and_removes_the_socket(&pooler, &socket, libc::SIGTERM);
+}
+
+/// `signal` stops the pooler within 10 s, and its socket file is gone then.
+fn stops_and_removes_the_socket(pooler: &Pooler, socket: &Path, signal: libc::c_int) {
     assert!(
-        stop_pooler(&pooler, libc::SIGTERM, Duration::from_secs(10)),
-        "the pooler exits on SIGTERM:\n{}",
+        stop_pooler(pooler, signal, Duration::from_secs(10)),
+        "the pooler exits on signal {signal}:\n{}",
         pooler.logs()
     );
     assert!(
-        !socket.exists() && !is_socket(&socket),
+        !socket.exists() && !is_socket(socket),
         "{} is removed at shutdown:\n{}",
         socket.display(),
         pooler.logs()
@@ -198,15 +203,5 @@ fn the_socket_is_removed_after_a_sigint_drain() {
     .unwrap_or_else(|e| panic!("psql over the Unix socket: {e}\n{}", pooler.logs()));
     assert_eq!(out, "1");
     // No client left: the drain (shutdown_timeout = 1000 in the test config) ends at once.
-    assert!(
-        stop_pooler(&pooler, libc::SIGINT, Duration::from_secs(10)),
-        "the pooler exits after SIGINT:\n{}",
-        pooler.logs()
-    );
-    assert!(
-        !socket.exists() && !is_socket(&socket),
-        "{} is removed at shutdown:\n{}",
-        socket.display(),
-        pooler.logs()
-    );
+    stops_and_removes_the_socket(&pooler, &socket, libc::SIGINT);
 }

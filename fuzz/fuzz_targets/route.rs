@@ -12,6 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pgcat_parser::variants::{bump_digits, swap_strings};
 use pgcat_parser::{
     bind_param_as_i64, classify, find_keys, parse_command, resolve_keys, route, shard_for_key,
     Analysis, AnalysisCache, Command, CommentHints, Hint, KeyColumn, KeyValue, PoolRouting,
@@ -287,41 +288,6 @@ fn cache_agrees(sql: &str, key: Option<&KeyColumn>, max_length: Option<usize>, f
         );
         assert_eq!(cached.keys, fresh.keys, "cached keys differ from a fresh parse");
     }
-}
-
-/// `sql` with digits changed (0..8 → +1), outside quotes only or everywhere.
-fn bump_digits(sql: &str, inside_quotes: bool) -> String {
-    let mut quoted = None;
-    sql.chars()
-        .map(|c| match (quoted, c) {
-            (None, '\'' | '"') => {
-                quoted = Some(c);
-                c
-            }
-            (Some(q), c) if c == q => {
-                quoted = None;
-                c
-            }
-            (q, '0'..='8') if q.is_none() || inside_quotes => char::from(c as u8 + 1),
-            _ => c,
-        })
-        .collect()
-}
-
-/// `sql` with the text inside single quotes changed (same length, letters shifted).
-fn swap_strings(sql: &str) -> String {
-    let mut quoted = false;
-    sql.chars()
-        .map(|c| match c {
-            '\'' => {
-                quoted = !quoted;
-                c
-            }
-            'a'..='y' if quoted => char::from(c as u8 + 1),
-            'z' if quoted => 'a',
-            _ => c,
-        })
-        .collect()
 }
 
 /// Bind parameters from the control bytes: `flags len bytes…` repeated; flags bit 0 =

@@ -20,6 +20,8 @@ pub mod route;
 pub mod session;
 pub mod shape;
 pub mod shard_key;
+#[doc(hidden)]
+pub mod variants;
 
 pub use cache::{Analysis, AnalysisCache};
 pub use classify::{classify, classify_parsed, Classification};

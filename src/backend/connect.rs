@@ -89,21 +89,10 @@ pub async fn connect_as(
             })?,
         None => Stream::Tcp(stream),
     };
-    let mut conn = ServerConn {
-        stream,
-        buf: BytesMut::with_capacity(8192),
-        addr: addr.clone(),
-        cancel: Arc::new(CancelKey {
-            addr,
-            pid: 0,
-            secret: Vec::new(),
-        }),
-        params: Vec::new(),
-        applied: Vec::new(),
-        dirty: super::Dirty::default(),
-        statements: None,
-        stats: None,
-    };
+    let mut conn = ServerConn::new(
+        super::ServerIo::new(stream, addr.clone()),
+        super::ServerSession::new(addr),
+    );
     conn.write_all(&startup_message(
         &target.user,
         &target.database,
@@ -118,7 +107,7 @@ pub async fn connect_as(
                 let step = login
                     .on_request(&body, &target.user, target.secret.get().as_ref())
                     .map_err(|source| BackendError::Auth {
-                        addr: conn.addr.to_string(),
+                        addr: conn.session().addr().to_string(),
                         source,
                     })?;
                 if let Step::Send(payload) = step {
@@ -129,16 +118,15 @@ pub async fn connect_as(
                     conn.write_all(&msg).await?;
                 }
             }
-            b'S' => conn.note_parameter(&body),
+            b'S' => conn.session_mut().note_parameter(&body),
             b'K' if body.len() >= 8 => {
-                // Not shared yet: make_mut changes it in place.
-                let key = Arc::make_mut(&mut conn.cancel);
+                let key = conn.session_mut().cancel_key_mut();
                 key.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                 key.secret = body[4..].to_vec();
             }
             b'E' => {
                 return Err(BackendError::Login {
-                    addr: conn.addr.to_string(),
+                    addr: conn.session().addr().to_string(),
                     error: PgError::from_fields(&body),
                 })
             }

@@ -268,7 +268,7 @@ pub async fn login(
     match &bound {
         // The server's own values, for the client's parameters it has applied.
         Some(server) => {
-            for (name, value) in params::reported(&server.params, &[], &[]) {
+            for (name, value) in params::reported(server.session().params(), &[], &[]) {
                 messages::parameter_status(&mut out, name, value);
             }
         }
@@ -286,7 +286,9 @@ pub async fn login(
         pool.username.clone(),
         application_name,
         tag.peer,
-        bound.as_ref().map(|server| server.cancel.pid),
+        bound
+            .as_ref()
+            .map(|server| server.session().cancel_key().pid),
     );
     messages::backend_key_data(&mut out, info.pid, info.secret);
     messages::ready_for_query(&mut out, b'I');

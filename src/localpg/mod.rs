@@ -188,6 +188,16 @@ impl Cluster {
     }
 
     /// Every node: the primary first, then the replicas.
+    /// The cluster as a pgcat.toml `servers` array: the primary, then the replicas.
+    pub fn servers_toml(&self) -> String {
+        let replicas = self.replicas.iter().map(|r| (r, "replica"));
+        let servers: Vec<String> = std::iter::once((&self.primary, "primary"))
+            .chain(replicas)
+            .map(|(n, role)| format!("[\"{}\", {}, \"{role}\"]", n.host, n.port))
+            .collect();
+        format!("[{}]", servers.join(", "))
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         std::iter::once(&self.primary).chain(&self.replicas)
     }

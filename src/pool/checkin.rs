@@ -7,20 +7,17 @@ use deadpool::managed::Object;
 use super::Server;
 use crate::backend::Dirty;
 use crate::config::PoolMode;
-use crate::stats::ServerState;
 
 /// Returns a server to its pool: reset first if its session state changed (always in
 /// session mode); closed if the reset fails.
 pub async fn checkin(mut server: Server, mode: PoolMode) {
-    if let Some(stats) = &server.stats {
-        stats.info.set_state(ServerState::Idle);
-    }
+    server.session().count_checkin();
     if mode == PoolMode::Session {
-        server.dirty = Dirty::all();
+        *server.session_mut().dirty_mut() = Dirty::all();
     }
-    if server.dirty.any() {
+    if server.session().dirty().any() {
         if let Err(e) = server.reset().await {
-            tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing the connection");
+            tracing::warn!(server = %server.session().addr(), error = %e, "server reset failed; closing the connection");
             drop(Object::take(server));
         }
     }
@@ -31,7 +28,7 @@ pub async fn checkin(mut server: Server, mode: PoolMode) {
 /// cancelled and closed (its state is unknown).
 pub async fn abandon(mut server: Server, status: u8, clean: bool, mode: PoolMode) {
     if !clean {
-        let key = server.cancel.clone();
+        let key = server.session().cancel_key().clone();
         drop(Object::take(server));
         tokio::spawn(async move {
             let _ = crate::backend::cancel(&key).await;
@@ -40,7 +37,7 @@ pub async fn abandon(mut server: Server, status: u8, clean: bool, mode: PoolMode
     }
     if status != b'I' {
         if let Err(e) = server.execute("ROLLBACK").await {
-            tracing::warn!(server = %server.addr, error = %e, "rollback of an abandoned transaction failed; closing the connection");
+            tracing::warn!(server = %server.session().addr(), error = %e, "rollback of an abandoned transaction failed; closing the connection");
             drop(Object::take(server));
             return;
         }

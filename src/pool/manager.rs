@@ -37,14 +37,10 @@ impl managed::Manager for Manager {
         // Connecting is a large future (TLS, authentication): boxed, so the checkout
         // future that embeds this one stays small.
         let mut conn = Box::new(Box::pin(backend::connect(&self.target, &self.tcp)).await?);
-        conn.statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
-        conn.stats = Some(ServerStats {
-            counters: self.counters.clone(),
-            health: self.health.clone(),
-            info: self
-                .registry
-                .server(&self.pool_name, &self.target.user, &self.target.addr()),
-        });
+        let statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
+        let info = (self.registry).server(&self.pool_name, &self.target.user, &self.target.addr());
+        let stats = ServerStats::new(self.counters.clone(), info, self.health.clone());
+        conn.session_mut().pooled(stats, statements);
         Ok(conn)
     }
 

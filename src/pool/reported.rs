@@ -38,7 +38,7 @@ impl UserPool {
             .defaults
             .get_or_try_init(|| async {
                 let conn = self.checkout(Route::default()).await?;
-                Ok::<_, PgError>(conn.params.clone())
+                Ok::<_, PgError>(conn.session().params().to_vec())
             })
             .await
             .map(Vec::as_slice)
@@ -75,7 +75,8 @@ impl UserPool {
             .iter()
             .filter_map(|(name, _)| {
                 server
-                    .params
+                    .session()
+                    .params()
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
                     .cloned()

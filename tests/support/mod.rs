@@ -109,21 +109,6 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// The `servers = [...]` array for shard 0: the primary, then the replicas.
-pub fn servers_toml(cluster: &Cluster) -> String {
-    let mut servers = vec![format!(
-        "[\"{}\", {}, \"primary\"]",
-        cluster.primary.host, cluster.primary.port
-    )];
-    servers.extend(
-        cluster
-            .replicas
-            .iter()
-            .map(|r| format!("[\"{}\", {}, \"replica\"]", r.host, r.port)),
-    );
-    format!("[{}]", servers.join(", "))
-}
-
 /// The `[general]` section tests use: 127.0.0.1:`port`, admin/admin, a 10 s checkout timeout.
 pub fn general_toml(port: u16) -> String {
     format!(
@@ -161,7 +146,7 @@ pub fn config(
     }
     toml.push_str(&format!(
         "\n[pools.{DB}.shards.0]\ndatabase = \"{DB}\"\nservers = {}\n",
-        servers_toml(cluster)
+        cluster.servers_toml()
     ));
     toml
 }
@@ -359,6 +344,22 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_owned())
 }
 
+/// Runs pgbench as SCRAM_USER on `database` at 127.0.0.1:`port` (the pooler, or a server),
+/// with `args` (what to run: `-i`, `-c`, `-t`, `-M` …) before the connection options.
+#[allow(dead_code)]
+pub fn pgbench(
+    cluster: &Cluster,
+    port: u16,
+    database: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Output {
+    let port = port.to_string();
+    let mut all = args.to_vec();
+    all.extend(["-h", "127.0.0.1", "-p", &port, "-U", SCRAM_USER, database]);
+    run_client(cluster, "pgbench", SCRAM_PASS, &all, limit)
+}
+
 /// Runs a client program from PostgreSQL's bin dir (psql, pgbench) with a clean libpq
 /// environment plus `PGPASSWORD`, bounded by `limit`.
 pub fn run_client(
@@ -434,31 +435,7 @@ pub fn psql(
         "host=127.0.0.1 port={} user={user} dbname={DB}",
         pooler.port
     );
-    let out = run_client(
-        cluster,
-        "psql",
-        password,
-        &[
-            &conninfo,
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ],
-        Duration::from_secs(60),
-    );
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    psql_with(cluster, &conninfo, password, &[sql])
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes; returns the last result.
@@ -733,23 +710,12 @@ pub fn create_database(cluster: &Cluster, name: &str) {
 
 /// `pgbench -i -q -s 1` of `database`, directly on the primary as scram_user (its owner).
 pub fn pgbench_init(cluster: &Cluster, database: &str) {
-    let init = run_client(
+    let args = ["-i", "-q", "-s", "1"];
+    let init = pgbench(
         cluster,
-        "pgbench",
-        SCRAM_PASS,
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            &cluster.primary.host,
-            "-p",
-            &cluster.primary.port.to_string(),
-            "-U",
-            SCRAM_USER,
-            database,
-        ],
+        cluster.primary.port,
+        database,
+        &args,
         Duration::from_secs(180),
     );
     assert!(

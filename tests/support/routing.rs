@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use tokio_postgres::Client;
 
-use super::{free_port, general_toml, rows, servers_toml, shared, sqlstate, Cluster, Pooler};
+use super::{free_port, general_toml, rows, shared, sqlstate, Cluster, Pooler};
 
 /// The pool name clients connect to, as in PgCat's sample config and suite.
 pub const POOL: &str = "sharded_db";
@@ -78,7 +78,7 @@ pub fn sharded_toml(
     for shard in 0..SHARDS {
         toml.push_str(&format!(
             "\n[pools.{POOL}.shards.{shard}]\ndatabase = \"shard{shard}\"\nservers = {}\n",
-            servers_toml(cluster)
+            cluster.servers_toml()
         ));
     }
     toml

@@ -82,9 +82,8 @@ impl Client {
         let mode = self.mode;
         let statements = &mut self.statements;
         let buf = &self.buf;
-        let server_statements = &mut server.statements;
         let epoch = self.session.pool.schema_epoch.get();
-        let dirty = &mut server.dirty;
+        let session = server.session_mut();
         let effects = state::Effects::new(&self.session.pool.router);
         let tracks_state = mode != Mode::PassThrough;
         let scanned = self.scanner.scan(
@@ -96,7 +95,7 @@ impl Client {
                 match tag {
                 b'Q' => {
                     // SQL PREPARE/EXECUTE of the client's statements, renamed.
-                    let rewritten = match (mode, body, server_statements.as_mut()) {
+                    let rewritten = match (mode, body, session.statements_mut()) {
                         (Mode::Rewrite, Some(b), Some(server)) => statements.rewrite_sql(
                             query_bytes(b),
                             server,
@@ -111,12 +110,12 @@ impl Client {
                         .and_then(|r| r.runs.as_ref())
                         .and_then(|stmt| effects.of(&stmt.body, None))
                     {
-                        state::note(&mut flow.changed_settings, dirty, &e);
+                        state::note(&mut flow.changed_settings, session.dirty_mut(), &e);
                     } else if tracks_state && rewritten.is_none() {
                         let idle = flow.replies.is_empty() && flow.status == b'I';
                         let routed = routed_at(start);
                         match body.map(|b| (effects.of(b, routed), b)) {
-                            None => *dirty = Dirty::all(),
+                            None => *session.dirty_mut() = Dirty::all(),
                             Some((None, _)) => {}
                             // A plain SET outside a transaction: kept once it succeeds.
                             Some((Some(e), t))
@@ -128,7 +127,7 @@ impl Client {
                                 flow.remember = Some(e);
                             }
                             Some((Some(e), _)) => {
-                                state::note(&mut flow.changed_settings, dirty, &e);
+                                state::note(&mut flow.changed_settings, session.dirty_mut(), &e);
                             }
                         }
                     }
@@ -148,7 +147,7 @@ impl Client {
                 }
                 b'S' => {
                     flow.replies.push_sync(|server_name, client_name| {
-                        if let Some(server) = server_statements.as_mut() {
+                        if let Some(server) = session.statements_mut() {
                             server.forget(server_name);
                         }
                         statements.undefine(client_name);
@@ -177,7 +176,7 @@ impl Client {
                         if let Ok((name, rest)) = crate::wire::startup::cstr(body) {
                             // Cache off: the client's own statement names stay on the server.
                             if mode == Mode::Pin && !name.is_empty() {
-                                dirty.prepared = true;
+                                session.dirty_mut().prepared = true;
                             }
                             // A renamed SQL PREPARE leaves no state of the client's.
                             let renamed = mode == Mode::Rewrite
@@ -185,7 +184,7 @@ impl Client {
                             if let Some(e) =
                                 effects.of(rest, routed_at(start)).filter(|_| !renamed)
                             {
-                                state::note(&mut flow.changed_settings, dirty, &e);
+                                state::note(&mut flow.changed_settings, session.dirty_mut(), &e);
                             }
                         }
                     }
@@ -198,7 +197,7 @@ impl Client {
                         mode,
                         tag,
                         body,
-                        server_statements.as_mut(),
+                        session.statements_mut(),
                         epoch,
                         &mut flow.replies,
                         &mut replacement,
@@ -207,7 +206,7 @@ impl Client {
                         Ok(outcome) => {
                             if let Outcome::Runs(stmt) = outcome {
                                 if let Some(e) = effects.of(&stmt.body, None) {
-                                    state::note(&mut flow.changed_settings, dirty, &e);
+                                    state::note(&mut flow.changed_settings, session.dirty_mut(), &e);
                                 }
                             }
                             splice(&mut out, buf, &mut copied, (start, body.len()), &mut replacement);
@@ -236,10 +235,7 @@ impl Client {
         if let Some(tag) = last {
             self.request_boundary = matches!(tag, b'Q' | b'S');
         }
-        if let Some(stats) = &server.stats {
-            stats.counters.bytes(n as u64, 0);
-            stats.info.bytes_sent.fetch_add(n as u64, Relaxed);
-        }
+        server.session().count_sent(n);
         let send = terminate_at.unwrap_or(n);
         let bytes: &[u8] = if copied == 0 {
             &self.buf[..send]
@@ -249,17 +245,13 @@ impl Client {
         };
         // Usually the socket takes it all at once; what it does not take is written while
         // the server's replies keep flowing (see `drain_to_server`).
-        let written = match server.stream.try_write(bytes) {
+        let written = match server.io().try_write(bytes) {
             Ok(w) => w,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(source) => {
-                let addr = server.addr.to_string();
-                return Some(End::ServerGone(BackendError::Io { addr, source }));
-            }
+            Err(e) => return Some(End::ServerGone(server.io().lost(e))),
         };
         let rest = (written < bytes.len()).then(|| BytesMut::from(&bytes[written..]));
         self.buf.advance(n);
-        if rest.is_some() || server.stream.wants_flush() {
+        if rest.is_some() || server.io().wants_flush() {
             let rest = rest.unwrap_or_default();
             if let Some(end) = self.drain_to_server(server, flow, server_scan, rest).await {
                 return Some(end);
@@ -287,50 +279,17 @@ impl Client {
         scan: &mut Scanner,
         mut rest: BytesMut,
     ) -> Option<End> {
-        let gone = |server: &ServerConn, source| {
-            End::ServerGone(BackendError::Io {
-                addr: server.addr.to_string(),
-                source,
-            })
-        };
-        while !rest.is_empty() || server.stream.wants_flush() {
-            crate::net::make_room(&mut server.buf);
-            // Both directions polled with this task's waker: whichever moves first wakes it
-            // (through TLS too, where socket readiness says little about rustls' buffers).
-            let (stream, buf) = (&mut server.stream, &mut server.buf);
-            let (wrote, read) = std::future::poll_fn(|cx| {
-                let wrote = if rest.is_empty() {
-                    Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| 0)
-                } else {
-                    Pin::new(&mut *stream).poll_write(cx, &rest)
-                };
-                let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
-                if wrote.is_pending() && read.is_pending() {
-                    return Poll::Pending;
-                }
-                Poll::Ready((wrote, read))
-            })
-            .await;
-            match wrote {
-                Poll::Ready(Ok(0)) if !rest.is_empty() => {
-                    return Some(gone(server, std::io::ErrorKind::WriteZero.into()))
-                }
-                Poll::Ready(Ok(w)) => rest.advance(w),
-                Poll::Ready(Err(e)) => return Some(gone(server, e)),
-                Poll::Pending => {}
-            }
-            match read {
-                Poll::Ready(Ok(0)) => {
-                    let addr = server.addr.to_string();
-                    return Some(End::ServerGone(BackendError::Closed { addr }));
-                }
-                Poll::Ready(Ok(_)) => {
-                    if let Some(end) = self.forward_server(server, flow, scan).await {
-                        return Some(end);
+        while !rest.is_empty() || server.io().wants_flush() {
+            match server.io().write_or_read(&rest).await {
+                Err(e) => return Some(End::ServerGone(e)),
+                Ok((written, read)) => {
+                    rest.advance(written);
+                    if read {
+                        if let Some(end) = self.forward_server(server, flow, scan).await {
+                            return Some(end);
+                        }
                     }
                 }
-                Poll::Ready(Err(e)) => return Some(gone(server, e)),
-                Poll::Pending => {}
             }
         }
         None

@@ -13,7 +13,7 @@ impl Client {
         server_scan: &mut Scanner,
     ) -> End {
         // A ban of the address raises BANNED on the clients relaying there.
-        let address = server.stats.as_ref().map_or(0, |s| s.health.id);
+        let address = server.session().health_id();
         self.session.info.interrupt.relay_to(address);
         let end = self.relay_until(server, flow, server_scan).await;
         self.session.info.interrupt.relay_to(0);
@@ -37,7 +37,7 @@ impl Client {
                 && settled
                 && !(self.mode == Mode::Pin && self.statements.pins())
                 && flow.status == b'I'
-                && server.buf.is_empty()
+                && server.io().received().is_empty()
                 && server_scan.at_boundary()
             {
                 if !self.pinned_by(server) {
@@ -56,7 +56,6 @@ impl Client {
                 continue;
             }
             crate::net::make_room(&mut self.buf);
-            crate::net::make_room(&mut server.buf);
             // A client idle inside a transaction holds a server: bounded by
             // idle_client_in_transaction_timeout.
             let idle_limit = (settled && flow.status != b'I' && idle_in_transaction > 0)
@@ -80,13 +79,13 @@ impl Client {
                     }
                     // The address was banned (health check failed, or an operator's BAN):
                     // whatever is in flight there fails now rather than hang.
-                    let reason = server.stats.as_ref().and_then(|s| s.health.ban_info()).map(|b| b.0).unwrap_or_default();
-                    return End::ServerGone(BackendError::Banned { addr: server.addr.to_string(), reason });
+                    let session = server.session();
+                    let (addr, reason) = (session.addr().to_string(), session.ban_reason());
+                    return End::ServerGone(BackendError::Banned { addr, reason });
                 }
-                r = server.stream.read_buf(&mut server.buf) => match r {
-                    Ok(0) => return End::ServerGone(BackendError::Closed { addr: server.addr.to_string() }),
-                    Err(source) => return End::ServerGone(BackendError::Io { addr: server.addr.to_string(), source }),
-                    Ok(_) => {
+                r = server.io().read_more() => match r {
+                    Err(e) => return End::ServerGone(e),
+                    Ok(()) => {
                         if let Some(end) = self.forward_server(server, flow, server_scan).await {
                             return end;
                         }
@@ -102,7 +101,7 @@ impl Client {
     /// the client leaves. (With the statement cache off, protocol-level statements pin
     /// their server on their own: `Mode::Pin`.)
     fn pinned_by(&self, server: &ServerConn) -> bool {
-        let d = server.dirty;
+        let d = server.session().dirty();
         let prepared = d.prepared && self.mode == Mode::Rewrite;
         self.session.pool.pin_session_state && (d.temp || d.cursors || d.advisory || prepared)
     }

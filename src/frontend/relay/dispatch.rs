@@ -177,12 +177,8 @@ impl Client {
         let taken = pool
             .take_with_params(route, min_lsn, &self.session.params, |server| {
                 got = Instant::now();
-                if let Some(stats) = &server.stats {
-                    stats
-                        .counters
-                        .wait(got.duration_since(waited).as_micros() as u64);
-                    stats.info.set_state(ServerState::Active);
-                }
+                let waited_us = got.duration_since(waited).as_micros() as u64;
+                server.session().count_checkout(waited_us);
             })
             .await;
         let mut server = match taken {

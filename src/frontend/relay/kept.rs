@@ -73,7 +73,10 @@ impl Client {
     /// extra round trip per write transaction, only with `read_your_writes = true`.
     pub(super) async fn note_write(&mut self, held: &mut Held) {
         let pool = &self.session.pool;
-        if !pool.read_your_writes || !held.wrote || !pool.is_primary_addr(&held.server.addr) {
+        if !pool.read_your_writes
+            || !held.wrote
+            || !pool.is_primary_addr(held.server.session().addr())
+        {
             return;
         }
         match held

@@ -18,7 +18,6 @@
 //! - `kept`: what the client keeps when a transaction ends (settings, read-your-writes);
 //! - `errors`: what the client is told when a request fails or its server is lost.
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
@@ -27,7 +26,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::lazy_map::LazyMap;
@@ -43,7 +42,7 @@ use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{abandon, checkin, Server, TakeError, UserPool};
-use crate::stats::{ClientState, Interrupt, ServerState};
+use crate::stats::{ClientState, Interrupt};
 use crate::wire::frame::INSPECT_CAP;
 use crate::wire::messages::{self, field, PgError, ServerError};
 use crate::wire::Scanner;
@@ -272,7 +271,9 @@ impl Client {
         }
         let mut held = bound;
         if let Some(h) = &held {
-            self.session.info.hold_server(Some(h.server.cancel.clone()));
+            self.session
+                .info
+                .hold_server(Some(h.server.session().cancel_key().clone()));
         }
         loop {
             if held.is_none() {
@@ -348,7 +349,9 @@ impl Client {
             let Some(h) = held else {
                 return Ok(true);
             };
-            self.session.info.hold_server(Some(h.server.cancel.clone()));
+            self.session
+                .info
+                .hold_server(Some(h.server.session().cancel_key().clone()));
         }
         self.serve(held).await
     }

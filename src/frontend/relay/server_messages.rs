@@ -37,14 +37,8 @@ impl Client {
         let epoch = &self.session.pool.schema_epoch;
         let client_statements = &mut self.statements;
         let info = &self.session.info;
-        let ServerConn {
-            buf,
-            dirty,
-            statements,
-            applied,
-            stats,
-            ..
-        } = server;
+        let (io, session) = server.split();
+        let buf = io.received();
         let scanned = scan.scan(
             buf,
             |tag| {
@@ -66,9 +60,7 @@ impl Client {
                         if ServerError::ends_session(b) || flow.replies.awaits_held_begin() {
                             stop = Some((start, Stop::Ended(ServerError::new(b))));
                             info.error_count.fetch_add(1, Relaxed);
-                            if let Some(st) = stats.as_ref() {
-                                st.counters.error();
-                            }
+                            session.count_error();
                             return;
                         }
                     }
@@ -79,16 +71,10 @@ impl Client {
                         flow.copy = false;
                         let now = Instant::now();
                         let started = flow.query_started.take().unwrap_or(now);
-                        if let Some(st) = stats.as_ref() {
-                            st.counters
-                                .query(now.duration_since(started).as_micros() as u64);
-                            st.info.query_count.fetch_add(1, Relaxed);
-                            if flow.status == b'I' {
-                                st.counters
-                                    .xact(now.duration_since(flow.xact_started).as_micros() as u64);
-                                st.info.xact_count.fetch_add(1, Relaxed);
-                            }
-                        }
+                        let query_us = now.duration_since(started).as_micros() as u64;
+                        let xact_us = (flow.status == b'I')
+                            .then(|| now.duration_since(flow.xact_started).as_micros() as u64);
+                        session.count_query(query_us, xact_us);
                         info.query_count.fetch_add(1, Relaxed);
                         if flow.status == b'I' {
                             info.xact_count.fetch_add(1, Relaxed);
@@ -98,7 +84,7 @@ impl Client {
                         if let Some(e) = flow.remember.take() {
                             if flow.status != b'I' {
                                 // The same query opened a transaction: not the client's to keep.
-                                dirty.settings = true;
+                                session.dirty_mut().settings = true;
                             } else if !flow.failed {
                                 kept = Some(e);
                             }
@@ -110,23 +96,21 @@ impl Client {
                         if let (true, Some(b)) = (tracks_state, body) {
                             if let (Some(code), Some(message)) = (field(b, b'C'), field(b, b'M')) {
                                 if epoch.on_error(code, message) {
-                                    if let Some(s) = statements.as_mut() {
+                                    if let Some(s) = session.statements_mut() {
                                         s.age();
                                     }
                                 }
                             }
                         }
                         info.error_count.fetch_add(1, Relaxed);
-                        if let Some(st) = stats.as_ref() {
-                            st.counters.error();
-                        }
+                        session.count_error();
                     }
                     b'G' | b'H' | b'W' => flow.copy = true,
                     // A reported setting changed, however (set_config(), a function, a
                     // RESET): the client's settings are read back at release.
                     b'S' if tracks_state => {
                         flow.changed_settings.reported();
-                        dirty.settings = true;
+                        session.dirty_mut().settings = true;
                     }
                     b'C' if tracks_state && body.is_some_and(|b| epoch.on_command(b, flow.ddl)) => {
                         flow.ddl = true;
@@ -138,16 +122,9 @@ impl Client {
                     }) =>
                     {
                         dropped_all = true;
-                        if let Some(s) = statements.as_mut() {
-                            s.clear();
-                        }
-                        if body.is_some_and(|b| b.starts_with(b"DISCARD ALL")) {
-                            applied.clear();
-                            *dirty = Dirty::default();
-                            discarded = true;
-                        } else {
-                            dirty.prepared = false;
-                        }
+                        let everything = body.is_some_and(|b| b.starts_with(b"DISCARD ALL"));
+                        discarded |= everything;
+                        session.client_discarded(everything);
                     }
                     _ => {}
                 }
@@ -155,7 +132,7 @@ impl Client {
                 let action = flow.replies.on_server(tag, |event| match event {
                     Event::Prepared(name) => known.insert(name),
                     Event::Failed(name) => {
-                        if let Some(s) = statements.as_mut() {
+                        if let Some(s) = session.statements_mut() {
                             s.forget(name);
                         }
                     }
@@ -189,7 +166,7 @@ impl Client {
             (Ok(n), None) => n,
             (Err(e), None) => {
                 return Some(End::ServerGone(BackendError::Protocol {
-                    addr: server.addr.to_string(),
+                    addr: session.addr().to_string(),
                     reason: e.to_string(),
                 }))
             }
@@ -210,28 +187,25 @@ impl Client {
             let params = &mut self.session.params;
             state::remember(params, &self.session.startup_params, &e);
             if e.reset.is_empty() && !e.reset_all && e.set.iter().all(|(_, v)| v.is_some()) {
-                server.applied = params.clone();
+                session.applied_now(params);
             } else {
                 // RESET returns to the server's default, not the client's: re-apply next time.
-                server.applied.clear();
-                server.dirty.settings = true;
+                session.forget_applied();
             }
         }
+        let received = io.received();
         let result = if out.is_empty() && copied == 0 {
-            self.stream.send(&server.buf[..n]).await
+            self.stream.send(&received[..n]).await
         } else {
-            out.extend_from_slice(&server.buf[copied.min(n)..n]);
+            out.extend_from_slice(&received[copied.min(n)..n]);
             self.stream.send(&out).await
         };
-        server.buf.advance(n);
-        if let Some(stats) = &server.stats {
-            stats.counters.bytes(0, n as u64);
-            stats.info.bytes_received.fetch_add(n as u64, Relaxed);
-        }
+        io.consume(n);
+        session.count_received(n);
         if result.is_err() {
             return Some(End::ClientGone);
         }
-        let addr = server.addr.to_string();
+        let addr = session.addr().to_string();
         match stop? {
             (_, Stop::Ended(error)) => {
                 Some(End::ServerGone(BackendError::Terminated { addr, error }))
