@@ -11,6 +11,7 @@ use foldhash::fast::RandomState;
 use lru::LruCache;
 
 use crate::classify::{classify_parsed, Classification};
+use crate::cross_shard::CrossShard;
 use crate::parsed::Parsed;
 use crate::shape::{is_word, shape};
 use crate::shard_key::{find_keys_parsed, KeyColumn, KeyValue};
@@ -24,6 +25,9 @@ pub struct Analysis {
     /// The text names the automatic sharding key's column: which key values it has (or
     /// whether one fits an i64) depends on its literals.
     pub names_key_column: bool,
+    /// How it runs when no shard is selected and the pool runs such statements on every
+    /// shard.
+    pub cross_shard: CrossShard,
 }
 
 impl Analysis {
@@ -36,6 +40,7 @@ impl Analysis {
         };
         Analysis {
             classification: classify_parsed(sql, parsed.as_ref()),
+            cross_shard: CrossShard::of(parsed.as_ref()),
             keys,
             names_key_column: key.is_some_and(|k| contains_word_ci(sql, &k.column)),
         }

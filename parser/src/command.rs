@@ -19,6 +19,8 @@ pub enum ShardSelector {
     Number(usize),
     /// `ANY`: the caller picks a shard at random (PgCat semantics).
     Any,
+    /// `ALL`: statements with no shard of their own run on every shard.
+    All,
 }
 
 /// The value of `SET SERVER ROLE TO`.
@@ -178,6 +180,8 @@ impl SetKind {
             SetKind::Shard => {
                 if value.eq_ignore_ascii_case("any") {
                     Ok(Command::SetShard(ShardSelector::Any))
+                } else if value.eq_ignore_ascii_case("all") {
+                    Ok(Command::SetShard(ShardSelector::All))
                 } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
                     value
                         .parse::<usize>()
@@ -231,7 +235,7 @@ impl SetKind {
 
 fn invalid_shard(value: &str) -> CommandError {
     CommandError::new(format!(
-        "invalid value for SET SHARD: \"{value}\" (valid values: a shard number, or any)"
+        "invalid value for SET SHARD: \"{value}\" (valid values: a shard number, any, or all)"
     ))
 }
 
@@ -367,6 +371,8 @@ mod tests {
         assert_eq!(ok("SET SHARD TO '1'"), SetShard(ShardSelector::Number(1)));
         assert_eq!(ok("SET SHARD TO ANY"), SetShard(ShardSelector::Any));
         assert_eq!(ok("set shard to 'any'"), SetShard(ShardSelector::Any));
+        assert_eq!(ok("SET SHARD TO 'ALL'"), SetShard(ShardSelector::All));
+        assert_eq!(ok("set shard to all"), SetShard(ShardSelector::All));
         assert_eq!(ok("SET SHARDING KEY TO '13'"), SetShardingKey(13));
         assert_eq!(ok("SET SHARDING KEY TO '-7'"), SetShardingKey(-7));
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod classify;
 pub mod command;
 pub mod comment;
+pub mod cross_shard;
 pub mod hash;
 pub mod names;
 pub mod parsed;
@@ -29,6 +30,7 @@ pub use command::{
     may_be_command, parse_command, Command, CommandError, PrimaryReads, RoleSetting, ShardSelector,
 };
 pub use comment::{CommentHints, Hint};
+pub use cross_shard::CrossShard;
 pub use hash::ShardingFunction;
 pub use names::{may_name, named_statement, NamedStatement};
 pub use parsed::Parsed;

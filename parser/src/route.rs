@@ -76,6 +76,8 @@ pub struct SessionRouting {
     pub shard: Option<usize>,
     /// The shard of the last `SET SHARDING KEY TO k`.
     pub sharding_key_shard: Option<usize>,
+    /// `SET SHARD TO ALL`: statements with no shard of their own run on every shard.
+    pub all_shards: bool,
     /// `SET SERVER ROLE TO …`.
     pub role: RoleSetting,
     /// `SET PRIMARY READS TO …`.
@@ -89,15 +91,18 @@ impl SessionRouting {
     pub fn apply(&mut self, command: &Command, pool: &PoolRouting, random: u64) {
         match *command {
             Command::SetShard(selector) => {
-                self.shard = Some(match selector {
-                    ShardSelector::Number(n) => n,
-                    ShardSelector::Any => (random % pool.shards.max(1) as u64) as usize,
-                });
+                self.shard = match selector {
+                    ShardSelector::Number(n) => Some(n),
+                    ShardSelector::Any => Some((random % pool.shards.max(1) as u64) as usize),
+                    ShardSelector::All => None,
+                };
+                self.all_shards = selector == ShardSelector::All;
                 self.sharding_key_shard = None;
             }
             Command::SetShardingKey(key) => {
                 self.sharding_key_shard = Some(shard_for_key(key, pool));
                 self.shard = None;
+                self.all_shards = false;
             }
             Command::SetServerRole(role) => self.role = role,
             Command::SetPrimaryReads(reads) => self.primary_reads = reads,
@@ -109,6 +114,7 @@ impl SessionRouting {
     /// `primary`/`replica`, else `auto` with the parser on or `any`; `on`/`off`.
     pub fn show(&self, command: &Command, pool: &PoolRouting) -> Option<String> {
         match command {
+            Command::ShowShard if self.all_shards => Some("all".to_string()),
             Command::ShowShard => Some(
                 self.shard
                     .or(self.sharding_key_shard)

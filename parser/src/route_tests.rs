@@ -249,6 +249,18 @@ fn shard_commands_and_show() {
     assert_eq!(s.show(&Command::ShowShard, &pool).as_deref(), Some("0"));
     s.apply(&Command::SetShard(ShardSelector::Any), &pool, 7);
     assert_eq!(s.shard, Some(1));
+    // SET SHARD TO ALL until the next SET SHARD / SET SHARDING KEY.
+    run(&mut s, &pool, "SET SHARD TO 'all'");
+    assert_eq!(s.show(&Command::ShowShard, &pool).as_deref(), Some("all"));
+    assert_eq!(
+        (s.shard, s.sharding_key_shard, s.all_shards),
+        (None, None, true)
+    );
+    run(&mut s, &pool, "SET SHARD TO 1");
+    assert_eq!(s.show(&Command::ShowShard, &pool).as_deref(), Some("1"));
+    run(&mut s, &pool, "SET SHARD TO ALL");
+    run(&mut s, &pool, "SET SHARDING KEY TO 13");
+    assert_eq!(s.show(&Command::ShowShard, &pool).as_deref(), Some("0"));
 
     for (value, shown) in [("on", "on"), ("off", "off"), ("default", "off")] {
         run(&mut s, &pool, &format!("SET PRIMARY READS TO {value}"));

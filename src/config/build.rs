@@ -355,14 +355,23 @@ fn build_pool(
         ));
     }
 
+    let pool_mode = ctx.enum_value(
+        &k("pool_mode"),
+        "pool mode",
+        p.pool_mode.as_deref(),
+        PoolMode::Transaction,
+        parse_pool_mode,
+    )?;
+    check_cross_shard(
+        ctx,
+        key,
+        default_shard,
+        query_parser_enabled,
+        pool_mode,
+        &users,
+    )?;
     Ok(Pool {
-        pool_mode: ctx.enum_value(
-            &k("pool_mode"),
-            "pool mode",
-            p.pool_mode.as_deref(),
-            PoolMode::Transaction,
-            parse_pool_mode,
-        )?,
+        pool_mode,
         load_balancing_mode: ctx.enum_value(
             &k("load_balancing_mode"),
             "load balancing mode",
@@ -429,6 +438,45 @@ fn build_pool(
         shards,
         users,
     })
+}
+
+/// `default_shard = "all"` reads the query to know what runs where, so it needs the query
+/// parser; `"all"` and `"error"` decide per statement, which session mode (one server
+/// for the whole session) cannot do.
+fn check_cross_shard(
+    ctx: &Ctx,
+    pool_key: &str,
+    default_shard: DefaultShard,
+    query_parser_enabled: bool,
+    pool_mode: PoolMode,
+    users: &[User],
+) -> Result<(), ConfigError> {
+    let value = match default_shard {
+        DefaultShard::All => "all",
+        DefaultShard::Error => "error",
+        _ => return Ok(()),
+    };
+    let key = join(pool_key, "default_shard");
+    if default_shard == DefaultShard::All && !query_parser_enabled {
+        return Err(ctx.err(
+            key,
+            format!("\"all\" requires {pool_key}.query_parser_enabled = true"),
+        ));
+    }
+    let session = users
+        .iter()
+        .find(|u| u.pool_mode.unwrap_or(pool_mode) == PoolMode::Session);
+    if let Some(user) = session {
+        return Err(ctx.err(
+            key,
+            format!(
+                "\"{value}\" needs pool_mode = \"transaction\", but user \"{}\" is in session mode \
+                 (it decides per statement; a session-mode client keeps one server)",
+                user.username
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Users in numeric key order (non-numeric keys, which PgCat tolerates, after them by name).

@@ -397,6 +397,40 @@ fn rejects_default_shard_out_of_range() {
 }
 
 #[test]
+fn default_shard_all_and_error_decide_per_statement() {
+    for (value, want) in [("all", DefaultShard::All), ("error", DefaultShard::Error)] {
+        let text = config(
+            &format!("default_shard = \"{value}\"\nquery_parser_enabled = true"),
+            "pool_size = 1",
+            SERVERS,
+        );
+        assert_eq!(ok(&text).config.pools["db"].default_shard, want);
+    }
+    // "all" reads each statement: the parser is needed.
+    assert_err(
+        &config("default_shard = \"all\"", "pool_size = 1", SERVERS),
+        "pools.db.default_shard",
+        "requires pools.db.query_parser_enabled = true",
+    );
+    // A session-mode client keeps one server, so nothing can be decided per statement.
+    for (pool, user) in [
+        ("pool_mode = \"session\"", "pool_size = 1"),
+        ("", "pool_size = 1\npool_mode = \"session\""),
+    ] {
+        let text = config(
+            &format!("default_shard = \"error\"\nquery_parser_enabled = true\n{pool}"),
+            user,
+            SERVERS,
+        );
+        assert_err(
+            &text,
+            "pools.db.default_shard",
+            "needs pool_mode = \"transaction\"",
+        );
+    }
+}
+
+#[test]
 fn rejects_bad_regex() {
     assert_err(
         &config(

@@ -120,6 +120,10 @@ pub enum DefaultShard {
     Shard(usize),
     Random,
     RandomHealthy,
+    /// `"all"`: a statement reading the application's tables runs on every shard.
+    All,
+    /// `"error"`: such a statement is refused, saying how to pick a shard.
+    Error,
 }
 
 /// How a server is picked among the healthy candidates.
@@ -298,12 +302,14 @@ pub(crate) fn parse_default_role(s: &str) -> Result<DefaultRole, &'static str> {
     }
 }
 
-/// `"shard_<n>"`, `"random"` or `"random_healthy"`.
+/// `"shard_<n>"`, `"random"`, `"random_healthy"`, `"all"` or `"error"`.
 pub(crate) fn parse_default_shard(s: &str) -> Result<DefaultShard, &'static str> {
-    const EXPECTED: &str = "\"shard_<n>\", \"random\" or \"random_healthy\"";
+    const EXPECTED: &str = "\"shard_<n>\", \"random\", \"random_healthy\", \"all\" or \"error\"";
     match s {
         "random" => Ok(DefaultShard::Random),
         "random_healthy" => Ok(DefaultShard::RandomHealthy),
+        "all" => Ok(DefaultShard::All),
+        "error" => Ok(DefaultShard::Error),
         _ => s
             .strip_prefix("shard_")
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

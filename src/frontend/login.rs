@@ -321,8 +321,11 @@ async fn bind_session_server(
     {
         return Ok(None);
     }
-    let (route, _) = super::request::decide(&super::request::Request::Opaque, &routing, pool)?;
-    match pool.take_with_params(route, 0, params, |_| {}).await {
+    let decision = super::request::decide(&super::request::Request::Opaque, &routing, pool)?;
+    match pool
+        .take_with_params(decision.route, 0, params, |_| {})
+        .await
+    {
         Ok(server) => Ok(Some(server)),
         Err(TakeError::Checkout(e)) => Err(e),
         Err(TakeError::Params(server, e)) => {

@@ -3,6 +3,7 @@
 //! lent, `cancel` maps cancel keys to servers, `params` holds its session parameters.
 
 pub mod cancel;
+mod cross_shard;
 mod lazy_map;
 mod listen;
 mod login;

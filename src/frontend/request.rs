@@ -120,11 +120,21 @@ pub fn text(body: &[u8]) -> &str {
 /// Decides the route of a request for a client with `session` routing state; with the
 /// parser's analysis of a Query's text, when it was analysed (its session effects need not
 /// be looked up again).
+/// Where a request goes.
+pub struct Decision {
+    pub route: Route,
+    /// The parser's analysis of the text, when it made one.
+    pub routed: Option<Routed>,
+    /// The statement reads the application's tables with no shard selected, in a pool
+    /// that runs such statements on every shard: `route.shard` is `None`.
+    pub all_shards: bool,
+}
+
 pub fn decide(
     request: &Request<'_>,
     session: &SessionRouting,
     pool: &UserPool,
-) -> Result<(Route, Option<Routed>), PgError> {
+) -> Result<Decision, PgError> {
     let router = &pool.router;
     let (sql, bind, at) = match *request {
         Request::Query(sql) => (Some(sql), None, Some(0)),
@@ -136,26 +146,41 @@ pub fn decide(
         Request::Opaque => (None, None, None),
     };
     let Some(sql) = sql else {
+        if super::cross_shard::decides(session, pool) && matches!(request, Request::Opaque) {
+            return Err(super::cross_shard::opaque());
+        }
         let routed = route(&Default::default(), &[], None, session, &router.routing);
-        return Ok((routed, None));
+        return Ok(Decision {
+            route: routed,
+            routed: None,
+            all_shards: false,
+        });
     };
     let hint = router.hints.find(sql);
     let parsing = session.parser_enabled(&router.routing)
         && (router.routing.read_write_splitting || router.routing.automatic_key.is_some());
-    let analysed = parsing.then(|| router.analyze(sql));
+    let mut analysed = parsing.then(|| router.analyze(sql));
     let default_analysis = Default::default();
     let analysis = analysed.as_deref().unwrap_or(&default_analysis);
     let keys =
         resolve_keys(&analysis.keys, |i| bind.and_then(|b| bind_param(b, i))).unwrap_or_default();
-    let routed = route(
+    let mut routed = route(
         &analysis.classification,
         &keys,
         hint,
         session,
         &router.routing,
     );
+    let mut all_shards = false;
     if let Some(shard) = routed.shard {
         check_shard(shard, pool)?;
+    } else if super::cross_shard::decides(session, pool) {
+        let analysis = analysed.get_or_insert_with(|| router.analyze(sql));
+        let extended = !matches!(request, Request::Query(_));
+        all_shards = super::cross_shard::place(analysis, session, pool, extended)?;
+        if !all_shards {
+            routed.shard = Some(0);
+        }
     } else if keys.len() > 1 {
         let mut shards: Vec<usize> = keys
             .iter()
@@ -179,7 +204,11 @@ pub fn decide(
     let analysed = analysed
         .zip(at)
         .map(|(analysis, at)| Routed { analysis, at });
-    Ok((routed, analysed))
+    Ok(Decision {
+        route: routed,
+        routed: analysed,
+        all_shards,
+    })
 }
 
 fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {
@@ -301,8 +330,10 @@ pub fn apply(
         )
         .with_hint("Run it before BEGIN or after COMMIT."));
     }
-    if let Command::SetShard(ShardSelector::Number(n)) = command {
-        check_shard(*n, pool)?;
+    match command {
+        Command::SetShard(ShardSelector::Number(n)) => check_shard(*n, pool)?,
+        Command::SetShard(ShardSelector::All) => super::cross_shard::check_set_all(pool)?,
+        _ => {}
     }
     session.apply(command, routing, rand::random());
     Ok(None)

@@ -197,6 +197,7 @@ impl UserPool {
                 reason,
             })?,
             reported: reported::Reported::default(),
+            aggregates: tokio::sync::OnceCell::new(),
             notify_hub: std::sync::OnceLock::new(),
             known_statements: KnownStatements::default(),
             schema_epoch: SchemaEpoch::default(),

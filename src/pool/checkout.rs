@@ -19,6 +19,9 @@ impl UserPool {
     pub fn default_shard_index(&self) -> usize {
         match self.default_shard {
             DefaultShard::Shard(n) => n.min(self.shards.len() - 1),
+            // What reaches a server with no shard here reads none of the application's
+            // tables (the rest ran on every shard or was refused): any shard answers it.
+            DefaultShard::All | DefaultShard::Error => 0,
             DefaultShard::Random | DefaultShard::RandomHealthy => {
                 rand::rng().random_range(0..self.shards.len())
             }

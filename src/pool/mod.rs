@@ -11,6 +11,7 @@
 
 mod auth_query;
 mod build;
+mod catalog;
 mod checkin;
 mod checkout;
 pub mod health;
@@ -107,6 +108,8 @@ pub struct UserPool {
     pub router: router::PoolRouter,
     /// ParameterStatus values the servers report (see `reported`).
     reported: reported::Reported,
+    /// The aggregate functions the databases define (see `catalog`), learned on first use.
+    aggregates: tokio::sync::OnceCell<Vec<String>>,
     /// LISTEN/NOTIFY for transaction-mode clients (see `notify`), made on first use.
     notify_hub: std::sync::OnceLock<Arc<notify::Hub>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).

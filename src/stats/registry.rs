@@ -54,8 +54,9 @@ pub struct ClientInfo {
     /// `None`: a Unix-socket client.
     pub peer: Option<SocketAddr>,
     pub since: Instant,
-    /// The key of the server the client holds, which its cancel requests go to.
-    server_cancel_key: Mutex<Option<Arc<CancelKey>>>,
+    /// The keys of the servers the client holds (one; one per shard while a statement
+    /// runs on every shard), which its cancel requests go to.
+    server_cancel_keys: Mutex<Vec<Arc<CancelKey>>>,
     state: AtomicU8,
     /// When the current wait for a server began (µs since `since`), 0 when not waiting.
     wait_started_us: AtomicU64,
@@ -146,16 +147,25 @@ impl ClientInfo {
 
     /// The client now holds the server with this cancel key (`None`: no server).
     pub fn hold_server(&self, cancel_key: Option<Arc<CancelKey>>) {
-        *self.cancel_key() = cancel_key;
+        let mut keys = self.cancel_keys();
+        keys.clear();
+        keys.extend(cancel_key);
     }
 
-    /// The cancel key of the server the client holds, if it holds one.
-    fn held_server_key(&self) -> Option<Arc<CancelKey>> {
-        self.cancel_key().clone()
+    /// The client now holds these servers (a statement running on every shard).
+    pub fn hold_servers(&self, cancel_keys: impl Iterator<Item = Arc<CancelKey>>) {
+        let mut keys = self.cancel_keys();
+        keys.clear();
+        keys.extend(cancel_keys);
     }
 
-    fn cancel_key(&self) -> std::sync::MutexGuard<'_, Option<Arc<CancelKey>>> {
-        self.server_cancel_key
+    /// The cancel keys of the servers the client holds.
+    fn held_server_keys(&self) -> Vec<Arc<CancelKey>> {
+        self.cancel_keys().clone()
+    }
+
+    fn cancel_keys(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CancelKey>>> {
+        self.server_cancel_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
@@ -305,7 +315,7 @@ impl Registry {
             application_name,
             peer,
             since: Instant::now(),
-            server_cancel_key: Mutex::new(None),
+            server_cancel_keys: Mutex::new(Vec::new()),
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_started_us: AtomicU64::new(0),
             max_wait_us: AtomicU64::new(0),
@@ -321,12 +331,14 @@ impl Registry {
 
     /// The cancel key of the server held by the client whose key is (`pid`, `secret`);
     /// `None` for an unknown key or a client holding no server.
-    pub fn server_cancel_key(&self, pid: i32, secret: &[u8]) -> Option<Arc<CancelKey>> {
-        let client = self.lock_clients().get(&pid)?.upgrade()?;
+    pub fn server_cancel_keys(&self, pid: i32, secret: &[u8]) -> Vec<Arc<CancelKey>> {
+        let Some(client) = self.lock_clients().get(&pid).and_then(|c| c.upgrade()) else {
+            return Vec::new();
+        };
         if !constant_time_eq(&client.secret.to_be_bytes(), secret) {
-            return None;
+            return Vec::new();
         }
-        client.held_server_key()
+        client.held_server_keys()
     }
 
     /// Registers a server connection; removed when the record is dropped.
@@ -405,7 +417,7 @@ mod tests {
         drop(c);
         let secret = a.secret.to_be_bytes();
         assert!(
-            registry.server_cancel_key(a.pid, &secret).is_none(),
+            registry.server_cancel_keys(a.pid, &secret).is_empty(),
             "no server held"
         );
         let key = Arc::new(CancelKey {
@@ -415,24 +427,22 @@ mod tests {
         });
         a.hold_server(Some(key.clone()));
         b.hold_server(Some(key));
-        let found = registry
-            .server_cancel_key(a.pid, &secret)
-            .expect("held server");
-        assert_eq!(found.pid, 4242);
+        let found = registry.server_cancel_keys(a.pid, &secret);
+        assert_eq!(found.iter().map(|k| k.pid).collect::<Vec<_>>(), [4242]);
         let wrong = a.secret.wrapping_add(1).to_be_bytes();
-        assert!(registry.server_cancel_key(a.pid, &wrong).is_none());
+        assert!(registry.server_cancel_keys(a.pid, &wrong).is_empty());
         if a.secret != b.secret {
             assert!(
-                registry.server_cancel_key(b.pid, &secret).is_none(),
+                registry.server_cancel_keys(b.pid, &secret).is_empty(),
                 "another's secret"
             );
         }
         a.hold_server(None);
-        assert!(registry.server_cancel_key(a.pid, &secret).is_none());
+        assert!(registry.server_cancel_keys(a.pid, &secret).is_empty());
         let pid = a.pid;
         drop(a);
         assert!(
-            registry.server_cancel_key(pid, &secret).is_none(),
+            registry.server_cancel_keys(pid, &secret).is_empty(),
             "gone with its client"
         );
         assert_eq!(registry.clients().len(), 1);

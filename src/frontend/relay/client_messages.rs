@@ -28,6 +28,24 @@ fn query_bytes(body: &[u8]) -> &[u8] {
     body.split(|b| *b == 0).next().unwrap_or_default()
 }
 
+/// A Query body's text (invalid UTF-8 routes like unparsable SQL).
+fn query_bytes_str(body: &[u8]) -> &str {
+    request::text(body)
+}
+
+/// A Parse body (`name\0text\0types`) whose text would need other shards, made into one
+/// that fails with the reason instead.
+fn refused_parse(body: &[u8], routing: &SessionRouting, pool: &UserPool) -> Option<Vec<u8>> {
+    let (name, rest) = crate::wire::startup::cstr(body).ok()?;
+    let error = cross_shard::refused_on_held(request::text(rest), routing, pool, true)?;
+    let mut raised = Vec::with_capacity(name.len() + 256);
+    raised.extend_from_slice(name.as_bytes());
+    raised.push(0);
+    raised.extend_from_slice(cross_shard::raise_sql(&error).as_bytes());
+    raised.extend_from_slice(&[0, 0, 0]); // no parameter types
+    Some(raised)
+}
+
 impl Client {
     /// Forwards complete (or streamed) client messages to the server, rewriting the ones
     /// that name prepared statements, then sends the client any replies made up for them.
@@ -86,13 +104,30 @@ impl Client {
         let session = server.session_mut();
         let effects = state::Effects::new(&self.session.pool.router);
         let tracks_state = mode != Mode::PassThrough;
+        // Statements that would need other shards than the held server's are made to fail
+        // there (see `cross_shard::refused_on_held`).
+        let pool = &*self.session.pool;
+        let guard = cross_shard::decides(&self.routing, pool).then_some((&self.routing, pool));
         let scanned = self.scanner.scan(
             &buf[..cut],
-            |tag| matches!(tag, b'P' | b'B' | b'D' | b'C') || (tracks_state && tag == b'Q'),
+            |tag| {
+                matches!(tag, b'P' | b'B' | b'D' | b'C')
+                    || ((tracks_state || guard.is_some()) && tag == b'Q')
+            },
             |tag, body, start| {
                 tracing::trace!(tag = %char::from(tag), len = body.map(<[u8]>::len), "client message");
                 *last_tag = Some(tag);
                 match tag {
+                b'Q' if guard.is_some_and(|(routing, pool)| {
+                    body.and_then(|b| cross_shard::refused_on_held(query_bytes_str(b), routing, pool, false))
+                        .map(|e| messages::query(&mut replacement, &[cross_shard::raise_sql(&e).as_bytes()]))
+                        .is_some()
+                }) => {
+                    let len = body.map_or(0, <[u8]>::len);
+                    splice(&mut out, buf, &mut copied, (start, len), &mut replacement);
+                    flow.replies.push(Expect::Query);
+                    flow.query_started.get_or_insert_with(Instant::now);
+                }
                 b'Q' => {
                     // SQL PREPARE/EXECUTE of the client's statements, renamed.
                     let rewritten = match (mode, body, session.statements_mut()) {
@@ -188,6 +223,12 @@ impl Client {
                             }
                         }
                     }
+                    let original_len = body.len();
+                    let raised = (tag == b'P')
+                        .then_some(guard)
+                        .flatten()
+                        .and_then(|(routing, pool)| refused_parse(body, routing, pool));
+                    let body = raised.as_deref().unwrap_or(body);
                     if mode == Mode::Rewrite && replacement.capacity() == 0 {
                         // Room for a rewritten message in one allocation, not a chain of
                         // reallocations as its fields are appended.
@@ -202,6 +243,10 @@ impl Client {
                         &mut flow.replies,
                         &mut replacement,
                     ) {
+                        Ok(Outcome::Keep) if raised.is_some() => {
+                            messages::message(&mut replacement, b'P', |m| m.extend_from_slice(body));
+                            splice(&mut out, buf, &mut copied, (start, original_len), &mut replacement);
+                        }
                         Ok(Outcome::Keep) => {}
                         Ok(outcome) => {
                             if let Outcome::Runs(stmt) = outcome {
@@ -209,7 +254,7 @@ impl Client {
                                     state::note(&mut flow.changed_settings, session.dirty_mut(), &e);
                                 }
                             }
-                            splice(&mut out, buf, &mut copied, (start, body.len()), &mut replacement);
+                            splice(&mut out, buf, &mut copied, (start, original_len), &mut replacement);
                         }
                         Err(e) => {
                             failure.get_or_insert(e);

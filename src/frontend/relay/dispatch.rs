@@ -14,6 +14,8 @@ pub(super) enum Idle {
     /// A server is needed for this route; with the BEGIN held back, if any, and the
     /// parser's analysis of the Query, if it made one.
     Route(Route, Option<BytesMut>, Option<Routed>),
+    /// The Query runs on every shard, on servers of this role; with the parser's analysis.
+    AllShards(Option<Role>, Routed),
 }
 
 /// What the pooler answers for a BEGIN it holds back.
@@ -93,20 +95,28 @@ impl Client {
             }
         }
         let mut decided = request::decide(&request, &self.routing, &pool);
-        if let (Ok((r, _)), Some(begin)) = (&mut decided, &self.held_begin) {
+        if let (Ok(d), Some(begin)) = (&mut decided, &self.held_begin) {
             let routing = &pool.router.routing;
-            if !begin.read_only
+            if d.all_shards {
+                decided = Err(cross_shard::in_transaction());
+            } else if !begin.read_only
                 && self.routing.parser_enabled(routing)
                 && routing.read_write_splitting
             {
-                r.role = Some(Role::Primary);
+                d.route.role = Some(Role::Primary);
             }
         }
         match decided {
-            Ok((r, routed)) => Ok(Idle::Route(
-                r,
+            Ok(d) if d.all_shards => match d.routed {
+                Some(routed) => Ok(Idle::AllShards(d.route.role, routed)),
+                None => Err(
+                    PgError::error("XX000", "no analysis for a statement on every shard").into(),
+                ),
+            },
+            Ok(d) => Ok(Idle::Route(
+                d.route,
                 self.held_begin.take().map(|b| b.message),
-                routed,
+                d.routed,
             )),
             Err(e) => {
                 self.held_begin = None;

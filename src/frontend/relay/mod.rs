@@ -29,6 +29,7 @@ use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
+use super::cross_shard;
 use super::lazy_map::LazyMap;
 use super::listen::{self, Listen, Listening};
 use super::login::Session;
@@ -52,8 +53,11 @@ mod client_messages;
 mod conversation;
 mod dispatch;
 mod errors;
+mod fanout;
 mod kept;
+mod merge;
 mod server_messages;
+mod values;
 
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};
@@ -345,6 +349,10 @@ impl Client {
                 Idle::Exit => return Ok(false),
                 Idle::Answered => return Ok(true),
                 Idle::Route(route, begin, routed) => self.take_server(route, begin, routed).await?,
+                Idle::AllShards(role, routed) => {
+                    self.fan_out(role, &routed).await?;
+                    return Ok(true);
+                }
             };
             let Some(h) = held else {
                 return Ok(true);

@@ -1,0 +1,145 @@
+//! Statements with no shard selected, in a pool that does not send them to a default shard
+//! (`default_shard = "all"` or `"error"`, or after `SET SHARD TO ALL`): what reads none of
+//! the application's tables goes to shard 0 (any shard answers it the same); the rest runs
+//! on every shard, or is refused with an error that says why and how to pick a shard. The
+//! parser says what a statement needs (`pgcat_parser::CrossShard`); running it is the
+//! relay's (`relay::fanout`).
+
+use pgcat_parser::{Analysis, CrossShard, SessionRouting};
+
+use super::request::Request;
+use crate::config::{DefaultShard, PoolMode};
+use crate::pool::UserPool;
+use crate::wire::messages::PgError;
+
+/// Whether statements with no shard are this module's to place, for a client with
+/// `session` routing in `pool`.
+pub fn decides(session: &SessionRouting, pool: &UserPool) -> bool {
+    pool.shards.len() > 1
+        && (session.all_shards
+            || matches!(pool.default_shard, DefaultShard::All | DefaultShard::Error))
+}
+
+/// Places a statement with no shard: `Ok(true)` runs it on every shard, `Ok(false)` on
+/// shard 0 (it reads no table of the application's); refused otherwise. `extended`: it came
+/// as Parse/Bind/Execute, not as a simple Query.
+pub fn place(
+    analysis: &Analysis,
+    session: &SessionRouting,
+    pool: &UserPool,
+    extended: bool,
+) -> Result<bool, PgError> {
+    let all = session.all_shards || pool.default_shard == DefaultShard::All;
+    match &analysis.cross_shard {
+        CrossShard::AnyShard => Ok(false),
+        _ if !all => Err(no_shard(pool)),
+        CrossShard::Concat { .. } | CrossShard::Aggregate(_) if extended => Err(not_yet(
+            "statements on every shard over the extended protocol (Parse/Bind/Execute)",
+        )),
+        CrossShard::Concat { .. } | CrossShard::Aggregate(_) => Ok(true),
+        CrossShard::Refused(what) => Err(not_yet(what)),
+        CrossShard::Unknown => Err(PgError::error(
+            "0A000",
+            "the statement names no shard and the query parser could not read it, so it \
+             cannot run on every shard",
+        )
+        .with_hint(HOW)),
+    }
+}
+
+/// A request the pooler cannot read (a FunctionCall, a query too large to inspect) with no
+/// shard selected.
+pub fn opaque() -> PgError {
+    PgError::error(
+        "0A000",
+        "the request names no shard and is too large for the pooler to read",
+    )
+    .with_hint(HOW)
+}
+
+/// `SET SHARD TO ALL` needs a pool that decides per statement.
+pub fn check_set_all(pool: &UserPool) -> Result<(), PgError> {
+    if pool.mode == PoolMode::Session {
+        return Err(PgError::error(
+            "0A000",
+            "SET SHARD TO ALL needs pool_mode = \"transaction\": a session-mode client keeps one server",
+        ));
+    }
+    Ok(())
+}
+
+/// For a statement relayed to the one server a client holds (inside a transaction
+/// block, or pipelined behind another statement): the error it gets instead, when it would
+/// need other shards. `parse`: it is a Parse's text (a key among its parameters counts as a
+/// shard of its own: the Bind gives it).
+pub fn refused_on_held(
+    sql: &str,
+    session: &SessionRouting,
+    pool: &UserPool,
+    parse: bool,
+) -> Option<PgError> {
+    let request = if parse {
+        if !pool.router.analyze(sql).keys.is_empty() {
+            return None;
+        }
+        Request::Extended {
+            sql: Some(sql),
+            bind: None,
+            parse_at: None,
+        }
+    } else {
+        Request::Query(sql)
+    };
+    match super::request::decide(&request, session, pool) {
+        Err(e) => Some(e),
+        Ok(d) if d.all_shards => Some(in_transaction()),
+        Ok(_) => None,
+    }
+}
+
+/// SQL that fails with `error` on the server (which then ends the client's transaction
+/// block as PostgreSQL's own errors do, and answers in the protocol's order).
+pub fn raise_sql(error: &PgError) -> String {
+    let quote = |s: &str| s.replace('\'', "''").replace("$pgcat$", "");
+    format!(
+        "DO $pgcat$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{}', HINT = '{}'; END$pgcat$",
+        quote(&error.code),
+        quote(&error.message),
+        quote(error.hint.as_deref().unwrap_or_default()),
+    )
+}
+
+/// A statement calling an aggregate, refused until aggregates are merged.
+pub fn aggregate(name: &str) -> PgError {
+    not_yet(&format!("the aggregate function {name}()"))
+}
+
+/// A statement on every shard inside a transaction block, refused for now.
+pub fn in_transaction() -> PgError {
+    not_yet(
+        "statements on every shard inside a transaction block (BEGIN … COMMIT) or pipelined \
+         behind another statement",
+    )
+}
+
+const HOW: &str = "Pick a shard with SET SHARD TO n, SET SHARDING KEY TO k, a /* shard_id: n */ \
+                   comment or the sharding key in the WHERE clause.";
+
+fn no_shard(pool: &UserPool) -> PgError {
+    PgError::error(
+        "0A000",
+        format!(
+            "the statement names no shard and pool \"{}\" refuses to guess one (default_shard = \"error\")",
+            pool.pool_name
+        ),
+    )
+    .with_hint(HOW)
+}
+
+fn not_yet(what: &str) -> PgError {
+    PgError::error(
+        "0A000",
+        format!("cannot run {what} on every shard: not supported yet"),
+    )
+    .with_hint(HOW)
+}

@@ -1,0 +1,172 @@
+//! A statement run on every shard (`default_shard = "all"`, `SET SHARD TO ALL`): one
+//! server per shard, taken in shard order, the Query sent to all of them before any answer
+//! is read (so they run in parallel), their answers merged into one (`merge`), and the
+//! servers given back. The client's cancel request reaches every one of them.
+
+use super::merge::Merge;
+use super::*;
+
+impl Client {
+    /// Runs the client's Query (complete, first in its buffer) on every shard, with `role`
+    /// deciding which server of each, and answers it as one database would.
+    pub(super) async fn fan_out(
+        &mut self,
+        role: Option<Role>,
+        routed: &Routed,
+    ) -> Result<(), ClientError> {
+        let pool = self.session.pool.clone();
+        if let pgcat_parser::CrossShard::Concat { functions } = &routed.analysis.cross_shard {
+            // Rows of an aggregate are combined, not concatenated: not yet.
+            let found = pool.first_aggregate(functions).await;
+            let refused = match found {
+                Ok(None) => None,
+                Ok(Some(name)) => Some(crate::frontend::cross_shard::aggregate(name)),
+                Err(e) => Some(e),
+            };
+            if let Some(error) = refused {
+                return self.reject(error, false).await;
+            }
+        }
+        let (_, _, total) =
+            crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+        let info = self.session.info.clone();
+        let waited = Instant::now();
+        info.set_state(ClientState::Waiting, || waited);
+        let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
+        let mut servers: Vec<Server> = Vec::with_capacity(pool.shards.len());
+        // In shard order: two clients running on every shard never wait for each other's
+        // servers in opposite orders.
+        for shard in 0..pool.shards.len() {
+            let route = Route {
+                shard: Some(shard),
+                role,
+            };
+            let params = &self.session.params;
+            let taken = pool.take_with_params(route, min_lsn, params, |server| {
+                let waited_us = waited.elapsed().as_micros() as u64;
+                server.session().count_checkout(waited_us);
+            });
+            match taken.await {
+                Ok(server) => servers.push(server),
+                Err(e) => {
+                    let error = match e {
+                        TakeError::Checkout(e) => e,
+                        TakeError::Params(server, e) => {
+                            drop(Object::take(server));
+                            e.to_client()
+                        }
+                    };
+                    for server in servers {
+                        checkin(server, pool.mode).await;
+                    }
+                    info.set_state(ClientState::Idle, Instant::now);
+                    info.error_count.fetch_add(1, Relaxed);
+                    let error = PgError {
+                        detail: Some(format!("The statement needs a server of shard {shard}.")),
+                        ..error
+                    };
+                    return self.reject(error, false).await;
+                }
+            }
+        }
+        info.set_state(ClientState::Active, Instant::now);
+        info.hold_servers(servers.iter().map(|s| s.session().cancel_key().clone()));
+        let query = self.buf.split_to(total);
+        let mut broken = vec![false; servers.len()];
+        let aggregates = match &routed.analysis.cross_shard {
+            pgcat_parser::CrossShard::Aggregate(aggregates) => Some(aggregates.clone()),
+            _ => None,
+        };
+        let merge = Merge::new(aggregates);
+        let answer = self
+            .run_on_all(&mut servers, &query, merge, &mut broken)
+            .await;
+        info.hold_server(None);
+        info.set_state(ClientState::Idle, Instant::now);
+        info.query_count.fetch_add(1, Relaxed);
+        info.xact_count.fetch_add(1, Relaxed);
+        let out = match answer {
+            Ok(out) => out,
+            Err(lost) => {
+                // Some servers got the statement and their answers were not read: closed,
+                // never reused.
+                for server in servers.drain(..) {
+                    drop(Object::take(server));
+                }
+                let Lost::Server(shard, e) = lost else {
+                    return Err(ClientError::Gone);
+                };
+                let mut out = BytesMut::new();
+                let mut merge = Merge::default();
+                merge.fail(shard, e.to_client());
+                merge.finish(&mut out);
+                messages::ready_for_query(&mut out, b'I');
+                out
+            }
+        };
+        for (server, broken) in servers.into_iter().zip(broken) {
+            if broken {
+                drop(Object::take(server));
+            } else {
+                checkin(server, pool.mode).await;
+            }
+        }
+        self.stream.send(&out).await?;
+        Ok(())
+    }
+
+    /// Sends `query` to every server, then reads their answers in shard order, streaming
+    /// the merged answer to the client as it grows; returns its end (up to ReadyForQuery).
+    /// A server whose answer broke off, or that is left inside a transaction, is marked in
+    /// `broken` (not to be reused).
+    async fn run_on_all(
+        &mut self,
+        servers: &mut [Server],
+        query: &[u8],
+        mut merge: Merge,
+        broken: &mut [bool],
+    ) -> Result<BytesMut, Lost> {
+        for (shard, server) in servers.iter_mut().enumerate() {
+            server.session().count_sent(query.len());
+            server
+                .write_all(query)
+                .await
+                .map_err(|e| Lost::Server(shard, e))?;
+        }
+        let mut out = BytesMut::new();
+        for (shard, server) in servers.iter_mut().enumerate() {
+            loop {
+                let (tag, body) = match server.read_message().await {
+                    Ok(message) => message,
+                    Err(e) => {
+                        // The others still answer: read to their end, so they can be reused.
+                        merge.fail(shard, e.to_client());
+                        broken[shard] = true;
+                        break;
+                    }
+                };
+                server.session().count_received(body.len() + 5);
+                if tag == b'Z' {
+                    broken[shard] = body.first() != Some(&b'I');
+                    break;
+                }
+                merge.on_message(shard, tag, &body, &mut out);
+                if out.len() >= INSPECT_CAP {
+                    self.stream.send(&out).await.map_err(|_| Lost::Client)?;
+                    out.clear();
+                }
+            }
+        }
+        merge.finish(&mut out);
+        messages::ready_for_query(&mut out, b'I');
+        Ok(out)
+    }
+}
+
+/// Why running on every shard stopped short.
+enum Lost {
+    /// The client went away.
+    Client,
+    /// A shard's server failed before it got the whole statement.
+    Server(usize, BackendError),
+}

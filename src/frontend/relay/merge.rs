@@ -1,0 +1,482 @@
+//! The shards' answers to one statement run on every shard, made into the one answer a
+//! single database holding all their rows would give: one RowDescription (the shards must
+//! agree on it), every shard's rows (or, for aggregates, their one row each combined column
+//! by column), one CommandComplete with the rows counted, and one error for the statement
+//! if any shard failed (PostgreSQL's, naming the shard). Pure: it is fed each shard's
+//! messages and writes what the client gets, so unit tests drive it byte for byte.
+
+use bytes::BytesMut;
+use pgcat_parser::cross_shard::Aggregate;
+
+use super::values;
+use crate::wire::messages::{self, PgError};
+
+/// The merge of one statement's answers, fed shard by shard.
+#[derive(Default)]
+pub(super) struct Merge {
+    /// The first shard's RowDescription, without the table OIDs and column numbers (which
+    /// differ between databases), to compare the others with.
+    columns: Option<Vec<u8>>,
+    /// Rows counted by the shards' CommandCompletes.
+    rows: u64,
+    /// The command the shards' CommandCompletes named (`SELECT`).
+    command: Option<String>,
+    /// The first error; nothing more is forwarded after it.
+    error: Option<PgError>,
+    /// Aggregates: each shard's row is folded into one.
+    combine: Option<Combine>,
+}
+
+/// The aggregates of a statement without GROUP BY, combined as the shards' rows come.
+struct Combine {
+    aggregates: Vec<Aggregate>,
+    /// Each column's type OID, from the RowDescription.
+    types: Vec<u32>,
+    /// The combined values so far (NULL as `None`); empty before the first row.
+    values: Vec<Option<String>>,
+}
+
+impl Merge {
+    /// The merge of a statement whose output columns are `aggregates` (one row per shard,
+    /// combined), or of plain rows (`None`: concatenated).
+    pub(super) fn new(aggregates: Option<Vec<Aggregate>>) -> Merge {
+        Merge {
+            combine: aggregates.map(|aggregates| Combine {
+                aggregates,
+                types: Vec::new(),
+                values: Vec::new(),
+            }),
+            ..Merge::default()
+        }
+    }
+
+    /// Takes message `tag` (`body` without its header) from `shard`, writing to `out` what
+    /// the client gets of it now.
+    pub(super) fn on_message(&mut self, shard: usize, tag: u8, body: &[u8], out: &mut BytesMut) {
+        if self.error.is_some() {
+            // The statement failed: the rest is drained, not forwarded.
+            return;
+        }
+        match tag {
+            b'T' => match (&self.columns, columns(body)) {
+                (_, None) => self.fail(shard, PgError::error("08P01", "malformed RowDescription")),
+                (None, Some(found)) => {
+                    self.columns = Some(found);
+                    if let Some(combine) = &mut self.combine {
+                        match combine.describe(body) {
+                            Ok(()) => {}
+                            Err(e) => return self.fail(shard, e),
+                        }
+                    }
+                    messages::message(out, b'T', |m| m.extend_from_slice(body));
+                }
+                (Some(first), Some(found)) if *first == found => {}
+                (Some(_), Some(_)) => self.fail(
+                    shard,
+                    PgError::error(
+                        "42804",
+                        "the shards answer with different columns (names or types differ)",
+                    )
+                    .with_hint("Make the table's definition the same on every shard."),
+                ),
+            },
+            b'D' => match &mut self.combine {
+                None => messages::message(out, b'D', |m| m.extend_from_slice(body)),
+                Some(combine) => {
+                    if let Err(e) = combine.fold(body) {
+                        self.fail(shard, e);
+                    }
+                }
+            },
+            b'C' => {
+                let text = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body));
+                let (command, count) = match text.ok().and_then(|t| t.rsplit_once(' ')) {
+                    Some((command, n)) => (command, n.parse::<u64>().ok()),
+                    None => (text.unwrap_or_default(), None),
+                };
+                match (&self.command, count) {
+                    (_, None) => self.fail(
+                        shard,
+                        PgError::error("0A000", format!("cannot merge \"{command}\" results")),
+                    ),
+                    (Some(first), Some(_)) if first != command => self.fail(
+                        shard,
+                        PgError::error("0A000", "the shards ran different commands"),
+                    ),
+                    (_, Some(n)) => {
+                        self.rows += n;
+                        self.command = Some(command.to_string());
+                    }
+                }
+            }
+            b'E' => self.fail(shard, PgError::from_fields(body)),
+            // Notices and notifications as they come; ParameterStatus once.
+            b'N' | b'A' => messages::message(out, tag, |m| m.extend_from_slice(body)),
+            b'S' if shard == 0 => messages::message(out, tag, |m| m.extend_from_slice(body)),
+            _ => {}
+        }
+    }
+
+    /// Records the statement's failure on `shard` (the first one is the client's).
+    pub(super) fn fail(&mut self, shard: usize, mut error: PgError) {
+        if self.error.is_none() {
+            let on = format!("on shard {shard}");
+            error.detail = Some(match error.detail.take() {
+                Some(detail) => format!("{detail} ({on})"),
+                None => format!("The statement ran on every shard and failed {on}."),
+            });
+            self.error = Some(error);
+        }
+    }
+
+    /// Writes the end of the answer: the error, or CommandComplete with every shard's rows.
+    pub(super) fn finish(self, out: &mut BytesMut) {
+        match (self.error, self.combine) {
+            (Some(error), _) => error.encode(out),
+            (None, Some(combine)) => {
+                messages::message(out, b'D', |m| {
+                    m.extend_from_slice(&(combine.values.len() as u16).to_be_bytes());
+                    for value in &combine.values {
+                        match value {
+                            None => m.extend_from_slice(&(-1i32).to_be_bytes()),
+                            Some(v) => {
+                                m.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                                m.extend_from_slice(v.as_bytes());
+                            }
+                        }
+                    }
+                });
+                messages::command_complete(out, "SELECT 1");
+            }
+            (None, None) => {
+                let command = self.command.as_deref().unwrap_or("SELECT");
+                messages::command_complete(out, &format!("{command} {}", self.rows));
+            }
+        }
+    }
+}
+
+impl Combine {
+    /// Learns the columns' types; refuses types whose aggregate is not combined here.
+    fn describe(&mut self, body: &[u8]) -> Result<(), PgError> {
+        self.types =
+            fields(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
+        if self.types.len() != self.aggregates.len() {
+            return Err(PgError::error(
+                "0A000",
+                "the aggregates and the columns do not match",
+            ));
+        }
+        let columns = self.types.iter().zip(formats(body));
+        for (aggregate, (&type_oid, format)) in self.aggregates.iter().zip(columns) {
+            let ok = format == 0
+                && match aggregate {
+                    Aggregate::Count => type_oid == values::INT8,
+                    // sum(int2/int4) is int8, sum(int8/numeric) numeric; float sums round
+                    // differently in another order, so they are not combined.
+                    Aggregate::Sum => matches!(type_oid, values::INT8 | values::NUMERIC),
+                    Aggregate::Min | Aggregate::Max => values::comparable(type_oid),
+                    Aggregate::BoolAnd | Aggregate::BoolOr => type_oid == values::BOOL,
+                };
+            if !ok {
+                return Err(PgError::error(
+                    "0A000",
+                    format!(
+                        "cannot combine {} of a value of type {type_oid} across shards: not supported yet",
+                        name(*aggregate)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds one shard's row (a DataRow body) into the combined one.
+    fn fold(&mut self, body: &[u8]) -> Result<(), PgError> {
+        let row = row_values(body).ok_or_else(|| PgError::error("08P01", "malformed DataRow"))?;
+        if row.len() != self.aggregates.len() {
+            return Err(PgError::error(
+                "08P01",
+                "a DataRow with the wrong number of columns",
+            ));
+        }
+        if self.values.is_empty() {
+            self.values = row;
+            return Ok(());
+        }
+        for (i, value) in row.into_iter().enumerate() {
+            let (aggregate, ty) = (self.aggregates[i], self.types[i]);
+            let current = self.values[i].take();
+            self.values[i] = match (current, value) {
+                (None, v) | (v, None) => v,
+                (Some(a), Some(b)) => Some(combine(aggregate, ty, &a, &b)?),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Two shards' results of `aggregate` (type `ty`) combined.
+fn combine(aggregate: Aggregate, ty: u32, a: &str, b: &str) -> Result<String, PgError> {
+    use std::cmp::Ordering::{Greater, Less};
+    let out_of_range = || PgError::error("22003", format!("{} out of range", name(aggregate)));
+    let pick = |keep_a: bool| if keep_a { a.to_string() } else { b.to_string() };
+    let order = || {
+        values::compare(ty, a, b)
+            .ok_or_else(|| PgError::error("22P02", format!("cannot compare {a:?} and {b:?}")))
+    };
+    Ok(match aggregate {
+        Aggregate::Count => values::add_int8(a, b).ok_or_else(out_of_range)?,
+        Aggregate::Sum if ty == values::INT8 => values::add_int8(a, b).ok_or_else(out_of_range)?,
+        Aggregate::Sum => values::add_numeric(a, b).ok_or_else(out_of_range)?,
+        Aggregate::Min => pick(order()? != Greater),
+        Aggregate::Max => pick(order()? != Less),
+        Aggregate::BoolAnd => pick(a == "f"),
+        Aggregate::BoolOr => pick(a == "t"),
+    })
+}
+
+fn name(aggregate: Aggregate) -> &'static str {
+    match aggregate {
+        Aggregate::Count => "count()",
+        Aggregate::Sum => "sum()",
+        Aggregate::Min => "min()",
+        Aggregate::Max => "max()",
+        Aggregate::BoolAnd => "bool_and()",
+        Aggregate::BoolOr => "bool_or()",
+    }
+}
+
+/// Each field's type OID, from a RowDescription body.
+fn fields(body: &[u8]) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    walk_fields(body, |_, field| {
+        out.push(u32::from_be_bytes([field[6], field[7], field[8], field[9]]))
+    })?;
+    Some(out)
+}
+
+/// Each field's format code (0 text, 1 binary), from a RowDescription body.
+fn formats(body: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    let _ = walk_fields(body, |_, field| {
+        out.push(u16::from_be_bytes([field[16], field[17]]))
+    });
+    out
+}
+
+/// Calls `each` with each field's name (with its NUL) and the 18 bytes after it (table
+/// OID, column number, type OID, size, modifier, format); `None` when malformed.
+fn walk_fields(body: &[u8], mut each: impl FnMut(&[u8], &[u8])) -> Option<()> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    for _ in 0..count {
+        let name_end = memchr::memchr(0, rest)? + 1;
+        each(&rest[..name_end], rest.get(name_end..name_end + 18)?);
+        rest = &rest[name_end + 18..];
+    }
+    rest.is_empty().then_some(())
+}
+
+/// The text values of a DataRow body (NULL as `None`); `None` when malformed.
+fn row_values(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let value = rest.get(..len as usize)?;
+        out.push(Some(String::from_utf8(value.to_vec()).ok()?));
+        rest = &rest[len as usize..];
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// A RowDescription body without each field's table OID and column number: what must be
+/// the same on every shard (names, types, modifiers, formats).
+fn columns(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    walk_fields(body, |name, field| {
+        out.extend_from_slice(name);
+        // table OID (4) and column number (2) skipped; type OID, size, modifier, format.
+        out.extend_from_slice(&field[6..]);
+    })?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A RowDescription body: (name, table OID, type OID) per column.
+    fn row_description(cols: &[(&str, u32, u32)]) -> Vec<u8> {
+        let mut b = (cols.len() as u16).to_be_bytes().to_vec();
+        for (name, table, ty) in cols {
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&table.to_be_bytes());
+            b.extend_from_slice(&1u16.to_be_bytes());
+            b.extend_from_slice(&ty.to_be_bytes());
+            b.extend_from_slice(&4i16.to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&0u16.to_be_bytes());
+        }
+        b
+    }
+
+    fn data_row(value: &str) -> Vec<u8> {
+        let mut b = 1u16.to_be_bytes().to_vec();
+        b.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        b.extend_from_slice(value.as_bytes());
+        b
+    }
+
+    fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        messages::message(&mut out, tag, |m| m.extend_from_slice(body));
+        out.to_vec()
+    }
+
+    #[test]
+    fn rows_of_every_shard_under_one_description_and_one_count() {
+        let mut merge = Merge::default();
+        let mut out = BytesMut::new();
+        for (shard, table_oid) in [(0, 16384), (1, 16999)] {
+            let desc = row_description(&[("id", table_oid, 20)]);
+            merge.on_message(shard, b'T', &desc, &mut out);
+            merge.on_message(shard, b'D', &data_row(&shard.to_string()), &mut out);
+            merge.on_message(shard, b'D', &data_row("x"), &mut out);
+            merge.on_message(shard, b'C', b"SELECT 2\0", &mut out);
+        }
+        merge.finish(&mut out);
+        let mut want = framed(b'T', &row_description(&[("id", 16384, 20)]));
+        for v in ["0", "x", "1", "x"] {
+            want.extend(framed(b'D', &data_row(v)));
+        }
+        want.extend(framed(b'C', b"SELECT 4\0"));
+        assert_eq!(out.to_vec(), want);
+    }
+
+    #[test]
+    fn an_error_on_one_shard_is_the_answer_and_names_it() {
+        let mut merge = Merge::default();
+        let mut out = BytesMut::new();
+        merge.on_message(0, b'T', &row_description(&[("id", 1, 20)]), &mut out);
+        merge.on_message(0, b'C', b"SELECT 0\0", &mut out);
+        let mut error = BytesMut::new();
+        PgError::error("22012", "division by zero").encode(&mut error);
+        merge.on_message(1, b'E', &error[5..], &mut out);
+        merge.on_message(1, b'D', &data_row("late"), &mut out);
+        let before = out.len();
+        merge.finish(&mut out);
+        let got = PgError::from_fields(&out[before + 5..]);
+        assert_eq!(
+            (got.code.as_str(), got.message.as_str()),
+            ("22012", "division by zero")
+        );
+        assert!(got.detail.unwrap_or_default().contains("on shard 1"));
+        assert!(!out[..before].windows(4).any(|w| w == b"late"));
+    }
+
+    #[test]
+    fn shards_that_disagree_on_columns_fail_the_statement() {
+        let mut merge = Merge::default();
+        let mut out = BytesMut::new();
+        merge.on_message(0, b'T', &row_description(&[("id", 1, 20)]), &mut out);
+        merge.on_message(1, b'T', &row_description(&[("id", 2, 23)]), &mut out);
+        let before = out.len();
+        merge.finish(&mut out);
+        assert_eq!(PgError::from_fields(&out[before + 5..]).code, "42804");
+        assert!(columns(&[0, 1, b'a']).is_none(), "truncated");
+    }
+
+    /// A DataRow body of several text values (NULL as `None`).
+    fn values_row(values: &[Option<&str>]) -> Vec<u8> {
+        let mut b = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn aggregates_combine_into_the_whole_tables_row() {
+        use Aggregate::*;
+        let mut merge = Merge::new(Some(vec![Count, Sum, Sum, Min, Max, BoolAnd, BoolOr]));
+        let mut out = BytesMut::new();
+        let desc = row_description(&[
+            ("count", 0, 20),
+            ("sum", 0, 20),
+            ("sum", 0, 1700),
+            ("min", 0, 1700),
+            ("max", 0, 23),
+            ("bool_and", 0, 16),
+            ("bool_or", 0, 16),
+        ]);
+        let shards: [[Option<&str>; 7]; 3] = [
+            [
+                Some("2"),
+                Some("5"),
+                Some("1.50"),
+                Some("-3"),
+                Some("9"),
+                Some("t"),
+                Some("f"),
+            ],
+            [Some("0"), None, None, None, None, None, None],
+            [
+                Some("3"),
+                Some("-1"),
+                Some("2.125"),
+                Some("-10.5"),
+                Some("12"),
+                Some("f"),
+                Some("t"),
+            ],
+        ];
+        for (shard, row) in shards.iter().enumerate() {
+            merge.on_message(shard, b'T', &desc, &mut out);
+            merge.on_message(shard, b'D', &values_row(row), &mut out);
+            merge.on_message(shard, b'C', b"SELECT 1\0", &mut out);
+        }
+        merge.finish(&mut out);
+        let mut want = framed(b'T', &desc);
+        want.extend(framed(
+            b'D',
+            &values_row(&[
+                Some("5"),
+                Some("4"),
+                Some("3.625"),
+                Some("-10.5"),
+                Some("12"),
+                Some("f"),
+                Some("t"),
+            ]),
+        ));
+        want.extend(framed(b'C', b"SELECT 1\0"));
+        assert_eq!(out.to_vec(), want);
+    }
+
+    #[test]
+    fn aggregates_of_types_not_combined_here_are_refused() {
+        let mut merge = Merge::new(Some(vec![Aggregate::Sum]));
+        let mut out = BytesMut::new();
+        merge.on_message(0, b'T', &row_description(&[("sum", 0, 701)]), &mut out);
+        let before = out.len();
+        merge.finish(&mut out);
+        let error = PgError::from_fields(&out[before + 5..]);
+        assert_eq!(error.code, "0A000");
+        assert!(error.message.contains("sum()"), "{}", error.message);
+    }
+}

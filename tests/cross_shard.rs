@@ -1,0 +1,403 @@
+//! Issue 19, first part: statements with no shard selected, in pools with
+//! `default_shard = "all"` / `"error"` and after `SET SHARD TO ALL`. PostgreSQL judges: each
+//! shard database (xs_shard0..2) holds ONE hash partition of `items`, so a row inserted on
+//! the wrong shard is rejected; xs_oracle holds every row, unsharded, and every answer that
+//! runs on all shards is compared with its answer to the same statement. What cannot be
+//! answered exactly yet is refused with 0A000 naming the construct.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pgcat_parser::hash::pg_bigint_hash;
+use support::routing::{expect_error, SHARD_PASS, SHARD_USER};
+use support::{connect, free_port, general_toml, rows, runtime, shared, try_rows, Cluster, Pooler};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const SHARDS: usize = 3;
+const POOL: &str = "xs";
+const ROWS: i64 = 300;
+
+/// xs_shard0..2 (one partition each) and xs_oracle (every row), owned by sharding_user,
+/// made once per test binary directly on the primary.
+fn cluster() -> &'static Cluster {
+    static READY: OnceLock<()> = OnceLock::new();
+    let cluster = support::routing::sharded_cluster(); // creates sharding_user
+    READY.get_or_init(|| {
+        let mut sql = String::new();
+        for db in ["xs_shard0", "xs_shard1", "xs_shard2", "xs_oracle"] {
+            sql.push_str(&format!(
+                "DROP DATABASE IF EXISTS {db};\nCREATE DATABASE {db} OWNER {SHARD_USER};\n"
+            ));
+        }
+        let table = "CREATE TABLE items (id bigint, grp int, value text, amount numeric)";
+        for shard in 0..SHARDS {
+            let mut inserts = String::new();
+            for id in (1..=ROWS).filter(|id| pg_bigint_hash(*id, SHARDS) == shard) {
+                inserts.push_str(&row_insert(id));
+            }
+            sql.push_str(&format!(
+                "\\c xs_shard{shard}\nSET ROLE {SHARD_USER};\n{table} PARTITION BY HASH (id);\n\
+                 CREATE TABLE items_p{shard} PARTITION OF items FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+                 CREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{inserts}"
+            ));
+        }
+        let all: String = (1..=ROWS).map(row_insert).collect();
+        sql.push_str(&format!(
+            "\\c xs_oracle\nSET ROLE {SHARD_USER};\n{table};\nCREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{all}"
+        ));
+        cluster
+            .psql(&cluster.primary, "postgres", &sql)
+            .unwrap_or_else(|e| panic!("cross-shard fixture: {e}"));
+        cluster.wait_replicas_caught_up().expect("replicas caught up");
+    });
+    cluster
+}
+
+/// A user-defined aggregate, on every database.
+const MY_SUM: &str = "CREATE AGGREGATE my_sum (int) (SFUNC = int4pl, STYPE = int);";
+
+fn row_insert(id: i64) -> String {
+    let value = if id % 7 == 0 {
+        "NULL".to_string()
+    } else {
+        format!("'v{}'", id % 11)
+    };
+    format!(
+        "INSERT INTO items VALUES ({id}, {}, {value}, {}.{:02});\n",
+        id % 5,
+        id * 3,
+        id % 100
+    )
+}
+
+/// Pool settings: statements with no shard run on every shard, or are refused.
+const ALL: &str = "query_parser_enabled = true\ndefault_shard = \"all\"";
+const ERROR: &str = "query_parser_enabled = true\ndefault_shard = \"error\"";
+
+async fn connect_xs(pooler: &Pooler) -> Client {
+    let client = pooler.connect(SHARD_USER, SHARD_PASS, POOL).await;
+    client.unwrap_or_else(|e| panic!("connect to {POOL}: {e:?}\n{}", pooler.logs()))
+}
+
+/// A pooler with pool `xs` over xs_shard0..2 (primary only), `extra` in the pool section.
+fn pooler(cluster: &Cluster, extra: &str) -> Pooler {
+    let mut toml = general_toml(free_port());
+    toml.push_str(&format!(
+        "\n[pools.{POOL}]\npool_mode = \"transaction\"\nsharding_function = \"pg_bigint_hash\"\n\
+         automatic_sharding_key = \"items.id\"\n{extra}\n\
+         [pools.{POOL}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = 4\n"
+    ));
+    for shard in 0..SHARDS {
+        toml.push_str(&format!(
+            "\n[pools.{POOL}.shards.{shard}]\ndatabase = \"xs_shard{shard}\"\nservers = [[\"{}\", {}, \"primary\"]]\n",
+            cluster.primary.host, cluster.primary.port
+        ));
+    }
+    Pooler::start(&toml)
+}
+
+async fn oracle(cluster: &Cluster) -> Client {
+    connect(&format!(
+        "host={} port={} user={SHARD_USER} password={SHARD_PASS} dbname=xs_oracle",
+        cluster.primary.host, cluster.primary.port
+    ))
+    .await
+    .expect("connect to the oracle")
+}
+
+/// Rows (sorted: these statements fix no order) and the CommandComplete row count.
+async fn answer(client: &Client, sql: &str) -> Result<(Vec<Vec<String>>, u64), String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| format!("{sql}: {e:?}"))?;
+    let count = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut all = try_rows(client, sql).await.map_err(|e| format!("{e:?}"))?;
+    all.sort();
+    Ok((all, count))
+}
+
+/// Every statement, through the pooler and on the oracle: the same rows and row count.
+async fn same_as_oracle(through: &Client, oracle: &Client, statements: &[&str]) {
+    for sql in statements {
+        let want = answer(oracle, sql).await.expect("the oracle answers");
+        let got = answer(through, sql).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, want, "{sql}: through the pooler vs one database");
+    }
+}
+
+const PLAIN_SELECTS: &[&str] = &[
+    "SELECT * FROM items",
+    "SELECT id, value FROM items WHERE grp = 3",
+    "SELECT id, lower(value) AS v, amount * 2 FROM items WHERE value IS NULL OR amount > 500",
+    "SELECT id FROM items WHERE id IN (1, 2, 3, 4, 5, 6)",
+    "SELECT id FROM items WHERE id = 100000",
+];
+
+/// Aggregates without GROUP BY: each shard's row combined into the whole table's.
+const AGGREGATES: &[&str] = &[
+    "SELECT count(*) FROM items",
+    "SELECT count(*) AS n FROM items WHERE grp = 3",
+    "SELECT count(value), sum(id), sum(grp), sum(amount), min(amount), max(amount), min(id), max(grp) FROM items",
+    "SELECT sum(amount - 500), min(amount - 500), max(-id) FROM items WHERE value IS NOT NULL",
+    "SELECT bool_and(id > 0), bool_or(value IS NULL), every(grp < 3) FROM items",
+    "SELECT count(*), sum(id), min(amount) FROM items WHERE id < 0",
+    "SELECT min(id::int4), max(id::int2), min(amount::float8), max(id::float4) FROM items",
+];
+
+/// Constructs not merged yet: refused with 0A000 naming them, never a partial answer.
+const REFUSED: &[(&str, &str)] = &[
+    ("SELECT id FROM items ORDER BY id", "ORDER BY"),
+    ("SELECT id FROM items LIMIT 5", "LIMIT"),
+    ("SELECT avg(amount) FROM items", "avg()"),
+    ("SELECT count(*) + 1 FROM items", "count()"),
+    (
+        "SELECT min(value) FROM items",
+        "min() of a value of type 25",
+    ),
+    (
+        "SELECT sum(amount::float8) FROM items",
+        "sum() of a value of type 701",
+    ),
+    // A user-defined aggregate is one too (found in pg_proc, not by its name).
+    ("SELECT my_sum(grp) FROM items", "my_sum()"),
+    ("SELECT grp FROM items GROUP BY grp", "GROUP BY"),
+    ("SELECT DISTINCT grp FROM items", "DISTINCT"),
+    (
+        "SELECT a.id FROM items a JOIN items b ON a.id = b.id",
+        "joins",
+    ),
+    (
+        "SELECT id FROM items WHERE id IN (SELECT id FROM items)",
+        "subqueries",
+    ),
+    ("SELECT row_number() OVER () FROM items", "window functions"),
+    ("INSERT INTO items (grp) VALUES (1)", "INSERT"),
+    ("UPDATE items SET grp = 0", "UPDATE"),
+    ("DELETE FROM items", "DELETE"),
+];
+
+#[test]
+fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        let oracle = oracle(cluster).await;
+        same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
+        same_as_oracle(&client, &oracle, AGGREGATES).await;
+        // Statements reading no table of the application's run on one shard: one answer.
+        same_as_oracle(
+            &client,
+            &oracle,
+            &["SELECT 1 AS one", "SELECT n FROM slow"][..1],
+        )
+        .await;
+        let types = rows(
+            &client,
+            "SELECT typname FROM pg_catalog.pg_type WHERE oid = 20",
+        )
+        .await;
+        assert_eq!(types, [["int8"]]);
+        // A key picks its shard as before.
+        let one = rows(&client, "SELECT id, grp FROM items WHERE id = 42").await;
+        assert_eq!(one, [["42", "2"]]);
+        for (sql, construct) in REFUSED {
+            let (code, message) = expect_error(sql, try_rows(&client, sql).await);
+            assert_eq!(code, "0A000", "{sql}: {message}");
+            assert!(
+                message.contains(construct),
+                "{sql}: {message:?} names {construct}"
+            );
+        }
+        // Over the extended protocol: refused for now, with the reason.
+        let (code, message) = expect_error(
+            "extended",
+            client
+                .query("SELECT id FROM items WHERE grp = $1", &[&1i32])
+                .await,
+        );
+        assert_eq!(code, "0A000", "{message}");
+        assert!(message.contains("extended protocol"), "{message}");
+        // The client and its pool are fine after each refusal.
+        same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
+        // A shard's error is the statement's, naming the shard, like the oracle's code.
+        let sql = "SELECT 1 / (id - 42) FROM items";
+        let (oracle_code, _) = expect_error("oracle", oracle.simple_query(sql).await);
+        let err = client
+            .simple_query(sql)
+            .await
+            .expect_err("division by zero on one shard");
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), oracle_code);
+        let shard = pg_bigint_hash(42, SHARDS);
+        assert!(
+            db.detail()
+                .unwrap_or_default()
+                .contains(&format!("on shard {shard}")),
+            "{db:?}"
+        );
+        same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
+    });
+}
+
+#[test]
+fn inside_a_transaction_a_statement_needing_every_shard_fails_and_nothing_partial_is_answered() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        // First statement of the transaction.
+        client.simple_query("BEGIN").await.expect("BEGIN");
+        let (code, message) = expect_error("first", try_rows(&client, "SELECT * FROM items").await);
+        assert_eq!(code, "0A000", "{message}");
+        client.simple_query("ROLLBACK").await.expect("ROLLBACK");
+        // After a statement that took one shard (by key), simple and extended.
+        for extended in [false, true] {
+            client.simple_query("BEGIN").await.expect("BEGIN");
+            rows(&client, "SELECT id FROM items WHERE id = 7").await;
+            let sql = "SELECT id FROM items WHERE grp = 2";
+            let result = if extended {
+                client.query(sql, &[]).await.map(|r| r.len())
+            } else {
+                client.simple_query(sql).await.map(|r| r.len())
+            };
+            let (code, message) = expect_error(sql, result);
+            assert_eq!(code, "0A000", "extended {extended}: {message}");
+            // PostgreSQL's own transaction state: aborted until ROLLBACK.
+            let (code, _) = expect_error("aborted", try_rows(&client, "SELECT 1").await);
+            assert_eq!(code, "25P02");
+            client.simple_query("ROLLBACK").await.expect("ROLLBACK");
+        }
+        assert_eq!(
+            rows(&client, "SELECT id FROM items WHERE id = 7").await,
+            [["7"]]
+        );
+    });
+}
+
+#[test]
+fn default_shard_error_refuses_statements_without_a_shard_and_says_how_to_pick_one() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ERROR);
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        for sql in [
+            "SELECT * FROM items",
+            "SELECT count(*) FROM items",
+            "DELETE FROM items",
+        ] {
+            let err = client.simple_query(sql).await.expect_err(sql);
+            let db = err.as_db_error().expect("an ErrorResponse");
+            assert_eq!(db.code().code(), "0A000", "{sql}");
+            assert!(db.message().contains("names no shard"), "{sql}: {db:?}");
+            assert!(
+                db.hint().unwrap_or_default().contains("SET SHARD TO"),
+                "{db:?}"
+            );
+        }
+        assert_eq!(rows(&client, "SELECT 1").await, [["1"]]);
+        assert_eq!(
+            rows(&client, "SELECT id FROM items WHERE id = 9").await,
+            [["9"]]
+        );
+        client
+            .simple_query("SET SHARD TO 1")
+            .await
+            .expect("SET SHARD");
+        let got = rows(&client, "SELECT count(*) FROM items").await;
+        let want = (1..=ROWS)
+            .filter(|id| pg_bigint_hash(*id, SHARDS) == 1)
+            .count();
+        assert_eq!(got, [[want.to_string()]]);
+    });
+}
+
+#[test]
+fn set_shard_to_all_runs_on_every_shard_until_the_next_set_shard() {
+    let cluster = cluster();
+    // PgCat's default: shard_0, parser off.
+    let pooler = pooler(cluster, "");
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        let oracle = oracle(cluster).await;
+        let before = rows(&client, "SELECT id FROM items").await.len();
+        let on_0 = (1..=ROWS)
+            .filter(|id| pg_bigint_hash(*id, SHARDS) == 0)
+            .count();
+        assert_eq!(before, on_0, "default_shard = shard_0 as PgCat");
+        for set in ["SET SHARD TO 'ALL'", "set shard to all"] {
+            client.simple_query(set).await.expect(set);
+            assert_eq!(rows(&client, "SHOW SHARD").await, [["all"]]);
+            same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
+            client
+                .simple_query("SET SHARD TO 2")
+                .await
+                .expect("SET SHARD TO 2");
+            assert_eq!(rows(&client, "SHOW SHARD").await, [["2"]]);
+            let on_2 = (1..=ROWS)
+                .filter(|id| pg_bigint_hash(*id, SHARDS) == 2)
+                .count();
+            assert_eq!(rows(&client, "SELECT id FROM items").await.len(), on_2);
+        }
+        // Also over the extended protocol, like the other extensions.
+        client
+            .execute("SET SHARD TO 'all'", &[])
+            .await
+            .expect("extended SET SHARD");
+        assert_eq!(rows(&client, "SHOW SHARD").await, [["all"]]);
+        same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
+    });
+}
+
+#[test]
+fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        // Each shard sleeps 1 s: about 1 s in all, not 3.
+        let started = Instant::now();
+        let slept = rows(&client, "SELECT pg_sleep(1)::text FROM slow").await;
+        let took = started.elapsed();
+        assert_eq!(slept.len(), SHARDS, "one row per shard's `slow`");
+        assert!(took < Duration::from_millis(2500), "took {took:?}: the shards ran one by one");
+
+        let cancel = client.cancel_token();
+        let sleeping = tokio::spawn(async move {
+            let started = Instant::now();
+            let result = client.simple_query("SELECT pg_sleep(60)::text FROM slow").await;
+            (result.map(|_| ()), started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send the cancel");
+        let (result, took) = tokio::time::timeout(Duration::from_secs(30), sleeping)
+            .await
+            .expect("the cancel ends the statement")
+            .expect("task");
+        let (code, _) = expect_error("cancelled", result);
+        assert_eq!(code, "57014", "canceling statement due to user request");
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+        // No shard is still sleeping.
+        let still = cluster
+            .psql(
+                &cluster.primary,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'",
+            )
+            .expect("pg_stat_activity");
+        assert_eq!(still.trim(), "0", "every shard's statement was cancelled");
+    });
+    let _ = shared();
+}
