@@ -142,6 +142,21 @@ const PLAIN_SELECTS: &[&str] = &[
     "SELECT id FROM items WHERE id = 100000",
 ];
 
+/// ORDER BY output columns (and LIMIT): the shards' sorted rows merged; the sort keys are
+/// unique, so one database's order is the only right one.
+const ORDERED: &[&str] = &[
+    "SELECT id, amount FROM items ORDER BY id",
+    "SELECT * FROM items ORDER BY amount DESC, id LIMIT 10",
+    "SELECT id, grp FROM items ORDER BY grp, id DESC LIMIT 25",
+    "SELECT id, value FROM items WHERE grp = 1 ORDER BY 1 DESC",
+    "SELECT id AS k FROM items ORDER BY k LIMIT 5",
+    "SELECT id, CASE WHEN id % 4 = 0 THEN NULL ELSE id % 9 END AS m FROM items ORDER BY m NULLS FIRST, id",
+    "SELECT id, CASE WHEN id % 4 = 0 THEN NULL ELSE id % 9 END AS m FROM items ORDER BY m DESC NULLS LAST, id LIMIT 40",
+    "SELECT id, amount::float8 AS f FROM items ORDER BY f DESC LIMIT 3",
+    "SELECT id FROM items WHERE id < 0 ORDER BY id",
+    "SELECT id FROM items ORDER BY id LIMIT 0",
+];
+
 /// Aggregates without GROUP BY: each shard's row combined into the whole table's.
 const AGGREGATES: &[&str] = &[
     "SELECT count(*) FROM items",
@@ -155,8 +170,13 @@ const AGGREGATES: &[&str] = &[
 
 /// Constructs not merged yet: refused with 0A000 naming them, never a partial answer.
 const REFUSED: &[(&str, &str)] = &[
-    ("SELECT id FROM items ORDER BY id", "ORDER BY"),
-    ("SELECT id FROM items LIMIT 5", "LIMIT"),
+    ("SELECT id, value FROM items ORDER BY value", "of type 25"),
+    ("SELECT id FROM items ORDER BY value", "exactly one output column"),
+    (
+        "SELECT id FROM items ORDER BY lower(value)",
+        "not an output column",
+    ),
+    ("SELECT id FROM items LIMIT 5 OFFSET 2", "OFFSET"),
     ("SELECT avg(amount) FROM items", "avg()"),
     ("SELECT count(*) + 1 FROM items", "count()"),
     (
@@ -194,6 +214,22 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
         let oracle = oracle(cluster).await;
         same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
         same_as_oracle(&client, &oracle, AGGREGATES).await;
+        for sql in ORDERED {
+            let want = try_rows(&oracle, sql).await.expect("the oracle answers");
+            let got = try_rows(&client, sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            assert_eq!(got, want, "{sql}: in the same order as one database");
+        }
+        // LIMIT without ORDER BY: that many of the table's rows.
+        let (some, count) = answer(&client, "SELECT id, grp FROM items LIMIT 7")
+            .await
+            .expect("LIMIT 7");
+        let (all, _) = answer(&oracle, "SELECT id, grp FROM items")
+            .await
+            .expect("oracle");
+        assert_eq!((some.len(), count), (7, 7));
+        assert!(some.iter().all(|row| all.contains(row)), "{some:?}");
         // Statements reading no table of the application's run on one shard: one answer.
         same_as_oracle(
             &client,

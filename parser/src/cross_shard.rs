@@ -7,11 +7,31 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, ObjectName, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, ObjectName,
+    OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement, TableFactor, Value,
+    Visit, Visitor,
 };
 
 use crate::parsed::Parsed;
+
+/// One ORDER BY key: an output column, and its direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: SortColumn,
+    pub descending: bool,
+    /// NULLs before other values (PostgreSQL's default: with DESC).
+    pub nulls_first: bool,
+}
+
+/// Which output column an ORDER BY key names (found in the RowDescription when the rows
+/// come, since `*` and aliases decide what the columns are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortColumn {
+    /// `ORDER BY 2`: 0-based.
+    Position(usize),
+    /// `ORDER BY name`: an output column's name as PostgreSQL prints it.
+    Name(String),
+}
 
 /// An aggregate whose per-shard results combine exactly into the whole table's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +55,17 @@ pub enum CrossShard {
     /// `SELECT 1`, `SET`, `SHOW`, `BEGIN`, a driver's type lookup): any one shard gives
     /// the answer.
     AnyShard,
-    /// A plain `SELECT` of one table: every shard's rows, in any order, and the row counts
-    /// summed. `functions` are the names of the functions it calls (lower case, without
-    /// schema): a user-defined aggregate among them would need a merge, so the caller
-    /// checks them against the aggregates the database has.
-    Concat { functions: Vec<String> },
+    /// A plain `SELECT` of one table: every shard's rows, and the row counts summed.
+    /// `functions` are the names of the functions it calls (lower case, without schema):
+    /// a user-defined aggregate among them would need a merge, so the caller checks them
+    /// against the aggregates the database has. `order`: ORDER BY output columns, each
+    /// shard's sorted rows merged (empty: any order); `limit`: LIMIT n, applied by each
+    /// shard and again to the merge.
+    Concat {
+        functions: Vec<String>,
+        order: Vec<SortKey>,
+        limit: Option<u64>,
+    },
     /// A `SELECT` of one table whose every output column is an aggregate without `GROUP BY`
     /// (`count(*)`, `sum(x) AS total` …): each shard answers one row, and the rows are
     /// combined column by column.
@@ -185,12 +211,33 @@ fn plan_query(query: &Query) -> CrossShard {
     let SetExpr::Select(select) = &*query.body else {
         return refused("UNION, INTERSECT or EXCEPT");
     };
-    if query.order_by.is_some() {
-        return refused("ORDER BY");
+    let order = match &query.order_by {
+        None => Vec::new(),
+        Some(order_by) => match sort_keys(order_by, &select.projection) {
+            Ok(keys) => keys,
+            Err(what) => return refused(what),
+        },
+    };
+    if query.fetch.is_some() {
+        return refused("FETCH");
     }
-    if query.limit_clause.is_some() || query.fetch.is_some() {
-        return refused("LIMIT, OFFSET or FETCH");
-    }
+    let limit = match &query.limit_clause {
+        None
+        | Some(LimitClause::LimitOffset {
+            limit: None,
+            offset: None,
+            ..
+        }) => None,
+        Some(LimitClause::LimitOffset {
+            limit: Some(expr),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty() => match number(expr) {
+            Some(n) => Some(n),
+            None => return refused("LIMIT other than a number"),
+        },
+        Some(_) => return refused("OFFSET"),
+    };
     if select.distinct.is_some() {
         return refused("DISTINCT");
     }
@@ -225,12 +272,82 @@ fn plan_query(query: &Query) -> CrossShard {
         .map(aggregate_item)
         .collect::<Option<Vec<_>>>()
     {
-        return CrossShard::Aggregate(aggregates);
+        if order.is_empty() && limit.is_none() {
+            return CrossShard::Aggregate(aggregates);
+        }
     }
     seen.functions.sort();
     seen.functions.dedup();
     CrossShard::Concat {
         functions: seen.functions,
+        order,
+        limit,
+    }
+}
+
+/// A non-negative integer literal.
+fn number(expr: &Expr) -> Option<u64> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The ORDER BY keys, each an output column: by position, by name (an output column's
+/// name or alias), or by an expression that is one of the output columns.
+fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKey>, &'static str> {
+    let OrderByKind::Expressions(exprs) = &order_by.kind else {
+        return Err("ORDER BY ALL");
+    };
+    let wildcard = projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    exprs
+        .iter()
+        .map(|e| {
+            let descending = match &e.options.sort {
+                None | Some(OrderBySort::Asc) => false,
+                Some(OrderBySort::Desc) => true,
+                Some(OrderBySort::Using(_)) => return Err("ORDER BY … USING"),
+            };
+            let column = if let Some(n) = number(&e.expr) {
+                SortColumn::Position((n as usize).checked_sub(1).ok_or("ORDER BY 0")?)
+            } else if let Some(i) = projection.iter().position(|item| match item {
+                SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                    *x == e.expr
+                }
+                _ => false,
+            }) {
+                SortColumn::Position(i)
+            } else {
+                match &e.expr {
+                    Expr::Identifier(ident) => SortColumn::Name(name_of(ident)),
+                    Expr::CompoundIdentifier(parts) if wildcard => {
+                        SortColumn::Name(name_of(parts.last().ok_or("ORDER BY")?))
+                    }
+                    _ => return Err("ORDER BY an expression that is not an output column"),
+                }
+            };
+            Ok(SortKey {
+                column,
+                descending,
+                nulls_first: e.options.nulls_first.unwrap_or(descending),
+            })
+        })
+        .collect()
+}
+
+/// An identifier as PostgreSQL names the column: folded to lower case unless quoted.
+fn name_of(ident: &sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
     }
 }
 
@@ -307,19 +424,27 @@ mod tests {
     fn plain_selects_concatenate() {
         assert_eq!(
             of("SELECT id, value FROM data WHERE value > 3"),
-            CrossShard::Concat { functions: vec![] }
+            CrossShard::Concat {
+                functions: vec![],
+                order: vec![],
+                limit: None
+            }
         );
         assert_eq!(
             of("SELECT lower(name), upper(name) FROM public.data FOR UPDATE"),
             CrossShard::Concat {
-                functions: vec!["lower".into(), "upper".into()]
+                functions: vec!["lower".into(), "upper".into()],
+                order: vec![],
+                limit: None
             }
         );
         // A user-defined aggregate looks like any function: the caller checks the names.
         assert_eq!(
             of("SELECT my_agg(value) FROM data"),
             CrossShard::Concat {
-                functions: vec!["my_agg".into()]
+                functions: vec!["my_agg".into()],
+                order: vec![],
+                limit: None
             }
         );
         // So does an aggregate inside an expression, or beside a plain column.
@@ -336,6 +461,46 @@ mod tests {
     }
 
     #[test]
+    fn order_by_output_columns_and_limit_merge() {
+        let key = |column, descending, nulls_first| SortKey {
+            column,
+            descending,
+            nulls_first,
+        };
+        let CrossShard::Concat { order, limit, .. } = of(
+            "SELECT id, value AS v, lower(value) FROM data ORDER BY v DESC, 1, lower(value) NULLS FIRST, \"Id\" DESC NULLS LAST LIMIT 10",
+        ) else {
+            panic!("not merged");
+        };
+        assert_eq!(
+            order,
+            [
+                key(SortColumn::Name("v".into()), true, true),
+                key(SortColumn::Position(0), false, false),
+                key(SortColumn::Position(2), false, true),
+                key(SortColumn::Name("Id".into()), true, false),
+            ]
+        );
+        assert_eq!(limit, Some(10));
+        // With `*`, names are found in the RowDescription; t.id names column id.
+        let CrossShard::Concat { order, .. } = of("SELECT * FROM data t ORDER BY t.id, ID") else {
+            panic!("not merged");
+        };
+        assert_eq!(
+            order,
+            [
+                key(SortColumn::Name("id".into()), false, false),
+                key(SortColumn::Name("id".into()), false, false),
+            ]
+        );
+        // An aggregate with ORDER BY or LIMIT is not combined (the caller refuses it).
+        assert!(matches!(
+            of("SELECT count(*) FROM data LIMIT 1"),
+            CrossShard::Concat { .. }
+        ));
+    }
+
+    #[test]
     fn plain_aggregates_without_group_by_combine() {
         use Aggregate::*;
         assert_eq!(
@@ -347,9 +512,18 @@ mod tests {
     #[test]
     fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
         for (sql, what) in [
-            ("SELECT id FROM data ORDER BY id", "ORDER BY"),
-            ("SELECT id FROM data LIMIT 3", "LIMIT, OFFSET or FETCH"),
-            ("SELECT id FROM data OFFSET 3", "LIMIT, OFFSET or FETCH"),
+            (
+                "SELECT id FROM data ORDER BY lower(value)",
+                "ORDER BY an expression that is not an output column",
+            ),
+            (
+                "SELECT id FROM data ORDER BY id USING <",
+                "ORDER BY … USING",
+            ),
+            ("SELECT id FROM data LIMIT 3 OFFSET 1", "OFFSET"),
+            ("SELECT id FROM data OFFSET 3", "OFFSET"),
+            ("SELECT id FROM data LIMIT $1", "LIMIT other than a number"),
+            ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
             ("SELECT DISTINCT value FROM data", "DISTINCT"),
             (
                 "SELECT value, count(*) FROM data GROUP BY value",

@@ -3,7 +3,7 @@
 //! is read (so they run in parallel), their answers merged into one (`merge`), and the
 //! servers given back. The client's cancel request reaches every one of them.
 
-use super::merge::Merge;
+use super::merge::{Merge, Plan};
 use super::*;
 
 impl Client {
@@ -15,7 +15,7 @@ impl Client {
         routed: &Routed,
     ) -> Result<(), ClientError> {
         let pool = self.session.pool.clone();
-        if let pgcat_parser::CrossShard::Concat { functions } = &routed.analysis.cross_shard {
+        if let pgcat_parser::CrossShard::Concat { functions, .. } = &routed.analysis.cross_shard {
             // Rows of an aggregate are combined, not concatenated: not yet.
             let found = pool.first_aggregate(functions).await;
             let refused = match found {
@@ -73,11 +73,18 @@ impl Client {
         info.hold_servers(servers.iter().map(|s| s.session().cancel_key().clone()));
         let query = self.buf.split_to(total);
         let mut broken = vec![false; servers.len()];
-        let aggregates = match &routed.analysis.cross_shard {
-            pgcat_parser::CrossShard::Aggregate(aggregates) => Some(aggregates.clone()),
-            _ => None,
+        let plan = match &routed.analysis.cross_shard {
+            pgcat_parser::CrossShard::Aggregate(aggregates) => Plan::Aggregates(aggregates.clone()),
+            pgcat_parser::CrossShard::Concat { order, limit, .. } => Plan::Rows {
+                order: order.clone(),
+                limit: *limit,
+            },
+            _ => Plan::Rows {
+                order: Vec::new(),
+                limit: None,
+            },
         };
-        let merge = Merge::new(aggregates);
+        let merge = Merge::new(plan);
         let answer = self
             .run_on_all(&mut servers, &query, merge, &mut broken)
             .await;
@@ -134,32 +141,91 @@ impl Client {
                 .map_err(|e| Lost::Server(shard, e))?;
         }
         let mut out = BytesMut::new();
-        for (shard, server) in servers.iter_mut().enumerate() {
-            loop {
-                let (tag, body) = match server.read_message().await {
-                    Ok(message) => message,
-                    Err(e) => {
-                        // The others still answer: read to their end, so they can be reused.
-                        merge.fail(shard, e.to_client());
-                        broken[shard] = true;
-                        break;
-                    }
-                };
-                server.session().count_received(body.len() + 5);
-                if tag == b'Z' {
-                    broken[shard] = body.first() != Some(&b'I');
-                    break;
+        if merge.is_ordered() {
+            // A k-way merge: each shard's next row at hand, the least one sent first.
+            let mut heads: Vec<Option<BytesMut>> = Vec::with_capacity(servers.len());
+            for (shard, server) in servers.iter_mut().enumerate() {
+                heads.push(next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await);
+            }
+            while merge.wants_rows() {
+                let least = (0..heads.len())
+                    .filter(|i| heads[*i].is_some())
+                    .min_by(|a, b| merge.compare(heads_row(&heads, *a), heads_row(&heads, *b)));
+                let Some(shard) = least else { break };
+                if let Some(row) = heads[shard].take() {
+                    merge.push_row(&row, &mut out);
                 }
-                merge.on_message(shard, tag, &body, &mut out);
+                let server = &mut servers[shard];
+                heads[shard] =
+                    next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await;
                 if out.len() >= INSPECT_CAP {
                     self.stream.send(&out).await.map_err(|_| Lost::Client)?;
                     out.clear();
+                }
+            }
+            // Past the LIMIT (or an error): the rest is read and dropped.
+            for (shard, server) in servers.iter_mut().enumerate() {
+                while heads[shard].take().is_some() {
+                    heads[shard] =
+                        next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await;
+                }
+            }
+        } else {
+            for (shard, server) in servers.iter_mut().enumerate() {
+                while let Some(row) =
+                    next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await
+                {
+                    merge.push_row(&row, &mut out);
+                    if out.len() >= INSPECT_CAP {
+                        self.stream.send(&out).await.map_err(|_| Lost::Client)?;
+                        out.clear();
+                    }
                 }
             }
         }
         merge.finish(&mut out);
         messages::ready_for_query(&mut out, b'I');
         Ok(out)
+    }
+}
+
+/// The row in `heads[i]` (present: the caller filtered).
+fn heads_row(heads: &[Option<BytesMut>], i: usize) -> &[u8] {
+    heads[i].as_deref().unwrap_or_default()
+}
+
+/// Reads `server`'s answer up to its next DataRow (returned) or its end (`None`), giving
+/// `merge` every other message. A server that breaks, or ends inside a transaction, is
+/// marked `broken`.
+async fn next_row(
+    server: &mut Server,
+    shard: usize,
+    merge: &mut Merge,
+    out: &mut BytesMut,
+    broken: &mut bool,
+) -> Option<BytesMut> {
+    if *broken {
+        return None;
+    }
+    loop {
+        let (tag, body) = match server.read_message().await {
+            Ok(message) => message,
+            Err(e) => {
+                // The others still answer: read to their end, so they can be reused.
+                merge.fail(shard, e.to_client());
+                *broken = true;
+                return None;
+            }
+        };
+        server.session().count_received(body.len() + 5);
+        match tag {
+            b'D' if !merge.is_combining() => return Some(body),
+            b'Z' => {
+                *broken = body.first() != Some(&b'I');
+                return None;
+            }
+            _ => merge.on_message(shard, tag, &body, out),
+        }
     }
 }
 

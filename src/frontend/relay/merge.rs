@@ -6,8 +6,9 @@
 //! messages and writes what the client gets, so unit tests drive it byte for byte.
 
 use bytes::BytesMut;
-use pgcat_parser::cross_shard::Aggregate;
+use pgcat_parser::cross_shard::{Aggregate, SortKey};
 
+use super::order::Order;
 use super::values;
 use crate::wire::messages::{self, PgError};
 
@@ -17,7 +18,7 @@ pub(super) struct Merge {
     /// The first shard's RowDescription, without the table OIDs and column numbers (which
     /// differ between databases), to compare the others with.
     columns: Option<Vec<u8>>,
-    /// Rows counted by the shards' CommandCompletes.
+    /// Rows sent to the client.
     rows: u64,
     /// The command the shards' CommandCompletes named (`SELECT`).
     command: Option<String>,
@@ -25,6 +26,22 @@ pub(super) struct Merge {
     error: Option<PgError>,
     /// Aggregates: each shard's row is folded into one.
     combine: Option<Combine>,
+    /// ORDER BY: the keys, and once the columns are known, the resolved order.
+    sort_keys: Vec<SortKey>,
+    order: Option<Order>,
+    /// LIMIT: rows past it are dropped.
+    limit: Option<u64>,
+}
+
+/// How the shards' rows become the answer.
+pub(super) enum Plan {
+    /// Every row (`order`: merged in that order; `limit`: at most that many).
+    Rows {
+        order: Vec<SortKey>,
+        limit: Option<u64>,
+    },
+    /// One row per shard, combined column by column.
+    Aggregates(Vec<Aggregate>),
 }
 
 /// The aggregates of a statement without GROUP BY, combined as the shards' rows come.
@@ -37,16 +54,52 @@ struct Combine {
 }
 
 impl Merge {
-    /// The merge of a statement whose output columns are `aggregates` (one row per shard,
-    /// combined), or of plain rows (`None`: concatenated).
-    pub(super) fn new(aggregates: Option<Vec<Aggregate>>) -> Merge {
-        Merge {
-            combine: aggregates.map(|aggregates| Combine {
-                aggregates,
-                types: Vec::new(),
-                values: Vec::new(),
-            }),
-            ..Merge::default()
+    pub(super) fn new(plan: Plan) -> Merge {
+        match plan {
+            Plan::Rows { order, limit } => Merge {
+                sort_keys: order,
+                limit,
+                ..Merge::default()
+            },
+            Plan::Aggregates(aggregates) => Merge {
+                combine: Some(Combine {
+                    aggregates,
+                    types: Vec::new(),
+                    values: Vec::new(),
+                }),
+                ..Merge::default()
+            },
+        }
+    }
+
+    /// The rows come in an order each shard sorted them in: the caller keeps one row of
+    /// each shard at hand and hands over the least first ([`Merge::compare`]).
+    pub(super) fn is_ordered(&self) -> bool {
+        !self.sort_keys.is_empty()
+    }
+
+    /// Each shard's rows are folded into one (aggregates), not handed over one by one.
+    pub(super) fn is_combining(&self) -> bool {
+        self.combine.is_some()
+    }
+
+    /// Whether more rows are wanted: no error, and the LIMIT not reached.
+    pub(super) fn wants_rows(&self) -> bool {
+        self.error.is_none() && self.limit.is_none_or(|limit| self.rows < limit)
+    }
+
+    /// Two DataRow bodies in the statement's order (equal until the columns are known).
+    pub(super) fn compare(&self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        self.order
+            .as_ref()
+            .map_or(std::cmp::Ordering::Equal, |order| order.compare(a, b))
+    }
+
+    /// A row for the client, while rows are wanted.
+    pub(super) fn push_row(&mut self, body: &[u8], out: &mut BytesMut) {
+        if self.wants_rows() {
+            self.rows += 1;
+            messages::message(out, b'D', |m| m.extend_from_slice(body));
         }
     }
 
@@ -68,6 +121,14 @@ impl Merge {
                             Err(e) => return self.fail(shard, e),
                         }
                     }
+                    if self.is_ordered() {
+                        let described = described(body)
+                            .ok_or_else(|| PgError::error("08P01", "malformed RowDescription"));
+                        match described.and_then(|f| Order::resolve(&self.sort_keys, &f)) {
+                            Ok(order) => self.order = Some(order),
+                            Err(e) => return self.fail(shard, e),
+                        }
+                    }
                     messages::message(out, b'T', |m| m.extend_from_slice(body));
                 }
                 (Some(first), Some(found)) if *first == found => {}
@@ -81,7 +142,7 @@ impl Merge {
                 ),
             },
             b'D' => match &mut self.combine {
-                None => messages::message(out, b'D', |m| m.extend_from_slice(body)),
+                None => self.push_row(body, out),
                 Some(combine) => {
                     if let Err(e) = combine.fold(body) {
                         self.fail(shard, e);
@@ -103,10 +164,7 @@ impl Merge {
                         shard,
                         PgError::error("0A000", "the shards ran different commands"),
                     ),
-                    (_, Some(n)) => {
-                        self.rows += n;
-                        self.command = Some(command.to_string());
-                    }
+                    (_, Some(_)) => self.command = Some(command.to_string()),
                 }
             }
             b'E' => self.fail(shard, PgError::from_fields(body)),
@@ -159,16 +217,16 @@ impl Merge {
 impl Combine {
     /// Learns the columns' types; refuses types whose aggregate is not combined here.
     fn describe(&mut self, body: &[u8]) -> Result<(), PgError> {
-        self.types =
-            fields(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
-        if self.types.len() != self.aggregates.len() {
+        let fields =
+            described(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
+        if fields.len() != self.aggregates.len() {
             return Err(PgError::error(
                 "0A000",
                 "the aggregates and the columns do not match",
             ));
         }
-        let columns = self.types.iter().zip(formats(body));
-        for (aggregate, (&type_oid, format)) in self.aggregates.iter().zip(columns) {
+        self.types = fields.iter().map(|f| f.1).collect();
+        for (aggregate, &(_, type_oid, format)) in self.aggregates.iter().zip(&fields) {
             let ok = format == 0
                 && match aggregate {
                     Aggregate::Count => type_oid == values::INT8,
@@ -247,22 +305,15 @@ fn name(aggregate: Aggregate) -> &'static str {
     }
 }
 
-/// Each field's type OID, from a RowDescription body.
-fn fields(body: &[u8]) -> Option<Vec<u32>> {
+/// Each field's name, type OID and format code, from a RowDescription body.
+fn described(body: &[u8]) -> Option<Vec<(String, u32, u16)>> {
     let mut out = Vec::new();
-    walk_fields(body, |_, field| {
-        out.push(u32::from_be_bytes([field[6], field[7], field[8], field[9]]))
+    walk_fields(body, |name, field| {
+        let name = String::from_utf8_lossy(&name[..name.len() - 1]).into_owned();
+        let type_oid = u32::from_be_bytes([field[6], field[7], field[8], field[9]]);
+        out.push((name, type_oid, u16::from_be_bytes([field[16], field[17]])));
     })?;
     Some(out)
-}
-
-/// Each field's format code (0 text, 1 binary), from a RowDescription body.
-fn formats(body: &[u8]) -> Vec<u16> {
-    let mut out = Vec::new();
-    let _ = walk_fields(body, |_, field| {
-        out.push(u16::from_be_bytes([field[16], field[17]]))
-    });
-    out
 }
 
 /// Calls `each` with each field's name (with its NUL) and the 18 bytes after it (table
@@ -413,7 +464,9 @@ mod tests {
     #[test]
     fn aggregates_combine_into_the_whole_tables_row() {
         use Aggregate::*;
-        let mut merge = Merge::new(Some(vec![Count, Sum, Sum, Min, Max, BoolAnd, BoolOr]));
+        let mut merge = Merge::new(Plan::Aggregates(vec![
+            Count, Sum, Sum, Min, Max, BoolAnd, BoolOr,
+        ]));
         let mut out = BytesMut::new();
         let desc = row_description(&[
             ("count", 0, 20),
@@ -470,7 +523,7 @@ mod tests {
 
     #[test]
     fn aggregates_of_types_not_combined_here_are_refused() {
-        let mut merge = Merge::new(Some(vec![Aggregate::Sum]));
+        let mut merge = Merge::new(Plan::Aggregates(vec![Aggregate::Sum]));
         let mut out = BytesMut::new();
         merge.on_message(0, b'T', &row_description(&[("sum", 0, 701)]), &mut out);
         let before = out.len();

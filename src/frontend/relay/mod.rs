@@ -56,6 +56,7 @@ mod errors;
 mod fanout;
 mod kept;
 mod merge;
+mod order;
 mod server_messages;
 mod values;
 
