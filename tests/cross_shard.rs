@@ -171,7 +171,10 @@ const AGGREGATES: &[&str] = &[
 /// Constructs not merged yet: refused with 0A000 naming them, never a partial answer.
 const REFUSED: &[(&str, &str)] = &[
     ("SELECT id, value FROM items ORDER BY value", "of type 25"),
-    ("SELECT id FROM items ORDER BY value", "exactly one output column"),
+    (
+        "SELECT id FROM items ORDER BY value",
+        "exactly one output column",
+    ),
     (
         "SELECT id FROM items ORDER BY lower(value)",
         "not an output column",
@@ -254,15 +257,35 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
                 "{sql}: {message:?} names {construct}"
             );
         }
-        // Over the extended protocol: refused for now, with the reason.
-        let (code, message) = expect_error(
-            "extended",
-            client
-                .query("SELECT id FROM items WHERE grp = $1", &[&1i32])
-                .await,
-        );
-        assert_eq!(code, "0A000", "{message}");
-        assert!(message.contains("extended protocol"), "{message}");
+        // The extended protocol: unnamed and named statements, parameters, binary results.
+        for (sql, grp) in [
+            ("SELECT id, value FROM items WHERE grp = $1", 1i32),
+            ("SELECT id, value FROM items WHERE grp <> $1", 4),
+        ] {
+            let mut want: Vec<(i64, Option<String>)> = oracle
+                .query(sql, &[&grp])
+                .await
+                .expect("oracle")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let statement = client
+                .prepare(sql)
+                .await
+                .expect("prepare through the pooler");
+            for _ in 0..2 {
+                let mut got: Vec<(i64, Option<String>)> = client
+                    .query(&statement, &[&grp])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "{sql} over the extended protocol");
+            }
+        }
         // The client and its pool are fine after each refusal.
         same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
         // A shard's error is the statement's, naming the shard, like the oracle's code.
@@ -436,4 +459,58 @@ fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
         assert_eq!(still.trim(), "0", "every shard's statement was cancelled");
     });
     let _ = shared();
+}
+
+#[test]
+fn psql_gets_the_oracles_answers() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    let conninfo =
+        |port: u16, db: &str| format!("host=127.0.0.1 port={port} user={SHARD_USER} dbname={db}");
+    for sql in [
+        "SELECT count(*), sum(amount), max(id) FROM items",
+        "SELECT id, value FROM items WHERE grp = 2 ORDER BY id DESC LIMIT 8",
+        "SELECT id, value, amount FROM items ORDER BY id",
+    ] {
+        let want = support::psql_with(
+            cluster,
+            &conninfo(cluster.primary.port, "xs_oracle"),
+            SHARD_PASS,
+            &[sql],
+        )
+        .expect("the oracle answers");
+        let got = support::psql_with(cluster, &conninfo(pooler.port, POOL), SHARD_PASS, &[sql])
+            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", pooler.logs()));
+        assert_eq!(got, want, "{sql} through psql");
+    }
+}
+
+#[test]
+fn psycopg_and_asyncpg_get_the_oracles_answers() {
+    let python = match support::python_venv() {
+        Ok(p) => p,
+        Err(reason) => {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    let dsn = |port: u16, db: &str| {
+        format!("host=127.0.0.1 port={port} user={SHARD_USER} password={SHARD_PASS} dbname={db}")
+    };
+    let out = std::process::Command::new(python)
+        .arg(support::repo_path("tests/python/cross_shard.py"))
+        .env("PGCAT_DSN", dsn(pooler.port, POOL))
+        .env("ORACLE_DSN", dsn(cluster.primary.port, "xs_oracle"))
+        .output()
+        .expect("run tests/python/cross_shard.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n--- pooler log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        support::tail(&pooler.logs(), 30)
+    );
+    assert_eq!(stdout.matches("CHECK ").count(), 12, "{stdout}");
 }

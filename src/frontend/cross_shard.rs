@@ -21,21 +21,20 @@ pub fn decides(session: &SessionRouting, pool: &UserPool) -> bool {
 }
 
 /// Places a statement with no shard: `Ok(true)` runs it on every shard, `Ok(false)` on
-/// shard 0 (it reads no table of the application's); refused otherwise. `extended`: it came
-/// as Parse/Bind/Execute, not as a simple Query.
+/// shard 0 (it reads no table of the application's, or `describe_only`: an extended batch
+/// that prepares or describes it without running it, which any shard answers the same);
+/// refused otherwise.
 pub fn place(
     analysis: &Analysis,
     session: &SessionRouting,
     pool: &UserPool,
-    extended: bool,
+    describe_only: bool,
 ) -> Result<bool, PgError> {
     let all = session.all_shards || pool.default_shard == DefaultShard::All;
     match &analysis.cross_shard {
         CrossShard::AnyShard => Ok(false),
+        CrossShard::Concat { .. } | CrossShard::Aggregate(_) if describe_only => Ok(false),
         _ if !all => Err(no_shard(pool)),
-        CrossShard::Concat { .. } | CrossShard::Aggregate(_) if extended => Err(not_yet(
-            "statements on every shard over the extended protocol (Parse/Bind/Execute)",
-        )),
         CrossShard::Concat { .. } | CrossShard::Aggregate(_) => Ok(true),
         CrossShard::Refused(what) => Err(not_yet(what)),
         CrossShard::Unknown => Err(PgError::error(
@@ -47,12 +46,15 @@ pub fn place(
     }
 }
 
-/// A request the pooler cannot read (a FunctionCall, a query too large to inspect) with no
-/// shard selected.
+/// A request whose text the pooler does not have (a FunctionCall, a query too large to
+/// inspect, a Bind of an unnamed statement parsed in an earlier batch) with no shard
+/// selected.
 pub fn opaque() -> PgError {
     PgError::error(
         "0A000",
-        "the request names no shard and is too large for the pooler to read",
+        "the request names no shard and the pooler cannot read its statement (a function \
+         call, a query too large to inspect, or an unnamed statement parsed in an earlier \
+         batch: send Parse with Bind, or name the statement)",
     )
     .with_hint(HOW)
 }
@@ -82,9 +84,10 @@ pub fn refused_on_held(
         if !pool.router.analyze(sql).keys.is_empty() {
             return None;
         }
+        // It is to run (a Bind follows): not merely described.
         Request::Extended {
             sql: Some(sql),
-            bind: None,
+            bind: Some(&[]),
             parse_at: None,
         }
     } else {

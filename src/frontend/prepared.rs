@@ -288,6 +288,19 @@ impl ClientStatements {
         Ok(())
     }
 
+    /// The Parse body (after the name: query, parameter types) of the client's protocol
+    /// statement `name`.
+    pub fn parse_of(&self, name: &str) -> Option<&[u8]> {
+        let stmt = &self.map.get(name)?.stmt;
+        (!stmt.sql).then_some(&stmt.body[..])
+    }
+
+    /// The client's Parse (`body` with its name) succeeded where no server of its own
+    /// keeps it (on every shard): remembered, to be prepared where it is used next.
+    pub fn define(&mut self, body: &[u8], epoch: u64) -> Result<(), PgError> {
+        self.track_names(b'P', body, epoch)
+    }
+
     /// The client's Parse of `name` failed or was skipped after an error: as on
     /// PostgreSQL, the name does not exist.
     pub fn undefine(&mut self, name: &str) {

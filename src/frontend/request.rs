@@ -146,7 +146,13 @@ pub fn decide(
         Request::Opaque => (None, None, None),
     };
     let Some(sql) = sql else {
-        if super::cross_shard::decides(session, pool) && matches!(request, Request::Opaque) {
+        // Unknown text (a FunctionCall, a query too large to read, a Bind of an unnamed
+        // statement parsed in an earlier batch): no shard can be picked for it.
+        let runs = matches!(
+            request,
+            Request::Opaque | Request::Extended { bind: Some(_), .. }
+        );
+        if super::cross_shard::decides(session, pool) && runs {
             return Err(super::cross_shard::opaque());
         }
         let routed = route(&Default::default(), &[], None, session, &router.routing);
@@ -176,8 +182,8 @@ pub fn decide(
         check_shard(shard, pool)?;
     } else if super::cross_shard::decides(session, pool) {
         let analysis = analysed.get_or_insert_with(|| router.analyze(sql));
-        let extended = !matches!(request, Request::Query(_));
-        all_shards = super::cross_shard::place(analysis, session, pool, extended)?;
+        let describe_only = matches!(request, Request::Extended { bind: None, .. });
+        all_shards = super::cross_shard::place(analysis, session, pool, describe_only)?;
         if !all_shards {
             routed.shard = Some(0);
         }
@@ -201,6 +207,9 @@ pub fn decide(
             .with_hint("Query one shard at a time (one sharding key, or SET SHARD TO)."));
         }
     }
+    // A statement on every shard keeps its analysis (the merge follows it) wherever its
+    // text was parsed.
+    let at = at.or(all_shards.then_some(0));
     let analysed = analysed
         .zip(at)
         .map(|(analysis, at)| Routed { analysis, at });

@@ -21,6 +21,19 @@ pub enum TakeError {
     Params(Server, BackendError),
 }
 
+impl TakeError {
+    /// The error for the client; a server that refused the parameters is closed.
+    pub fn into_client(self) -> PgError {
+        match self {
+            TakeError::Checkout(e) => e,
+            TakeError::Params(server, e) => {
+                drop(Object::take(server));
+                e.to_client()
+            }
+        }
+    }
+}
+
 impl UserPool {
     /// A server on `route` (replicas that replayed `min_lsn`), carrying `params`. `taken`
     /// sees each server as it is checked out (for the wait statistics).

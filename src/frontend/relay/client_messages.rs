@@ -33,19 +33,6 @@ fn query_bytes_str(body: &[u8]) -> &str {
     request::text(body)
 }
 
-/// A Parse body (`name\0text\0types`) whose text would need other shards, made into one
-/// that fails with the reason instead.
-fn refused_parse(body: &[u8], routing: &SessionRouting, pool: &UserPool) -> Option<Vec<u8>> {
-    let (name, rest) = crate::wire::startup::cstr(body).ok()?;
-    let error = cross_shard::refused_on_held(request::text(rest), routing, pool, true)?;
-    let mut raised = Vec::with_capacity(name.len() + 256);
-    raised.extend_from_slice(name.as_bytes());
-    raised.push(0);
-    raised.extend_from_slice(cross_shard::raise_sql(&error).as_bytes());
-    raised.extend_from_slice(&[0, 0, 0]); // no parameter types
-    Some(raised)
-}
-
 impl Client {
     /// Forwards complete (or streamed) client messages to the server, rewriting the ones
     /// that name prepared statements, then sends the client any replies made up for them.
@@ -108,6 +95,8 @@ impl Client {
         // there (see `cross_shard::refused_on_held`).
         let pool = &*self.session.pool;
         let guard = cross_shard::decides(&self.routing, pool).then_some((&self.routing, pool));
+        // The text of the client's last unnamed Parse, for the guard at its Bind.
+        let mut unnamed_sql: Option<String> = None;
         let scanned = self.scanner.scan(
             &buf[..cut],
             |tag| {
@@ -207,6 +196,37 @@ impl Client {
                         ));
                         return;
                     };
+                    // A Bind of a statement prepared earlier that would need other shards:
+                    // an unnamed statement that fails with the reason runs instead.
+                    if let (b'P', Some(_)) = (tag, guard) {
+                        if let Ok(("", rest)) = crate::wire::startup::cstr(body) {
+                            unnamed_sql = Some(query_bytes_str(rest).to_string());
+                        }
+                    }
+                    let refused_bind = (tag == b'B')
+                        .then_some(guard)
+                        .flatten()
+                        .and_then(|(routing, pool)| {
+                            let (_, rest) = crate::wire::startup::cstr(body).ok()?;
+                            let (name, _) = crate::wire::startup::cstr(rest).ok()?;
+                            let sql = match name {
+                                "" => unnamed_sql.as_deref()?,
+                                _ => statements.sql_of(name)?,
+                            };
+                            cross_shard::refused_on_held(sql, routing, pool, true)
+                        });
+                    if let Some(error) = refused_bind {
+                        // Bound instead: an unnamed statement that fails with the reason when
+                        // the client's Execute runs it (its ParseComplete swallowed).
+                        let raise = cross_shard::raise_sql(&error);
+                        let parse = [raise.as_bytes(), &[0, 0, 0]].concat();
+                        messages::parse(&mut replacement, "", &parse);
+                        messages::bind(&mut replacement, "", "", &[0, 0, 0, 0, 0, 0]);
+                        splice(&mut out, buf, &mut copied, (start, body.len()), &mut replacement);
+                        flow.replies.push(Expect::SwallowParse(Arc::from("")));
+                        flow.replies.push(Expect::Bind);
+                        return;
+                    }
                     if tag == b'P' && tracks_state {
                         if let Ok((name, rest)) = crate::wire::startup::cstr(body) {
                             // Cache off: the client's own statement names stay on the server.
@@ -224,11 +244,6 @@ impl Client {
                         }
                     }
                     let original_len = body.len();
-                    let raised = (tag == b'P')
-                        .then_some(guard)
-                        .flatten()
-                        .and_then(|(routing, pool)| refused_parse(body, routing, pool));
-                    let body = raised.as_deref().unwrap_or(body);
                     if mode == Mode::Rewrite && replacement.capacity() == 0 {
                         // Room for a rewritten message in one allocation, not a chain of
                         // reallocations as its fields are appended.
@@ -243,10 +258,6 @@ impl Client {
                         &mut flow.replies,
                         &mut replacement,
                     ) {
-                        Ok(Outcome::Keep) if raised.is_some() => {
-                            messages::message(&mut replacement, b'P', |m| m.extend_from_slice(body));
-                            splice(&mut out, buf, &mut copied, (start, original_len), &mut replacement);
-                        }
                         Ok(Outcome::Keep) => {}
                         Ok(outcome) => {
                             if let Outcome::Runs(stmt) = outcome {

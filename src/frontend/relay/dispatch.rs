@@ -63,6 +63,22 @@ impl Client {
             return Ok(Idle::Answered);
         }
         let pool = self.session.pool.clone();
+        if !in_transaction && cross_shard::decides(&self.routing, &pool) {
+            if let Some((parse, len)) = describe::flush_batch(&self.buf)? {
+                let text =
+                    request::text(crate::wire::startup::cstr(parse).map_or(&[][..], |(_, t)| t));
+                let needs_all = matches!(
+                    pool.router.analyze(text).cross_shard,
+                    pgcat_parser::CrossShard::Concat { .. }
+                        | pgcat_parser::CrossShard::Aggregate(_)
+                );
+                if needs_all {
+                    let parse = parse.to_vec();
+                    self.describe_on_shard0(parse, len).await?;
+                    return Ok(Idle::Answered);
+                }
+            }
+        }
         let statements = &self.statements;
         let request =
             request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;

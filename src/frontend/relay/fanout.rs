@@ -3,6 +3,7 @@
 //! is read (so they run in parallel), their answers merged into one (`merge`), and the
 //! servers given back. The client's cancel request reaches every one of them.
 
+use super::batch;
 use super::merge::{Merge, Plan};
 use super::*;
 
@@ -27,8 +28,25 @@ impl Client {
                 return self.reject(error, false).await;
             }
         }
-        let (_, _, total) =
-            crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+        // What each shard gets: the Query, or the client's extended batch made unnamed.
+        let (shard_messages, total, extended) = if self.buf[0] == b'Q' {
+            let (_, _, total) =
+                crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+            (BytesMut::from(&self.buf[..total]), total, None)
+        } else {
+            let statements = &self.statements;
+            match batch::read(&self.buf, REWRITE_CAP, |name| statements.parse_of(name))? {
+                batch::Read::Batch(b) => (b.shard_messages, b.len, Some((b.parse, b.describe))),
+                batch::Read::Refused(error) => return self.reject(error, false).await,
+                batch::Read::Incomplete => {
+                    // The rest of the batch first; the next round decides again.
+                    if read(&mut self.stream, &mut self.buf).await? == 0 {
+                        return Err(ClientError::Gone);
+                    }
+                    return Ok(());
+                }
+            }
+        };
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
@@ -49,13 +67,7 @@ impl Client {
             match taken.await {
                 Ok(server) => servers.push(server),
                 Err(e) => {
-                    let error = match e {
-                        TakeError::Checkout(e) => e,
-                        TakeError::Params(server, e) => {
-                            drop(Object::take(server));
-                            e.to_client()
-                        }
-                    };
+                    let error = e.into_client();
                     for server in servers {
                         checkin(server, pool.mode).await;
                     }
@@ -71,7 +83,7 @@ impl Client {
         }
         info.set_state(ClientState::Active, Instant::now);
         info.hold_servers(servers.iter().map(|s| s.session().cancel_key().clone()));
-        let query = self.buf.split_to(total);
+        self.buf.advance(total);
         let mut broken = vec![false; servers.len()];
         let plan = match &routed.analysis.cross_shard {
             pgcat_parser::CrossShard::Aggregate(aggregates) => Plan::Aggregates(aggregates.clone()),
@@ -84,16 +96,29 @@ impl Client {
                 limit: None,
             },
         };
-        let merge = Merge::new(plan);
+        let mut merge = Merge::new(plan);
+        if let Some((parse, describe)) = &extended {
+            merge.extended(parse.is_some(), *describe);
+        }
         let answer = self
-            .run_on_all(&mut servers, &query, merge, &mut broken)
+            .run_on_all(&mut servers, &shard_messages, merge, &mut broken)
             .await;
         info.hold_server(None);
         info.set_state(ClientState::Idle, Instant::now);
         info.query_count.fetch_add(1, Relaxed);
         info.xact_count.fetch_add(1, Relaxed);
         let out = match answer {
-            Ok(out) => out,
+            Ok((out, ok)) => {
+                // The client's named statement exists once its batch succeeded: kept by the
+                // pooler, prepared wherever it runs next.
+                if let (true, Some((Some(parse), _))) = (ok, &extended) {
+                    let epoch = pool.schema_epoch.get();
+                    if let Err(e) = self.statements.define(parse, epoch) {
+                        tracing::debug!(error = %e.message, "statement not remembered");
+                    }
+                }
+                out
+            }
             Err(lost) => {
                 // Some servers got the statement and their answers were not read: closed,
                 // never reused.
@@ -132,7 +157,7 @@ impl Client {
         query: &[u8],
         mut merge: Merge,
         broken: &mut [bool],
-    ) -> Result<BytesMut, Lost> {
+    ) -> Result<(BytesMut, bool), Lost> {
         for (shard, server) in servers.iter_mut().enumerate() {
             server.session().count_sent(query.len());
             server
@@ -183,9 +208,10 @@ impl Client {
                 }
             }
         }
+        let ok = !merge.failed();
         merge.finish(&mut out);
         messages::ready_for_query(&mut out, b'I');
-        Ok(out)
+        Ok((out, ok))
     }
 }
 

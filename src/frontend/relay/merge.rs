@@ -31,6 +31,16 @@ pub(super) struct Merge {
     order: Option<Order>,
     /// LIMIT: rows past it are dropped.
     limit: Option<u64>,
+    /// An extended-protocol batch: what the client asked for of the replies each shard
+    /// sends to the batch it gets (see `batch`).
+    extended: Option<Extended>,
+}
+
+/// The client's extended batch: whether it sent a Parse and a Describe of the portal.
+#[derive(Clone, Copy)]
+struct Extended {
+    parse: bool,
+    describe: bool,
 }
 
 /// How the shards' rows become the answer.
@@ -76,6 +86,18 @@ impl Merge {
     /// each shard at hand and hands over the least first ([`Merge::compare`]).
     pub(super) fn is_ordered(&self) -> bool {
         !self.sort_keys.is_empty()
+    }
+
+    /// The answers are to an extended batch (see `batch`): `parse`, the client sent a
+    /// Parse (it gets ParseComplete); `describe`, a Describe of the portal (it gets the
+    /// RowDescription or NoData).
+    pub(super) fn extended(&mut self, parse: bool, describe: bool) {
+        self.extended = Some(Extended { parse, describe });
+    }
+
+    /// Whether the statement failed (the client gets the error).
+    pub(super) fn failed(&self) -> bool {
+        self.error.is_some()
     }
 
     /// Each shard's rows are folded into one (aggregates), not handed over one by one.
@@ -129,7 +151,9 @@ impl Merge {
                             Err(e) => return self.fail(shard, e),
                         }
                     }
-                    messages::message(out, b'T', |m| m.extend_from_slice(body));
+                    if self.extended.is_none_or(|e| e.describe) {
+                        messages::message(out, b'T', |m| m.extend_from_slice(body));
+                    }
                 }
                 (Some(first), Some(found)) if *first == found => {}
                 (Some(_), Some(_)) => self.fail(
@@ -170,6 +194,17 @@ impl Merge {
             b'E' => self.fail(shard, PgError::from_fields(body)),
             // Notices and notifications as they come; ParameterStatus once.
             b'N' | b'A' => messages::message(out, tag, |m| m.extend_from_slice(body)),
+            // The extended protocol's acknowledgements, once, as far as the client asked.
+            b'1' | b'2' | b'n' if shard == 0 => {
+                let wanted = self.extended.is_some_and(|e| match tag {
+                    b'1' => e.parse,
+                    b'2' => true,
+                    _ => e.describe,
+                });
+                if wanted {
+                    messages::empty(out, tag);
+                }
+            }
             b'S' if shard == 0 => messages::message(out, tag, |m| m.extend_from_slice(body)),
             _ => {}
         }

@@ -44,13 +44,15 @@ use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{abandon, checkin, Server, TakeError, UserPool};
 use crate::stats::{ClientState, Interrupt};
-use crate::wire::frame::INSPECT_CAP;
+use crate::wire::frame::{FrameError, INSPECT_CAP};
 use crate::wire::messages::{self, field, PgError, ServerError};
 use crate::wire::Scanner;
 
 mod answered;
+mod batch;
 mod client_messages;
 mod conversation;
+mod describe;
 mod dispatch;
 mod errors;
 mod fanout;

@@ -1,0 +1,89 @@
+"""Issue 19: statements on every shard through the pooler, from psycopg 3 and asyncpg.
+
+Run by tests/cross_shard.rs as `python cross_shard.py` with PGCAT_DSN (the pooler, a pool
+with default_shard = "all") and ORACLE_DSN (one database holding every row). Each statement's
+answer through the pooler must equal the oracle's (sorted where the statement fixes no
+order). Prints `CHECK <name> ok` per check and exits 0 only if all held.
+"""
+
+import asyncio
+import os
+import sys
+
+import asyncpg
+import psycopg
+
+POOLER = os.environ["PGCAT_DSN"]
+ORACLE = os.environ["ORACLE_DSN"]
+
+UNORDERED = [
+    ("SELECT * FROM items", ()),
+    ("SELECT id, value FROM items WHERE grp = %s", (3,)),
+    ("SELECT id, amount FROM items WHERE amount > %s AND value IS NOT NULL", (400,)),
+]
+ORDERED = [
+    ("SELECT id, amount FROM items ORDER BY amount DESC LIMIT 12", ()),
+    ("SELECT id, grp FROM items WHERE grp <> %s ORDER BY grp, id DESC", (2,)),
+    ("SELECT count(*), sum(amount), min(id), max(amount) FROM items WHERE id > %s", (20,)),
+]
+
+failures = []
+
+
+def check(name, ok, detail=""):
+    if ok:
+        print(f"CHECK {name} ok")
+    else:
+        failures.append(f"{name}: {detail}")
+        print(f"FAIL {name}: {detail}")
+
+
+def run_psycopg():
+    with psycopg.connect(POOLER, autocommit=True) as through, psycopg.connect(ORACLE) as oracle:
+        for sql, params in UNORDERED + ORDERED:
+            want = oracle.execute(sql, params).fetchall()
+            got = through.execute(sql, params).fetchall()
+            if (sql, params) in UNORDERED:
+                want, got = sorted(want, key=repr), sorted(got, key=repr)
+            check(f"psycopg {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
+        # The same statement prepared (psycopg prepares after 5 runs) stays right.
+        sql, params = UNORDERED[1]
+        want = sorted(oracle.execute(sql, params).fetchall())
+        same = all(
+            sorted(through.execute(sql, params, prepare=True).fetchall()) == want
+            for _ in range(3)
+        )
+        check("psycopg prepared", same)
+        try:
+            through.execute("SELECT DISTINCT grp FROM items")
+            check("psycopg refusal", False, "DISTINCT answered")
+        except psycopg.errors.FeatureNotSupported as e:
+            check("psycopg refusal", "DISTINCT" in str(e), str(e))
+        check("psycopg after refusal", through.execute("SELECT 1").fetchone() == (1,))
+
+
+def keywords(conninfo):
+    """asyncpg's connect() arguments of a `key=value ...` conninfo."""
+    pairs = dict(part.split("=", 1) for part in conninfo.split())
+    pairs["port"] = int(pairs["port"])
+    pairs["database"] = pairs.pop("dbname")
+    return pairs
+
+
+async def run_asyncpg():
+    through = await asyncpg.connect(**keywords(POOLER))
+    oracle = await asyncpg.connect(**keywords(ORACLE))
+    try:
+        for sql, params in UNORDERED:
+            sql = sql.replace("%s", "$1")
+            want = sorted(map(tuple, await oracle.fetch(sql, *params)), key=repr)
+            got = sorted(map(tuple, await through.fetch(sql, *params)), key=repr)
+            check(f"asyncpg {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
+    finally:
+        await through.close()
+        await oracle.close()
+
+
+run_psycopg()
+asyncio.run(run_asyncpg())
+sys.exit(1 if failures else 0)
