@@ -5,13 +5,16 @@
 //! each request (the pool's router in `pool::router`, the parser crate), `pool::checkout`
 //! and `pool::take` lend a server connection (`backend`), `relay::conversation` forwards
 //! bytes both ways (`wire` framing) until the server goes back to its pool; `admin` answers
-//! the admin databases and `/metrics` from `stats` and `app`.
+//! the admin databases and `/metrics` from `stats` and `app`. A statement with no shard in a
+//! pool that runs such statements everywhere (`frontend::cross_shard`) goes to
+//! `relay::fanout` instead, which takes a server of every shard and answers through `merge`.
 //!
 //! Layers, bottom to top: a module uses only modules of lower layers (tests/architecture.rs
 //! reads this list and fails on any other use, so it stays true).
 //! 1. `wire` (protocol framing and the messages the pooler writes), `auth` (proofs of
 //!    identity, both directions), `localpg` (throwaway local PostgreSQL clusters)
-//! 2. `net` (sockets and TLS)
+//! 2. `net` (sockets and TLS), `merge` (the shards' answers to a statement run on every
+//!    shard, made into the one answer a single database would give)
 //! 3. `config` (`pgcat.toml`)
 //! 4. `stats` (counters, the registry of clients and servers, address health)
 //! 5. `backend` (one connection to PostgreSQL)
@@ -30,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod frontend;
 pub mod localpg;
+pub mod merge;
 pub mod net;
 pub mod pool;
 pub mod runtime;

@@ -4,8 +4,8 @@
 //! servers given back. The client's cancel request reaches every one of them.
 
 use super::batch;
-use super::merge::{Merge, Plan};
 use super::*;
+use crate::merge::{Merge, Plan};
 
 impl Client {
     /// Runs the client's Query (complete, first in its buffer) on every shard, with `role`

@@ -57,10 +57,7 @@ mod dispatch;
 mod errors;
 mod fanout;
 mod kept;
-mod merge;
-mod order;
 mod server_messages;
-mod values;
 
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};

@@ -8,13 +8,15 @@
 use bytes::BytesMut;
 use pgcat_parser::cross_shard::{Aggregate, SortKey};
 
-use super::order::Order;
-use super::values;
+mod order;
+mod values;
+
 use crate::wire::messages::{self, PgError};
+use order::Order;
 
 /// The merge of one statement's answers, fed shard by shard.
 #[derive(Default)]
-pub(super) struct Merge {
+pub struct Merge {
     /// The first shard's RowDescription, without the table OIDs and column numbers (which
     /// differ between databases), to compare the others with.
     columns: Option<Vec<u8>>,
@@ -44,7 +46,7 @@ struct Extended {
 }
 
 /// How the shards' rows become the answer.
-pub(super) enum Plan {
+pub enum Plan {
     /// Every row (`order`: merged in that order; `limit`: at most that many).
     Rows {
         order: Vec<SortKey>,
@@ -64,7 +66,7 @@ struct Combine {
 }
 
 impl Merge {
-    pub(super) fn new(plan: Plan) -> Merge {
+    pub fn new(plan: Plan) -> Merge {
         match plan {
             Plan::Rows { order, limit } => Merge {
                 sort_keys: order,
@@ -84,41 +86,41 @@ impl Merge {
 
     /// The rows come in an order each shard sorted them in: the caller keeps one row of
     /// each shard at hand and hands over the least first ([`Merge::compare`]).
-    pub(super) fn is_ordered(&self) -> bool {
+    pub fn is_ordered(&self) -> bool {
         !self.sort_keys.is_empty()
     }
 
     /// The answers are to an extended batch (see `batch`): `parse`, the client sent a
     /// Parse (it gets ParseComplete); `describe`, a Describe of the portal (it gets the
     /// RowDescription or NoData).
-    pub(super) fn extended(&mut self, parse: bool, describe: bool) {
+    pub fn extended(&mut self, parse: bool, describe: bool) {
         self.extended = Some(Extended { parse, describe });
     }
 
     /// Whether the statement failed (the client gets the error).
-    pub(super) fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
         self.error.is_some()
     }
 
     /// Each shard's rows are folded into one (aggregates), not handed over one by one.
-    pub(super) fn is_combining(&self) -> bool {
+    pub fn is_combining(&self) -> bool {
         self.combine.is_some()
     }
 
     /// Whether more rows are wanted: no error, and the LIMIT not reached.
-    pub(super) fn wants_rows(&self) -> bool {
+    pub fn wants_rows(&self) -> bool {
         self.error.is_none() && self.limit.is_none_or(|limit| self.rows < limit)
     }
 
     /// Two DataRow bodies in the statement's order (equal until the columns are known).
-    pub(super) fn compare(&self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    pub fn compare(&self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
         self.order
             .as_ref()
             .map_or(std::cmp::Ordering::Equal, |order| order.compare(a, b))
     }
 
     /// A row for the client, while rows are wanted.
-    pub(super) fn push_row(&mut self, body: &[u8], out: &mut BytesMut) {
+    pub fn push_row(&mut self, body: &[u8], out: &mut BytesMut) {
         if self.wants_rows() {
             self.rows += 1;
             messages::message(out, b'D', |m| m.extend_from_slice(body));
@@ -127,7 +129,7 @@ impl Merge {
 
     /// Takes message `tag` (`body` without its header) from `shard`, writing to `out` what
     /// the client gets of it now.
-    pub(super) fn on_message(&mut self, shard: usize, tag: u8, body: &[u8], out: &mut BytesMut) {
+    pub fn on_message(&mut self, shard: usize, tag: u8, body: &[u8], out: &mut BytesMut) {
         if self.error.is_some() {
             // The statement failed: the rest is drained, not forwarded.
             return;
@@ -211,7 +213,7 @@ impl Merge {
     }
 
     /// Records the statement's failure on `shard` (the first one is the client's).
-    pub(super) fn fail(&mut self, shard: usize, mut error: PgError) {
+    pub fn fail(&mut self, shard: usize, mut error: PgError) {
         if self.error.is_none() {
             let on = format!("on shard {shard}");
             error.detail = Some(match error.detail.take() {
@@ -223,7 +225,7 @@ impl Merge {
     }
 
     /// Writes the end of the answer: the error, or CommandComplete with every shard's rows.
-    pub(super) fn finish(self, out: &mut BytesMut) {
+    pub fn finish(self, out: &mut BytesMut) {
         match (self.error, self.combine) {
             (Some(error), _) => error.encode(out),
             (None, Some(combine)) => {
