@@ -18,6 +18,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 const SHARDS: usize = 3;
 const POOL: &str = "xs";
 const ROWS: i64 = 300;
+/// Rows of `ledger`, the table the write test changes (and no other test reads).
+const LEDGER: i64 = 60;
 
 /// xs_shard0..2 (one partition each) and xs_oracle (every row), owned by sharding_user,
 /// made once per test binary directly on the primary.
@@ -32,20 +34,29 @@ fn cluster() -> &'static Cluster {
             ));
         }
         let table = "CREATE TABLE items (id bigint, grp int, value text, amount numeric)";
+        let ledger_row = |id: i64| format!("INSERT INTO ledger VALUES ({id}, {});\n", id * 10);
+        let all_ledger: String = (1..=LEDGER).map(ledger_row).collect();
         for shard in 0..SHARDS {
             let mut inserts = String::new();
             for id in (1..=ROWS).filter(|id| pg_bigint_hash(*id, SHARDS) == shard) {
                 inserts.push_str(&row_insert(id));
             }
+            let ledger: String = (1..=LEDGER)
+                .filter(|id| pg_bigint_hash(*id, SHARDS) == shard)
+                .map(ledger_row)
+                .collect();
             sql.push_str(&format!(
                 "\\c xs_shard{shard}\nSET ROLE {SHARD_USER};\n{table} PARTITION BY HASH (id);\n\
                  CREATE TABLE items_p{shard} PARTITION OF items FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
-                 CREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{inserts}"
+                 CREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{inserts}\n\
+                 CREATE TABLE ledger (id bigint, n int) PARTITION BY HASH (id);\n\
+                 CREATE TABLE ledger_p{shard} PARTITION OF ledger FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n{ledger}"
             ));
         }
         let all: String = (1..=ROWS).map(row_insert).collect();
         sql.push_str(&format!(
-            "\\c xs_oracle\nSET ROLE {SHARD_USER};\n{table};\nCREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{all}"
+            "\\c xs_oracle\nSET ROLE {SHARD_USER};\n{table};\nCREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{all}\n\
+             CREATE TABLE ledger (id bigint, n int);\n{all_ledger}"
         ));
         cluster
             .psql(&cluster.primary, "postgres", &sql)
@@ -204,8 +215,11 @@ const REFUSED: &[(&str, &str)] = &[
     ),
     ("SELECT row_number() OVER () FROM items", "window functions"),
     ("INSERT INTO items (grp) VALUES (1)", "INSERT"),
-    ("UPDATE items SET grp = 0", "UPDATE"),
-    ("DELETE FROM items", "DELETE"),
+    ("UPDATE items SET id = id + 1", "sharding key"),
+    (
+        "DELETE FROM items USING slow WHERE slow.n = items.grp",
+        "reading other tables",
+    ),
 ];
 
 #[test]
@@ -513,4 +527,47 @@ fn psycopg_and_asyncpg_get_the_oracles_answers() {
         support::tail(&pooler.logs(), 30)
     );
     assert_eq!(stdout.matches("CHECK ").count(), 12, "{stdout}");
+}
+
+#[test]
+fn updates_and_deletes_run_on_every_shard_all_or_nothing() {
+    let cluster = cluster();
+    let pooler = pooler(cluster, ALL);
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        let oracle = oracle(cluster).await;
+        let both = |sql: &'static str| {
+            let (client, oracle) = (&client, &oracle);
+            async move {
+                let want = answer(oracle, sql).await;
+                let got = answer(client, sql).await;
+                (got, want)
+            }
+        };
+        for sql in [
+            "UPDATE ledger SET n = n + 1 WHERE n % 20 = 0",
+            "DELETE FROM ledger WHERE id % 7 = 0 RETURNING id, n",
+            "UPDATE ledger SET n = -n WHERE id > 1000",
+        ] {
+            let (got, want) = both(sql).await;
+            assert_eq!(got, want, "{sql}: rows and count as one database");
+        }
+        let check = "SELECT id, n FROM ledger";
+        same_as_oracle(&client, &oracle, &[check]).await;
+        // One shard fails (division by zero where id = 5): nothing changed anywhere.
+        let sql = "UPDATE ledger SET n = n / (id - 5)";
+        let (got, want) = both(sql).await;
+        assert!(got.is_err() && want.is_err(), "{got:?} {want:?}");
+        same_as_oracle(&client, &oracle, &[check]).await;
+        // The extended protocol, with parameters.
+        let update = "UPDATE ledger SET n = n + $1 WHERE id < $2";
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&3i32, &30i64];
+        let want = oracle.execute(update, &params).await.expect("oracle");
+        let got = client
+            .execute(update, &params)
+            .await
+            .expect("through the pooler");
+        assert_eq!(got, want, "{update}: the count");
+        same_as_oracle(&client, &oracle, &[check]).await;
+    });
 }

@@ -7,12 +7,13 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, ObjectName,
-    OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement, TableFactor, Value,
-    Visit, Visitor,
+    AssignmentTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    LimitClause, ObjectName, OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr,
+    Statement, TableFactor, Value, Visit, Visitor,
 };
 
 use crate::parsed::Parsed;
+use crate::shard_key::KeyColumn;
 
 /// One ORDER BY key: an output column, and its direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,10 @@ pub enum CrossShard {
     /// (`count(*)`, `sum(x) AS total` …): each shard answers one row, and the rows are
     /// combined column by column.
     Aggregate(Vec<Aggregate>),
+    /// `UPDATE` or `DELETE` of one table with no shard: runs on every shard, all or
+    /// nothing (each shard in a transaction, committed when every one succeeded); the
+    /// counts summed, RETURNING rows concatenated.
+    Write,
     /// Not answered exactly across shards yet: refused, naming the construct.
     Refused(&'static str),
     /// The text did not parse (or was longer than `query_parser_max_length`).
@@ -78,12 +83,13 @@ pub enum CrossShard {
 }
 
 impl CrossShard {
-    /// The plan for a query text's statements (`None`: it did not parse).
-    pub fn of(parsed: Option<&Parsed>) -> CrossShard {
+    /// The plan for a query text's statements (`None`: it did not parse); `key`: the
+    /// pool's sharding key column (an UPDATE that sets it would move rows between shards).
+    pub fn of(parsed: Option<&Parsed>, key: Option<&KeyColumn>) -> CrossShard {
         let Some(parsed) = parsed else {
             return CrossShard::Unknown;
         };
-        let plans: Vec<CrossShard> = parsed.statements().iter().map(plan).collect();
+        let plans: Vec<CrossShard> = parsed.statements().iter().map(|s| plan(s, key)).collect();
         match plans.as_slice() {
             [] => CrossShard::AnyShard,
             [one] => one.clone(),
@@ -101,7 +107,7 @@ impl CrossShard {
     }
 }
 
-fn plan(statement: &Statement) -> CrossShard {
+fn plan(statement: &Statement, key: Option<&KeyColumn>) -> CrossShard {
     match statement {
         Statement::Query(query) => plan_query(query),
         Statement::Set(_)
@@ -118,12 +124,53 @@ fn plan(statement: &Statement) -> CrossShard {
         | Statement::UNLISTEN { .. }
         | Statement::NOTIFY { .. } => CrossShard::AnyShard,
         Statement::Insert(_) => CrossShard::Refused("INSERT without a sharding key"),
-        Statement::Update(_) => CrossShard::Refused("UPDATE without a sharding key"),
-        Statement::Delete(_) => CrossShard::Refused("DELETE without a sharding key"),
+        Statement::Update(update) => {
+            let sets_key = key.is_some_and(|key| {
+                update.assignments.iter().any(|a| {
+                    let names = match &a.target {
+                        AssignmentTarget::ColumnName(name) => std::slice::from_ref(name),
+                        AssignmentTarget::Tuple(names) => names.as_slice(),
+                    };
+                    names.iter().any(|n| {
+                        let last = n.0.last().and_then(|p| p.as_ident());
+                        last.is_some_and(|i| name_of(i) == key.column)
+                    })
+                })
+            });
+            if sets_key {
+                return CrossShard::Refused("an UPDATE of the sharding key column");
+            }
+            let joined = update.from.is_some() || !update.table.joins.is_empty();
+            plan_write(
+                statement,
+                joined || !update.order_by.is_empty() || update.limit.is_some(),
+            )
+        }
+        Statement::Delete(delete) => {
+            let joined = delete.using.is_some() || delete.tables.len() > 1;
+            plan_write(
+                statement,
+                joined || !delete.order_by.is_empty() || delete.limit.is_some(),
+            )
+        }
         Statement::Copy { .. } => CrossShard::Refused("COPY"),
         Statement::Explain { .. } => CrossShard::Refused("EXPLAIN"),
         _ => CrossShard::Refused("this statement (only SELECT runs on every shard for now)"),
     }
+}
+
+/// An UPDATE or DELETE: on every shard, unless it reads other tables (`joined`, or a
+/// subquery) or calls functions whose effects would run once per shard.
+fn plan_write(statement: &Statement, joined: bool) -> CrossShard {
+    let mut seen = Seen::default();
+    let _ = statement.visit(&mut seen);
+    if joined || seen.tables > 1 || seen.derived || seen.table_functions {
+        return CrossShard::Refused("an UPDATE or DELETE reading other tables");
+    }
+    if seen.subqueries {
+        return CrossShard::Refused("subqueries");
+    }
+    CrossShard::Write
 }
 
 /// What a statement touches, found by walking all of it (subqueries included).
@@ -397,7 +444,8 @@ mod tests {
     use super::*;
 
     fn of(sql: &str) -> CrossShard {
-        CrossShard::of(Parsed::parse(sql).as_ref())
+        let key = KeyColumn::parse("data.id");
+        CrossShard::of(Parsed::parse(sql).as_ref(), key.as_ref())
     }
 
     #[test]
@@ -457,6 +505,18 @@ mod tests {
             "SELECT avg(id) FROM data",
         ] {
             assert!(matches!(of(sql), CrossShard::Concat { .. }), "{sql}");
+        }
+    }
+
+    #[test]
+    fn updates_and_deletes_of_one_table_run_on_every_shard() {
+        for sql in [
+            "UPDATE data SET value = 'x' WHERE value IS NULL",
+            "UPDATE data SET value = upper(value) RETURNING id, value",
+            "DELETE FROM data WHERE value = 'gone'",
+            "DELETE FROM data RETURNING *",
+        ] {
+            assert_eq!(of(sql), CrossShard::Write, "{sql}");
         }
     }
 
@@ -559,8 +619,26 @@ mod tests {
                 "INSERT INTO data VALUES (1)",
                 "INSERT without a sharding key",
             ),
-            ("UPDATE data SET value = 1", "UPDATE without a sharding key"),
-            ("DELETE FROM data", "DELETE without a sharding key"),
+            (
+                "UPDATE data SET id = id + 1",
+                "an UPDATE of the sharding key column",
+            ),
+            (
+                "UPDATE data SET (value, id) = ('a', 2)",
+                "an UPDATE of the sharding key column",
+            ),
+            (
+                "UPDATE data SET value = o.v FROM other o WHERE o.id = data.id",
+                "an UPDATE or DELETE reading other tables",
+            ),
+            (
+                "DELETE FROM data USING other WHERE other.id = data.id",
+                "an UPDATE or DELETE reading other tables",
+            ),
+            (
+                "DELETE FROM data WHERE id IN (SELECT id FROM other)",
+                "an UPDATE or DELETE reading other tables",
+            ),
             ("COPY data FROM STDIN", "COPY"),
             (
                 "SELECT id FROM data; SELECT 1",

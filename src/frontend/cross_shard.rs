@@ -33,9 +33,13 @@ pub fn place(
     let all = session.all_shards || pool.default_shard == DefaultShard::All;
     match &analysis.cross_shard {
         CrossShard::AnyShard => Ok(false),
-        CrossShard::Concat { .. } | CrossShard::Aggregate(_) if describe_only => Ok(false),
+        CrossShard::Concat { .. } | CrossShard::Aggregate(_) | CrossShard::Write
+            if describe_only =>
+        {
+            Ok(false)
+        }
         _ if !all => Err(no_shard(pool)),
-        CrossShard::Concat { .. } | CrossShard::Aggregate(_) => Ok(true),
+        CrossShard::Concat { .. } | CrossShard::Aggregate(_) | CrossShard::Write => Ok(true),
         CrossShard::Refused(what) => Err(not_yet(what)),
         CrossShard::Unknown => Err(PgError::error(
             "0A000",

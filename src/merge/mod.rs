@@ -22,6 +22,8 @@ pub struct Merge {
     columns: Option<Vec<u8>>,
     /// Rows sent to the client.
     rows: u64,
+    /// The shards' CommandComplete counts summed (what an UPDATE or DELETE reports).
+    tagged: u64,
     /// The command the shards' CommandCompletes named (`SELECT`).
     command: Option<String>,
     /// The first error; nothing more is forwarded after it.
@@ -190,7 +192,10 @@ impl Merge {
                         shard,
                         PgError::error("0A000", "the shards ran different commands"),
                     ),
-                    (_, Some(_)) => self.command = Some(command.to_string()),
+                    (_, Some(n)) => {
+                        self.tagged += n;
+                        self.command = Some(command.to_string());
+                    }
                 }
             }
             b'E' => self.fail(shard, PgError::from_fields(body)),
@@ -213,14 +218,9 @@ impl Merge {
     }
 
     /// Records the statement's failure on `shard` (the first one is the client's).
-    pub fn fail(&mut self, shard: usize, mut error: PgError) {
+    pub fn fail(&mut self, shard: usize, error: PgError) {
         if self.error.is_none() {
-            let on = format!("on shard {shard}");
-            error.detail = Some(match error.detail.take() {
-                Some(detail) => format!("{detail} ({on})"),
-                None => format!("The statement ran on every shard and failed {on}."),
-            });
-            self.error = Some(error);
+            self.error = Some(on_shard(shard, error));
         }
     }
 
@@ -244,8 +244,14 @@ impl Merge {
                 messages::command_complete(out, "SELECT 1");
             }
             (None, None) => {
+                // A SELECT counts the rows sent (after LIMIT); a write what each shard did.
                 let command = self.command.as_deref().unwrap_or("SELECT");
-                messages::command_complete(out, &format!("{command} {}", self.rows));
+                let count = if command == "SELECT" {
+                    self.rows
+                } else {
+                    self.tagged
+                };
+                messages::command_complete(out, &format!("{command} {count}"));
             }
         }
     }
@@ -309,6 +315,17 @@ impl Combine {
         }
         Ok(())
     }
+}
+
+/// `error`, which happened on `shard` of a statement run on every shard, saying so in its
+/// DETAIL.
+pub fn on_shard(shard: usize, mut error: PgError) -> PgError {
+    let on = format!("on shard {shard}");
+    error.detail = Some(match error.detail.take() {
+        Some(detail) => format!("{detail} ({on})"),
+        None => format!("The statement ran on every shard and failed {on}."),
+    });
+    error
 }
 
 /// Two shards' results of `aggregate` (type `ty`) combined.

@@ -71,6 +71,7 @@ impl Client {
                     pool.router.analyze(text).cross_shard,
                     pgcat_parser::CrossShard::Concat { .. }
                         | pgcat_parser::CrossShard::Aggregate(_)
+                        | pgcat_parser::CrossShard::Write
                 );
                 if needs_all {
                     let parse = parse.to_vec();

@@ -3,8 +3,8 @@
 //! is read (so they run in parallel), their answers merged into one (`merge`), and the
 //! servers given back. The client's cancel request reaches every one of them.
 
-use super::batch;
 use super::*;
+use super::{batch, write};
 use crate::merge::{Merge, Plan};
 
 impl Client {
@@ -83,6 +83,18 @@ impl Client {
         }
         info.set_state(ClientState::Active, Instant::now);
         info.hold_servers(servers.iter().map(|s| s.session().cancel_key().clone()));
+        let write = matches!(routed.analysis.cross_shard, pgcat_parser::CrossShard::Write);
+        if write {
+            if let Err((shard, e)) = write::begin_all(&mut servers).await {
+                for server in servers {
+                    drop(Object::take(server));
+                }
+                info.hold_server(None);
+                info.set_state(ClientState::Idle, Instant::now);
+                let error = crate::merge::on_shard(shard, e.to_client());
+                return self.reject(error, false).await;
+            }
+        }
         self.buf.advance(total);
         let mut broken = vec![false; servers.len()];
         let plan = match &routed.analysis.cross_shard {
@@ -101,8 +113,20 @@ impl Client {
             merge.extended(parse.is_some(), *describe);
         }
         let answer = self
-            .run_on_all(&mut servers, &shard_messages, merge, &mut broken)
+            .run_on_all(&mut servers, &shard_messages, merge, &mut broken, write)
             .await;
+        let answer = match answer {
+            Ok((out, ok)) if write => match write::end_all(&mut servers, &mut broken, ok).await {
+                Ok(()) => Ok((out, ok)),
+                Err(error) => {
+                    let mut out = BytesMut::new();
+                    error.encode(&mut out);
+                    messages::ready_for_query(&mut out, b'I');
+                    Ok((out, false))
+                }
+            },
+            other => other,
+        };
         info.hold_server(None);
         info.set_state(ClientState::Idle, Instant::now);
         info.query_count.fetch_add(1, Relaxed);
@@ -157,6 +181,7 @@ impl Client {
         query: &[u8],
         mut merge: Merge,
         broken: &mut [bool],
+        write: bool,
     ) -> Result<(BytesMut, bool), Lost> {
         for (shard, server) in servers.iter_mut().enumerate() {
             server.session().count_sent(query.len());
@@ -170,7 +195,16 @@ impl Client {
             // A k-way merge: each shard's next row at hand, the least one sent first.
             let mut heads: Vec<Option<BytesMut>> = Vec::with_capacity(servers.len());
             for (shard, server) in servers.iter_mut().enumerate() {
-                heads.push(next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await);
+                heads.push(
+                    next_row(
+                        server,
+                        shard,
+                        &mut merge,
+                        &mut out,
+                        (&mut broken[shard], write),
+                    )
+                    .await,
+                );
             }
             while merge.wants_rows() {
                 let least = (0..heads.len())
@@ -181,8 +215,14 @@ impl Client {
                     merge.push_row(&row, &mut out);
                 }
                 let server = &mut servers[shard];
-                heads[shard] =
-                    next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await;
+                heads[shard] = next_row(
+                    server,
+                    shard,
+                    &mut merge,
+                    &mut out,
+                    (&mut broken[shard], write),
+                )
+                .await;
                 if out.len() >= INSPECT_CAP {
                     self.stream.send(&out).await.map_err(|_| Lost::Client)?;
                     out.clear();
@@ -191,14 +231,26 @@ impl Client {
             // Past the LIMIT (or an error): the rest is read and dropped.
             for (shard, server) in servers.iter_mut().enumerate() {
                 while heads[shard].take().is_some() {
-                    heads[shard] =
-                        next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await;
+                    heads[shard] = next_row(
+                        server,
+                        shard,
+                        &mut merge,
+                        &mut out,
+                        (&mut broken[shard], write),
+                    )
+                    .await;
                 }
             }
         } else {
             for (shard, server) in servers.iter_mut().enumerate() {
-                while let Some(row) =
-                    next_row(server, shard, &mut merge, &mut out, &mut broken[shard]).await
+                while let Some(row) = next_row(
+                    server,
+                    shard,
+                    &mut merge,
+                    &mut out,
+                    (&mut broken[shard], write),
+                )
+                .await
                 {
                     merge.push_row(&row, &mut out);
                     if out.len() >= INSPECT_CAP {
@@ -221,14 +273,15 @@ fn heads_row(heads: &[Option<BytesMut>], i: usize) -> &[u8] {
 }
 
 /// Reads `server`'s answer up to its next DataRow (returned) or its end (`None`), giving
-/// `merge` every other message. A server that breaks, or ends inside a transaction, is
-/// marked `broken`.
+/// `merge` every other message. A server that breaks, or ends in another transaction state
+/// than expected (inside the transaction of a `write`, else outside one), is marked
+/// `broken`.
 async fn next_row(
     server: &mut Server,
     shard: usize,
     merge: &mut Merge,
     out: &mut BytesMut,
-    broken: &mut bool,
+    (broken, write): (&mut bool, bool),
 ) -> Option<BytesMut> {
     if *broken {
         return None;
@@ -247,7 +300,13 @@ async fn next_row(
         match tag {
             b'D' if !merge.is_combining() => return Some(body),
             b'Z' => {
-                *broken = body.first() != Some(&b'I');
+                // Outside a transaction after a read; inside the one `write` opened.
+                let status = body.first().copied();
+                *broken = if write {
+                    status == Some(b'I')
+                } else {
+                    status != Some(b'I')
+                };
                 return None;
             }
             _ => merge.on_message(shard, tag, &body, out),

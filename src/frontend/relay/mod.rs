@@ -58,6 +58,7 @@ mod errors;
 mod fanout;
 mod kept;
 mod server_messages;
+mod write;
 
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};
