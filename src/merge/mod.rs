@@ -501,7 +501,7 @@ mod tests {
     }
 
     /// A DataRow body of several text values (NULL as `None`).
-    fn values_row(values: &[Option<&str>]) -> Vec<u8> {
+    pub(super) fn values_row(values: &[Option<&str>]) -> Vec<u8> {
         let mut b = (values.len() as u16).to_be_bytes().to_vec();
         for v in values {
             match v {

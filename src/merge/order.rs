@@ -123,21 +123,8 @@ fn value(body: &[u8], i: usize) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::values_row as row;
     use super::*;
-
-    fn row(values: &[Option<&str>]) -> Vec<u8> {
-        let mut b = (values.len() as u16).to_be_bytes().to_vec();
-        for v in values {
-            match v {
-                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(v) => {
-                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    b.extend_from_slice(v.as_bytes());
-                }
-            }
-        }
-        b
-    }
 
     fn fields() -> Vec<(String, u32, u16)> {
         vec![

@@ -113,26 +113,14 @@ impl Decimal {
             (NaN, _) | (_, NaN) => NaN,
             (Infinity(a), Infinity(b)) if a != b => NaN,
             (Infinity(a), _) | (_, Infinity(a)) => Infinity(*a),
-            (
-                Finite {
-                    negative: na,
-                    digits: da,
-                    scale: sa,
-                },
-                Finite {
-                    negative: nb,
-                    digits: db,
-                    scale: sb,
-                },
-            ) => {
-                let scale = (*sa).max(*sb);
-                let (x, y) = (Self::scaled(da, *sa, scale), Self::scaled(db, *sb, scale));
+            (Finite { .. }, Finite { .. }) => {
+                let ((na, x), (nb, y), scale) = aligned(self, other);
                 let (negative, digits) = if na == nb {
-                    (*na, add_digits(&x, &y))
+                    (na, add_digits(&x, &y))
                 } else {
                     match cmp_digits(&x, &y) {
-                        Ordering::Less => (*nb, sub_digits(&y, &x)),
-                        _ => (*na, sub_digits(&x, &y)),
+                        Ordering::Less => (nb, sub_digits(&y, &x)),
+                        _ => (na, sub_digits(&x, &y)),
                     }
                 };
                 let leading = digits.iter().take_while(|d| **d == 0).count();
@@ -185,21 +173,9 @@ impl Ord for Decimal {
             NaN => 3,
         };
         match (self, other) {
-            (
-                Finite {
-                    negative: na,
-                    digits: da,
-                    scale: sa,
-                },
-                Finite {
-                    negative: nb,
-                    digits: db,
-                    scale: sb,
-                },
-            ) => {
-                let scale = (*sa).max(*sb);
-                let magnitude =
-                    cmp_digits(&Self::scaled(da, *sa, scale), &Self::scaled(db, *sb, scale));
+            (Finite { .. }, Finite { .. }) => {
+                let ((na, x), (nb, y), _) = aligned(self, other);
+                let magnitude = cmp_digits(&x, &y);
                 match (na, nb) {
                     (false, true) => Ordering::Greater,
                     (true, false) => Ordering::Less,
@@ -216,6 +192,28 @@ impl PartialOrd for Decimal {
     fn partial_cmp(&self, other: &Decimal) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// A sign (negative) and digits.
+type Signed = (bool, Vec<u8>);
+
+/// Two finite values' signs and digits at their common (larger) scale, and that scale;
+/// `(false, [], 0)` stands in for a value that is not finite (callers match finite ones).
+fn aligned(a: &Decimal, b: &Decimal) -> (Signed, Signed, usize) {
+    fn parts(d: &Decimal) -> (bool, &[u8], usize) {
+        match d {
+            Decimal::Finite {
+                negative,
+                digits,
+                scale,
+            } => (*negative, digits.as_slice(), *scale),
+            _ => (false, &[], 0),
+        }
+    }
+    let ((na, da, sa), (nb, db, sb)) = (parts(a), parts(b));
+    let scale = sa.max(sb);
+    let at = |digits: &[u8], own: usize| Decimal::scaled(digits, own, scale);
+    ((na, at(da, sa)), (nb, at(db, sb)), scale)
 }
 
 /// Magnitudes (most significant digit first) compared, leading zeros ignored.

@@ -1,0 +1,209 @@
+//! Unit tests of `cross_shard`: what each statement needs when it has no shard.
+use super::*;
+
+fn of(sql: &str) -> CrossShard {
+    let key = KeyColumn::parse("data.id");
+    CrossShard::of(Parsed::parse(sql).as_ref(), key.as_ref())
+}
+
+#[test]
+fn statements_reading_no_table_need_one_shard() {
+    for sql in [
+        "SELECT 1",
+        "SELECT now(), pg_backend_pid()",
+        "SET statement_timeout = 5",
+        "SHOW server_version",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "DISCARD ALL",
+        "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = 'int4'",
+        "SELECT typname FROM pg_type",
+        "SELECT * FROM information_schema.tables",
+        "SELECT 1; SET x = 1",
+    ] {
+        assert_eq!(of(sql), CrossShard::AnyShard, "{sql}");
+    }
+}
+
+#[test]
+fn plain_selects_concatenate() {
+    assert_eq!(
+        of("SELECT id, value FROM data WHERE value > 3"),
+        CrossShard::Concat {
+            functions: vec![],
+            order: vec![],
+            limit: None
+        }
+    );
+    assert_eq!(
+        of("SELECT lower(name), upper(name) FROM public.data FOR UPDATE"),
+        CrossShard::Concat {
+            functions: vec!["lower".into(), "upper".into()],
+            order: vec![],
+            limit: None
+        }
+    );
+    // A user-defined aggregate looks like any function: the caller checks the names.
+    assert_eq!(
+        of("SELECT my_agg(value) FROM data"),
+        CrossShard::Concat {
+            functions: vec!["my_agg".into()],
+            order: vec![],
+            limit: None
+        }
+    );
+    // So does an aggregate inside an expression, or beside a plain column.
+    for sql in [
+        "SELECT count(*) + 1 FROM data",
+        "SELECT id, count(*) FROM data",
+        "SELECT count(DISTINCT id) FROM data",
+        "SELECT sum(id) FILTER (WHERE id > 1) FROM data",
+        "SELECT sum(*) FROM data",
+        "SELECT avg(id) FROM data",
+    ] {
+        assert!(matches!(of(sql), CrossShard::Concat { .. }), "{sql}");
+    }
+}
+
+#[test]
+fn updates_and_deletes_of_one_table_run_on_every_shard() {
+    for sql in [
+        "UPDATE data SET value = 'x' WHERE value IS NULL",
+        "UPDATE data SET value = upper(value) RETURNING id, value",
+        "DELETE FROM data WHERE value = 'gone'",
+        "DELETE FROM data RETURNING *",
+    ] {
+        assert_eq!(of(sql), CrossShard::Write, "{sql}");
+    }
+}
+
+#[test]
+fn order_by_output_columns_and_limit_merge() {
+    let key = |column, descending, nulls_first| SortKey {
+        column,
+        descending,
+        nulls_first,
+    };
+    let CrossShard::Concat { order, limit, .. } = of(
+        "SELECT id, value AS v, lower(value) FROM data ORDER BY v DESC, 1, lower(value) NULLS FIRST, \"Id\" DESC NULLS LAST LIMIT 10",
+    ) else {
+        panic!("not merged");
+    };
+    assert_eq!(
+        order,
+        [
+            key(SortColumn::Name("v".into()), true, true),
+            key(SortColumn::Position(0), false, false),
+            key(SortColumn::Position(2), false, true),
+            key(SortColumn::Name("Id".into()), true, false),
+        ]
+    );
+    assert_eq!(limit, Some(10));
+    // With `*`, names are found in the RowDescription; t.id names column id.
+    let CrossShard::Concat { order, .. } = of("SELECT * FROM data t ORDER BY t.id, ID") else {
+        panic!("not merged");
+    };
+    assert_eq!(
+        order,
+        [
+            key(SortColumn::Name("id".into()), false, false),
+            key(SortColumn::Name("id".into()), false, false),
+        ]
+    );
+    // An aggregate with ORDER BY or LIMIT is not combined (the caller refuses it).
+    assert!(matches!(
+        of("SELECT count(*) FROM data LIMIT 1"),
+        CrossShard::Concat { .. }
+    ));
+}
+
+#[test]
+fn plain_aggregates_without_group_by_combine() {
+    use Aggregate::*;
+    assert_eq!(
+        of("SELECT count(*), COUNT(value) AS n, sum(id), min(value), max(id), bool_and(id > 0), every(true), bool_or(false) FROM data WHERE id > 3"),
+        CrossShard::Aggregate(vec![Count, Count, Sum, Min, Max, BoolAnd, BoolAnd, BoolOr])
+    );
+}
+
+#[test]
+fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
+    for (sql, what) in [
+        (
+            "SELECT id FROM data ORDER BY lower(value)",
+            "ORDER BY an expression that is not an output column",
+        ),
+        (
+            "SELECT id FROM data ORDER BY id USING <",
+            "ORDER BY … USING",
+        ),
+        ("SELECT id FROM data LIMIT 3 OFFSET 1", "OFFSET"),
+        ("SELECT id FROM data OFFSET 3", "OFFSET"),
+        ("SELECT id FROM data LIMIT $1", "LIMIT other than a number"),
+        ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
+        ("SELECT DISTINCT value FROM data", "DISTINCT"),
+        (
+            "SELECT value, count(*) FROM data GROUP BY value",
+            "GROUP BY",
+        ),
+        (
+            "SELECT d.id FROM data d JOIN other o ON o.id = d.id",
+            "joins (several tables in FROM)",
+        ),
+        (
+            "SELECT d.id FROM data d, other o",
+            "joins (several tables in FROM)",
+        ),
+        (
+            "SELECT id FROM data WHERE id IN (SELECT id FROM other)",
+            "subqueries",
+        ),
+        ("SELECT (SELECT 1) FROM data", "subqueries"),
+        (
+            "SELECT * FROM (SELECT id FROM data) s",
+            "a subquery or function in FROM",
+        ),
+        ("SELECT row_number() OVER () FROM data", "window functions"),
+        (
+            "WITH x AS (SELECT 1) SELECT * FROM data",
+            "WITH (common table expressions)",
+        ),
+        (
+            "SELECT id FROM data UNION SELECT id FROM other",
+            "UNION, INTERSECT or EXCEPT",
+        ),
+        (
+            "INSERT INTO data VALUES (1)",
+            "INSERT without a sharding key",
+        ),
+        (
+            "UPDATE data SET id = id + 1",
+            "an UPDATE of the sharding key column",
+        ),
+        (
+            "UPDATE data SET (value, id) = ('a', 2)",
+            "an UPDATE of the sharding key column",
+        ),
+        (
+            "UPDATE data SET value = o.v FROM other o WHERE o.id = data.id",
+            "an UPDATE or DELETE reading other tables",
+        ),
+        (
+            "DELETE FROM data USING other WHERE other.id = data.id",
+            "an UPDATE or DELETE reading other tables",
+        ),
+        (
+            "DELETE FROM data WHERE id IN (SELECT id FROM other)",
+            "an UPDATE or DELETE reading other tables",
+        ),
+        ("COPY data FROM STDIN", "COPY"),
+        (
+            "SELECT id FROM data; SELECT 1",
+            "several statements in one query string reading sharded tables",
+        ),
+    ] {
+        assert_eq!(of(sql), CrossShard::Refused(what), "{sql}");
+    }
+    assert_eq!(of("SELEC nonsense"), CrossShard::Unknown);
+}
