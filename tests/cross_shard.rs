@@ -20,6 +20,8 @@ const POOL: &str = "xs";
 const ROWS: i64 = 300;
 /// Rows of `ledger`, the table the write test changes (and no other test reads).
 const LEDGER: i64 = 60;
+/// Rows of `accounts` (balance 100 each), the table the transaction tests change.
+const ACCOUNTS: i64 = 30;
 
 /// xs_shard0..2 (one partition each) and xs_oracle (every row), owned by sharding_user,
 /// made once per test binary directly on the primary.
@@ -50,13 +52,18 @@ fn cluster() -> &'static Cluster {
                  CREATE TABLE items_p{shard} PARTITION OF items FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
                  CREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{inserts}\n\
                  CREATE TABLE ledger (id bigint, n int) PARTITION BY HASH (id);\n\
-                 CREATE TABLE ledger_p{shard} PARTITION OF ledger FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n{ledger}"
+                 CREATE TABLE ledger_p{shard} PARTITION OF ledger FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n{ledger}\n\
+                 CREATE TABLE accounts (id bigint, balance int) PARTITION BY HASH (id);\n\
+                 CREATE TABLE accounts_p{shard} PARTITION OF accounts FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+                 INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);"
             ));
         }
         let all: String = (1..=ROWS).map(row_insert).collect();
         sql.push_str(&format!(
             "\\c xs_oracle\nSET ROLE {SHARD_USER};\n{table};\nCREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{all}\n\
-             CREATE TABLE ledger (id bigint, n int);\n{all_ledger}"
+             CREATE TABLE ledger (id bigint, n int);\n{all_ledger}\n\
+             CREATE TABLE accounts (id bigint, balance int);\n\
+             INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i;"
         ));
         cluster
             .psql(&cluster.primary, "postgres", &sql)
@@ -94,11 +101,19 @@ async fn connect_xs(pooler: &Pooler) -> Client {
 
 /// A pooler with pool `xs` over xs_shard0..2 (primary only), `extra` in the pool section.
 fn pooler(cluster: &Cluster, extra: &str) -> Pooler {
-    let mut toml = general_toml(free_port());
+    pooler_sized(cluster, extra, 4, 10_000)
+}
+
+/// [`pooler`] with `pool_size` servers per shard, waiting at most `checkout_ms` for one.
+fn pooler_sized(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64) -> Pooler {
+    let mut toml = general_toml(free_port()).replace(
+        "connect_timeout = 10000",
+        &format!("connect_timeout = {checkout_ms}"),
+    );
     toml.push_str(&format!(
         "\n[pools.{POOL}]\npool_mode = \"transaction\"\nsharding_function = \"pg_bigint_hash\"\n\
          automatic_sharding_key = \"items.id\"\n{extra}\n\
-         [pools.{POOL}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = 4\n"
+         [pools.{POOL}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = {pool_size}\n"
     ));
     for shard in 0..SHARDS {
         toml.push_str(&format!(
@@ -322,40 +337,8 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
     });
 }
 
-#[test]
-fn inside_a_transaction_a_statement_needing_every_shard_fails_and_nothing_partial_is_answered() {
-    let cluster = cluster();
-    let pooler = pooler(cluster, ALL);
-    runtime().block_on(async {
-        let client = connect_xs(&pooler).await;
-        // First statement of the transaction.
-        client.simple_query("BEGIN").await.expect("BEGIN");
-        let (code, message) = expect_error("first", try_rows(&client, "SELECT * FROM items").await);
-        assert_eq!(code, "0A000", "{message}");
-        client.simple_query("ROLLBACK").await.expect("ROLLBACK");
-        // After a statement that took one shard (by key), simple and extended.
-        for extended in [false, true] {
-            client.simple_query("BEGIN").await.expect("BEGIN");
-            rows(&client, "SELECT id FROM items WHERE id = 7").await;
-            let sql = "SELECT id FROM items WHERE grp = 2";
-            let result = if extended {
-                client.query(sql, &[]).await.map(|r| r.len())
-            } else {
-                client.simple_query(sql).await.map(|r| r.len())
-            };
-            let (code, message) = expect_error(sql, result);
-            assert_eq!(code, "0A000", "extended {extended}: {message}");
-            // PostgreSQL's own transaction state: aborted until ROLLBACK.
-            let (code, _) = expect_error("aborted", try_rows(&client, "SELECT 1").await);
-            assert_eq!(code, "25P02");
-            client.simple_query("ROLLBACK").await.expect("ROLLBACK");
-        }
-        assert_eq!(
-            rows(&client, "SELECT id FROM items WHERE id = 7").await,
-            [["7"]]
-        );
-    });
-}
+#[path = "cross_shard/transactions.rs"]
+mod transactions;
 
 #[test]
 fn default_shard_error_refuses_statements_without_a_shard_and_says_how_to_pick_one() {
@@ -526,7 +509,7 @@ fn psycopg_and_asyncpg_get_the_oracles_answers() {
         String::from_utf8_lossy(&out.stderr),
         support::tail(&pooler.logs(), 30)
     );
-    assert_eq!(stdout.matches("CHECK ").count(), 12, "{stdout}");
+    assert_eq!(stdout.matches("CHECK ").count(), 21, "{stdout}");
 }
 
 #[test]

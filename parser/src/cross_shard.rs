@@ -75,6 +75,13 @@ pub enum CrossShard {
     /// nothing (each shard in a transaction, committed when every one succeeded); the
     /// counts summed, RETURNING rows concatenated.
     Write,
+    /// DDL (`CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT` …): runs on every shard,
+    /// all or nothing like [`CrossShard::Write`]; every shard's tag must be the same.
+    Schema,
+    /// Transaction control that keeps the transaction open (`SAVEPOINT`, `RELEASE`,
+    /// `ROLLBACK TO`, `COMMIT AND CHAIN`) and `SET`: outside a transaction any shard
+    /// answers it; in a transaction spanning shards, every shard runs it.
+    Control,
     /// Not answered exactly across shards yet: refused, naming the construct.
     Refused(&'static str),
     /// The text did not parse (or was longer than `query_parser_max_length`).
@@ -93,7 +100,12 @@ impl CrossShard {
         match plans.as_slice() {
             [] => CrossShard::AnyShard,
             [one] => one.clone(),
-            many if many.iter().all(|p| *p == CrossShard::AnyShard) => CrossShard::AnyShard,
+            many if many
+                .iter()
+                .all(|p| matches!(p, CrossShard::AnyShard | CrossShard::Control)) =>
+            {
+                CrossShard::AnyShard
+            }
             many => many
                 .iter()
                 .find_map(|p| match p {
@@ -111,13 +123,30 @@ fn plan(statement: &Statement, key: Option<&KeyColumn>) -> CrossShard {
     match statement {
         Statement::Query(query) => plan_query(query),
         Statement::Set(_)
-        | Statement::Reset(_)
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::Commit { chain: true, .. } => CrossShard::Control,
+        Statement::Rollback { chain, savepoint } if *chain || savepoint.is_some() => {
+            CrossShard::Control
+        }
+        Statement::CreateIndex(index) if index.concurrently => {
+            CrossShard::Refused("CREATE INDEX CONCURRENTLY (it cannot run in a transaction)")
+        }
+        Statement::CreateTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateView { .. }
+        | Statement::CreateSequence { .. }
+        | Statement::AlterTable { .. }
+        | Statement::AlterIndex { .. }
+        | Statement::AlterView { .. }
+        | Statement::Drop { .. }
+        | Statement::Truncate { .. }
+        | Statement::Comment { .. } => CrossShard::Schema,
+        Statement::Reset(_)
         | Statement::ShowVariable { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. }
         | Statement::Discard { .. }
         | Statement::Deallocate { .. }
         | Statement::LISTEN { .. }

@@ -11,7 +11,6 @@ fn statements_reading_no_table_need_one_shard() {
     for sql in [
         "SELECT 1",
         "SELECT now(), pg_backend_pid()",
-        "SET statement_timeout = 5",
         "SHOW server_version",
         "BEGIN",
         "COMMIT",
@@ -24,6 +23,38 @@ fn statements_reading_no_table_need_one_shard() {
     ] {
         assert_eq!(of(sql), CrossShard::AnyShard, "{sql}");
     }
+}
+
+#[test]
+fn transaction_control_and_set_run_on_every_shard_of_a_transaction() {
+    for sql in [
+        "SET statement_timeout = 5",
+        "SET LOCAL lock_timeout = 10",
+        "SAVEPOINT s",
+        "RELEASE SAVEPOINT s",
+        "ROLLBACK TO SAVEPOINT s",
+        "COMMIT AND CHAIN",
+    ] {
+        assert_eq!(of(sql), CrossShard::Control, "{sql}");
+    }
+}
+
+#[test]
+fn ddl_runs_on_every_shard_except_what_cannot_run_in_a_transaction() {
+    for sql in [
+        "CREATE TABLE t (id bigint)",
+        "ALTER TABLE data ADD COLUMN x int",
+        "DROP TABLE data",
+        "CREATE INDEX ON data (id)",
+        "TRUNCATE data",
+        "COMMENT ON TABLE data IS 'x'",
+    ] {
+        assert_eq!(of(sql), CrossShard::Schema, "{sql}");
+    }
+    assert!(matches!(
+        of("CREATE INDEX CONCURRENTLY ON data (id)"),
+        CrossShard::Refused(what) if what.contains("CONCURRENTLY")
+    ));
 }
 
 #[test]

@@ -65,6 +65,11 @@ impl SchemaEpoch {
         self.0.load(Relaxed)
     }
 
+    /// The pooler changed the schema itself (DDL it ran on every shard).
+    pub fn changed(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
     /// A server of the pool completed a command (`tag`, the CommandComplete body);
     /// `ddl_in_transaction` says the transaction it ends (a ROLLBACK) changed the schema.
     /// Returns whether the command itself changed the schema.

@@ -31,15 +31,16 @@ pub fn place(
     describe_only: bool,
 ) -> Result<bool, PgError> {
     let all = session.all_shards || pool.default_shard == DefaultShard::All;
-    match &analysis.cross_shard {
-        CrossShard::AnyShard => Ok(false),
-        CrossShard::Concat { .. } | CrossShard::Aggregate(_) | CrossShard::Write
-            if describe_only =>
-        {
-            Ok(false)
-        }
-        _ if !all => Err(no_shard(pool)),
-        CrossShard::Concat { .. } | CrossShard::Aggregate(_) | CrossShard::Write => Ok(true),
+    let plan = &analysis.cross_shard;
+    if matches!(plan, CrossShard::AnyShard | CrossShard::Control)
+        || (describe_only && runs_everywhere(plan))
+    {
+        return Ok(false);
+    }
+    if !all {
+        return Err(no_shard(pool));
+    }
+    match plan {
         CrossShard::Refused(what) => Err(not_yet(what)),
         CrossShard::Unknown => Err(PgError::error(
             "0A000",
@@ -47,7 +48,19 @@ pub fn place(
              cannot run on every shard",
         )
         .with_hint(HOW)),
+        _ => Ok(true),
     }
+}
+
+/// Whether a statement with this plan runs on every shard (when it is to run).
+pub fn runs_everywhere(plan: &CrossShard) -> bool {
+    matches!(
+        plan,
+        CrossShard::Concat { .. }
+            | CrossShard::Aggregate(_)
+            | CrossShard::Write
+            | CrossShard::Schema
+    )
 }
 
 /// A request whose text the pooler does not have (a FunctionCall, a query too large to

@@ -47,6 +47,17 @@ pub struct Routed {
 
 /// Reads the first request from `buf`; `None` when more bytes are needed. `named` finds
 /// the SQL of a client's named statement.
+impl<'a> Request<'a> {
+    /// The statement's text, when the pooler has it.
+    pub fn sql(&self) -> Option<&'a str> {
+        match *self {
+            Request::Query(sql) => Some(sql),
+            Request::Extended { sql, .. } => sql,
+            Request::Opaque => None,
+        }
+    }
+}
+
 pub fn first_request<'a>(
     buf: &'a [u8],
     cap: usize,

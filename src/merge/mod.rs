@@ -24,8 +24,12 @@ pub struct Merge {
     rows: u64,
     /// The shards' CommandComplete counts summed (what an UPDATE or DELETE reports).
     tagged: u64,
-    /// The command the shards' CommandCompletes named (`SELECT`).
-    command: Option<String>,
+    /// The command the shards' CommandCompletes named (`SELECT`), and whether it carries a
+    /// count (`SAVEPOINT`, `CREATE TABLE` do not: every shard's tag must then be the same).
+    command: Option<(String, bool)>,
+    /// The statement ran on one shard of a transaction on several: its error is the
+    /// server's as it is, naming no shard.
+    one_shard: bool,
     /// The first error; nothing more is forwarded after it.
     error: Option<PgError>,
     /// Aggregates: each shard's row is folded into one.
@@ -179,22 +183,28 @@ impl Merge {
             },
             b'C' => {
                 let text = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body));
-                let (command, count) = match text.ok().and_then(|t| t.rsplit_once(' ')) {
-                    Some((command, n)) => (command, n.parse::<u64>().ok()),
-                    None => (text.unwrap_or_default(), None),
+                let text = text.unwrap_or_default();
+                let (command, count) = match text.rsplit_once(' ') {
+                    Some((command, n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                        (command, n.parse::<u64>().ok())
+                    }
+                    _ => (text, None),
                 };
-                match (&self.command, count) {
-                    (_, None) => self.fail(
+                let counted = count.is_some() || command == "SELECT";
+                match &self.command {
+                    Some((first, was_counted)) if first != command || *was_counted != counted => {
+                        self.fail(
+                            shard,
+                            PgError::error("0A000", "the shards ran different commands"),
+                        )
+                    }
+                    _ if counted && count.is_none() => self.fail(
                         shard,
                         PgError::error("0A000", format!("cannot merge \"{command}\" results")),
                     ),
-                    (Some(first), Some(_)) if first != command => self.fail(
-                        shard,
-                        PgError::error("0A000", "the shards ran different commands"),
-                    ),
-                    (_, Some(n)) => {
-                        self.tagged += n;
-                        self.command = Some(command.to_string());
+                    _ => {
+                        self.tagged += count.unwrap_or(0);
+                        self.command = Some((command.to_string(), counted));
                     }
                 }
             }
@@ -220,8 +230,18 @@ impl Merge {
     /// Records the statement's failure on `shard` (the first one is the client's).
     pub fn fail(&mut self, shard: usize, error: PgError) {
         if self.error.is_none() {
-            self.error = Some(on_shard(shard, error));
+            self.error = Some(if self.one_shard {
+                error
+            } else {
+                on_shard(shard, error)
+            });
         }
+    }
+
+    /// The statement runs on one shard only (of a transaction holding several): its
+    /// answer is passed on as the server gave it.
+    pub fn one_shard(&mut self) {
+        self.one_shard = true;
     }
 
     /// Writes the end of the answer: the error, or CommandComplete with every shard's rows.
@@ -244,14 +264,18 @@ impl Merge {
                 messages::command_complete(out, "SELECT 1");
             }
             (None, None) => {
-                // A SELECT counts the rows sent (after LIMIT); a write what each shard did.
-                let command = self.command.as_deref().unwrap_or("SELECT");
-                let count = if command == "SELECT" {
-                    self.rows
-                } else {
-                    self.tagged
-                };
-                messages::command_complete(out, &format!("{command} {count}"));
+                // A SELECT counts the rows sent (after LIMIT); a write what each shard did;
+                // a command without a count (SAVEPOINT, CREATE TABLE) is every shard's tag.
+                let (command, counted) = self.command.unwrap_or(("SELECT".into(), true));
+                match (command.as_str(), counted) {
+                    ("SELECT", _) => {
+                        messages::command_complete(out, &format!("SELECT {}", self.rows))
+                    }
+                    (_, true) => {
+                        messages::command_complete(out, &format!("{command} {}", self.tagged))
+                    }
+                    (_, false) => messages::command_complete(out, &command),
+                }
             }
         }
     }
@@ -415,175 +439,4 @@ fn columns(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A RowDescription body: (name, table OID, type OID) per column.
-    fn row_description(cols: &[(&str, u32, u32)]) -> Vec<u8> {
-        let mut b = (cols.len() as u16).to_be_bytes().to_vec();
-        for (name, table, ty) in cols {
-            b.extend_from_slice(name.as_bytes());
-            b.push(0);
-            b.extend_from_slice(&table.to_be_bytes());
-            b.extend_from_slice(&1u16.to_be_bytes());
-            b.extend_from_slice(&ty.to_be_bytes());
-            b.extend_from_slice(&4i16.to_be_bytes());
-            b.extend_from_slice(&(-1i32).to_be_bytes());
-            b.extend_from_slice(&0u16.to_be_bytes());
-        }
-        b
-    }
-
-    fn data_row(value: &str) -> Vec<u8> {
-        let mut b = 1u16.to_be_bytes().to_vec();
-        b.extend_from_slice(&(value.len() as i32).to_be_bytes());
-        b.extend_from_slice(value.as_bytes());
-        b
-    }
-
-    fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        messages::message(&mut out, tag, |m| m.extend_from_slice(body));
-        out.to_vec()
-    }
-
-    #[test]
-    fn rows_of_every_shard_under_one_description_and_one_count() {
-        let mut merge = Merge::default();
-        let mut out = BytesMut::new();
-        for (shard, table_oid) in [(0, 16384), (1, 16999)] {
-            let desc = row_description(&[("id", table_oid, 20)]);
-            merge.on_message(shard, b'T', &desc, &mut out);
-            merge.on_message(shard, b'D', &data_row(&shard.to_string()), &mut out);
-            merge.on_message(shard, b'D', &data_row("x"), &mut out);
-            merge.on_message(shard, b'C', b"SELECT 2\0", &mut out);
-        }
-        merge.finish(&mut out);
-        let mut want = framed(b'T', &row_description(&[("id", 16384, 20)]));
-        for v in ["0", "x", "1", "x"] {
-            want.extend(framed(b'D', &data_row(v)));
-        }
-        want.extend(framed(b'C', b"SELECT 4\0"));
-        assert_eq!(out.to_vec(), want);
-    }
-
-    #[test]
-    fn an_error_on_one_shard_is_the_answer_and_names_it() {
-        let mut merge = Merge::default();
-        let mut out = BytesMut::new();
-        merge.on_message(0, b'T', &row_description(&[("id", 1, 20)]), &mut out);
-        merge.on_message(0, b'C', b"SELECT 0\0", &mut out);
-        let mut error = BytesMut::new();
-        PgError::error("22012", "division by zero").encode(&mut error);
-        merge.on_message(1, b'E', &error[5..], &mut out);
-        merge.on_message(1, b'D', &data_row("late"), &mut out);
-        let before = out.len();
-        merge.finish(&mut out);
-        let got = PgError::from_fields(&out[before + 5..]);
-        assert_eq!(
-            (got.code.as_str(), got.message.as_str()),
-            ("22012", "division by zero")
-        );
-        assert!(got.detail.unwrap_or_default().contains("on shard 1"));
-        assert!(!out[..before].windows(4).any(|w| w == b"late"));
-    }
-
-    #[test]
-    fn shards_that_disagree_on_columns_fail_the_statement() {
-        let mut merge = Merge::default();
-        let mut out = BytesMut::new();
-        merge.on_message(0, b'T', &row_description(&[("id", 1, 20)]), &mut out);
-        merge.on_message(1, b'T', &row_description(&[("id", 2, 23)]), &mut out);
-        let before = out.len();
-        merge.finish(&mut out);
-        assert_eq!(PgError::from_fields(&out[before + 5..]).code, "42804");
-        assert!(columns(&[0, 1, b'a']).is_none(), "truncated");
-    }
-
-    /// A DataRow body of several text values (NULL as `None`).
-    pub(super) fn values_row(values: &[Option<&str>]) -> Vec<u8> {
-        let mut b = (values.len() as u16).to_be_bytes().to_vec();
-        for v in values {
-            match v {
-                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(v) => {
-                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    b.extend_from_slice(v.as_bytes());
-                }
-            }
-        }
-        b
-    }
-
-    #[test]
-    fn aggregates_combine_into_the_whole_tables_row() {
-        use Aggregate::*;
-        let mut merge = Merge::new(Plan::Aggregates(vec![
-            Count, Sum, Sum, Min, Max, BoolAnd, BoolOr,
-        ]));
-        let mut out = BytesMut::new();
-        let desc = row_description(&[
-            ("count", 0, 20),
-            ("sum", 0, 20),
-            ("sum", 0, 1700),
-            ("min", 0, 1700),
-            ("max", 0, 23),
-            ("bool_and", 0, 16),
-            ("bool_or", 0, 16),
-        ]);
-        let shards: [[Option<&str>; 7]; 3] = [
-            [
-                Some("2"),
-                Some("5"),
-                Some("1.50"),
-                Some("-3"),
-                Some("9"),
-                Some("t"),
-                Some("f"),
-            ],
-            [Some("0"), None, None, None, None, None, None],
-            [
-                Some("3"),
-                Some("-1"),
-                Some("2.125"),
-                Some("-10.5"),
-                Some("12"),
-                Some("f"),
-                Some("t"),
-            ],
-        ];
-        for (shard, row) in shards.iter().enumerate() {
-            merge.on_message(shard, b'T', &desc, &mut out);
-            merge.on_message(shard, b'D', &values_row(row), &mut out);
-            merge.on_message(shard, b'C', b"SELECT 1\0", &mut out);
-        }
-        merge.finish(&mut out);
-        let mut want = framed(b'T', &desc);
-        want.extend(framed(
-            b'D',
-            &values_row(&[
-                Some("5"),
-                Some("4"),
-                Some("3.625"),
-                Some("-10.5"),
-                Some("12"),
-                Some("f"),
-                Some("t"),
-            ]),
-        ));
-        want.extend(framed(b'C', b"SELECT 1\0"));
-        assert_eq!(out.to_vec(), want);
-    }
-
-    #[test]
-    fn aggregates_of_types_not_combined_here_are_refused() {
-        let mut merge = Merge::new(Plan::Aggregates(vec![Aggregate::Sum]));
-        let mut out = BytesMut::new();
-        merge.on_message(0, b'T', &row_description(&[("sum", 0, 701)]), &mut out);
-        let before = out.len();
-        merge.finish(&mut out);
-        let error = PgError::from_fields(&out[before + 5..]);
-        assert_eq!(error.code, "0A000");
-        assert!(error.message.contains("sum()"), "{}", error.message);
-    }
-}
+mod tests;

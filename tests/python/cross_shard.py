@@ -38,14 +38,19 @@ def check(name, ok, detail=""):
         print(f"FAIL {name}: {detail}")
 
 
+def same_answers(through, oracle, label):
+    """Every statement of UNORDERED and ORDERED, through psycopg, as the oracle answers."""
+    for sql, params in UNORDERED + ORDERED:
+        want = oracle.execute(sql, params).fetchall()
+        got = through.execute(sql, params).fetchall()
+        if (sql, params) in UNORDERED:
+            want, got = sorted(want, key=repr), sorted(got, key=repr)
+        check(f"{label} {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
+
+
 def run_psycopg():
     with psycopg.connect(POOLER, autocommit=True) as through, psycopg.connect(ORACLE) as oracle:
-        for sql, params in UNORDERED + ORDERED:
-            want = oracle.execute(sql, params).fetchall()
-            got = through.execute(sql, params).fetchall()
-            if (sql, params) in UNORDERED:
-                want, got = sorted(want, key=repr), sorted(got, key=repr)
-            check(f"psycopg {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
+        same_answers(through, oracle, "psycopg")
         # The same statement prepared (psycopg prepares after 5 runs) stays right.
         sql, params = UNORDERED[1]
         want = sorted(oracle.execute(sql, params).fetchall())
@@ -60,6 +65,11 @@ def run_psycopg():
         except psycopg.errors.FeatureNotSupported as e:
             check("psycopg refusal", "DISTINCT" in str(e), str(e))
         check("psycopg after refusal", through.execute("SELECT 1").fetchone() == (1,))
+    # psycopg's default: a transaction opened before the first statement, held on every
+    # shard it touches until commit.
+    with psycopg.connect(POOLER) as through, psycopg.connect(ORACLE) as oracle:
+        same_answers(through, oracle, "psycopg in a transaction")
+        through.commit()
 
 
 def keywords(conninfo):
@@ -79,6 +89,12 @@ async def run_asyncpg():
             want = sorted(map(tuple, await oracle.fetch(sql, *params)), key=repr)
             got = sorted(map(tuple, await through.fetch(sql, *params)), key=repr)
             check(f"asyncpg {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
+        async with through.transaction():
+            for sql, params in UNORDERED:
+                sql = sql.replace("%s", "$1")
+                want = sorted(map(tuple, await oracle.fetch(sql, *params)), key=repr)
+                got = sorted(map(tuple, await through.fetch(sql, *params)), key=repr)
+                check(f"asyncpg in a transaction {sql}", got == want, f"{got[:3]}...")
     finally:
         await through.close()
         await oracle.close()

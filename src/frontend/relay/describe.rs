@@ -7,16 +7,17 @@
 
 use super::*;
 
-/// The client's Parse body of a named statement followed by a Describe of it and a Flush,
-/// and the batch's length; `None` when the buffer starts with something else.
-pub(super) fn flush_batch(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
+/// The client's Parse body of a named statement followed by a Describe of it and a Flush
+/// (or, when `sync` allows, a Sync: tokio-postgres prepares so), and the batch's length;
+/// `None` when the buffer starts with something else.
+pub(super) fn flush_batch(buf: &[u8], sync: bool) -> Result<Option<(&[u8], usize)>, FrameError> {
     let mut pos = 0;
     let mut parse = None;
     for want in [b'P', b'D', b'H'] {
         let Some((tag, body, total)) = crate::wire::frame::whole(&buf[pos..], REWRITE_CAP)? else {
             return Ok(None);
         };
-        if tag != want {
+        if tag != want && !(sync && want == b'H' && tag == b'S') {
             return Ok(None);
         }
         match tag {
@@ -48,57 +49,72 @@ impl Client {
         len: usize,
     ) -> Result<(), ClientError> {
         let pool = self.session.pool.clone();
-        let route = Route {
-            shard: Some(0),
-            role: None,
-        };
-        let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
-        let server = pool
-            .take_with_params(route, min_lsn, &self.session.params, |_| {})
-            .await;
+        let server = self.take_shard(0, None, Instant::now()).await;
         let mut server = match server {
             Ok(server) => server,
-            Err(e) => return self.reject(e.into_client(), false).await,
+            Err(e) => return self.reject(e, false).await,
         };
         self.buf.advance(len);
-        let (_, text) = crate::wire::startup::cstr(&parse).map_err(|_| ClientError::Gone)?;
-        let mut ask = BytesMut::new();
-        messages::parse(&mut ask, "", text);
-        messages::describe_statement(&mut ask, "");
-        messages::message(&mut ask, b'S', |_| {});
-        let mut out = BytesMut::new();
-        let mut failed = false;
-        let answered = async {
-            server.write_all(&ask).await?;
-            loop {
-                let (tag, body) = server.read_message().await?;
-                match tag {
-                    b'Z' => return Ok::<_, BackendError>(body.first() == Some(&b'I')),
-                    b'E' => failed = true,
-                    _ => {}
-                }
-                if matches!(tag, b'1' | b't' | b'T' | b'n' | b'E' | b'N') {
-                    messages::message(&mut out, tag, |m| m.extend_from_slice(&body));
-                }
+        match describe(&mut server, &parse).await {
+            Ok((out, described, b'I')) => {
+                checkin(server, pool.mode).await;
+                self.described(&parse, &out, described).await
             }
-        }
-        .await;
-        match answered {
-            Ok(true) => checkin(server, pool.mode).await,
-            Ok(false) => drop(Object::take(server)),
+            Ok((out, described, _)) => {
+                drop(Object::take(server));
+                self.described(&parse, &out, described).await
+            }
             Err(e) => {
                 drop(Object::take(server));
-                return self.reject(e.to_client(), false).await;
+                self.reject(e.to_client(), false).await
             }
         }
-        if !failed {
-            let epoch = pool.schema_epoch.get();
-            if let Err(e) = self.statements.define(&parse, epoch) {
+    }
+
+    /// Sends the client the description `out` of its statement `parse`, and keeps the
+    /// statement when it was `described` (not refused).
+    pub(super) async fn described(
+        &mut self,
+        parse: &[u8],
+        out: &[u8],
+        described: bool,
+    ) -> Result<(), ClientError> {
+        if described {
+            let epoch = self.session.pool.schema_epoch.get();
+            if let Err(e) = self.statements.define(parse, epoch) {
                 tracing::debug!(error = %e.message, "statement not remembered");
             }
         }
         // After an error the client sends Sync, which gets its ReadyForQuery as usual.
-        self.stream.send(&out).await?;
+        self.stream.send(out).await?;
         Ok(())
+    }
+}
+
+/// Has `server` describe the statement of the client's Parse body `parse` (as unnamed):
+/// what the client gets of its answer, whether it succeeded, and the server's transaction
+/// status after it.
+pub(super) async fn describe(
+    server: &mut Server,
+    parse: &[u8],
+) -> Result<(BytesMut, bool, u8), BackendError> {
+    let text = crate::wire::startup::cstr(parse).map_or(&[][..], |(_, text)| text);
+    let mut ask = BytesMut::new();
+    messages::parse(&mut ask, "", text);
+    messages::describe_statement(&mut ask, "");
+    messages::message(&mut ask, b'S', |_| {});
+    let mut out = BytesMut::new();
+    let mut failed = false;
+    server.write_all(&ask).await?;
+    loop {
+        let (tag, body) = server.read_message().await?;
+        match tag {
+            b'Z' => return Ok((out, !failed, body.first().copied().unwrap_or(b'E'))),
+            b'E' => failed = true,
+            _ => {}
+        }
+        if matches!(tag, b'1' | b't' | b'T' | b'n' | b'E' | b'N') {
+            messages::message(&mut out, tag, |m| m.extend_from_slice(&body));
+        }
     }
 }

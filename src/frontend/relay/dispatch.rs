@@ -16,6 +16,9 @@ pub(super) enum Idle {
     Route(Route, Option<BytesMut>, Option<Routed>),
     /// The Query runs on every shard, on servers of this role; with the parser's analysis.
     AllShards(Option<Role>, Routed),
+    /// A transaction block in a pool that runs statements on every shard begins: it takes
+    /// a server on each shard it touches (see `spread`).
+    Spread(Box<Spread>),
 }
 
 /// What the pooler answers for a BEGIN it holds back.
@@ -64,15 +67,11 @@ impl Client {
         }
         let pool = self.session.pool.clone();
         if !in_transaction && cross_shard::decides(&self.routing, &pool) {
-            if let Some((parse, len)) = describe::flush_batch(&self.buf)? {
+            if let Some((parse, len)) = describe::flush_batch(&self.buf, false)? {
                 let text =
                     request::text(crate::wire::startup::cstr(parse).map_or(&[][..], |(_, t)| t));
-                let needs_all = matches!(
-                    pool.router.analyze(text).cross_shard,
-                    pgcat_parser::CrossShard::Concat { .. }
-                        | pgcat_parser::CrossShard::Aggregate(_)
-                        | pgcat_parser::CrossShard::Write
-                );
+                let needs_all =
+                    cross_shard::runs_everywhere(&pool.router.analyze(text).cross_shard);
                 if needs_all {
                     let parse = parse.to_vec();
                     self.describe_on_shard0(parse, len).await?;
@@ -111,15 +110,20 @@ impl Client {
                 return Ok(Idle::Answered);
             }
         }
+        let writes = |begin: &HeldBegin| {
+            let routing = &pool.router.routing;
+            !begin.read_only && self.routing.parser_enabled(routing) && routing.read_write_splitting
+        };
+        if cross_shard::decides(&self.routing, &pool) {
+            if let Some(begin) = self.held_begin.take() {
+                let role = writes(&begin).then_some(Role::Primary);
+                let text = request::text(begin.message.get(5..).unwrap_or_default());
+                return Ok(Idle::Spread(Box::new(Spread::new(text, role, pool.mode))));
+            }
+        }
         let mut decided = request::decide(&request, &self.routing, &pool);
         if let (Ok(d), Some(begin)) = (&mut decided, &self.held_begin) {
-            let routing = &pool.router.routing;
-            if d.all_shards {
-                decided = Err(cross_shard::in_transaction());
-            } else if !begin.read_only
-                && self.routing.parser_enabled(routing)
-                && routing.read_write_splitting
-            {
+            if writes(begin) {
                 d.route.role = Some(Role::Primary);
             }
         }

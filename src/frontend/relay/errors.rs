@@ -39,7 +39,17 @@ impl Client {
     pub(super) async fn reject(
         &mut self,
         error: PgError,
+        reported: bool,
+    ) -> Result<(), ClientError> {
+        self.reject_in(error, reported, b'I').await
+    }
+
+    /// [`Client::reject`] for a client whose transaction status is `status` afterwards.
+    pub(super) async fn reject_in(
+        &mut self,
+        error: PgError,
         mut reported: bool,
+        status: u8,
     ) -> Result<(), ClientError> {
         let mut out = BytesMut::new();
         loop {
@@ -50,14 +60,14 @@ impl Client {
                 |tag, _, _| match tag {
                     b'Q' | b'F' => {
                         error.encode(&mut out);
-                        messages::ready_for_query(&mut out, b'I');
+                        messages::ready_for_query(&mut out, status);
                     }
                     b'S' => {
                         if !reported {
                             error.encode(&mut out);
                         }
                         reported = false;
-                        messages::ready_for_query(&mut out, b'I');
+                        messages::ready_for_query(&mut out, status);
                     }
                     b'X' => terminate = true,
                     b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if !reported => {

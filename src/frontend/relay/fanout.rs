@@ -7,6 +7,26 @@ use super::*;
 use super::{batch, write};
 use crate::merge::{Merge, Plan};
 
+/// One statement ready for the shards.
+pub(super) struct ShardStatement {
+    /// What each shard gets: the client's Query, or its extended batch made unnamed.
+    messages: BytesMut,
+    /// The client's bytes it came in.
+    len: usize,
+    /// An extended batch: the client's Parse (to remember a named statement) and whether
+    /// it asked for the portal's description.
+    extended: Option<(Option<Vec<u8>>, bool)>,
+}
+
+/// The statement at the start of the client's buffer, as the shards get it.
+pub(super) enum Prepared {
+    Ready(ShardStatement),
+    /// It cannot run on every shard (the client gets this error).
+    Refused(PgError),
+    /// More of the client's batch is needed.
+    Incomplete,
+}
+
 impl Client {
     /// Runs the client's Query (complete, first in its buffer) on every shard, with `role`
     /// deciding which server of each, and answers it as one database would.
@@ -16,77 +36,45 @@ impl Client {
         routed: &Routed,
     ) -> Result<(), ClientError> {
         let pool = self.session.pool.clone();
-        if let pgcat_parser::CrossShard::Concat { functions, .. } = &routed.analysis.cross_shard {
-            // Rows of an aggregate are combined, not concatenated: not yet.
-            let found = pool.first_aggregate(functions).await;
-            let refused = match found {
-                Ok(None) => None,
-                Ok(Some(name)) => Some(crate::frontend::cross_shard::aggregate(name)),
-                Err(e) => Some(e),
-            };
-            if let Some(error) = refused {
-                return self.reject(error, false).await;
-            }
+        if let Some(error) = refused_aggregate(&pool, routed).await {
+            return self.reject(error, false).await;
         }
-        // What each shard gets: the Query, or the client's extended batch made unnamed.
-        let (shard_messages, total, extended) = if self.buf[0] == b'Q' {
-            let (_, _, total) =
-                crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
-            (BytesMut::from(&self.buf[..total]), total, None)
-        } else {
-            let statements = &self.statements;
-            match batch::read(&self.buf, REWRITE_CAP, |name| statements.parse_of(name))? {
-                batch::Read::Batch(b) => (b.shard_messages, b.len, Some((b.parse, b.describe))),
-                batch::Read::Refused(error) => return self.reject(error, false).await,
-                batch::Read::Incomplete => {
-                    // The rest of the batch first; the next round decides again.
-                    if read(&mut self.stream, &mut self.buf).await? == 0 {
-                        return Err(ClientError::Gone);
-                    }
-                    return Ok(());
-                }
-            }
+        let statement = match self.shard_statement()? {
+            Prepared::Ready(statement) => statement,
+            Prepared::Refused(error) => return self.reject(error, false).await,
+            Prepared::Incomplete => return self.read_more().await,
         };
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
-        let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
-        let mut servers: Vec<Server> = Vec::with_capacity(pool.shards.len());
+        let mut servers: Vec<(usize, Server)> = Vec::with_capacity(pool.shards.len());
         // In shard order: two clients running on every shard never wait for each other's
         // servers in opposite orders.
         for shard in 0..pool.shards.len() {
-            let route = Route {
-                shard: Some(shard),
-                role,
-            };
-            let params = &self.session.params;
-            let taken = pool.take_with_params(route, min_lsn, params, |server| {
-                let waited_us = waited.elapsed().as_micros() as u64;
-                server.session().count_checkout(waited_us);
-            });
-            match taken.await {
-                Ok(server) => servers.push(server),
-                Err(e) => {
-                    let error = e.into_client();
-                    for server in servers {
+            match self.take_shard(shard, role, waited).await {
+                Ok(server) => servers.push((shard, server)),
+                Err(error) => {
+                    for (_, server) in servers {
                         checkin(server, pool.mode).await;
                     }
                     info.set_state(ClientState::Idle, Instant::now);
-                    info.error_count.fetch_add(1, Relaxed);
-                    let error = PgError {
-                        detail: Some(format!("The statement needs a server of shard {shard}.")),
-                        ..error
-                    };
                     return self.reject(error, false).await;
                 }
             }
         }
         info.set_state(ClientState::Active, Instant::now);
-        info.hold_servers(servers.iter().map(|s| s.session().cancel_key().clone()));
-        let write = matches!(routed.analysis.cross_shard, pgcat_parser::CrossShard::Write);
+        info.hold_servers(
+            servers
+                .iter()
+                .map(|(_, s)| s.session().cancel_key().clone()),
+        );
+        let write = matches!(
+            routed.analysis.cross_shard,
+            pgcat_parser::CrossShard::Write | pgcat_parser::CrossShard::Schema
+        );
         if write {
-            if let Err((shard, e)) = write::begin_all(&mut servers).await {
-                for server in servers {
+            if let Err((shard, e)) = write::begin_all(&mut servers, "BEGIN").await {
+                for (_, server) in servers {
                     drop(Object::take(server));
                 }
                 info.hold_server(None);
@@ -95,25 +83,10 @@ impl Client {
                 return self.reject(error, false).await;
             }
         }
-        self.buf.advance(total);
         let mut broken = vec![false; servers.len()];
-        let plan = match &routed.analysis.cross_shard {
-            pgcat_parser::CrossShard::Aggregate(aggregates) => Plan::Aggregates(aggregates.clone()),
-            pgcat_parser::CrossShard::Concat { order, limit, .. } => Plan::Rows {
-                order: order.clone(),
-                limit: *limit,
-            },
-            _ => Plan::Rows {
-                order: Vec::new(),
-                limit: None,
-            },
-        };
-        let mut merge = Merge::new(plan);
-        if let Some((parse, describe)) = &extended {
-            merge.extended(parse.is_some(), *describe);
-        }
+        let merge = merge_for(&routed.analysis.cross_shard, &statement);
         let answer = self
-            .run_on_all(&mut servers, &shard_messages, merge, &mut broken, write)
+            .run_statement(&mut servers, &statement, merge, &mut broken, write)
             .await;
         let answer = match answer {
             Ok((out, ok)) if write => match write::end_all(&mut servers, &mut broken, ok).await {
@@ -121,32 +94,29 @@ impl Client {
                 Err(error) => {
                     let mut out = BytesMut::new();
                     error.encode(&mut out);
-                    messages::ready_for_query(&mut out, b'I');
                     Ok((out, false))
                 }
             },
             other => other,
         };
+        if write && routed.analysis.cross_shard == pgcat_parser::CrossShard::Schema {
+            pool.schema_epoch.changed();
+        }
         info.hold_server(None);
         info.set_state(ClientState::Idle, Instant::now);
         info.query_count.fetch_add(1, Relaxed);
         info.xact_count.fetch_add(1, Relaxed);
-        let out = match answer {
+        let mut out = match answer {
             Ok((out, ok)) => {
-                // The client's named statement exists once its batch succeeded: kept by the
-                // pooler, prepared wherever it runs next.
-                if let (true, Some((Some(parse), _))) = (ok, &extended) {
-                    let epoch = pool.schema_epoch.get();
-                    if let Err(e) = self.statements.define(parse, epoch) {
-                        tracing::debug!(error = %e.message, "statement not remembered");
-                    }
+                if ok {
+                    self.remember(&statement);
                 }
                 out
             }
             Err(lost) => {
                 // Some servers got the statement and their answers were not read: closed,
                 // never reused.
-                for server in servers.drain(..) {
+                for (_, server) in servers.drain(..) {
                     drop(Object::take(server));
                 }
                 let Lost::Server(shard, e) = lost else {
@@ -156,11 +126,11 @@ impl Client {
                 let mut merge = Merge::default();
                 merge.fail(shard, e.to_client());
                 merge.finish(&mut out);
-                messages::ready_for_query(&mut out, b'I');
                 out
             }
         };
-        for (server, broken) in servers.into_iter().zip(broken) {
+        messages::ready_for_query(&mut out, b'I');
+        for ((_, server), broken) in servers.into_iter().zip(broken) {
             if broken {
                 drop(Object::take(server));
             } else {
@@ -171,19 +141,112 @@ impl Client {
         Ok(())
     }
 
+    /// The statement at the start of the buffer (a Query, or an extended batch up to its
+    /// Sync), as the shards get it.
+    pub(super) fn shard_statement(&self) -> Result<Prepared, ClientError> {
+        if self.buf[0] == b'Q' {
+            let (_, _, total) =
+                crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+            return Ok(Prepared::Ready(ShardStatement {
+                messages: BytesMut::from(&self.buf[..total]),
+                len: total,
+                extended: None,
+            }));
+        }
+        let statements = &self.statements;
+        Ok(
+            match batch::read(&self.buf, REWRITE_CAP, |name| statements.parse_of(name))? {
+                batch::Read::Batch(b) => Prepared::Ready(ShardStatement {
+                    messages: b.shard_messages,
+                    len: b.len,
+                    extended: Some((b.parse, b.describe)),
+                }),
+                batch::Read::Refused(error) => Prepared::Refused(error),
+                batch::Read::Incomplete => Prepared::Incomplete,
+            },
+        )
+    }
+
+    /// Reads more of the client's request (the next round decides again).
+    pub(super) async fn read_more(&mut self) -> Result<(), ClientError> {
+        if read(&mut self.stream, &mut self.buf).await? == 0 {
+            return Err(ClientError::Gone);
+        }
+        Ok(())
+    }
+
+    /// The client's named statement exists once its batch succeeded: kept by the pooler,
+    /// prepared wherever it runs next.
+    pub(super) fn remember(&mut self, statement: &ShardStatement) {
+        if let Some((Some(parse), _)) = &statement.extended {
+            let epoch = self.session.pool.schema_epoch.get();
+            if let Err(e) = self.statements.define(parse, epoch) {
+                tracing::debug!(error = %e.message, "statement not remembered");
+            }
+        }
+    }
+
+    /// A server of `shard` for a statement on several shards (`waited`: since when the
+    /// client waits), or the client's error naming the shard.
+    pub(super) async fn take_shard(
+        &self,
+        shard: usize,
+        role: Option<Role>,
+        waited: Instant,
+    ) -> Result<Server, PgError> {
+        let route = Route {
+            shard: Some(shard),
+            role,
+        };
+        let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
+        let params = &self.session.params;
+        let taken = self
+            .session
+            .pool
+            .take_with_params(route, min_lsn, params, |server| {
+                let waited_us = waited.elapsed().as_micros() as u64;
+                server.session().count_checkout(waited_us);
+            })
+            .await;
+        taken.map_err(|e| {
+            self.session.info.error_count.fetch_add(1, Relaxed);
+            PgError {
+                detail: Some(format!("The statement needs a server of shard {shard}.")),
+                ..e.into_client()
+            }
+        })
+    }
+
+    /// Takes `statement` off the client's buffer and runs it on `servers` (see
+    /// `run_on_all`).
+    pub(super) async fn run_statement(
+        &mut self,
+        servers: &mut [(usize, Server)],
+        statement: &ShardStatement,
+        merge: Merge,
+        broken: &mut [bool],
+        in_transaction: bool,
+    ) -> Result<(BytesMut, bool), Lost> {
+        self.buf.advance(statement.len);
+        self.run_on_all(servers, &statement.messages, merge, broken, in_transaction)
+            .await
+    }
+
     /// Sends `query` to every server, then reads their answers in shard order, streaming
-    /// the merged answer to the client as it grows; returns its end (up to ReadyForQuery).
-    /// A server whose answer broke off, or that is left inside a transaction, is marked in
+    /// the merged answer to the client as it grows; returns its end (before ReadyForQuery)
+    /// and whether the statement succeeded. A server whose answer broke off, or that ends
+    /// outside a transaction when `in_transaction` (else inside one), is marked in
     /// `broken` (not to be reused).
     async fn run_on_all(
         &mut self,
-        servers: &mut [Server],
+        servers: &mut [(usize, Server)],
         query: &[u8],
         mut merge: Merge,
         broken: &mut [bool],
         write: bool,
     ) -> Result<(BytesMut, bool), Lost> {
-        for (shard, server) in servers.iter_mut().enumerate() {
+        for (shard, server) in servers.iter_mut() {
+            let shard = *shard;
             server.session().count_sent(query.len());
             server
                 .write_all(query)
@@ -194,7 +257,7 @@ impl Client {
         if merge.is_ordered() {
             // A k-way merge: each shard's next row at hand, the least one sent first.
             let mut heads: Vec<Option<BytesMut>> = Vec::with_capacity(servers.len());
-            for (shard, server) in servers.iter_mut().enumerate() {
+            for (shard, (_, server)) in servers.iter_mut().enumerate() {
                 heads.push(
                     next_row(
                         server,
@@ -214,7 +277,7 @@ impl Client {
                 if let Some(row) = heads[shard].take() {
                     merge.push_row(&row, &mut out);
                 }
-                let server = &mut servers[shard];
+                let server = &mut servers[shard].1;
                 heads[shard] = next_row(
                     server,
                     shard,
@@ -229,7 +292,7 @@ impl Client {
                 }
             }
             // Past the LIMIT (or an error): the rest is read and dropped.
-            for (shard, server) in servers.iter_mut().enumerate() {
+            for (shard, (_, server)) in servers.iter_mut().enumerate() {
                 while heads[shard].take().is_some() {
                     heads[shard] = next_row(
                         server,
@@ -242,7 +305,7 @@ impl Client {
                 }
             }
         } else {
-            for (shard, server) in servers.iter_mut().enumerate() {
+            for (shard, (_, server)) in servers.iter_mut().enumerate() {
                 while let Some(row) = next_row(
                     server,
                     shard,
@@ -262,7 +325,6 @@ impl Client {
         }
         let ok = !merge.failed();
         merge.finish(&mut out);
-        messages::ready_for_query(&mut out, b'I');
         Ok((out, ok))
     }
 }
@@ -315,9 +377,42 @@ async fn next_row(
 }
 
 /// Why running on every shard stopped short.
-enum Lost {
+pub(super) enum Lost {
     /// The client went away.
     Client,
     /// A shard's server failed before it got the whole statement.
     Server(usize, BackendError),
+}
+
+/// The merge of a statement with this plan, for the client's `statement`.
+pub(super) fn merge_for(plan: &pgcat_parser::CrossShard, statement: &ShardStatement) -> Merge {
+    let plan = match plan {
+        pgcat_parser::CrossShard::Aggregate(aggregates) => Plan::Aggregates(aggregates.clone()),
+        pgcat_parser::CrossShard::Concat { order, limit, .. } => Plan::Rows {
+            order: order.clone(),
+            limit: *limit,
+        },
+        _ => Plan::Rows {
+            order: Vec::new(),
+            limit: None,
+        },
+    };
+    let mut merge = Merge::new(plan);
+    if let Some((parse, describe)) = &statement.extended {
+        merge.extended(parse.is_some(), *describe);
+    }
+    merge
+}
+
+/// For a plain SELECT on every shard: the error it gets when it calls an aggregate whose
+/// rows would need combining (not concatenating), which is not done yet.
+pub(super) async fn refused_aggregate(pool: &UserPool, routed: &Routed) -> Option<PgError> {
+    let pgcat_parser::CrossShard::Concat { functions, .. } = &routed.analysis.cross_shard else {
+        return None;
+    };
+    match pool.first_aggregate(functions).await {
+        Ok(None) => None,
+        Ok(Some(name)) => Some(crate::frontend::cross_shard::aggregate(name)),
+        Err(e) => Some(e),
+    }
 }

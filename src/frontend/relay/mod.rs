@@ -58,10 +58,13 @@ mod errors;
 mod fanout;
 mod kept;
 mod server_messages;
+mod spread;
 mod write;
 
 use dispatch::{HeldBegin, Idle};
 use errors::{aborted_transaction, killed_error, killed_error_pg, shutdown_error};
+use fanout::Lost;
+use spread::Spread;
 
 /// Where a client's conversation with its server stands.
 #[derive(Debug)]
@@ -167,6 +170,8 @@ struct Rare {
     min_lsn: u64,
     /// Transaction mode: the channels the client listens on.
     listening: Option<Listening>,
+    /// A transaction block holding servers of several shards (see `spread`).
+    spread: Option<Box<Spread>>,
 }
 
 /// What an idle client's wait returns when it woke to deliver notifications (not a read).
@@ -285,7 +290,8 @@ impl Client {
                 self.deliver_notifications().await?;
             }
             if held.is_none() && self.buf.is_empty() {
-                if self.app.shutting_down() && self.held_begin.is_none() {
+                if self.app.shutting_down() && self.held_begin.is_none() && self.spread().is_none()
+                {
                     return Err(shutdown_error());
                 }
                 crate::net::give_back_read_buffer(std::mem::take(&mut self.buf));
@@ -308,9 +314,10 @@ impl Client {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<usize, ClientError>> {
         // Shutdown waits for a held BEGIN's transaction to end.
-        let wanted = match self.held_begin {
-            None => Interrupt::KILLED | Interrupt::SHUTDOWN,
-            Some(_) => Interrupt::KILLED,
+        let wanted = if self.held_begin.is_none() && self.spread().is_none() {
+            Interrupt::KILLED | Interrupt::SHUTDOWN
+        } else {
+            Interrupt::KILLED
         };
         if let Poll::Ready(raised) = self.session.info.interrupt.poll(cx, wanted) {
             return Poll::Ready(Err(if raised & Interrupt::KILLED != 0 {
@@ -345,6 +352,9 @@ impl Client {
     /// Serves what the client sent: takes a server for it if none is held (unless the
     /// pooler answers it), then relays; `false` when the client is done.
     async fn request(&mut self, held: &mut Option<Box<Held>>) -> Result<bool, ClientError> {
+        if self.spread().is_some() {
+            return self.spread_request().await;
+        }
         if held.is_none() {
             *held = match self.idle().await? {
                 Idle::Exit => return Ok(false),
@@ -353,6 +363,10 @@ impl Client {
                 Idle::AllShards(role, routed) => {
                     self.fan_out(role, &routed).await?;
                     return Ok(true);
+                }
+                Idle::Spread(spread) => {
+                    self.rare.get_or_insert_with(Default::default).spread = Some(spread);
+                    return self.spread_request().await;
                 }
             };
             let Some(h) = held else {

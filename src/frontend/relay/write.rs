@@ -1,14 +1,18 @@
-//! A write run on every shard (`UPDATE` or `DELETE` with no shard) is all or nothing on
-//! errors: each shard's server opens a transaction first, and they commit only when every
-//! shard succeeded, else all roll back. Without two-phase commit a COMMIT can still fail
+//! A write run on every shard (`UPDATE`, `DELETE` or DDL with no shard), and a
+//! transaction block spanning shards, are all or nothing on errors: each shard's server
+//! opens a transaction first, and they commit only when every shard succeeded, else all
+//! roll back. Without two-phase commit a COMMIT can still fail
 //! on one shard after another committed: the client is told which ones did.
 
 use super::*;
 
-/// Opens a transaction on every server; the shard that could not, and why.
-pub(super) async fn begin_all(servers: &mut [Server]) -> Result<(), (usize, BackendError)> {
-    for (shard, server) in servers.iter_mut().enumerate() {
-        server.execute("BEGIN").await.map_err(|e| (shard, e))?;
+/// Opens a transaction with `begin` on every server; the shard that could not, and why.
+pub(super) async fn begin_all(
+    servers: &mut [(usize, Server)],
+    begin: &str,
+) -> Result<(), (usize, BackendError)> {
+    for (shard, server) in servers.iter_mut() {
+        server.execute(begin).await.map_err(|e| (*shard, e))?;
     }
     Ok(())
 }
@@ -17,23 +21,24 @@ pub(super) async fn begin_all(servers: &mut [Server]) -> Result<(), (usize, Back
 /// (`ok`), else ROLLBACK. A COMMIT that fails rolls the rest back; the error names the
 /// shards that had committed. A server whose end failed is marked `broken`.
 pub(super) async fn end_all(
-    servers: &mut [Server],
+    servers: &mut [(usize, Server)],
     broken: &mut [bool],
     mut ok: bool,
 ) -> Result<(), PgError> {
     let mut committed = Vec::new();
     let mut failure = None;
-    for (shard, server) in servers.iter_mut().enumerate() {
-        if broken[shard] {
+    for (i, (shard, server)) in servers.iter_mut().enumerate() {
+        let shard = *shard;
+        if broken[i] {
             continue;
         }
         let end = if ok { "COMMIT" } else { "ROLLBACK" };
         match server.execute(end).await {
             Ok(b'I') if ok => committed.push(shard),
             Ok(b'I') => {}
-            Ok(_) => broken[shard] = true,
+            Ok(_) => broken[i] = true,
             Err(e) => {
-                broken[shard] = true;
+                broken[i] = true;
                 if ok {
                     failure = Some((shard, e));
                     ok = false;
@@ -57,8 +62,7 @@ pub(super) async fn end_all(
         ),
     };
     error.detail = Some(format!(
-        "COMMIT failed on shard {shard} after the statement ran on every shard; {done}, the \
-         others were rolled back."
+        "COMMIT failed on shard {shard}; {done}, the others were rolled back."
     ));
     Err(error)
 }

@@ -1,0 +1,434 @@
+//! A transaction block in a pool that runs statements on every shard (`default_shard =
+//! "all"` or `"error"`, or after `SET SHARD TO ALL`): the held BEGIN's transaction takes a
+//! server on each shard as its statements first touch it, opens the client's BEGIN there,
+//! and keeps them all until COMMIT or ROLLBACK, which ends it on every one (all or nothing
+//! as far as one-phase commits go: see `write`).
+//!
+//! Meanwhile each statement runs where it belongs: on every shard (merged as outside a
+//! transaction), on the shard its key or hint names, on shard 0 when it reads no table;
+//! `SAVEPOINT`, `RELEASE`, `ROLLBACK TO` and `SET LOCAL` on every shard. After an error
+//! the block is failed as PostgreSQL's would be: every statement gets 25P02 until
+//! ROLLBACK (or ROLLBACK TO SAVEPOINT), and COMMIT rolls back.
+//!
+//! Servers are taken in shard order. A statement that needs a lower shard than one the
+//! transaction holds waits for it at most the pool's checkout timeout, then fails with
+//! 40P01: two such transactions never wait for each other forever.
+
+use super::fanout::{self, Prepared};
+use super::*;
+use pgcat_parser::CrossShard;
+
+/// A client's transaction block across shards.
+pub(super) struct Spread {
+    /// The client's BEGIN, opened on each shard's server when the block first touches it.
+    begin: String,
+    role: Option<Role>,
+    /// The servers taken, in shard order.
+    servers: Vec<(usize, Server)>,
+    /// An error ended a statement: the block is failed until it is rolled back.
+    failed: bool,
+    /// A statement's answers are being read: the servers' state is unknown until then.
+    in_flight: bool,
+    /// The block changed the schema (its end, commit or rollback, changes it again).
+    ddl: bool,
+    mode: PoolMode,
+}
+
+/// Where a statement of the block runs.
+enum Target {
+    /// On the shards listed (in order), answered as one; `plan` says how.
+    Shards(Vec<usize>, CrossShard),
+    /// COMMIT (`true`) or ROLLBACK.
+    End(bool),
+}
+
+impl Spread {
+    pub(super) fn new(begin: &str, role: Option<Role>, mode: PoolMode) -> Spread {
+        Spread {
+            begin: begin.to_string(),
+            role,
+            servers: Vec::new(),
+            failed: false,
+            in_flight: false,
+            ddl: false,
+            mode,
+        }
+    }
+
+    /// The client's transaction status.
+    fn status(&self) -> u8 {
+        if self.failed {
+            b'E'
+        } else {
+            b'T'
+        }
+    }
+}
+
+impl Drop for Spread {
+    /// The client left inside the block: each server's transaction is rolled back (a
+    /// server with a statement in flight is cancelled and closed).
+    fn drop(&mut self) {
+        let handle = tokio::runtime::Handle::try_current();
+        for (_, server) in self.servers.drain(..) {
+            match &handle {
+                Ok(handle) => {
+                    handle.spawn(abandon(server, b'T', !self.in_flight, self.mode));
+                }
+                Err(_) => drop(Object::take(server)),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// The client's transaction block across shards, if it is in one.
+    pub(super) fn spread(&self) -> Option<&Spread> {
+        self.rare.as_ref()?.spread.as_deref()
+    }
+
+    fn spread_mut(&mut self) -> Option<&mut Spread> {
+        self.rare.as_mut()?.spread.as_deref_mut()
+    }
+
+    fn take_spread(&mut self) -> Option<Box<Spread>> {
+        self.rare.as_mut()?.spread.take()
+    }
+
+    /// Serves one request of a client inside a transaction block across shards; `false`
+    /// when the client is done.
+    pub(super) async fn spread_request(&mut self) -> Result<bool, ClientError> {
+        let status = self.spread().map_or(b'T', |s| s.status());
+        match self.buf[0] {
+            b'X' => return Ok(false),
+            tag if !crate::wire::frame::is_frontend_tag(tag) => {
+                return Err(
+                    PgError::fatal("08P01", crate::wire::frame::invalid_frontend_tag(tag)).into(),
+                )
+            }
+            _ => {}
+        }
+        if self.close_command_statement(status).await?
+            || self.answer_statement_sql(status).await?
+            || self.answer_listen(status).await?
+        {
+            return Ok(true);
+        }
+        if self.command_request().is_some() {
+            self.answer_command(status).await?;
+            return Ok(true);
+        }
+        if let Some((tag, _, mut total)) = crate::wire::frame::whole(&self.buf, REWRITE_CAP)? {
+            // A Sync, Flush or Close of its own (after a batch's error, or closing a
+            // statement the pooler keeps): answered here.
+            let mut out = BytesMut::new();
+            match tag {
+                b'S' => messages::ready_for_query(&mut out, status),
+                b'C' => messages::empty(&mut out, b'3'),
+                b'H' => {}
+                _ => total = 0,
+            }
+            if total > 0 {
+                self.buf.advance(total);
+                self.stream.send(&out).await?;
+                return Ok(true);
+            }
+        }
+        if let Some((parse, len)) = describe::flush_batch(&self.buf, true)? {
+            let parse = parse.to_vec();
+            let sync = self.buf.get(len - 5) == Some(&b'S');
+            return self.spread_describe(parse, len, sync).await.map(|()| true);
+        }
+        let statements = &self.statements;
+        let request =
+            request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
+        let Some(request) = request else {
+            self.read_more().await?;
+            return Ok(true);
+        };
+        let target = self.spread_target(&request);
+        let pool = self.session.pool.clone();
+        match target {
+            Ok(Target::End(commit)) => self.end_spread(commit).await.map(|()| true),
+            Ok(Target::Shards(shards, plan)) => {
+                if let Some(error) = self.spread_refusal(&pool, &request, &plan).await {
+                    return self.spread_reject(error).await.map(|()| true);
+                }
+                self.spread_run(&shards, &plan).await.map(|()| true)
+            }
+            Err(error) => self.spread_reject(error).await.map(|()| true),
+        }
+    }
+
+    /// Where the block's next statement runs, or the error it gets.
+    fn spread_target(&self, request: &Request<'_>) -> Result<Target, PgError> {
+        let pool = &self.session.pool;
+        let failed = self.spread().is_some_and(|s| s.failed);
+        let every = || (0..pool.shards.len()).collect::<Vec<_>>();
+        let Some(sql) = request.sql() else {
+            return Err(crate::frontend::cross_shard::opaque());
+        };
+        let analysis = pool.router.analyze(sql);
+        let c = &analysis.classification;
+        if matches!(request, Request::Query(_)) && c.ends_transaction && c.statement_count == 1 {
+            let first = sql.trim_start().get(..5).unwrap_or_default();
+            let rollback =
+                first.eq_ignore_ascii_case("rollb") || first.eq_ignore_ascii_case("abort");
+            return Ok(Target::End(!rollback));
+        }
+        if c.begin.is_some() || c.ends_transaction {
+            return Err(PgError::error(
+                "0A000",
+                "in a transaction spanning shards, COMMIT and ROLLBACK must be sent alone, as \
+                 a simple query",
+            ));
+        }
+        let rollback_to = analysis.cross_shard == CrossShard::Control
+            && sql
+                .trim_start()
+                .get(..8)
+                .is_some_and(|w| w.eq_ignore_ascii_case("rollback"));
+        if failed && !rollback_to {
+            return Err(aborted_transaction());
+        }
+        if !c.session.is_empty() {
+            return Err(PgError::error(
+                "0A000",
+                "cannot change session state (SET, PREPARE, LISTEN, temporary tables …) inside \
+                 a transaction spanning shards",
+            )
+            .with_hint("Use SET LOCAL, or make the change before BEGIN."));
+        }
+        if analysis.cross_shard == CrossShard::Control {
+            return Ok(Target::Shards(every(), CrossShard::Control));
+        }
+        if matches!(&analysis.cross_shard, CrossShard::Refused(what) if *what == "COPY") {
+            return Err(PgError::error(
+                "0A000",
+                "COPY inside a transaction spanning shards is not supported yet",
+            ));
+        }
+        let decided = request::decide(request, &self.routing, pool)?;
+        if decided.all_shards {
+            return Ok(Target::Shards(every(), analysis.cross_shard.clone()));
+        }
+        let shard = decided.route.shard.unwrap_or(0);
+        Ok(Target::Shards(vec![shard], CrossShard::AnyShard))
+    }
+
+    /// The error a statement on every shard gets before it runs, if any.
+    async fn spread_refusal(
+        &self,
+        pool: &UserPool,
+        request: &Request<'_>,
+        plan: &CrossShard,
+    ) -> Option<PgError> {
+        let analysis = pool.router.analyze(request.sql()?);
+        let routed = Routed { analysis, at: 0 };
+        match plan {
+            CrossShard::Concat { .. } => fanout::refused_aggregate(pool, &routed).await,
+            _ => None,
+        }
+    }
+
+    /// Answers the client's request with `error`; the block is failed.
+    async fn spread_reject(&mut self, error: PgError) -> Result<(), ClientError> {
+        if let Some(spread) = self.spread_mut() {
+            spread.failed = true;
+        }
+        self.reject_in(error, false, b'E').await
+    }
+
+    /// Takes (in shard order) the servers of `shards` the block does not hold yet, opening
+    /// its BEGIN on each; the client's error when one cannot be had.
+    async fn spread_touch(&mut self, shards: &[usize]) -> Result<(), PgError> {
+        let Some(spread) = self.spread() else {
+            return Ok(());
+        };
+        let missing: Vec<usize> = shards
+            .iter()
+            .copied()
+            .filter(|s| !spread.servers.iter().any(|(held, _)| held == s))
+            .collect();
+        let (role, begin) = (spread.role, spread.begin.clone());
+        let highest = spread.servers.last().map(|(shard, _)| *shard);
+        for shard in missing {
+            let taken = self.take_shard(shard, role, Instant::now()).await;
+            let mut server = match taken {
+                Ok(server) => server,
+                Err(e) if highest.is_some_and(|h| h > shard) => {
+                    return Err(PgError {
+                        code: "40P01".into(),
+                        hint: Some(
+                            "The transaction holds a server of a higher shard, so it waited \
+                             at most the checkout timeout for this one. Retry the transaction."
+                                .into(),
+                        ),
+                        ..e
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = server.execute(&begin).await {
+                drop(Object::take(server));
+                return Err(crate::merge::on_shard(shard, e.to_client()));
+            }
+            let info = self.session.info.clone();
+            let Some(spread) = self.spread_mut() else {
+                return Ok(());
+            };
+            let at = spread.servers.partition_point(|(held, _)| *held < shard);
+            spread.servers.insert(at, (shard, server));
+            info.hold_servers(
+                spread
+                    .servers
+                    .iter()
+                    .map(|(_, s)| s.session().cancel_key().clone()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the client's statement on `shards` of the block, merged by `plan`.
+    async fn spread_run(&mut self, shards: &[usize], plan: &CrossShard) -> Result<(), ClientError> {
+        let statement = match self.shard_statement()? {
+            Prepared::Ready(statement) => statement,
+            Prepared::Refused(error) => return self.spread_reject(error).await,
+            Prepared::Incomplete => return self.read_more().await,
+        };
+        if let Err(error) = self.spread_touch(shards).await {
+            return self.spread_reject(error).await;
+        }
+        let Some(mut spread) = self.take_spread() else {
+            return Ok(());
+        };
+        let range = match shards {
+            [one] => {
+                let at = spread.servers.partition_point(|(held, _)| held < one);
+                at..at + 1
+            }
+            _ => 0..spread.servers.len(),
+        };
+        let mut merge = fanout::merge_for(plan, &statement);
+        if shards.len() == 1 {
+            merge.one_shard();
+        }
+        spread.in_flight = true;
+        let servers = &mut spread.servers[range];
+        let mut broken = vec![false; servers.len()];
+        let answer = self
+            .run_statement(servers, &statement, merge, &mut broken, true)
+            .await;
+        spread.in_flight = false;
+        self.session.info.query_count.fetch_add(1, Relaxed);
+        let (mut out, ok) = match answer {
+            Ok(answer) => answer,
+            Err(Lost::Client) => return Err(ClientError::Gone),
+            Err(Lost::Server(shard, e)) => {
+                return Err(lost_in_block(shard, &e).into());
+            }
+        };
+        if broken.iter().any(|b| *b) {
+            // A server left the transaction (or broke off): the block cannot be ended
+            // as one any more.
+            return Err(lost_in_block(shards[0], &"its transaction ended").into());
+        }
+        if ok {
+            self.remember(&statement);
+            if *plan == CrossShard::Schema {
+                spread.ddl = true;
+                self.session.pool.schema_epoch.changed();
+            }
+        } else {
+            spread.failed = true;
+        }
+        if *plan == CrossShard::Control && ok && spread.failed {
+            // ROLLBACK TO SAVEPOINT on every shard: the block is usable again.
+            spread.failed = false;
+        }
+        messages::ready_for_query(&mut out, spread.status());
+        self.rare.get_or_insert_with(Default::default).spread = Some(spread);
+        self.stream.send(&out).await?;
+        Ok(())
+    }
+
+    /// Answers a Parse, Describe and Flush (or Sync) from shard 0 of the block.
+    async fn spread_describe(
+        &mut self,
+        parse: Vec<u8>,
+        len: usize,
+        sync: bool,
+    ) -> Result<(), ClientError> {
+        if let Err(error) = self.spread_touch(&[0]).await {
+            return self.spread_reject(error).await;
+        }
+        let Some(mut spread) = self.take_spread() else {
+            return Ok(());
+        };
+        self.buf.advance(len);
+        spread.in_flight = true;
+        let Some((_, server)) = spread.servers.first_mut() else {
+            return Ok(());
+        };
+        let answer = describe::describe(server, &parse).await;
+        spread.in_flight = false;
+        let (mut out, described, status) = answer.map_err(|e| lost_in_block(0, &e))?;
+        if status == b'I' {
+            return Err(lost_in_block(0, &"its transaction ended").into());
+        }
+        spread.failed |= !described;
+        if sync {
+            messages::ready_for_query(&mut out, spread.status());
+        }
+        self.rare.get_or_insert_with(Default::default).spread = Some(spread);
+        self.described(&parse, &out, described).await
+    }
+
+    /// Ends the block on every shard: COMMIT when asked and no statement failed, else
+    /// ROLLBACK.
+    async fn end_spread(&mut self, commit: bool) -> Result<(), ClientError> {
+        let (_, _, total) =
+            crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+        self.buf.advance(total);
+        let Some(mut spread) = self.take_spread() else {
+            return Ok(());
+        };
+        let commit = commit && !spread.failed;
+        let mut servers = std::mem::take(&mut spread.servers);
+        let mut broken = vec![false; servers.len()];
+        let ended = write::end_all(&mut servers, &mut broken, commit).await;
+        if spread.ddl {
+            self.session.pool.schema_epoch.changed();
+        }
+        let info = &self.session.info;
+        info.hold_server(None);
+        info.query_count.fetch_add(1, Relaxed);
+        info.xact_count.fetch_add(1, Relaxed);
+        for ((_, server), broken) in servers.into_iter().zip(broken) {
+            if broken {
+                drop(Object::take(server));
+            } else {
+                checkin(server, spread.mode).await;
+            }
+        }
+        let mut out = BytesMut::new();
+        match ended {
+            Ok(()) => {
+                messages::command_complete(&mut out, if commit { "COMMIT" } else { "ROLLBACK" })
+            }
+            Err(error) => error.encode(&mut out),
+        }
+        messages::ready_for_query(&mut out, b'I');
+        self.stream.send(&out).await?;
+        Ok(())
+    }
+}
+
+/// The FATAL a client gets when a server of its block was lost: its transaction cannot
+/// be finished (as PostgreSQL closes a client whose backend died).
+fn lost_in_block(shard: usize, why: &dyn std::fmt::Display) -> PgError {
+    PgError::fatal(
+        "08006",
+        format!("the server of shard {shard} was lost inside the transaction ({why}); the transaction is lost"),
+    )
+}
