@@ -55,7 +55,9 @@ fn cluster() -> &'static Cluster {
                  CREATE TABLE ledger_p{shard} PARTITION OF ledger FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n{ledger}\n\
                  CREATE TABLE accounts (id bigint, balance int) PARTITION BY HASH (id);\n\
                  CREATE TABLE accounts_p{shard} PARTITION OF accounts FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
-                 INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);"
+                 INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);\n\
+                 CREATE TABLE fresh (id bigint, label text CHECK (label <> 'bad')) PARTITION BY HASH (id);\n\
+                 CREATE TABLE fresh_p{shard} PARTITION OF fresh FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});"
             ));
         }
         let all: String = (1..=ROWS).map(row_insert).collect();
@@ -63,7 +65,8 @@ fn cluster() -> &'static Cluster {
             "\\c xs_oracle\nSET ROLE {SHARD_USER};\n{table};\nCREATE TABLE slow (n int); INSERT INTO slow VALUES (1);\n{MY_SUM}\n{all}\n\
              CREATE TABLE ledger (id bigint, n int);\n{all_ledger}\n\
              CREATE TABLE accounts (id bigint, balance int);\n\
-             INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i;"
+             INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i;\n\
+             CREATE TABLE fresh (id bigint, label text CHECK (label <> 'bad'));"
         ));
         cluster
             .psql(&cluster.primary, "postgres", &sql)
@@ -110,9 +113,14 @@ fn pooler_sized(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64
         "connect_timeout = 10000",
         &format!("connect_timeout = {checkout_ms}"),
     );
+    let key = if extra.contains("automatic_sharding_key") {
+        ""
+    } else {
+        "automatic_sharding_key = \"items.id\"\n"
+    };
     toml.push_str(&format!(
         "\n[pools.{POOL}]\npool_mode = \"transaction\"\nsharding_function = \"pg_bigint_hash\"\n\
-         automatic_sharding_key = \"items.id\"\n{extra}\n\
+         {key}{extra}\n\
          [pools.{POOL}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = {pool_size}\n"
     ));
     for shard in 0..SHARDS {
@@ -337,6 +345,8 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
     });
 }
 
+#[path = "cross_shard/inserts.rs"]
+mod inserts;
 #[path = "cross_shard/transactions.rs"]
 mod transactions;
 

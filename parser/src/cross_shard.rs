@@ -75,6 +75,10 @@ pub enum CrossShard {
     /// nothing (each shard in a transaction, committed when every one succeeded); the
     /// counts summed, RETURNING rows concatenated.
     Write,
+    /// `INSERT … VALUES` whose rows each give the sharding key (a literal or a
+    /// parameter): each shard gets its rows (see `split`), all or nothing like
+    /// [`CrossShard::Write`]; the counts summed.
+    Insert,
     /// DDL (`CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT` …): runs on every shard,
     /// all or nothing like [`CrossShard::Write`]; every shard's tag must be the same.
     Schema,
@@ -152,7 +156,20 @@ fn plan(statement: &Statement, key: Option<&KeyColumn>) -> CrossShard {
         | Statement::LISTEN { .. }
         | Statement::UNLISTEN { .. }
         | Statement::NOTIFY { .. } => CrossShard::AnyShard,
-        Statement::Insert(_) => CrossShard::Refused("INSERT without a sharding key"),
+        Statement::Insert(insert) => {
+            let values = insert.source.as_ref().map(|s| s.body.as_ref());
+            if !matches!(values, Some(SetExpr::Values(_))) {
+                return CrossShard::Refused("INSERT … SELECT (or DEFAULT VALUES)");
+            }
+            match key.and_then(|key| crate::shard_key::insert_keys(insert, key)) {
+                Some(_) => CrossShard::Insert,
+                None => CrossShard::Refused(
+                    "an INSERT whose rows do not all give the sharding key column \
+                     (automatic_sharding_key, named in the column list) as a literal or \
+                     parameter",
+                ),
+            }
+        }
         Statement::Update(update) => {
             let sets_key = key.is_some_and(|key| {
                 update.assignments.iter().any(|a| {

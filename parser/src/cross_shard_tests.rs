@@ -40,6 +40,16 @@ fn transaction_control_and_set_run_on_every_shard_of_a_transaction() {
 }
 
 #[test]
+fn inserts_whose_rows_all_give_the_key_are_split() {
+    for sql in [
+        "INSERT INTO data (id, value) VALUES (1, 'a'), (2, 'b')",
+        "INSERT INTO data (value, id) VALUES ($1, $2), ($3, $4) RETURNING id",
+    ] {
+        assert_eq!(of(sql), CrossShard::Insert, "{sql}");
+    }
+}
+
+#[test]
 fn ddl_runs_on_every_shard_except_what_cannot_run_in_a_transaction() {
     for sql in [
         "CREATE TABLE t (id bigint)",
@@ -206,7 +216,12 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
         ),
         (
             "INSERT INTO data VALUES (1)",
-            "INSERT without a sharding key",
+            "an INSERT whose rows do not all give the sharding key column \
+             (automatic_sharding_key, named in the column list) as a literal or parameter",
+        ),
+        (
+            "INSERT INTO data (id) SELECT 1",
+            "INSERT … SELECT (or DEFAULT VALUES)",
         ),
         (
             "UPDATE data SET id = id + 1",

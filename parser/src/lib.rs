@@ -21,6 +21,7 @@ pub mod route;
 pub mod session;
 pub mod shape;
 pub mod shard_key;
+pub mod split;
 #[doc(hidden)]
 pub mod variants;
 

@@ -54,6 +54,11 @@ impl Parsed {
     pub fn statements(&self) -> &[Statement] {
         &self.statements
     }
+
+    /// The parsed statements, to rewrite.
+    pub fn statements_mut(&mut self) -> &mut [Statement] {
+        &mut self.statements
+    }
 }
 
 impl Drop for Parsed {

@@ -465,7 +465,7 @@ fn literal(value: &Value, negative: bool) -> Option<KeyValue> {
 }
 
 /// INSERT INTO t (..., key, ...) VALUES (...), (...): the key of every row, or nothing.
-fn insert_keys(insert: &Insert, key: &KeyColumn) -> Option<Vec<KeyValue>> {
+pub(crate) fn insert_keys(insert: &Insert, key: &KeyColumn) -> Option<Vec<KeyValue>> {
     let TableObject::TableName(table) = &insert.table else {
         return None;
     };

@@ -48,7 +48,12 @@ pub fn place(
              cannot run on every shard",
         )
         .with_hint(HOW)),
-        _ => Ok(true),
+        CrossShard::Concat { .. }
+        | CrossShard::Aggregate(_)
+        | CrossShard::Write
+        | CrossShard::Schema
+        | CrossShard::Insert => Ok(true),
+        CrossShard::AnyShard | CrossShard::Control => Ok(false),
     }
 }
 
@@ -60,6 +65,7 @@ pub fn runs_everywhere(plan: &CrossShard) -> bool {
             | CrossShard::Aggregate(_)
             | CrossShard::Write
             | CrossShard::Schema
+            | CrossShard::Insert
     )
 }
 

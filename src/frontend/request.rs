@@ -247,40 +247,12 @@ fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {
 }
 
 /// Parameter `i` (1-based) of a Bind body as a bigint, if it is one.
-fn bind_param(body: &[u8], i: usize) -> Option<i64> {
+pub fn bind_param(body: &[u8], i: usize) -> Option<i64> {
     let (_, rest) = cstr(body).ok()?;
-    let (_, mut rest) = cstr(rest).ok()?;
-    let take = |rest: &mut &[u8], n: usize| -> Option<Vec<u8>> {
-        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
-        *rest = tail;
-        Some(head.to_vec())
-    };
-    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
-    let nfmt = i16_at(&take(&mut rest, 2)?) as usize;
-    let formats = take(&mut rest, 2 * nfmt)?;
-    let nparams = i16_at(&take(&mut rest, 2)?) as usize;
-    if i == 0 || i > nparams {
-        return None;
-    }
-    let binary = match nfmt {
-        0 => false,
-        1 => i16_at(&formats) == 1,
-        _ => i16_at(formats.get(2 * (i - 1)..)?) == 1,
-    };
-    for n in 1..=nparams {
-        let len = i32::from_be_bytes(take(&mut rest, 4)?.try_into().ok()?);
-        if len < 0 {
-            if n == i {
-                return None;
-            }
-            continue;
-        }
-        let value = take(&mut rest, len as usize)?;
-        if n == i {
-            return bind_param_as_i64(&value, binary);
-        }
-    }
-    None
+    let (_, rest) = cstr(rest).ok()?;
+    let params = crate::wire::bind::BindParams::read(rest)?;
+    let value = params.value(i.checked_sub(1)?)??;
+    bind_param_as_i64(value, params.binary(i - 1))
 }
 
 /// An SQL extension at the start of `buf`: the command, and whether it comes as an

@@ -3,6 +3,7 @@
 //! the messages the pooler writes itself (`messages`). No I/O policy lives here beyond
 //! reading one startup packet; relaying is the frontend's job.
 
+pub mod bind;
 pub mod frame;
 pub mod messages;
 pub mod startup;

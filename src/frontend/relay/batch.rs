@@ -22,6 +22,10 @@ pub(super) struct Batch {
     /// What each shard gets: Parse, Bind, Describe (always: the merge needs the columns),
     /// Execute, Sync, all unnamed.
     pub(super) shard_messages: BytesMut,
+    /// The statement as parsed (the Parse body after the name: query, parameter types)
+    /// and bound (the Bind body after the portal and statement names): what a statement
+    /// split by shard is rebuilt from.
+    pub(super) parts: (Vec<u8>, Vec<u8>),
 }
 
 /// What the client's buffer holds.
@@ -95,20 +99,26 @@ pub(super) fn read<'a>(
     let Some((text, bind_rest)) = bound else {
         return refuse("this batch");
     };
-    let mut shard_messages = BytesMut::with_capacity(pos + 64);
-    messages::parse(&mut shard_messages, "", text);
-    messages::bind(&mut shard_messages, "", "", bind_rest);
-    messages::message(&mut shard_messages, b'D', |m| m.extend_from_slice(b"P\0"));
-    messages::message(&mut shard_messages, b'E', |m| {
-        m.extend_from_slice(&[0, 0, 0, 0, 0])
-    });
-    messages::message(&mut shard_messages, b'S', |_| {});
     Ok(Read::Batch(Batch {
         len: pos,
         parse: parse.map(|(body, _)| body.to_vec()),
         describe,
-        shard_messages,
+        shard_messages: unnamed(text, bind_rest),
+        parts: (text.to_vec(), bind_rest.to_vec()),
     }))
+}
+
+/// The batch a shard gets for a statement parsed as `text` (the Parse body after the name)
+/// and bound with `bind_rest` (the Bind body after the names): Parse, Bind, Describe of the
+/// portal (the merge needs the columns), Execute, Sync, all unnamed.
+pub(super) fn unnamed(text: &[u8], bind_rest: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(text.len() + bind_rest.len() + 64);
+    messages::parse(&mut out, "", text);
+    messages::bind(&mut out, "", "", bind_rest);
+    messages::message(&mut out, b'D', |m| m.extend_from_slice(b"P\0"));
+    messages::message(&mut out, b'E', |m| m.extend_from_slice(&[0, 0, 0, 0, 0]));
+    messages::message(&mut out, b'S', |_| {});
+    out
 }
 
 #[cfg(test)]

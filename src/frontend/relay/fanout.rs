@@ -16,6 +16,29 @@ pub(super) struct ShardStatement {
     /// An extended batch: the client's Parse (to remember a named statement) and whether
     /// it asked for the portal's description.
     extended: Option<(Option<Vec<u8>>, bool)>,
+    /// An extended batch's statement as parsed and bound (see `batch::Batch::parts`).
+    parts: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ShardStatement {
+    /// Per shard (ascending) what it gets: every one of the pool's `shards` the same
+    /// messages, or, for an INSERT split by key (`plan`), each shard its rows.
+    pub(super) fn targets(
+        &self,
+        plan: &pgcat_parser::CrossShard,
+        keys: &[pgcat_parser::KeyValue],
+        routing: &pgcat_parser::PoolRouting,
+        shards: impl Iterator<Item = usize>,
+    ) -> Result<Vec<(usize, BytesMut)>, PgError> {
+        if *plan != pgcat_parser::CrossShard::Insert {
+            return Ok(shards.map(|s| (s, self.messages.clone())).collect());
+        }
+        let sql = match &self.parts {
+            Some((parse, _)) => request::text(parse),
+            None => request::text(self.messages.get(5..).unwrap_or_default()),
+        };
+        super::insert::split(sql, keys, routing, self.parts.as_ref())
+    }
 }
 
 /// The statement at the start of the client's buffer, as the shards get it.
@@ -44,13 +67,20 @@ impl Client {
             Prepared::Refused(error) => return self.reject(error, false).await,
             Prepared::Incomplete => return self.read_more().await,
         };
+        let plan = &routed.analysis.cross_shard;
+        let routing = &pool.router.routing;
+        let targets = statement.targets(plan, &routed.analysis.keys, routing, 0..pool.shards.len());
+        let targets = match targets {
+            Ok(targets) => targets,
+            Err(error) => return self.reject(error, false).await,
+        };
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
-        let mut servers: Vec<(usize, Server)> = Vec::with_capacity(pool.shards.len());
+        let mut servers: Vec<(usize, Server)> = Vec::with_capacity(targets.len());
         // In shard order: two clients running on every shard never wait for each other's
         // servers in opposite orders.
-        for shard in 0..pool.shards.len() {
+        for &(shard, _) in &targets {
             match self.take_shard(shard, role, waited).await {
                 Ok(server) => servers.push((shard, server)),
                 Err(error) => {
@@ -69,8 +99,10 @@ impl Client {
                 .map(|(_, s)| s.session().cancel_key().clone()),
         );
         let write = matches!(
-            routed.analysis.cross_shard,
-            pgcat_parser::CrossShard::Write | pgcat_parser::CrossShard::Schema
+            plan,
+            pgcat_parser::CrossShard::Write
+                | pgcat_parser::CrossShard::Schema
+                | pgcat_parser::CrossShard::Insert
         );
         if write {
             if let Err((shard, e)) = write::begin_all(&mut servers, "BEGIN").await {
@@ -86,7 +118,13 @@ impl Client {
         let mut broken = vec![false; servers.len()];
         let merge = merge_for(&routed.analysis.cross_shard, &statement);
         let answer = self
-            .run_statement(&mut servers, &statement, merge, &mut broken, write)
+            .run_statement(
+                &mut servers,
+                (&statement, &targets),
+                merge,
+                &mut broken,
+                write,
+            )
             .await;
         let answer = match answer {
             Ok((out, ok)) if write => match write::end_all(&mut servers, &mut broken, ok).await {
@@ -151,6 +189,7 @@ impl Client {
                 messages: BytesMut::from(&self.buf[..total]),
                 len: total,
                 extended: None,
+                parts: None,
             }));
         }
         let statements = &self.statements;
@@ -160,6 +199,7 @@ impl Client {
                     messages: b.shard_messages,
                     len: b.len,
                     extended: Some((b.parse, b.describe)),
+                    parts: Some(b.parts),
                 }),
                 batch::Read::Refused(error) => Prepared::Refused(error),
                 batch::Read::Incomplete => Prepared::Incomplete,
@@ -222,17 +262,17 @@ impl Client {
     pub(super) async fn run_statement(
         &mut self,
         servers: &mut [(usize, Server)],
-        statement: &ShardStatement,
+        (statement, messages): (&ShardStatement, &[(usize, BytesMut)]),
         merge: Merge,
         broken: &mut [bool],
         in_transaction: bool,
     ) -> Result<(BytesMut, bool), Lost> {
         self.buf.advance(statement.len);
-        self.run_on_all(servers, &statement.messages, merge, broken, in_transaction)
+        self.run_on_all(servers, messages, merge, broken, in_transaction)
             .await
     }
 
-    /// Sends `query` to every server, then reads their answers in shard order, streaming
+    /// Sends each server its `messages` (aligned with `servers`), then reads their answers in shard order, streaming
     /// the merged answer to the client as it grows; returns its end (before ReadyForQuery)
     /// and whether the statement succeeded. A server whose answer broke off, or that ends
     /// outside a transaction when `in_transaction` (else inside one), is marked in
@@ -240,12 +280,12 @@ impl Client {
     async fn run_on_all(
         &mut self,
         servers: &mut [(usize, Server)],
-        query: &[u8],
+        messages: &[(usize, BytesMut)],
         mut merge: Merge,
         broken: &mut [bool],
         write: bool,
     ) -> Result<(BytesMut, bool), Lost> {
-        for (shard, server) in servers.iter_mut() {
+        for ((shard, server), (_, query)) in servers.iter_mut().zip(messages) {
             let shard = *shard;
             server.session().count_sent(query.len());
             server

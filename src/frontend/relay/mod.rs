@@ -56,6 +56,7 @@ mod describe;
 mod dispatch;
 mod errors;
 mod fanout;
+mod insert;
 mod kept;
 mod server_messages;
 mod spread;

@@ -16,7 +16,7 @@
 
 use super::fanout::{self, Prepared};
 use super::*;
-use pgcat_parser::CrossShard;
+use pgcat_parser::{CrossShard, KeyValue};
 
 /// A client's transaction block across shards.
 pub(super) struct Spread {
@@ -36,8 +36,9 @@ pub(super) struct Spread {
 
 /// Where a statement of the block runs.
 enum Target {
-    /// On the shards listed (in order), answered as one; `plan` says how.
-    Shards(Vec<usize>, CrossShard),
+    /// On the shards listed (in order), answered as one; `plan` says how (an INSERT's
+    /// rows go each to its shard by their `keys`).
+    Shards(Vec<usize>, CrossShard, Vec<KeyValue>),
     /// COMMIT (`true`) or ROLLBACK.
     End(bool),
 }
@@ -150,11 +151,11 @@ impl Client {
         let pool = self.session.pool.clone();
         match target {
             Ok(Target::End(commit)) => self.end_spread(commit).await.map(|()| true),
-            Ok(Target::Shards(shards, plan)) => {
+            Ok(Target::Shards(shards, plan, keys)) => {
                 if let Some(error) = self.spread_refusal(&pool, &request, &plan).await {
                     return self.spread_reject(error).await.map(|()| true);
                 }
-                self.spread_run(&shards, &plan).await.map(|()| true)
+                self.spread_run(&shards, &plan, &keys).await.map(|()| true)
             }
             Err(error) => self.spread_reject(error).await.map(|()| true),
         }
@@ -200,7 +201,7 @@ impl Client {
             .with_hint("Use SET LOCAL, or make the change before BEGIN."));
         }
         if analysis.cross_shard == CrossShard::Control {
-            return Ok(Target::Shards(every(), CrossShard::Control));
+            return Ok(Target::Shards(every(), CrossShard::Control, Vec::new()));
         }
         if matches!(&analysis.cross_shard, CrossShard::Refused(what) if *what == "COPY") {
             return Err(PgError::error(
@@ -210,10 +211,15 @@ impl Client {
         }
         let decided = request::decide(request, &self.routing, pool)?;
         if decided.all_shards {
-            return Ok(Target::Shards(every(), analysis.cross_shard.clone()));
+            let (plan, keys) = (analysis.cross_shard.clone(), analysis.keys.clone());
+            return Ok(Target::Shards(every(), plan, keys));
         }
         let shard = decided.route.shard.unwrap_or(0);
-        Ok(Target::Shards(vec![shard], CrossShard::AnyShard))
+        Ok(Target::Shards(
+            vec![shard],
+            CrossShard::AnyShard,
+            Vec::new(),
+        ))
     }
 
     /// The error a statement on every shard gets before it runs, if any.
@@ -289,37 +295,54 @@ impl Client {
         Ok(())
     }
 
-    /// Runs the client's statement on `shards` of the block, merged by `plan`.
-    async fn spread_run(&mut self, shards: &[usize], plan: &CrossShard) -> Result<(), ClientError> {
+    /// Runs the client's statement on `shards` of the block, merged by `plan` (an INSERT's
+    /// rows each on its shard, by their `keys`).
+    async fn spread_run(
+        &mut self,
+        shards: &[usize],
+        plan: &CrossShard,
+        keys: &[KeyValue],
+    ) -> Result<(), ClientError> {
         let statement = match self.shard_statement()? {
             Prepared::Ready(statement) => statement,
             Prepared::Refused(error) => return self.spread_reject(error).await,
             Prepared::Incomplete => return self.read_more().await,
         };
-        if let Err(error) = self.spread_touch(shards).await {
+        let routing = &self.session.pool.router.routing;
+        let targets = match statement.targets(plan, keys, routing, shards.iter().copied()) {
+            Ok(targets) => targets,
+            Err(error) => return self.spread_reject(error).await,
+        };
+        let shards: Vec<usize> = targets.iter().map(|(shard, _)| *shard).collect();
+        if let Err(error) = self.spread_touch(&shards).await {
             return self.spread_reject(error).await;
         }
         let Some(mut spread) = self.take_spread() else {
             return Ok(());
         };
-        let range = match shards {
-            [one] => {
-                let at = spread.servers.partition_point(|(held, _)| held < one);
-                at..at + 1
-            }
-            _ => 0..spread.servers.len(),
-        };
         let mut merge = fanout::merge_for(plan, &statement);
-        if shards.len() == 1 {
+        if *plan == CrossShard::AnyShard {
             merge.one_shard();
         }
+        // The servers of the statement's shards, taken out of the block for it.
+        let (mut servers, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut spread.servers)
+            .into_iter()
+            .partition(|(shard, _)| shards.contains(shard));
+        spread.servers = rest;
         spread.in_flight = true;
-        let servers = &mut spread.servers[range];
         let mut broken = vec![false; servers.len()];
         let answer = self
-            .run_statement(servers, &statement, merge, &mut broken, true)
+            .run_statement(
+                &mut servers,
+                (&statement, &targets),
+                merge,
+                &mut broken,
+                true,
+            )
             .await;
         spread.in_flight = false;
+        spread.servers.append(&mut servers);
+        spread.servers.sort_by_key(|(shard, _)| *shard);
         self.session.info.query_count.fetch_add(1, Relaxed);
         let (mut out, ok) = match answer {
             Ok(answer) => answer,
