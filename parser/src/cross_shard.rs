@@ -70,7 +70,13 @@ pub enum CrossShard {
     /// A `SELECT` of one table whose every output column is an aggregate without `GROUP BY`
     /// (`count(*)`, `sum(x) AS total` …): each shard answers one row, and the rows are
     /// combined column by column.
-    Aggregate(Vec<Aggregate>),
+    Aggregate {
+        functions: Vec<Aggregate>,
+        /// The table column each aggregate reads, when it reads one by name (`min(name)`):
+        /// table and column as PostgreSQL names them (its text compares under that
+        /// column's collation).
+        columns: Vec<Option<(String, String)>>,
+    },
     /// `UPDATE` or `DELETE` of one table with no shard: runs on every shard, all or
     /// nothing (each shard in a transaction, committed when every one succeeded); the
     /// counts summed, RETURNING rows concatenated.
@@ -228,6 +234,8 @@ struct Seen {
     derived: bool,
     subqueries: bool,
     windows: bool,
+    /// An explicit `COLLATE` (the merge orders text byte by byte, as C does).
+    collate: bool,
     functions: Vec<String>,
 }
 
@@ -258,6 +266,7 @@ impl Visitor for Seen {
             Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
                 self.subqueries = true
             }
+            Expr::Collate { .. } => self.collate = true,
             Expr::Function(f) => {
                 if f.over.is_some() {
                     self.windows = true;
@@ -359,14 +368,28 @@ fn plan_query(query: &Query) -> CrossShard {
     if seen.windows {
         return refused("window functions");
     }
-    if let Some(aggregates) = select
+    let aggregates = select
         .projection
         .iter()
         .map(aggregate_item)
-        .collect::<Option<Vec<_>>>()
-    {
+        .collect::<Option<Vec<_>>>();
+    if seen.collate && (!order.is_empty() || aggregates.is_some()) {
+        return refused("COLLATE in a statement ordered or aggregated across shards");
+    }
+    if let Some(aggregates) = aggregates {
         if order.is_empty() && limit.is_none() {
-            return CrossShard::Aggregate(aggregates);
+            let table = match &select.from[0].relation {
+                TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
+                _ => None,
+            };
+            let (functions, columns) = aggregates
+                .into_iter()
+                .map(|(function, column)| {
+                    let column = table.zip(column).map(|(t, c)| (pg_name(t), pg_name(c)));
+                    (function, column)
+                })
+                .unzip();
+            return CrossShard::Aggregate { functions, columns };
         }
     }
     seen.functions.sort();
@@ -446,7 +469,16 @@ fn name_of(ident: &sqlparser::ast::Ident) -> String {
 
 /// An output column that is one plain aggregate call (no DISTINCT, FILTER, ORDER BY within
 /// or OVER), maybe with an alias.
-fn aggregate_item(item: &SelectItem) -> Option<Aggregate> {
+/// An identifier as PostgreSQL stores it: folded to lower case unless quoted.
+fn pg_name(ident: &sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The aggregate an output column is, and the column it reads if it names one.
+fn aggregate_item(item: &SelectItem) -> Option<(Aggregate, Option<&sqlparser::ast::Ident>)> {
     let (SelectItem::UnnamedExpr(Expr::Function(f))
     | SelectItem::ExprWithAlias {
         expr: Expr::Function(f),
@@ -473,7 +505,14 @@ fn aggregate_item(item: &SelectItem) -> Option<Aggregate> {
         FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
     );
     let name = f.name.0[0].as_ident()?.value.to_lowercase();
-    Some(match name.as_str() {
+    let column = match &list.args[0] {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(column))) => Some(column),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts))) => {
+            parts.last()
+        }
+        _ => None,
+    };
+    let function = match name.as_str() {
         "count" => Aggregate::Count,
         _ if star => return None,
         "sum" => Aggregate::Sum,
@@ -482,7 +521,8 @@ fn aggregate_item(item: &SelectItem) -> Option<Aggregate> {
         "bool_and" | "every" => Aggregate::BoolAnd,
         "bool_or" => Aggregate::BoolOr,
         _ => return None,
-    })
+    };
+    Some((function, column))
 }
 
 #[cfg(test)]

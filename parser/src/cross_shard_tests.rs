@@ -163,8 +163,20 @@ fn order_by_output_columns_and_limit_merge() {
 fn plain_aggregates_without_group_by_combine() {
     use Aggregate::*;
     assert_eq!(
-        of("SELECT count(*), COUNT(value) AS n, sum(id), min(value), max(id), bool_and(id > 0), every(true), bool_or(false) FROM data WHERE id > 3"),
-        CrossShard::Aggregate(vec![Count, Count, Sum, Min, Max, BoolAnd, BoolAnd, BoolOr])
+        of("SELECT count(*), COUNT(value) AS n, sum(id), min(data.\"Value\"), max(id), bool_and(id > 0), every(true), bool_or(false) FROM public.Data WHERE id > 3"),
+        CrossShard::Aggregate {
+            functions: vec![Count, Count, Sum, Min, Max, BoolAnd, BoolAnd, BoolOr],
+            columns: vec![
+                None,
+                Some(("data".into(), "value".into())),
+                Some(("data".into(), "id".into())),
+                Some(("data".into(), "Value".into())),
+                Some(("data".into(), "id".into())),
+                None,
+                None,
+                None,
+            ],
+        }
     );
 }
 
@@ -244,6 +256,10 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "an UPDATE or DELETE reading other tables",
         ),
         ("COPY data FROM STDIN", "COPY"),
+        (
+            "SELECT value COLLATE \"en-x-icu\" AS v FROM data ORDER BY v",
+            "COLLATE in a statement ordered or aggregated across shards",
+        ),
         (
             "SELECT id FROM data; SELECT 1",
             "several statements in one query string reading sharded tables",

@@ -49,7 +49,7 @@ pub fn place(
         )
         .with_hint(HOW)),
         CrossShard::Concat { .. }
-        | CrossShard::Aggregate(_)
+        | CrossShard::Aggregate { .. }
         | CrossShard::Write
         | CrossShard::Schema
         | CrossShard::Insert => Ok(true),
@@ -62,7 +62,7 @@ pub fn runs_everywhere(plan: &CrossShard) -> bool {
     matches!(
         plan,
         CrossShard::Concat { .. }
-            | CrossShard::Aggregate(_)
+            | CrossShard::Aggregate { .. }
             | CrossShard::Write
             | CrossShard::Schema
             | CrossShard::Insert

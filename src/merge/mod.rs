@@ -8,10 +8,14 @@
 use bytes::BytesMut;
 use pgcat_parser::cross_shard::{Aggregate, SortKey};
 
+mod collation;
+mod datetime;
+mod numeric;
 mod order;
 mod values;
 
 use crate::wire::messages::{self, PgError};
+pub use collation::{Collations, Column};
 use order::Order;
 
 /// The merge of one statement's answers, fed shard by shard.
@@ -42,6 +46,9 @@ pub struct Merge {
     /// An extended-protocol batch: what the client asked for of the replies each shard
     /// sends to the batch it gets (see `batch`).
     extended: Option<Extended>,
+    /// The collations of the database (shard 0's) whose RowDescription is kept: which
+    /// text columns order byte by byte (`None`: not known, so text is not ordered).
+    collations: Option<Collations>,
 }
 
 /// The client's extended batch: whether it sent a Parse and a Describe of the portal.
@@ -58,17 +65,21 @@ pub enum Plan {
         order: Vec<SortKey>,
         limit: Option<u64>,
     },
-    /// One row per shard, combined column by column.
-    Aggregates(Vec<Aggregate>),
+    /// One row per shard, combined column by column; with the table column each
+    /// aggregate reads, if it names one (table, column), whose collation its text has.
+    Aggregates(Vec<Aggregate>, Vec<Option<(String, String)>>),
 }
 
 /// The aggregates of a statement without GROUP BY, combined as the shards' rows come.
 struct Combine {
     aggregates: Vec<Aggregate>,
-    /// Each column's type OID, from the RowDescription.
-    types: Vec<u32>,
+    /// The table column each reads, if it names one (see [`Plan::Aggregates`]).
+    columns: Vec<Option<(String, String)>>,
+    /// Each column's type OID and whether it is in binary format, from the
+    /// RowDescription.
+    types: Vec<(u32, bool)>,
     /// The combined values so far (NULL as `None`); empty before the first row.
-    values: Vec<Option<String>>,
+    values: Vec<Option<Vec<u8>>>,
 }
 
 impl Merge {
@@ -79,14 +90,34 @@ impl Merge {
                 limit,
                 ..Merge::default()
             },
-            Plan::Aggregates(aggregates) => Merge {
+            Plan::Aggregates(aggregates, columns) => Merge {
                 combine: Some(Combine {
                     aggregates,
+                    columns,
                     types: Vec::new(),
                     values: Vec::new(),
                 }),
                 ..Merge::default()
             },
+        }
+    }
+
+    /// The collations of shard 0's database, which say which text columns order byte by
+    /// byte (without them text is not ordered or compared).
+    pub fn collations(&mut self, collations: Collations) {
+        self.collations = Some(collations);
+    }
+
+    /// Whether `row`, a shard's DataRow for an ordered merge, can be ordered; if not the
+    /// statement fails (a value in another DateStyle, say).
+    pub fn admit(&mut self, shard: usize, row: &[u8]) -> bool {
+        let checked = self.order.as_ref().map_or(Ok(()), |o| o.check(row));
+        match checked {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(shard, e);
+                false
+            }
         }
     }
 
@@ -145,8 +176,9 @@ impl Merge {
                 (_, None) => self.fail(shard, PgError::error("08P01", "malformed RowDescription")),
                 (None, Some(found)) => {
                     self.columns = Some(found);
+                    let collations = self.collations.as_ref();
                     if let Some(combine) = &mut self.combine {
-                        match combine.describe(body) {
+                        match combine.describe(body, collations) {
                             Ok(()) => {}
                             Err(e) => return self.fail(shard, e),
                         }
@@ -154,7 +186,9 @@ impl Merge {
                     if self.is_ordered() {
                         let described = described(body)
                             .ok_or_else(|| PgError::error("08P01", "malformed RowDescription"));
-                        match described.and_then(|f| Order::resolve(&self.sort_keys, &f)) {
+                        match described.and_then(|f| {
+                            Order::resolve(&self.sort_keys, &f, self.collations.as_ref())
+                        }) {
                             Ok(order) => self.order = Some(order),
                             Err(e) => return self.fail(shard, e),
                         }
@@ -256,7 +290,7 @@ impl Merge {
                             None => m.extend_from_slice(&(-1i32).to_be_bytes()),
                             Some(v) => {
                                 m.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                                m.extend_from_slice(v.as_bytes());
+                                m.extend_from_slice(v);
                             }
                         }
                     }
@@ -282,8 +316,9 @@ impl Merge {
 }
 
 impl Combine {
-    /// Learns the columns' types; refuses types whose aggregate is not combined here.
-    fn describe(&mut self, body: &[u8]) -> Result<(), PgError> {
+    /// Learns the columns' types; refuses types whose aggregate is not combined here
+    /// (text only where `collations` say it compares byte by byte).
+    fn describe(&mut self, body: &[u8], collations: Option<&Collations>) -> Result<(), PgError> {
         let fields =
             described(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
         if fields.len() != self.aggregates.len() {
@@ -292,22 +327,38 @@ impl Combine {
                 "the aggregates and the columns do not match",
             ));
         }
-        self.types = fields.iter().map(|f| f.1).collect();
-        for (aggregate, &(_, type_oid, format)) in self.aggregates.iter().zip(&fields) {
-            let ok = format == 0
-                && match aggregate {
-                    Aggregate::Count => type_oid == values::INT8,
-                    // sum(int2/int4) is int8, sum(int8/numeric) numeric; float sums round
-                    // differently in another order, so they are not combined.
-                    Aggregate::Sum => matches!(type_oid, values::INT8 | values::NUMERIC),
-                    Aggregate::Min | Aggregate::Max => values::comparable(type_oid),
-                    Aggregate::BoolAnd | Aggregate::BoolOr => type_oid == values::BOOL,
-                };
+        self.types = fields.iter().map(|f| (f.type_oid, f.format == 1)).collect();
+        for (i, (aggregate, field)) in self.aggregates.iter().zip(&fields).enumerate() {
+            let type_oid = field.type_oid;
+            // An aggregate's text has the collation of the column it reads.
+            let column = self.columns.get(i).and_then(Option::as_ref);
+            let text = match (collations, column) {
+                (Some(c), Some((table, column))) => c.of_column(table, column),
+                _ => field.collation(collations),
+            };
+            let ok = match aggregate {
+                Aggregate::Count => type_oid == values::INT8,
+                // sum(int2/int4) is int8, sum(int8/numeric) numeric; float sums round
+                // differently in another order, so they are not combined.
+                Aggregate::Sum => matches!(type_oid, values::INT8 | values::NUMERIC),
+                Aggregate::Min | Aggregate::Max => match values::kind(type_oid) {
+                    values::Kind::Ordered => true,
+                    values::Kind::Collated => text.is_ok(),
+                    values::Kind::Unordered => false,
+                },
+                Aggregate::BoolAnd | Aggregate::BoolOr => type_oid == values::BOOL,
+            };
             if !ok {
+                let under = match (values::kind(type_oid), text) {
+                    (values::Kind::Collated, Err(collation)) => {
+                        format!(" under the collation \"{collation}\"")
+                    }
+                    _ => String::new(),
+                };
                 return Err(PgError::error(
                     "0A000",
                     format!(
-                        "cannot combine {} of a value of type {type_oid} across shards: not supported yet",
+                        "cannot combine {} of a value of type {type_oid}{under} across shards: not supported yet",
                         name(*aggregate)
                     ),
                 ));
@@ -352,23 +403,37 @@ pub fn on_shard(shard: usize, mut error: PgError) -> PgError {
     error
 }
 
-/// Two shards' results of `aggregate` (type `ty`) combined.
-fn combine(aggregate: Aggregate, ty: u32, a: &str, b: &str) -> Result<String, PgError> {
+/// Two shards' results of `aggregate` (of type `ty`, binary or not) combined.
+fn combine(
+    aggregate: Aggregate,
+    (ty, binary): (u32, bool),
+    a: &[u8],
+    b: &[u8],
+) -> Result<Vec<u8>, PgError> {
     use std::cmp::Ordering::{Greater, Less};
     let out_of_range = || PgError::error("22003", format!("{} out of range", name(aggregate)));
-    let pick = |keep_a: bool| if keep_a { a.to_string() } else { b.to_string() };
-    let order = || {
-        values::compare(ty, a, b)
-            .ok_or_else(|| PgError::error("22P02", format!("cannot compare {a:?} and {b:?}")))
-    };
+    let pick = |keep_a: bool| if keep_a { a.to_vec() } else { b.to_vec() };
+    fn decoded(ty: u32, binary: bool, v: &[u8]) -> Result<values::Sortable<'_>, PgError> {
+        values::decode(ty, binary, v).ok_or_else(|| {
+            PgError::error(
+                "0A000",
+                format!(
+                    "cannot compare the value {:?} of type {ty} across shards",
+                    String::from_utf8_lossy(v)
+                ),
+            )
+        })
+    }
+    let decode = |v| decoded(ty, binary, v);
+    let order = || Ok::<_, PgError>(values::compare(&decode(a)?, &decode(b)?));
     Ok(match aggregate {
-        Aggregate::Count => values::add_int8(a, b).ok_or_else(out_of_range)?,
-        Aggregate::Sum if ty == values::INT8 => values::add_int8(a, b).ok_or_else(out_of_range)?,
-        Aggregate::Sum => values::add_numeric(a, b).ok_or_else(out_of_range)?,
+        Aggregate::Count | Aggregate::Sum => {
+            values::add(ty, binary, a, b).ok_or_else(out_of_range)?
+        }
         Aggregate::Min => pick(order()? != Greater),
         Aggregate::Max => pick(order()? != Less),
-        Aggregate::BoolAnd => pick(a == "f"),
-        Aggregate::BoolOr => pick(a == "t"),
+        Aggregate::BoolAnd => pick(decode(a)? == values::Sortable::Int(0)),
+        Aggregate::BoolOr => pick(decode(a)? == values::Sortable::Int(1)),
     })
 }
 
@@ -383,13 +448,37 @@ fn name(aggregate: Aggregate) -> &'static str {
     }
 }
 
-/// Each field's name, type OID and format code, from a RowDescription body.
-fn described(body: &[u8]) -> Option<Vec<(String, u32, u16)>> {
+/// An output column, as a RowDescription describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Field {
+    pub(super) name: String,
+    /// The table and column it comes from (0 and 0 for an expression).
+    pub(super) table: u32,
+    pub(super) attnum: i16,
+    pub(super) type_oid: u32,
+    /// 0 text, 1 binary.
+    pub(super) format: u16,
+}
+
+impl Field {
+    /// `Ok` when the column's text orders byte by byte under `collations` (not known:
+    /// no), else the collation that does not.
+    pub(super) fn collation(&self, collations: Option<&Collations>) -> Result<(), String> {
+        collations.map_or(Err("unknown".into()), |c| c.of(self.table, self.attnum))
+    }
+}
+
+/// Each field of a RowDescription body.
+fn described(body: &[u8]) -> Option<Vec<Field>> {
     let mut out = Vec::new();
-    walk_fields(body, |name, field| {
-        let name = String::from_utf8_lossy(&name[..name.len() - 1]).into_owned();
-        let type_oid = u32::from_be_bytes([field[6], field[7], field[8], field[9]]);
-        out.push((name, type_oid, u16::from_be_bytes([field[16], field[17]])));
+    walk_fields(body, |name, f| {
+        out.push(Field {
+            name: String::from_utf8_lossy(&name[..name.len() - 1]).into_owned(),
+            table: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+            attnum: i16::from_be_bytes([f[4], f[5]]),
+            type_oid: u32::from_be_bytes([f[6], f[7], f[8], f[9]]),
+            format: u16::from_be_bytes([f[16], f[17]]),
+        })
     })?;
     Some(out)
 }
@@ -407,8 +496,8 @@ fn walk_fields(body: &[u8], mut each: impl FnMut(&[u8], &[u8])) -> Option<()> {
     rest.is_empty().then_some(())
 }
 
-/// The text values of a DataRow body (NULL as `None`); `None` when malformed.
-fn row_values(body: &[u8]) -> Option<Vec<Option<String>>> {
+/// The values of a DataRow body (NULL as `None`); `None` when malformed.
+fn row_values(body: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
     let mut rest = &body[2..];
     let mut out = Vec::with_capacity(count as usize);
@@ -419,8 +508,7 @@ fn row_values(body: &[u8]) -> Option<Vec<Option<String>>> {
             out.push(None);
             continue;
         }
-        let value = rest.get(..len as usize)?;
-        out.push(Some(String::from_utf8(value.to_vec()).ok()?));
+        out.push(Some(rest.get(..len as usize)?.to_vec()));
         rest = &rest[len as usize..];
     }
     rest.is_empty().then_some(out)

@@ -135,9 +135,10 @@ pub(super) fn values_row(values: &[Option<&str>]) -> Vec<u8> {
 #[test]
 fn aggregates_combine_into_the_whole_tables_row() {
     use Aggregate::*;
-    let mut merge = Merge::new(Plan::Aggregates(vec![
-        Count, Sum, Sum, Min, Max, BoolAnd, BoolOr,
-    ]));
+    let mut merge = Merge::new(Plan::Aggregates(
+        vec![Count, Sum, Sum, Min, Max, BoolAnd, BoolOr],
+        vec![None; 7],
+    ));
     let mut out = BytesMut::new();
     let desc = row_description(&[
         ("count", 0, 20),
@@ -194,7 +195,7 @@ fn aggregates_combine_into_the_whole_tables_row() {
 
 #[test]
 fn aggregates_of_types_not_combined_here_are_refused() {
-    let mut merge = Merge::new(Plan::Aggregates(vec![Aggregate::Sum]));
+    let mut merge = Merge::new(Plan::Aggregates(vec![Aggregate::Sum], vec![None]));
     let mut out = BytesMut::new();
     merge.on_message(0, b'T', &row_description(&[("sum", 0, 701)]), &mut out);
     let before = out.len();

@@ -198,6 +198,7 @@ impl UserPool {
             })?,
             reported: reported::Reported::default(),
             aggregates: tokio::sync::OnceCell::new(),
+            collations: std::sync::Mutex::new(None),
             notify_hub: std::sync::OnceLock::new(),
             known_statements: KnownStatements::default(),
             schema_epoch: SchemaEpoch::default(),

@@ -110,6 +110,8 @@ pub struct UserPool {
     reported: reported::Reported,
     /// The aggregate functions the databases define (see `catalog`), learned on first use.
     aggregates: tokio::sync::OnceCell<Vec<String>>,
+    /// Shard 0's collations, learned at a schema epoch (see `catalog`).
+    collations: std::sync::Mutex<Option<(u64, crate::merge::Collations)>>,
     /// LISTEN/NOTIFY for transaction-mode clients (see `notify`), made on first use.
     notify_hub: std::sync::OnceLock<Arc<notify::Hub>>,
     /// Statements some server of this pool prepared successfully (see `KnownStatements`).

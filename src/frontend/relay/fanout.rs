@@ -74,6 +74,11 @@ impl Client {
             Ok(targets) => targets,
             Err(error) => return self.reject(error, false).await,
         };
+        let mut merge = merge_for(plan, &statement);
+        // Before any server is taken: the catalog lookup may need one of shard 0.
+        if let Err(error) = learn_collations(&pool, &mut merge, None).await {
+            return self.reject(error, false).await;
+        }
         let info = self.session.info.clone();
         let waited = Instant::now();
         info.set_state(ClientState::Waiting, || waited);
@@ -116,7 +121,6 @@ impl Client {
             }
         }
         let mut broken = vec![false; servers.len()];
-        let merge = merge_for(&routed.analysis.cross_shard, &statement);
         let answer = self
             .run_statement(
                 &mut servers,
@@ -400,7 +404,12 @@ async fn next_row(
         };
         server.session().count_received(body.len() + 5);
         match tag {
-            b'D' if !merge.is_combining() => return Some(body),
+            b'D' if !merge.is_combining() => {
+                // A row that cannot be ordered fails the statement; the rest is drained.
+                if !merge.is_ordered() || merge.admit(shard, &body) {
+                    return Some(body);
+                }
+            }
             b'Z' => {
                 // Outside a transaction after a read; inside the one `write` opened.
                 let status = body.first().copied();
@@ -427,7 +436,9 @@ pub(super) enum Lost {
 /// The merge of a statement with this plan, for the client's `statement`.
 pub(super) fn merge_for(plan: &pgcat_parser::CrossShard, statement: &ShardStatement) -> Merge {
     let plan = match plan {
-        pgcat_parser::CrossShard::Aggregate(aggregates) => Plan::Aggregates(aggregates.clone()),
+        pgcat_parser::CrossShard::Aggregate { functions, columns } => {
+            Plan::Aggregates(functions.clone(), columns.clone())
+        }
         pgcat_parser::CrossShard::Concat { order, limit, .. } => Plan::Rows {
             order: order.clone(),
             limit: *limit,
@@ -442,6 +453,19 @@ pub(super) fn merge_for(plan: &pgcat_parser::CrossShard, statement: &ShardStatem
         merge.extended(parse.is_some(), *describe);
     }
     merge
+}
+
+/// Tells `merge` the collations of `pool`'s shard 0, when it orders or compares values.
+/// `held`: a server of shard 0 the client holds, to ask on.
+pub(super) async fn learn_collations(
+    pool: &UserPool,
+    merge: &mut Merge,
+    held: Option<&mut Server>,
+) -> Result<(), PgError> {
+    if merge.is_ordered() || merge.is_combining() {
+        merge.collations(pool.collations(held.map(|s| &mut ***s)).await?);
+    }
+    Ok(())
 }
 
 /// For a plain SELECT on every shard: the error it gets when it calls an aggregate whose

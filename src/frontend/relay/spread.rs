@@ -324,6 +324,12 @@ impl Client {
         if *plan == CrossShard::AnyShard {
             merge.one_shard();
         }
+        let shard0 = spread.servers.first_mut().filter(|(shard, _)| *shard == 0);
+        let asked =
+            fanout::learn_collations(&self.session.pool, &mut merge, shard0.map(|(_, s)| s));
+        if let Err(error) = asked.await {
+            merge.fail(0, error);
+        }
         // The servers of the statement's shards, taken out of the block for it.
         let (mut servers, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut spread.servers)
             .into_iter()
