@@ -58,6 +58,7 @@ fn merge(c: &mut Criterion) {
             let mut merge = Merge::new(Plan::Rows {
                 order: vec![key],
                 limit: None,
+                offset: 0,
             });
             let mut out = BytesMut::with_capacity(4 << 20);
             for shard in 0..SHARDS {
@@ -81,6 +82,7 @@ fn merge(c: &mut Criterion) {
             let mut merge = Merge::new(Plan::Rows {
                 order: Vec::new(),
                 limit: None,
+                offset: 0,
             });
             let mut out = BytesMut::with_capacity(4 << 20);
             for (shard, rows) in shards.iter().enumerate() {

@@ -213,6 +213,10 @@ const ORDERED: &[&str] = &[
     "SELECT id, amount::float8 AS f FROM items ORDER BY f DESC LIMIT 3",
     "SELECT id FROM items WHERE id < 0 ORDER BY id",
     "SELECT id FROM items ORDER BY id LIMIT 0",
+    "SELECT id, amount FROM items ORDER BY id LIMIT 10 OFFSET 25",
+    "SELECT id, amount FROM items ORDER BY amount DESC, id OFFSET 290",
+    "SELECT id FROM items ORDER BY id OFFSET 1000",
+    "SELECT id FROM items ORDER BY id LIMIT NULL OFFSET 295",
 ];
 
 /// Aggregates without GROUP BY: each shard's row combined into the whole table's.
@@ -236,7 +240,6 @@ const REFUSED: &[(&str, &str)] = &[
         "SELECT id FROM items ORDER BY lower(value)",
         "not an output column",
     ),
-    ("SELECT id FROM items LIMIT 5 OFFSET 2", "OFFSET"),
     ("SELECT avg(amount) FROM items", "avg()"),
     ("SELECT count(*) + 1 FROM items", "count()"),
     (
@@ -341,6 +344,29 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
                 want.sort();
                 assert_eq!(got, want, "{sql} over the extended protocol");
             }
+        }
+        // LIMIT and OFFSET as parameters; negative ones refused as PostgreSQL does.
+        let sql = "SELECT id, value FROM items ORDER BY id DESC LIMIT $1 OFFSET $2";
+        for (limit, offset) in [(5i64, 7i64), (0, 0), (400, 290)] {
+            let want: Vec<(i64, Option<String>)> = oracle
+                .query(sql, &[&limit, &offset])
+                .await
+                .expect("oracle")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let got: Vec<(i64, Option<String>)> = client
+                .query(sql, &[&limit, &offset])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(got, want, "LIMIT {limit} OFFSET {offset}");
+        }
+        for (limit, offset, code) in [(-1i64, 0i64, "2201W"), (1, -1, "2201X")] {
+            let (got, _) = expect_error("negative", client.query(sql, &[&limit, &offset]).await);
+            assert_eq!(got, code);
         }
         // The client and its pool are fine after each refusal.
         same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;

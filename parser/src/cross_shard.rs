@@ -34,6 +34,23 @@ pub enum SortColumn {
     Name(String),
 }
 
+/// A LIMIT or OFFSET count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Number(u64),
+    /// `$n` (1-based), given by the Bind.
+    Param(usize),
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Number(n) => write!(f, "{n}"),
+            Count::Param(n) => write!(f, "${n}"),
+        }
+    }
+}
+
 /// An aggregate whose per-shard results combine exactly into the whole table's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregate {
@@ -60,12 +77,16 @@ pub enum CrossShard {
     /// `functions` are the names of the functions it calls (lower case, without schema):
     /// a user-defined aggregate among them would need a merge, so the caller checks them
     /// against the aggregates the database has. `order`: ORDER BY output columns, each
-    /// shard's sorted rows merged (empty: any order); `limit`: LIMIT n, applied by each
-    /// shard and again to the merge.
+    /// shard's sorted rows merged (empty: any order); `limit` and `offset`: LIMIT and
+    /// OFFSET, applied to the merge. Each shard runs `shard_sql` instead of the text
+    /// when there is an OFFSET (LIMIT limit+offset, no OFFSET: the merge skips the rows),
+    /// else the text as it is (its LIMIT, if any, caps each shard's rows).
     Concat {
         functions: Vec<String>,
         order: Vec<SortKey>,
-        limit: Option<u64>,
+        limit: Option<Count>,
+        offset: Option<Count>,
+        shard_sql: Option<String>,
     },
     /// A `SELECT` of one table whose every output column is an aggregate without `GROUP BY`
     /// (`count(*)`, `sum(x) AS total` …): each shard answers one row, and the rows are
@@ -106,7 +127,12 @@ impl CrossShard {
         let Some(parsed) = parsed else {
             return CrossShard::Unknown;
         };
-        let plans: Vec<CrossShard> = parsed.statements().iter().map(|s| plan(s, key)).collect();
+        let printable = parsed.printable();
+        let plans: Vec<CrossShard> = parsed
+            .statements()
+            .iter()
+            .map(|s| plan(s, key, printable))
+            .collect();
         match plans.as_slice() {
             [] => CrossShard::AnyShard,
             [one] => one.clone(),
@@ -129,9 +155,10 @@ impl CrossShard {
     }
 }
 
-fn plan(statement: &Statement, key: Option<&KeyColumn>) -> CrossShard {
+/// `printable`: the statement can be printed back to SQL (see `Parsed::printable`).
+fn plan(statement: &Statement, key: Option<&KeyColumn>, printable: bool) -> CrossShard {
     match statement {
-        Statement::Query(query) => plan_query(query),
+        Statement::Query(query) => plan_query(query, printable),
         Statement::Set(_)
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
@@ -300,7 +327,7 @@ fn is_catalog(name: &ObjectName) -> bool {
     }
 }
 
-fn plan_query(query: &Query) -> CrossShard {
+fn plan_query(query: &Query, printable: bool) -> CrossShard {
     let mut seen = Seen::default();
     let _ = query.visit(&mut seen);
     if seen.tables == 0 {
@@ -323,22 +350,41 @@ fn plan_query(query: &Query) -> CrossShard {
     if query.fetch.is_some() {
         return refused("FETCH");
     }
-    let limit = match &query.limit_clause {
-        None
-        | Some(LimitClause::LimitOffset {
-            limit: None,
-            offset: None,
-            ..
-        }) => None,
+    let (limit, offset) = match &query.limit_clause {
+        None => (None, None),
         Some(LimitClause::LimitOffset {
-            limit: Some(expr),
-            offset: None,
+            limit,
+            offset,
             limit_by,
-        }) if limit_by.is_empty() => match number(expr) {
-            Some(n) => Some(n),
-            None => return refused("LIMIT other than a number"),
-        },
-        Some(_) => return refused("OFFSET"),
+        }) if limit_by.is_empty() => {
+            let limit = limit.as_ref().map(count);
+            let offset = offset.as_ref().map(|o| count(&o.value));
+            match (limit, offset) {
+                (Some(None), _) | (_, Some(None)) => {
+                    return refused("LIMIT or OFFSET other than a number or a parameter")
+                }
+                (limit, offset) => (limit.flatten().flatten(), offset.flatten().flatten()),
+            }
+        }
+        Some(_) => return refused("this LIMIT form"),
+    };
+    let shard_sql = match (offset, &query.limit_clause) {
+        (Some(offset), Some(clause)) => {
+            if !printable {
+                return refused("OFFSET in a statement nested too deeply to rewrite");
+            }
+            let (text, clause) = (query.to_string(), clause.to_string());
+            let Some(at) = text.rfind(clause.trim_start()) else {
+                return refused("this OFFSET form");
+            };
+            let each = match limit {
+                Some(limit) => format!("LIMIT ({limit})::int8 + ({offset})::int8"),
+                None => String::new(),
+            };
+            let end = at + clause.trim_start().len();
+            Some(format!("{}{each}{}", &text[..at], &text[end..]))
+        }
+        _ => None,
     };
     if select.distinct.is_some() {
         return refused("DISTINCT");
@@ -377,7 +423,7 @@ fn plan_query(query: &Query) -> CrossShard {
         return refused("COLLATE in a statement ordered or aggregated across shards");
     }
     if let Some(aggregates) = aggregates {
-        if order.is_empty() && limit.is_none() {
+        if order.is_empty() && limit.is_none() && offset.is_none() {
             let table = match &select.from[0].relation {
                 TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
                 _ => None,
@@ -398,16 +444,32 @@ fn plan_query(query: &Query) -> CrossShard {
         functions: seen.functions,
         order,
         limit,
+        offset,
+        shard_sql,
     }
 }
 
 /// A non-negative integer literal.
 fn number(expr: &Expr) -> Option<u64> {
-    match expr {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse().ok(),
-            _ => None,
-        },
+    match count(expr) {
+        Some(Some(Count::Number(n))) => Some(n),
+        _ => None,
+    }
+}
+
+/// A LIMIT or OFFSET count: `Some(None)` for `NULL` (no limit, no offset), `None` for
+/// what is neither a non-negative integer literal nor a parameter.
+fn count(expr: &Expr) -> Option<Option<Count>> {
+    let Expr::Value(v) = expr else {
+        return None;
+    };
+    match &v.value {
+        Value::Number(n, _) => n.parse().ok().map(|n| Some(Count::Number(n))),
+        Value::Null => Some(None),
+        Value::Placeholder(p) => {
+            let n = p.strip_prefix('$')?.parse().ok().filter(|n| *n >= 1)?;
+            Some(Some(Count::Param(n)))
+        }
         _ => None,
     }
 }

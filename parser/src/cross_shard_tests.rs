@@ -74,7 +74,9 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec![],
             order: vec![],
-            limit: None
+            limit: None,
+            offset: None,
+            shard_sql: None,
         }
     );
     assert_eq!(
@@ -82,7 +84,9 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec!["lower".into(), "upper".into()],
             order: vec![],
-            limit: None
+            limit: None,
+            offset: None,
+            shard_sql: None,
         }
     );
     // A user-defined aggregate looks like any function: the caller checks the names.
@@ -91,7 +95,9 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec!["my_agg".into()],
             order: vec![],
-            limit: None
+            limit: None,
+            offset: None,
+            shard_sql: None,
         }
     );
     // So does an aggregate inside an expression, or beside a plain column.
@@ -140,7 +146,7 @@ fn order_by_output_columns_and_limit_merge() {
             key(SortColumn::Name("Id".into()), true, false),
         ]
     );
-    assert_eq!(limit, Some(10));
+    assert_eq!(limit, Some(Count::Number(10)));
     // With `*`, names are found in the RowDescription; t.id names column id.
     let CrossShard::Concat { order, .. } = of("SELECT * FROM data t ORDER BY t.id, ID") else {
         panic!("not merged");
@@ -157,6 +163,48 @@ fn order_by_output_columns_and_limit_merge() {
         of("SELECT count(*) FROM data LIMIT 1"),
         CrossShard::Concat { .. }
     ));
+}
+
+#[test]
+fn offset_runs_as_a_larger_limit_on_each_shard() {
+    let CrossShard::Concat {
+        limit,
+        offset,
+        shard_sql,
+        ..
+    } = of("SELECT id FROM data ORDER BY id LIMIT 10 OFFSET 5 FOR UPDATE")
+    else {
+        panic!("not merged");
+    };
+    assert_eq!(
+        (limit, offset),
+        (Some(Count::Number(10)), Some(Count::Number(5)))
+    );
+    assert_eq!(
+        shard_sql.as_deref(),
+        Some("SELECT id FROM data ORDER BY id LIMIT (10)::int8 + (5)::int8 FOR UPDATE")
+    );
+    let CrossShard::Concat {
+        limit,
+        offset,
+        shard_sql,
+        ..
+    } = of("SELECT id FROM data ORDER BY id OFFSET $2")
+    else {
+        panic!("not merged");
+    };
+    assert_eq!((limit, offset), (None, Some(Count::Param(2))));
+    assert_eq!(
+        shard_sql.as_deref(),
+        Some("SELECT id FROM data ORDER BY id ")
+    );
+    let CrossShard::Concat {
+        limit, shard_sql, ..
+    } = of("SELECT id FROM data LIMIT $1")
+    else {
+        panic!("not merged");
+    };
+    assert_eq!((limit, shard_sql), (Some(Count::Param(1)), None));
 }
 
 #[test]
@@ -191,9 +239,10 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "SELECT id FROM data ORDER BY id USING <",
             "ORDER BY … USING",
         ),
-        ("SELECT id FROM data LIMIT 3 OFFSET 1", "OFFSET"),
-        ("SELECT id FROM data OFFSET 3", "OFFSET"),
-        ("SELECT id FROM data LIMIT $1", "LIMIT other than a number"),
+        (
+            "SELECT id FROM data LIMIT 2 + 1",
+            "LIMIT or OFFSET other than a number or a parameter",
+        ),
         ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
         ("SELECT DISTINCT value FROM data", "DISTINCT"),
         (

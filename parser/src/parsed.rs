@@ -59,6 +59,44 @@ impl Parsed {
     pub fn statements_mut(&mut self) -> &mut [Statement] {
         &mut self.statements
     }
+
+    /// Whether the statements can be printed back to SQL (`Display`), which recurses once
+    /// per level of nested expressions without the parser's stack protection: true when
+    /// no expression nests deeper than [`MAX_PRINT_DEPTH`].
+    pub fn printable(&self) -> bool {
+        if self.source_len <= 2 * MAX_PRINT_DEPTH {
+            return true;
+        }
+        let mut depth = Depth::default();
+        let _ = sqlparser::ast::Visit::visit(&self.statements, &mut depth);
+        depth.max <= MAX_PRINT_DEPTH
+    }
+}
+
+/// The deepest nesting of expressions that is printed back to SQL (see
+/// [`Parsed::printable`]).
+pub const MAX_PRINT_DEPTH: usize = 256;
+
+/// Measures how deep expressions nest (sqlparser's visitor is stack-protected).
+#[derive(Default)]
+struct Depth {
+    now: usize,
+    max: usize,
+}
+
+impl sqlparser::ast::Visitor for Depth {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.now += 1;
+        self.max = self.max.max(self.now);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.now -= 1;
+        ControlFlow::Continue(())
+    }
 }
 
 impl Drop for Parsed {

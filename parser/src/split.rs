@@ -13,6 +13,9 @@ use crate::parsed::Parsed;
 /// `None` when `sql` is not such an INSERT or a row is out of range.
 pub fn insert_rows(sql: &str, rows: &[usize]) -> Option<(String, Vec<usize>)> {
     let mut parsed = Parsed::parse(sql)?;
+    if !parsed.printable() {
+        return None;
+    }
     let [Statement::Insert(insert)] = parsed.statements_mut() else {
         return None;
     };
@@ -82,6 +85,12 @@ mod tests {
             insert_rows("INSERT INTO t (id) VALUES (1), (2), (3)", &[0, 2]).expect("split");
         assert_eq!(text, "INSERT INTO t (id) VALUES (1), (3)");
         assert!(old.is_empty());
+    }
+
+    #[test]
+    fn a_statement_too_deep_to_print_is_not_split() {
+        let deep = format!("INSERT INTO t (id) VALUES (1), ({}1)", "1+".repeat(5000));
+        assert_eq!(insert_rows(&deep, &[0]), None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Merge {
     order: Option<Order>,
     /// LIMIT: rows past it are dropped.
     limit: Option<u64>,
+    /// OFFSET: this many rows are dropped first (the shards do not skip them).
+    offset: u64,
     /// An extended-protocol batch: what the client asked for of the replies each shard
     /// sends to the batch it gets (see `batch`).
     extended: Option<Extended>,
@@ -60,10 +62,12 @@ struct Extended {
 
 /// How the shards' rows become the answer.
 pub enum Plan {
-    /// Every row (`order`: merged in that order; `limit`: at most that many).
+    /// Every row (`order`: merged in that order; `offset`: that many skipped first;
+    /// `limit`: at most that many after them).
     Rows {
         order: Vec<SortKey>,
         limit: Option<u64>,
+        offset: u64,
     },
     /// One row per shard, combined column by column; with the table column each
     /// aggregate reads, if it names one (table, column), whose collation its text has.
@@ -85,9 +89,14 @@ struct Combine {
 impl Merge {
     pub fn new(plan: Plan) -> Merge {
         match plan {
-            Plan::Rows { order, limit } => Merge {
+            Plan::Rows {
+                order,
+                limit,
+                offset,
+            } => Merge {
                 sort_keys: order,
                 limit,
+                offset,
                 ..Merge::default()
             },
             Plan::Aggregates(aggregates, columns) => Merge {
@@ -158,7 +167,9 @@ impl Merge {
 
     /// A row for the client, while rows are wanted.
     pub fn push_row(&mut self, body: &[u8], out: &mut BytesMut) {
-        if self.wants_rows() {
+        if self.offset > 0 && self.error.is_none() {
+            self.offset -= 1;
+        } else if self.wants_rows() {
             self.rows += 1;
             messages::message(out, b'D', |m| m.extend_from_slice(body));
         }

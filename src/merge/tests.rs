@@ -77,6 +77,7 @@ fn commands_without_a_count_are_answered_once_when_every_shard_agrees() {
     let mut merge = Merge::new(Plan::Rows {
         order: Vec::new(),
         limit: None,
+        offset: 0,
     });
     let mut out = BytesMut::new();
     for shard in 0..3 {
@@ -203,4 +204,28 @@ fn aggregates_of_types_not_combined_here_are_refused() {
     let error = PgError::from_fields(&out[before + 5..]);
     assert_eq!(error.code, "0A000");
     assert!(error.message.contains("sum()"), "{}", error.message);
+}
+
+#[test]
+fn offset_skips_rows_before_the_limit_counts_them() {
+    let mut merge = Merge::new(Plan::Rows {
+        order: Vec::new(),
+        limit: Some(2),
+        offset: 3,
+    });
+    let mut out = BytesMut::new();
+    let mut pushed = 0;
+    for i in 0..10 {
+        if !merge.wants_rows() {
+            break;
+        }
+        merge.push_row(&data_row(&i.to_string()), &mut out);
+        pushed += 1;
+    }
+    assert_eq!(pushed, 5, "3 skipped, 2 sent");
+    merge.finish(&mut out);
+    let mut want = framed(b'D', &data_row("3"));
+    want.extend(framed(b'D', &data_row("4")));
+    want.extend(framed(b'C', b"SELECT 2\0"));
+    assert_eq!(out.to_vec(), want);
 }

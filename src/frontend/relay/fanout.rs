@@ -3,52 +3,10 @@
 //! is read (so they run in parallel), their answers merged into one (`merge`), and the
 //! servers given back. The client's cancel request reaches every one of them.
 
+use super::statement::{merge_for, Prepared, ShardStatement};
+use super::write;
 use super::*;
-use super::{batch, write};
-use crate::merge::{Merge, Plan};
-
-/// One statement ready for the shards.
-pub(super) struct ShardStatement {
-    /// What each shard gets: the client's Query, or its extended batch made unnamed.
-    messages: BytesMut,
-    /// The client's bytes it came in.
-    len: usize,
-    /// An extended batch: the client's Parse (to remember a named statement) and whether
-    /// it asked for the portal's description.
-    extended: Option<(Option<Vec<u8>>, bool)>,
-    /// An extended batch's statement as parsed and bound (see `batch::Batch::parts`).
-    parts: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl ShardStatement {
-    /// Per shard (ascending) what it gets: every one of the pool's `shards` the same
-    /// messages, or, for an INSERT split by key (`plan`), each shard its rows.
-    pub(super) fn targets(
-        &self,
-        plan: &pgcat_parser::CrossShard,
-        keys: &[pgcat_parser::KeyValue],
-        routing: &pgcat_parser::PoolRouting,
-        shards: impl Iterator<Item = usize>,
-    ) -> Result<Vec<(usize, BytesMut)>, PgError> {
-        if *plan != pgcat_parser::CrossShard::Insert {
-            return Ok(shards.map(|s| (s, self.messages.clone())).collect());
-        }
-        let sql = match &self.parts {
-            Some((parse, _)) => request::text(parse),
-            None => request::text(self.messages.get(5..).unwrap_or_default()),
-        };
-        super::insert::split(sql, keys, routing, self.parts.as_ref())
-    }
-}
-
-/// The statement at the start of the client's buffer, as the shards get it.
-pub(super) enum Prepared {
-    Ready(ShardStatement),
-    /// It cannot run on every shard (the client gets this error).
-    Refused(PgError),
-    /// More of the client's batch is needed.
-    Incomplete,
-}
+use crate::merge::Merge;
 
 impl Client {
     /// Runs the client's Query (complete, first in its buffer) on every shard, with `role`
@@ -74,7 +32,10 @@ impl Client {
             Ok(targets) => targets,
             Err(error) => return self.reject(error, false).await,
         };
-        let mut merge = merge_for(plan, &statement);
+        let mut merge = match merge_for(plan, &statement) {
+            Ok(merge) => merge,
+            Err(error) => return self.reject(error, false).await,
+        };
         // Before any server is taken: the catalog lookup may need one of shard 0.
         if let Err(error) = learn_collations(&pool, &mut merge, None).await {
             return self.reject(error, false).await;
@@ -183,53 +144,6 @@ impl Client {
         Ok(())
     }
 
-    /// The statement at the start of the buffer (a Query, or an extended batch up to its
-    /// Sync), as the shards get it.
-    pub(super) fn shard_statement(&self) -> Result<Prepared, ClientError> {
-        if self.buf[0] == b'Q' {
-            let (_, _, total) =
-                crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
-            return Ok(Prepared::Ready(ShardStatement {
-                messages: BytesMut::from(&self.buf[..total]),
-                len: total,
-                extended: None,
-                parts: None,
-            }));
-        }
-        let statements = &self.statements;
-        Ok(
-            match batch::read(&self.buf, REWRITE_CAP, |name| statements.parse_of(name))? {
-                batch::Read::Batch(b) => Prepared::Ready(ShardStatement {
-                    messages: b.shard_messages,
-                    len: b.len,
-                    extended: Some((b.parse, b.describe)),
-                    parts: Some(b.parts),
-                }),
-                batch::Read::Refused(error) => Prepared::Refused(error),
-                batch::Read::Incomplete => Prepared::Incomplete,
-            },
-        )
-    }
-
-    /// Reads more of the client's request (the next round decides again).
-    pub(super) async fn read_more(&mut self) -> Result<(), ClientError> {
-        if read(&mut self.stream, &mut self.buf).await? == 0 {
-            return Err(ClientError::Gone);
-        }
-        Ok(())
-    }
-
-    /// The client's named statement exists once its batch succeeded: kept by the pooler,
-    /// prepared wherever it runs next.
-    pub(super) fn remember(&mut self, statement: &ShardStatement) {
-        if let Some((Some(parse), _)) = &statement.extended {
-            let epoch = self.session.pool.schema_epoch.get();
-            if let Err(e) = self.statements.define(parse, epoch) {
-                tracing::debug!(error = %e.message, "statement not remembered");
-            }
-        }
-    }
-
     /// A server of `shard` for a statement on several shards (`waited`: since when the
     /// client waits), or the client's error naming the shard.
     pub(super) async fn take_shard(
@@ -271,7 +185,7 @@ impl Client {
         broken: &mut [bool],
         in_transaction: bool,
     ) -> Result<(BytesMut, bool), Lost> {
-        self.buf.advance(statement.len);
+        self.buf.advance(statement.len());
         self.run_on_all(servers, messages, merge, broken, in_transaction)
             .await
     }
@@ -431,28 +345,6 @@ pub(super) enum Lost {
     Client,
     /// A shard's server failed before it got the whole statement.
     Server(usize, BackendError),
-}
-
-/// The merge of a statement with this plan, for the client's `statement`.
-pub(super) fn merge_for(plan: &pgcat_parser::CrossShard, statement: &ShardStatement) -> Merge {
-    let plan = match plan {
-        pgcat_parser::CrossShard::Aggregate { functions, columns } => {
-            Plan::Aggregates(functions.clone(), columns.clone())
-        }
-        pgcat_parser::CrossShard::Concat { order, limit, .. } => Plan::Rows {
-            order: order.clone(),
-            limit: *limit,
-        },
-        _ => Plan::Rows {
-            order: Vec::new(),
-            limit: None,
-        },
-    };
-    let mut merge = Merge::new(plan);
-    if let Some((parse, describe)) = &statement.extended {
-        merge.extended(parse.is_some(), *describe);
-    }
-    merge
 }
 
 /// Tells `merge` the collations of `pool`'s shard 0, when it orders or compares values.

@@ -60,6 +60,7 @@ mod insert;
 mod kept;
 mod server_messages;
 mod spread;
+mod statement;
 mod write;
 
 use dispatch::{HeldBegin, Idle};

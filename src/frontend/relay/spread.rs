@@ -14,7 +14,8 @@
 //! transaction holds waits for it at most the pool's checkout timeout, then fails with
 //! 40P01: two such transactions never wait for each other forever.
 
-use super::fanout::{self, Prepared};
+use super::fanout;
+use super::statement::{merge_for, Prepared};
 use super::*;
 use pgcat_parser::{CrossShard, KeyValue};
 
@@ -320,7 +321,10 @@ impl Client {
         let Some(mut spread) = self.take_spread() else {
             return Ok(());
         };
-        let mut merge = fanout::merge_for(plan, &statement);
+        let mut merge = match merge_for(plan, &statement) {
+            Ok(merge) => merge,
+            Err(error) => return self.spread_reject(error).await,
+        };
         if *plan == CrossShard::AnyShard {
             merge.one_shard();
         }
