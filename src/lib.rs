@@ -14,7 +14,8 @@
 //! 1. `wire` (protocol framing and the messages the pooler writes), `auth` (proofs of
 //!    identity, both directions), `localpg` (throwaway local PostgreSQL clusters)
 //! 2. `net` (sockets and TLS), `merge` (the shards' answers to a statement run on every
-//!    shard, made into the one answer a single database would give)
+//!    shard, made into the one answer a single database would give), `copy` (COPY data
+//!    split into rows by sharding key)
 //! 3. `config` (`pgcat.toml`)
 //! 4. `stats` (counters, the registry of clients and servers, address health)
 //! 5. `backend` (one connection to PostgreSQL)
@@ -30,6 +31,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod copy;
 pub mod demo;
 pub mod frontend;
 pub mod localpg;

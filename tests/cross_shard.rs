@@ -62,7 +62,9 @@ fn cluster() -> &'static Cluster {
                  CREATE TABLE kinds_p{shard} PARTITION OF kinds FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
                  INSERT INTO kinds {KINDS_ROWS} WHERE pg_catalog.satisfies_hash_partition('kinds'::regclass, {SHARDS}, {shard}, i::bigint);\n\
                  CREATE TABLE intl (id bigint, label text COLLATE \"en-x-icu\");\n\
-                 INSERT INTO intl VALUES ({shard}, 'b'), ({shard} + 10, 'B');"
+                 INSERT INTO intl VALUES ({shard}, 'b'), ({shard} + 10, 'B');\n\
+                 {LOADED_TABLE} PARTITION BY HASH (id);\n\
+                 CREATE TABLE loaded_p{shard} PARTITION OF loaded FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});"
             ));
         }
         let all: String = (1..=ROWS).map(row_insert).collect();
@@ -73,7 +75,12 @@ fn cluster() -> &'static Cluster {
              INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i;\n\
              CREATE TABLE fresh (id bigint, label text CHECK (label <> 'bad'));\n\
              {KINDS_TABLE};\nINSERT INTO kinds {KINDS_ROWS};\n\
-             CREATE TABLE intl (id bigint, label text COLLATE \"en-x-icu\");"
+             CREATE TABLE intl (id bigint, label text COLLATE \"en-x-icu\");\n\
+             {LOADED_TABLE};\n\
+             CREATE TABLE loaded_src AS SELECT i::bigint AS id, \
+               (ARRAY['plain', E'tab\\there', E'new\\nline', 'comma, \"quoted\"', E'back\\\\slash', 'ünï', NULL])[1 + i % 7] AS label, \
+               CASE WHEN i % 5 = 0 THEN NULL ELSE i * 3 END AS n \
+               FROM generate_series(1, 500) i;"
         ));
         cluster
             .psql(&cluster.primary, "postgres", &sql)
@@ -99,6 +106,11 @@ const KINDS_ROWS: &str = "SELECT i, \
     CASE i % 17 WHEN 0 THEN 'NaN' WHEN 1 THEN 'Infinity' WHEN 2 THEN '-Infinity' ELSE i * 1.5 - 50 END, \
     (i * 12.345 - 300)::numeric(12, 3) \
     FROM generate_series(1, 90) i";
+
+/// `loaded`: what the COPY test loads (empty on every shard; `loaded_src` on the oracle
+/// holds the rows it loads).
+const LOADED_TABLE: &str =
+    "CREATE TABLE loaded (id bigint, label text, n int CHECK (n IS NULL OR n <> -1))";
 
 /// A user-defined aggregate, on every database.
 const MY_SUM: &str = "CREATE AGGREGATE my_sum (int) (SFUNC = int4pl, STYPE = int);";
@@ -390,6 +402,8 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
     });
 }
 
+#[path = "cross_shard/copy.rs"]
+mod copy;
 #[path = "cross_shard/inserts.rs"]
 mod inserts;
 #[path = "cross_shard/transactions.rs"]

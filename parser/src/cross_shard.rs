@@ -7,9 +7,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    LimitClause, ObjectName, OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr,
-    Statement, TableFactor, Value, Visit, Visitor,
+    AssignmentTarget, Expr, FunctionArguments, ObjectName, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
 };
 
 use crate::parsed::Parsed;
@@ -32,23 +31,6 @@ pub enum SortColumn {
     Position(usize),
     /// `ORDER BY name`: an output column's name as PostgreSQL prints it.
     Name(String),
-}
-
-/// A LIMIT or OFFSET count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Count {
-    Number(u64),
-    /// `$n` (1-based), given by the Bind.
-    Param(usize),
-}
-
-impl std::fmt::Display for Count {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Count::Number(n) => write!(f, "{n}"),
-            Count::Param(n) => write!(f, "${n}"),
-        }
-    }
 }
 
 /// An aggregate whose per-shard results combine exactly into the whole table's.
@@ -106,6 +88,22 @@ pub enum CrossShard {
     /// parameter): each shard gets its rows (see `split`), all or nothing like
     /// [`CrossShard::Write`]; the counts summed.
     Insert,
+    /// `COPY t [(columns)] FROM STDIN`: each row goes to its shard by the key column, all
+    /// or nothing. `key`: the key's position among the columns named (`None`: no column
+    /// list, so the table's own column order decides, from the catalog).
+    CopyIn {
+        table: String,
+        key: Option<usize>,
+        format: CopyFormat,
+    },
+    /// `COPY t TO STDOUT` or `COPY (SELECT …) TO STDOUT`: every shard's rows, one
+    /// CopyOutResponse, the counts summed. A table's COPY runs on the shards as the COPY
+    /// of its SELECT (`shard_sql`: the same rows, also where the shard's table is
+    /// partitioned, which PostgreSQL's table COPY refuses).
+    CopyOut {
+        format: CopyFormat,
+        shard_sql: Option<String>,
+    },
     /// DDL (`CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT` …): runs on every shard,
     /// all or nothing like [`CrossShard::Write`]; every shard's tag must be the same.
     Schema,
@@ -158,7 +156,7 @@ impl CrossShard {
 /// `printable`: the statement can be printed back to SQL (see `Parsed::printable`).
 fn plan(statement: &Statement, key: Option<&KeyColumn>, printable: bool) -> CrossShard {
     match statement {
-        Statement::Query(query) => plan_query(query, printable),
+        Statement::Query(query) => select::plan_query(query, printable),
         Statement::Set(_)
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
@@ -232,7 +230,7 @@ fn plan(statement: &Statement, key: Option<&KeyColumn>, printable: bool) -> Cros
                 joined || !delete.order_by.is_empty() || delete.limit.is_some(),
             )
         }
-        Statement::Copy { .. } => CrossShard::Refused("COPY"),
+        Statement::Copy { .. } => copy::plan_copy(statement, key),
         Statement::Explain { .. } => CrossShard::Refused("EXPLAIN"),
         _ => CrossShard::Refused("this statement (only SELECT runs on every shard for now)"),
     }
@@ -327,200 +325,6 @@ fn is_catalog(name: &ObjectName) -> bool {
     }
 }
 
-fn plan_query(query: &Query, printable: bool) -> CrossShard {
-    let mut seen = Seen::default();
-    let _ = query.visit(&mut seen);
-    if seen.tables == 0 {
-        return CrossShard::AnyShard;
-    }
-    let refused = |what| CrossShard::Refused(what);
-    if query.with.is_some() {
-        return refused("WITH (common table expressions)");
-    }
-    let SetExpr::Select(select) = &*query.body else {
-        return refused("UNION, INTERSECT or EXCEPT");
-    };
-    let order = match &query.order_by {
-        None => Vec::new(),
-        Some(order_by) => match sort_keys(order_by, &select.projection) {
-            Ok(keys) => keys,
-            Err(what) => return refused(what),
-        },
-    };
-    if query.fetch.is_some() {
-        return refused("FETCH");
-    }
-    let (limit, offset) = match &query.limit_clause {
-        None => (None, None),
-        Some(LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        }) if limit_by.is_empty() => {
-            let limit = limit.as_ref().map(count);
-            let offset = offset.as_ref().map(|o| count(&o.value));
-            match (limit, offset) {
-                (Some(None), _) | (_, Some(None)) => {
-                    return refused("LIMIT or OFFSET other than a number or a parameter")
-                }
-                (limit, offset) => (limit.flatten().flatten(), offset.flatten().flatten()),
-            }
-        }
-        Some(_) => return refused("this LIMIT form"),
-    };
-    let shard_sql = match (offset, &query.limit_clause) {
-        (Some(offset), Some(clause)) => {
-            if !printable {
-                return refused("OFFSET in a statement nested too deeply to rewrite");
-            }
-            let (text, clause) = (query.to_string(), clause.to_string());
-            let Some(at) = text.rfind(clause.trim_start()) else {
-                return refused("this OFFSET form");
-            };
-            let each = match limit {
-                Some(limit) => format!("LIMIT ({limit})::int8 + ({offset})::int8"),
-                None => String::new(),
-            };
-            let end = at + clause.trim_start().len();
-            Some(format!("{}{each}{}", &text[..at], &text[end..]))
-        }
-        _ => None,
-    };
-    if select.distinct.is_some() {
-        return refused("DISTINCT");
-    }
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-    };
-    if grouped {
-        return refused("GROUP BY");
-    }
-    if select.having.is_some() {
-        return refused("HAVING");
-    }
-    if select.into.is_some() {
-        return refused("SELECT INTO");
-    }
-    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-        return refused("joins (several tables in FROM)");
-    }
-    if seen.derived || seen.table_functions {
-        return refused("a subquery or function in FROM");
-    }
-    if seen.subqueries {
-        return refused("subqueries");
-    }
-    if seen.windows {
-        return refused("window functions");
-    }
-    let aggregates = select
-        .projection
-        .iter()
-        .map(aggregate_item)
-        .collect::<Option<Vec<_>>>();
-    if seen.collate && (!order.is_empty() || aggregates.is_some()) {
-        return refused("COLLATE in a statement ordered or aggregated across shards");
-    }
-    if let Some(aggregates) = aggregates {
-        if order.is_empty() && limit.is_none() && offset.is_none() {
-            let table = match &select.from[0].relation {
-                TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
-                _ => None,
-            };
-            let (functions, columns) = aggregates
-                .into_iter()
-                .map(|(function, column)| {
-                    let column = table.zip(column).map(|(t, c)| (pg_name(t), pg_name(c)));
-                    (function, column)
-                })
-                .unzip();
-            return CrossShard::Aggregate { functions, columns };
-        }
-    }
-    seen.functions.sort();
-    seen.functions.dedup();
-    CrossShard::Concat {
-        functions: seen.functions,
-        order,
-        limit,
-        offset,
-        shard_sql,
-    }
-}
-
-/// A non-negative integer literal.
-fn number(expr: &Expr) -> Option<u64> {
-    match count(expr) {
-        Some(Some(Count::Number(n))) => Some(n),
-        _ => None,
-    }
-}
-
-/// A LIMIT or OFFSET count: `Some(None)` for `NULL` (no limit, no offset), `None` for
-/// what is neither a non-negative integer literal nor a parameter.
-fn count(expr: &Expr) -> Option<Option<Count>> {
-    let Expr::Value(v) = expr else {
-        return None;
-    };
-    match &v.value {
-        Value::Number(n, _) => n.parse().ok().map(|n| Some(Count::Number(n))),
-        Value::Null => Some(None),
-        Value::Placeholder(p) => {
-            let n = p.strip_prefix('$')?.parse().ok().filter(|n| *n >= 1)?;
-            Some(Some(Count::Param(n)))
-        }
-        _ => None,
-    }
-}
-
-/// The ORDER BY keys, each an output column: by position, by name (an output column's
-/// name or alias), or by an expression that is one of the output columns.
-fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKey>, &'static str> {
-    let OrderByKind::Expressions(exprs) = &order_by.kind else {
-        return Err("ORDER BY ALL");
-    };
-    let wildcard = projection.iter().any(|item| {
-        matches!(
-            item,
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-        )
-    });
-    exprs
-        .iter()
-        .map(|e| {
-            let descending = match &e.options.sort {
-                None | Some(OrderBySort::Asc) => false,
-                Some(OrderBySort::Desc) => true,
-                Some(OrderBySort::Using(_)) => return Err("ORDER BY … USING"),
-            };
-            let column = if let Some(n) = number(&e.expr) {
-                SortColumn::Position((n as usize).checked_sub(1).ok_or("ORDER BY 0")?)
-            } else if let Some(i) = projection.iter().position(|item| match item {
-                SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
-                    *x == e.expr
-                }
-                _ => false,
-            }) {
-                SortColumn::Position(i)
-            } else {
-                match &e.expr {
-                    Expr::Identifier(ident) => SortColumn::Name(name_of(ident)),
-                    Expr::CompoundIdentifier(parts) if wildcard => {
-                        SortColumn::Name(name_of(parts.last().ok_or("ORDER BY")?))
-                    }
-                    _ => return Err("ORDER BY an expression that is not an output column"),
-                }
-            };
-            Ok(SortKey {
-                column,
-                descending,
-                nulls_first: e.options.nulls_first.unwrap_or(descending),
-            })
-        })
-        .collect()
-}
-
 /// An identifier as PostgreSQL names the column: folded to lower case unless quoted.
 fn name_of(ident: &sqlparser::ast::Ident) -> String {
     match ident.quote_style {
@@ -529,63 +333,11 @@ fn name_of(ident: &sqlparser::ast::Ident) -> String {
     }
 }
 
-/// An output column that is one plain aggregate call (no DISTINCT, FILTER, ORDER BY within
-/// or OVER), maybe with an alias.
-/// An identifier as PostgreSQL stores it: folded to lower case unless quoted.
-fn pg_name(ident: &sqlparser::ast::Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
+mod copy;
+mod select;
 
-/// The aggregate an output column is, and the column it reads if it names one.
-fn aggregate_item(item: &SelectItem) -> Option<(Aggregate, Option<&sqlparser::ast::Ident>)> {
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = item
-    else {
-        return None;
-    };
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    let plain = f.over.is_none()
-        && f.filter.is_none()
-        && f.within_group.is_empty()
-        && f.name.0.len() == 1
-        && list.duplicate_treatment.is_none()
-        && list.clauses.is_empty()
-        && list.args.len() == 1;
-    if !plain {
-        return None;
-    }
-    let star = matches!(
-        list.args[0],
-        FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
-    );
-    let name = f.name.0[0].as_ident()?.value.to_lowercase();
-    let column = match &list.args[0] {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(column))) => Some(column),
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts))) => {
-            parts.last()
-        }
-        _ => None,
-    };
-    let function = match name.as_str() {
-        "count" => Aggregate::Count,
-        _ if star => return None,
-        "sum" => Aggregate::Sum,
-        "min" => Aggregate::Min,
-        "max" => Aggregate::Max,
-        "bool_and" | "every" => Aggregate::BoolAnd,
-        "bool_or" => Aggregate::BoolOr,
-        _ => return None,
-    };
-    Some((function, column))
-}
+pub use copy::{CopyFormat, CopyKind};
+pub use select::Count;
 
 #[cfg(test)]
 #[path = "cross_shard_tests.rs"]

@@ -50,6 +50,43 @@ fn inserts_whose_rows_all_give_the_key_are_split() {
 }
 
 #[test]
+fn copy_from_stdin_splits_by_key_and_copy_to_stdout_concatenates() {
+    let CrossShard::CopyIn { table, key, format } =
+        of("COPY data (value, id) FROM STDIN (FORMAT csv, HEADER, DELIMITER ';', QUOTE '''')")
+    else {
+        panic!("not split");
+    };
+    assert_eq!((table.as_str(), key), ("data", Some(1)));
+    assert_eq!(format.kind, CopyKind::Csv);
+    assert!(format.header);
+    assert_eq!(
+        (format.delimiter, format.quote, format.escape),
+        (b';', b'\'', b'\'')
+    );
+    assert_eq!(format.null, "");
+    let CrossShard::CopyIn { key, format, .. } = of("COPY data FROM STDIN BINARY") else {
+        panic!("not split");
+    };
+    assert_eq!((key, format.kind), (None, CopyKind::Binary));
+    let CrossShard::CopyOut { shard_sql, .. } =
+        of("COPY data (id, value) TO STDOUT (FORMAT csv, QUOTE '''')")
+    else {
+        panic!("not merged");
+    };
+    assert_eq!(
+        shard_sql.as_deref(),
+        Some("COPY (SELECT id, value FROM data) TO STDOUT (FORMAT csv, QUOTE '''')")
+    );
+    assert!(matches!(
+        of("COPY (SELECT id FROM data WHERE id > 3) TO STDOUT"),
+        CrossShard::CopyOut {
+            shard_sql: None,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn ddl_runs_on_every_shard_except_what_cannot_run_in_a_transaction() {
     for sql in [
         "CREATE TABLE t (id bigint)",
@@ -304,7 +341,18 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "DELETE FROM data WHERE id IN (SELECT id FROM other)",
             "an UPDATE or DELETE reading other tables",
         ),
-        ("COPY data FROM STDIN", "COPY"),
+        (
+            "COPY other FROM STDIN",
+            "COPY FROM into a table other than the sharding key's (automatic_sharding_key)",
+        ),
+        (
+            "COPY data (value) FROM STDIN",
+            "COPY FROM whose column list leaves out the sharding key",
+        ),
+        (
+            "COPY data FROM '/tmp/x'",
+            "COPY to or from a file or program",
+        ),
         (
             "SELECT value COLLATE \"en-x-icu\" AS v FROM data ORDER BY v",
             "COLLATE in a statement ordered or aggregated across shards",

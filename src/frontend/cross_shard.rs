@@ -52,7 +52,9 @@ pub fn place(
         | CrossShard::Aggregate { .. }
         | CrossShard::Write
         | CrossShard::Schema
-        | CrossShard::Insert => Ok(true),
+        | CrossShard::Insert
+        | CrossShard::CopyIn { .. }
+        | CrossShard::CopyOut { .. } => Ok(true),
         CrossShard::AnyShard | CrossShard::Control => Ok(false),
     }
 }
@@ -66,6 +68,8 @@ pub fn runs_everywhere(plan: &CrossShard) -> bool {
             | CrossShard::Write
             | CrossShard::Schema
             | CrossShard::Insert
+            | CrossShard::CopyIn { .. }
+            | CrossShard::CopyOut { .. }
     )
 }
 

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use pgcat_parser::cross_shard::{Aggregate, SortKey};
 
 mod collation;
+mod copy_out;
 mod datetime;
 mod numeric;
 mod order;
@@ -16,6 +17,7 @@ mod values;
 
 use crate::wire::messages::{self, PgError};
 pub use collation::{Collations, Column};
+use copy_out::CopyOut;
 use order::Order;
 
 /// The merge of one statement's answers, fed shard by shard.
@@ -48,6 +50,9 @@ pub struct Merge {
     /// An extended-protocol batch: what the client asked for of the replies each shard
     /// sends to the batch it gets (see `batch`).
     extended: Option<Extended>,
+    /// COPY … TO STDOUT: how the shards' data is joined, and which shards' first
+    /// CopyData came.
+    copy: Option<CopyOut>,
     /// The collations of the database (shard 0's) whose RowDescription is kept: which
     /// text columns order byte by byte (`None`: not known, so text is not ordered).
     collations: Option<Collations>,
@@ -69,6 +74,9 @@ pub enum Plan {
         limit: Option<u64>,
         offset: u64,
     },
+    /// COPY … TO STDOUT: every shard's data, with one header (`binary`: the binary
+    /// header and trailer; `header`: a text or CSV header line) and one CopyDone.
+    CopyOut { binary: bool, header: bool },
     /// One row per shard, combined column by column; with the table column each
     /// aggregate reads, if it names one (table, column), whose collation its text has.
     Aggregates(Vec<Aggregate>, Vec<Option<(String, String)>>),
@@ -97,6 +105,10 @@ impl Merge {
                 sort_keys: order,
                 limit,
                 offset,
+                ..Merge::default()
+            },
+            Plan::CopyOut { binary, header } => Merge {
+                copy: Some(CopyOut::new(binary, header)),
                 ..Merge::default()
             },
             Plan::Aggregates(aggregates, columns) => Merge {
@@ -254,6 +266,10 @@ impl Merge {
                 }
             }
             b'E' => self.fail(shard, PgError::from_fields(body)),
+            b'H' | b'd' => match &mut self.copy {
+                Some(copy) => copy.on_message(shard, tag, body, out),
+                None => self.fail(shard, PgError::error("0A000", "unexpected COPY data")),
+            },
             // Notices and notifications as they come; ParameterStatus once.
             b'N' | b'A' => messages::message(out, tag, |m| m.extend_from_slice(body)),
             // The extended protocol's acknowledgements, once, as far as the client asked.
@@ -307,6 +323,13 @@ impl Merge {
                     }
                 });
                 messages::command_complete(out, "SELECT 1");
+            }
+            (None, None) if self.copy.is_some() => {
+                if self.copy.as_ref().is_some_and(CopyOut::binary) {
+                    messages::message(out, b'd', |m| m.extend_from_slice(&[0xff, 0xff]));
+                }
+                messages::empty(out, b'c');
+                messages::command_complete(out, &format!("COPY {}", self.tagged));
             }
             (None, None) => {
                 // A SELECT counts the rows sent (after LIMIT); a write what each shard did;

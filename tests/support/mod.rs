@@ -151,8 +151,8 @@ pub fn config(
     toml
 }
 
-/// A unique scratch directory for one pooler (config + log).
-fn scratch_dir() -> PathBuf {
+/// A unique scratch directory (a pooler's config and log, a test's files).
+pub fn scratch_dir() -> PathBuf {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "pgcat-test-{}-{}",

@@ -17,6 +17,19 @@ impl Client {
         routed: &Routed,
     ) -> Result<(), ClientError> {
         let pool = self.session.pool.clone();
+        match &routed.analysis.cross_shard {
+            pgcat_parser::CrossShard::CopyIn { table, key, format } => {
+                return self.copy_in(role, (table, *key, format)).await;
+            }
+            pgcat_parser::CrossShard::CopyOut { .. } if self.buf[0] != b'Q' => {
+                let error = PgError::error(
+                    "0A000",
+                    "COPY across shards needs the simple query protocol",
+                );
+                return self.reject(error, false).await;
+            }
+            _ => {}
+        }
         if let Some(error) = refused_aggregate(&pool, routed).await {
             return self.reject(error, false).await;
         }
@@ -41,29 +54,11 @@ impl Client {
             return self.reject(error, false).await;
         }
         let info = self.session.info.clone();
-        let waited = Instant::now();
-        info.set_state(ClientState::Waiting, || waited);
-        let mut servers: Vec<(usize, Server)> = Vec::with_capacity(targets.len());
-        // In shard order: two clients running on every shard never wait for each other's
-        // servers in opposite orders.
-        for &(shard, _) in &targets {
-            match self.take_shard(shard, role, waited).await {
-                Ok(server) => servers.push((shard, server)),
-                Err(error) => {
-                    for (_, server) in servers {
-                        checkin(server, pool.mode).await;
-                    }
-                    info.set_state(ClientState::Idle, Instant::now);
-                    return self.reject(error, false).await;
-                }
-            }
-        }
-        info.set_state(ClientState::Active, Instant::now);
-        info.hold_servers(
-            servers
-                .iter()
-                .map(|(_, s)| s.session().cancel_key().clone()),
-        );
+        let shards = targets.iter().map(|(shard, _)| *shard);
+        let mut servers = match self.take_all(shards, role).await {
+            Ok(servers) => servers,
+            Err(error) => return self.reject(error, false).await,
+        };
         let write = matches!(
             plan,
             pgcat_parser::CrossShard::Write
@@ -142,6 +137,40 @@ impl Client {
         }
         self.stream.send(&out).await?;
         Ok(())
+    }
+
+    /// A server of each of `shards` (ascending: two clients running on several shards
+    /// never wait for each other's servers in opposite orders), the client's state
+    /// following; none when one cannot be had (the client's error, naming the shard).
+    pub(super) async fn take_all(
+        &mut self,
+        shards: impl Iterator<Item = usize>,
+        role: Option<Role>,
+    ) -> Result<Vec<(usize, Server)>, PgError> {
+        let info = self.session.info.clone();
+        let mode = self.session.pool.mode;
+        let waited = Instant::now();
+        info.set_state(ClientState::Waiting, || waited);
+        let mut servers: Vec<(usize, Server)> = Vec::new();
+        for shard in shards {
+            match self.take_shard(shard, role, waited).await {
+                Ok(server) => servers.push((shard, server)),
+                Err(error) => {
+                    for (_, server) in servers {
+                        checkin(server, mode).await;
+                    }
+                    info.set_state(ClientState::Idle, Instant::now);
+                    return Err(error);
+                }
+            }
+        }
+        info.set_state(ClientState::Active, Instant::now);
+        info.hold_servers(
+            servers
+                .iter()
+                .map(|(_, s)| s.session().cancel_key().clone()),
+        );
+        Ok(servers)
     }
 
     /// A server of `shard` for a statement on several shards (`waited`: since when the

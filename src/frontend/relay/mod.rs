@@ -52,6 +52,7 @@ mod answered;
 mod batch;
 mod client_messages;
 mod conversation;
+mod copy_in;
 mod describe;
 mod dispatch;
 mod errors;

@@ -204,7 +204,10 @@ impl Client {
         if analysis.cross_shard == CrossShard::Control {
             return Ok(Target::Shards(every(), CrossShard::Control, Vec::new()));
         }
-        if matches!(&analysis.cross_shard, CrossShard::Refused(what) if *what == "COPY") {
+        if matches!(
+            &analysis.cross_shard,
+            CrossShard::CopyIn { .. } | CrossShard::CopyOut { .. }
+        ) {
             return Err(PgError::error(
                 "0A000",
                 "COPY inside a transaction spanning shards is not supported yet",

@@ -44,6 +44,10 @@ impl ShardStatement {
             CrossShard::Concat {
                 shard_sql: Some(sql),
                 ..
+            }
+            | CrossShard::CopyOut {
+                shard_sql: Some(sql),
+                ..
             } => {
                 let messages = self.with_text(sql);
                 Ok(shards.map(|s| (s, messages.clone())).collect())
@@ -167,6 +171,13 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
     let plan = match plan {
         CrossShard::Aggregate { functions, columns } => {
             Plan::Aggregates(functions.clone(), columns.clone())
+        }
+        CrossShard::CopyOut { format, .. } => {
+            let binary = format.kind == pgcat_parser::cross_shard::CopyKind::Binary;
+            Plan::CopyOut {
+                binary,
+                header: format.header && !binary,
+            }
         }
         CrossShard::Concat {
             order,

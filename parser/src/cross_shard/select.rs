@@ -1,0 +1,270 @@
+//! A SELECT with no shard: whether one shard answers it, how the shards' rows merge
+//! (ORDER BY output columns, LIMIT and OFFSET, aggregates combined) or which construct
+//! is refused.
+
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, OrderBy,
+    OrderByKind, OrderBySort, Query, SelectItem, SetExpr, TableFactor, Value, Visit,
+};
+
+use super::{name_of, Aggregate, CrossShard, Seen, SortColumn, SortKey};
+
+/// A LIMIT or OFFSET count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Number(u64),
+    /// `$n` (1-based), given by the Bind.
+    Param(usize),
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Number(n) => write!(f, "{n}"),
+            Count::Param(n) => write!(f, "${n}"),
+        }
+    }
+}
+
+pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
+    let mut seen = Seen::default();
+    let _ = query.visit(&mut seen);
+    if seen.tables == 0 {
+        return CrossShard::AnyShard;
+    }
+    let refused = |what| CrossShard::Refused(what);
+    if query.with.is_some() {
+        return refused("WITH (common table expressions)");
+    }
+    let SetExpr::Select(select) = &*query.body else {
+        return refused("UNION, INTERSECT or EXCEPT");
+    };
+    let order = match &query.order_by {
+        None => Vec::new(),
+        Some(order_by) => match sort_keys(order_by, &select.projection) {
+            Ok(keys) => keys,
+            Err(what) => return refused(what),
+        },
+    };
+    if query.fetch.is_some() {
+        return refused("FETCH");
+    }
+    let (limit, offset) = match &query.limit_clause {
+        None => (None, None),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) if limit_by.is_empty() => {
+            let limit = limit.as_ref().map(count);
+            let offset = offset.as_ref().map(|o| count(&o.value));
+            match (limit, offset) {
+                (Some(None), _) | (_, Some(None)) => {
+                    return refused("LIMIT or OFFSET other than a number or a parameter")
+                }
+                (limit, offset) => (limit.flatten().flatten(), offset.flatten().flatten()),
+            }
+        }
+        Some(_) => return refused("this LIMIT form"),
+    };
+    let shard_sql = match (offset, &query.limit_clause) {
+        (Some(offset), Some(clause)) => {
+            if !printable {
+                return refused("OFFSET in a statement nested too deeply to rewrite");
+            }
+            let (text, clause) = (query.to_string(), clause.to_string());
+            let Some(at) = text.rfind(clause.trim_start()) else {
+                return refused("this OFFSET form");
+            };
+            let each = match limit {
+                Some(limit) => format!("LIMIT ({limit})::int8 + ({offset})::int8"),
+                None => String::new(),
+            };
+            let end = at + clause.trim_start().len();
+            Some(format!("{}{each}{}", &text[..at], &text[end..]))
+        }
+        _ => None,
+    };
+    if select.distinct.is_some() {
+        return refused("DISTINCT");
+    }
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    if grouped {
+        return refused("GROUP BY");
+    }
+    if select.having.is_some() {
+        return refused("HAVING");
+    }
+    if select.into.is_some() {
+        return refused("SELECT INTO");
+    }
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return refused("joins (several tables in FROM)");
+    }
+    if seen.derived || seen.table_functions {
+        return refused("a subquery or function in FROM");
+    }
+    if seen.subqueries {
+        return refused("subqueries");
+    }
+    if seen.windows {
+        return refused("window functions");
+    }
+    let aggregates = select
+        .projection
+        .iter()
+        .map(aggregate_item)
+        .collect::<Option<Vec<_>>>();
+    if seen.collate && (!order.is_empty() || aggregates.is_some()) {
+        return refused("COLLATE in a statement ordered or aggregated across shards");
+    }
+    if let Some(aggregates) = aggregates {
+        if order.is_empty() && limit.is_none() && offset.is_none() {
+            let table = match &select.from[0].relation {
+                TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
+                _ => None,
+            };
+            let (functions, columns) = aggregates
+                .into_iter()
+                .map(|(function, column)| {
+                    let column = table.zip(column).map(|(t, c)| (name_of(t), name_of(c)));
+                    (function, column)
+                })
+                .unzip();
+            return CrossShard::Aggregate { functions, columns };
+        }
+    }
+    seen.functions.sort();
+    seen.functions.dedup();
+    CrossShard::Concat {
+        functions: seen.functions,
+        order,
+        limit,
+        offset,
+        shard_sql,
+    }
+}
+
+/// A non-negative integer literal.
+fn number(expr: &Expr) -> Option<u64> {
+    match count(expr) {
+        Some(Some(Count::Number(n))) => Some(n),
+        _ => None,
+    }
+}
+
+/// A LIMIT or OFFSET count: `Some(None)` for `NULL` (no limit, no offset), `None` for
+/// what is neither a non-negative integer literal nor a parameter.
+fn count(expr: &Expr) -> Option<Option<Count>> {
+    let Expr::Value(v) = expr else {
+        return None;
+    };
+    match &v.value {
+        Value::Number(n, _) => n.parse().ok().map(|n| Some(Count::Number(n))),
+        Value::Null => Some(None),
+        Value::Placeholder(p) => {
+            let n = p.strip_prefix('$')?.parse().ok().filter(|n| *n >= 1)?;
+            Some(Some(Count::Param(n)))
+        }
+        _ => None,
+    }
+}
+
+/// The ORDER BY keys, each an output column: by position, by name (an output column's
+/// name or alias), or by an expression that is one of the output columns.
+fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKey>, &'static str> {
+    let OrderByKind::Expressions(exprs) = &order_by.kind else {
+        return Err("ORDER BY ALL");
+    };
+    let wildcard = projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    exprs
+        .iter()
+        .map(|e| {
+            let descending = match &e.options.sort {
+                None | Some(OrderBySort::Asc) => false,
+                Some(OrderBySort::Desc) => true,
+                Some(OrderBySort::Using(_)) => return Err("ORDER BY … USING"),
+            };
+            let column = if let Some(n) = number(&e.expr) {
+                SortColumn::Position((n as usize).checked_sub(1).ok_or("ORDER BY 0")?)
+            } else if let Some(i) = projection.iter().position(|item| match item {
+                SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                    *x == e.expr
+                }
+                _ => false,
+            }) {
+                SortColumn::Position(i)
+            } else {
+                match &e.expr {
+                    Expr::Identifier(ident) => SortColumn::Name(name_of(ident)),
+                    Expr::CompoundIdentifier(parts) if wildcard => {
+                        SortColumn::Name(name_of(parts.last().ok_or("ORDER BY")?))
+                    }
+                    _ => return Err("ORDER BY an expression that is not an output column"),
+                }
+            };
+            Ok(SortKey {
+                column,
+                descending,
+                nulls_first: e.options.nulls_first.unwrap_or(descending),
+            })
+        })
+        .collect()
+}
+
+/// The aggregate an output column is (one plain aggregate call: no DISTINCT, FILTER,
+/// ORDER BY within or OVER, maybe with an alias), and the column it reads if it names one.
+fn aggregate_item(item: &SelectItem) -> Option<(Aggregate, Option<&sqlparser::ast::Ident>)> {
+    let (SelectItem::UnnamedExpr(Expr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    }) = item
+    else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let plain = f.over.is_none()
+        && f.filter.is_none()
+        && f.within_group.is_empty()
+        && f.name.0.len() == 1
+        && list.duplicate_treatment.is_none()
+        && list.clauses.is_empty()
+        && list.args.len() == 1;
+    if !plain {
+        return None;
+    }
+    let star = matches!(
+        list.args[0],
+        FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
+    );
+    let name = f.name.0[0].as_ident()?.value.to_lowercase();
+    let column = match &list.args[0] {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(column))) => Some(column),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts))) => {
+            parts.last()
+        }
+        _ => None,
+    };
+    let function = match name.as_str() {
+        "count" => Aggregate::Count,
+        _ if star => return None,
+        "sum" => Aggregate::Sum,
+        "min" => Aggregate::Min,
+        "max" => Aggregate::Max,
+        "bool_and" | "every" => Aggregate::BoolAnd,
+        "bool_or" => Aggregate::BoolOr,
+        _ => return None,
+    };
+    Some((function, column))
+}
