@@ -80,6 +80,20 @@ pub enum CrossShard {
         /// column's collation).
         columns: Vec<Option<(String, String)>>,
     },
+    /// `GROUP BY` output columns (or `DISTINCT`, or `HAVING`), with aggregates: each
+    /// shard runs `shard_sql` (the statement without HAVING, ORDER BY, LIMIT and OFFSET)
+    /// and the merge groups their groups again (`functions`: each output column's
+    /// aggregate, `None` for a grouping column; `columns`: the table column each aggregate
+    /// reads, for its collation), then applies `having`, `order`, `offset` and `limit`.
+    Grouped {
+        functions: Vec<Option<Aggregate>>,
+        columns: Vec<Option<(String, String)>>,
+        order: Vec<SortKey>,
+        limit: Option<Count>,
+        offset: Option<Count>,
+        having: Option<Having>,
+        shard_sql: String,
+    },
     /// `UPDATE` or `DELETE` of one table with no shard: runs on every shard, all or
     /// nothing (each shard in a transaction, committed when every one succeeded); the
     /// counts summed, RETURNING rows concatenated.
@@ -334,9 +348,11 @@ fn name_of(ident: &sqlparser::ast::Ident) -> String {
 }
 
 mod copy;
+mod group;
 mod select;
 
 pub use copy::{CopyFormat, CopyKind};
+pub use group::{Comparison, Having};
 pub use select::Count;
 
 #[cfg(test)]

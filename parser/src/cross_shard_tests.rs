@@ -281,10 +281,14 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "LIMIT or OFFSET other than a number or a parameter",
         ),
         ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
-        ("SELECT DISTINCT value FROM data", "DISTINCT"),
+        ("SELECT DISTINCT ON (value) value FROM data", "DISTINCT ON"),
         (
-            "SELECT value, count(*) FROM data GROUP BY value",
-            "GROUP BY",
+            "SELECT value, count(*) FROM data GROUP BY ROLLUP (value)",
+            "GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS",
+        ),
+        (
+            "SELECT value, avg(id) FROM data GROUP BY value",
+            "an output column that is neither grouped nor an aggregate",
         ),
         (
             "SELECT d.id FROM data d JOIN other o ON o.id = d.id",
@@ -365,4 +369,43 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
         assert_eq!(of(sql), CrossShard::Refused(what), "{sql}");
     }
     assert_eq!(of("SELEC nonsense"), CrossShard::Unknown);
+}
+
+#[test]
+fn group_by_and_distinct_regroup_without_having_order_or_limit_on_the_shards() {
+    let CrossShard::Grouped {
+        functions,
+        having,
+        limit,
+        shard_sql,
+        ..
+    } = of("SELECT grp AS g, count(*), max(id) FROM data WHERE id > 3 GROUP BY g HAVING count(*) > 5 AND NOT g = 2 ORDER BY 2 DESC LIMIT 3")
+    else {
+        panic!("not grouped");
+    };
+    assert_eq!(
+        functions,
+        [None, Some(Aggregate::Count), Some(Aggregate::Max)]
+    );
+    assert_eq!(limit, Some(Count::Number(3)));
+    assert_eq!(
+        shard_sql,
+        "SELECT grp AS g, count(*), max(id) FROM data WHERE id > 3 GROUP BY g"
+    );
+    let compare = |column, op, constant: &str| Having::Compare {
+        column,
+        op,
+        constant: Some(constant.into()),
+    };
+    assert_eq!(
+        having,
+        Some(Having::And(
+            Box::new(compare(1, Comparison::Gt, "5")),
+            Box::new(Having::Not(Box::new(compare(0, Comparison::Eq, "2")))),
+        ))
+    );
+    let CrossShard::Grouped { functions, .. } = of("SELECT DISTINCT grp, value FROM data") else {
+        panic!("not grouped");
+    };
+    assert_eq!(functions, [None, None]);
 }

@@ -50,6 +50,7 @@ pub fn place(
         .with_hint(HOW)),
         CrossShard::Concat { .. }
         | CrossShard::Aggregate { .. }
+        | CrossShard::Grouped { .. }
         | CrossShard::Write
         | CrossShard::Schema
         | CrossShard::Insert
@@ -65,6 +66,7 @@ pub fn runs_everywhere(plan: &CrossShard) -> bool {
         plan,
         CrossShard::Concat { .. }
             | CrossShard::Aggregate { .. }
+            | CrossShard::Grouped { .. }
             | CrossShard::Write
             | CrossShard::Schema
             | CrossShard::Insert

@@ -6,11 +6,12 @@
 //! messages and writes what the client gets, so unit tests drive it byte for byte.
 
 use bytes::BytesMut;
-use pgcat_parser::cross_shard::{Aggregate, SortKey};
+use pgcat_parser::cross_shard::SortKey;
 
 mod collation;
 mod copy_out;
 mod datetime;
+mod groups;
 mod numeric;
 mod order;
 mod values;
@@ -18,6 +19,8 @@ mod values;
 use crate::wire::messages::{self, PgError};
 pub use collation::{Collations, Column};
 use copy_out::CopyOut;
+pub use groups::GroupPlan;
+use groups::Groups;
 use order::Order;
 
 /// The merge of one statement's answers, fed shard by shard.
@@ -39,7 +42,7 @@ pub struct Merge {
     /// The first error; nothing more is forwarded after it.
     error: Option<PgError>,
     /// Aggregates: each shard's row is folded into one.
-    combine: Option<Combine>,
+    combine: Option<Groups>,
     /// ORDER BY: the keys, and once the columns are known, the resolved order.
     sort_keys: Vec<SortKey>,
     order: Option<Order>,
@@ -77,21 +80,10 @@ pub enum Plan {
     /// COPY … TO STDOUT: every shard's data, with one header (`binary`: the binary
     /// header and trailer; `header`: a text or CSV header line) and one CopyDone.
     CopyOut { binary: bool, header: bool },
-    /// One row per shard, combined column by column; with the table column each
-    /// aggregate reads, if it names one (table, column), whose collation its text has.
-    Aggregates(Vec<Aggregate>, Vec<Option<(String, String)>>),
-}
-
-/// The aggregates of a statement without GROUP BY, combined as the shards' rows come.
-struct Combine {
-    aggregates: Vec<Aggregate>,
-    /// The table column each reads, if it names one (see [`Plan::Aggregates`]).
-    columns: Vec<Option<(String, String)>>,
-    /// Each column's type OID and whether it is in binary format, from the
-    /// RowDescription.
-    types: Vec<(u32, bool)>,
-    /// The combined values so far (NULL as `None`); empty before the first row.
-    values: Vec<Option<Vec<u8>>>,
+    /// Rows grouped (across shards) by their grouping columns, each aggregate combined;
+    /// then filtered, ordered, skipped and capped (see [`GroupPlan`]). Aggregates without
+    /// GROUP BY are one group.
+    Groups(GroupPlan),
 }
 
 impl Merge {
@@ -111,13 +103,8 @@ impl Merge {
                 copy: Some(CopyOut::new(binary, header)),
                 ..Merge::default()
             },
-            Plan::Aggregates(aggregates, columns) => Merge {
-                combine: Some(Combine {
-                    aggregates,
-                    columns,
-                    types: Vec::new(),
-                    values: Vec::new(),
-                }),
+            Plan::Groups(plan) => Merge {
+                combine: Some(Groups::new(plan)),
                 ..Merge::default()
             },
         }
@@ -309,21 +296,10 @@ impl Merge {
     pub fn finish(self, out: &mut BytesMut) {
         match (self.error, self.combine) {
             (Some(error), _) => error.encode(out),
-            (None, Some(combine)) => {
-                messages::message(out, b'D', |m| {
-                    m.extend_from_slice(&(combine.values.len() as u16).to_be_bytes());
-                    for value in &combine.values {
-                        match value {
-                            None => m.extend_from_slice(&(-1i32).to_be_bytes()),
-                            Some(v) => {
-                                m.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                                m.extend_from_slice(v);
-                            }
-                        }
-                    }
-                });
-                messages::command_complete(out, "SELECT 1");
-            }
+            (None, Some(groups)) => match groups.finish(out) {
+                Ok(rows) => messages::command_complete(out, &format!("SELECT {rows}")),
+                Err(error) => error.encode(out),
+            },
             (None, None) if self.copy.is_some() => {
                 if self.copy.as_ref().is_some_and(CopyOut::binary) {
                     messages::message(out, b'd', |m| m.extend_from_slice(&[0xff, 0xff]));
@@ -349,83 +325,6 @@ impl Merge {
     }
 }
 
-impl Combine {
-    /// Learns the columns' types; refuses types whose aggregate is not combined here
-    /// (text only where `collations` say it compares byte by byte).
-    fn describe(&mut self, body: &[u8], collations: Option<&Collations>) -> Result<(), PgError> {
-        let fields =
-            described(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
-        if fields.len() != self.aggregates.len() {
-            return Err(PgError::error(
-                "0A000",
-                "the aggregates and the columns do not match",
-            ));
-        }
-        self.types = fields.iter().map(|f| (f.type_oid, f.format == 1)).collect();
-        for (i, (aggregate, field)) in self.aggregates.iter().zip(&fields).enumerate() {
-            let type_oid = field.type_oid;
-            // An aggregate's text has the collation of the column it reads.
-            let column = self.columns.get(i).and_then(Option::as_ref);
-            let text = match (collations, column) {
-                (Some(c), Some((table, column))) => c.of_column(table, column),
-                _ => field.collation(collations),
-            };
-            let ok = match aggregate {
-                Aggregate::Count => type_oid == values::INT8,
-                // sum(int2/int4) is int8, sum(int8/numeric) numeric; float sums round
-                // differently in another order, so they are not combined.
-                Aggregate::Sum => matches!(type_oid, values::INT8 | values::NUMERIC),
-                Aggregate::Min | Aggregate::Max => match values::kind(type_oid) {
-                    values::Kind::Ordered => true,
-                    values::Kind::Collated => text.is_ok(),
-                    values::Kind::Unordered => false,
-                },
-                Aggregate::BoolAnd | Aggregate::BoolOr => type_oid == values::BOOL,
-            };
-            if !ok {
-                let under = match (values::kind(type_oid), text) {
-                    (values::Kind::Collated, Err(collation)) => {
-                        format!(" under the collation \"{collation}\"")
-                    }
-                    _ => String::new(),
-                };
-                return Err(PgError::error(
-                    "0A000",
-                    format!(
-                        "cannot combine {} of a value of type {type_oid}{under} across shards: not supported yet",
-                        name(*aggregate)
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Folds one shard's row (a DataRow body) into the combined one.
-    fn fold(&mut self, body: &[u8]) -> Result<(), PgError> {
-        let row = row_values(body).ok_or_else(|| PgError::error("08P01", "malformed DataRow"))?;
-        if row.len() != self.aggregates.len() {
-            return Err(PgError::error(
-                "08P01",
-                "a DataRow with the wrong number of columns",
-            ));
-        }
-        if self.values.is_empty() {
-            self.values = row;
-            return Ok(());
-        }
-        for (i, value) in row.into_iter().enumerate() {
-            let (aggregate, ty) = (self.aggregates[i], self.types[i]);
-            let current = self.values[i].take();
-            self.values[i] = match (current, value) {
-                (None, v) | (v, None) => v,
-                (Some(a), Some(b)) => Some(combine(aggregate, ty, &a, &b)?),
-            };
-        }
-        Ok(())
-    }
-}
-
 /// `error`, which happened on `shard` of a statement run on every shard, saying so in its
 /// DETAIL.
 pub fn on_shard(shard: usize, mut error: PgError) -> PgError {
@@ -435,51 +334,6 @@ pub fn on_shard(shard: usize, mut error: PgError) -> PgError {
         None => format!("The statement ran on every shard and failed {on}."),
     });
     error
-}
-
-/// Two shards' results of `aggregate` (of type `ty`, binary or not) combined.
-fn combine(
-    aggregate: Aggregate,
-    (ty, binary): (u32, bool),
-    a: &[u8],
-    b: &[u8],
-) -> Result<Vec<u8>, PgError> {
-    use std::cmp::Ordering::{Greater, Less};
-    let out_of_range = || PgError::error("22003", format!("{} out of range", name(aggregate)));
-    let pick = |keep_a: bool| if keep_a { a.to_vec() } else { b.to_vec() };
-    fn decoded(ty: u32, binary: bool, v: &[u8]) -> Result<values::Sortable<'_>, PgError> {
-        values::decode(ty, binary, v).ok_or_else(|| {
-            PgError::error(
-                "0A000",
-                format!(
-                    "cannot compare the value {:?} of type {ty} across shards",
-                    String::from_utf8_lossy(v)
-                ),
-            )
-        })
-    }
-    let decode = |v| decoded(ty, binary, v);
-    let order = || Ok::<_, PgError>(values::compare(&decode(a)?, &decode(b)?));
-    Ok(match aggregate {
-        Aggregate::Count | Aggregate::Sum => {
-            values::add(ty, binary, a, b).ok_or_else(out_of_range)?
-        }
-        Aggregate::Min => pick(order()? != Greater),
-        Aggregate::Max => pick(order()? != Less),
-        Aggregate::BoolAnd => pick(decode(a)? == values::Sortable::Int(0)),
-        Aggregate::BoolOr => pick(decode(a)? == values::Sortable::Int(1)),
-    })
-}
-
-fn name(aggregate: Aggregate) -> &'static str {
-    match aggregate {
-        Aggregate::Count => "count()",
-        Aggregate::Sum => "sum()",
-        Aggregate::Min => "min()",
-        Aggregate::Max => "max()",
-        Aggregate::BoolAnd => "bool_and()",
-        Aggregate::BoolOr => "bool_or()",
-    }
 }
 
 /// An output column, as a RowDescription describes it.

@@ -1,6 +1,7 @@
 //! The merge's unit tests: shards' answers fed byte for byte, the client's answer checked.
 
 use super::*;
+use pgcat_parser::cross_shard::Aggregate;
 
 /// A RowDescription body: (name, table OID, type OID) per column.
 fn row_description(cols: &[(&str, u32, u32)]) -> Vec<u8> {
@@ -136,10 +137,13 @@ pub(super) fn values_row(values: &[Option<&str>]) -> Vec<u8> {
 #[test]
 fn aggregates_combine_into_the_whole_tables_row() {
     use Aggregate::*;
-    let mut merge = Merge::new(Plan::Aggregates(
-        vec![Count, Sum, Sum, Min, Max, BoolAnd, BoolOr],
-        vec![None; 7],
-    ));
+    let mut merge = Merge::new(Plan::Groups(GroupPlan {
+        functions: [Count, Sum, Sum, Min, Max, BoolAnd, BoolOr]
+            .map(Some)
+            .to_vec(),
+        columns: vec![None; 7],
+        ..GroupPlan::default()
+    }));
     let mut out = BytesMut::new();
     let desc = row_description(&[
         ("count", 0, 20),
@@ -196,7 +200,11 @@ fn aggregates_combine_into_the_whole_tables_row() {
 
 #[test]
 fn aggregates_of_types_not_combined_here_are_refused() {
-    let mut merge = Merge::new(Plan::Aggregates(vec![Aggregate::Sum], vec![None]));
+    let mut merge = Merge::new(Plan::Groups(GroupPlan {
+        functions: vec![Some(Aggregate::Sum)],
+        columns: vec![None],
+        ..GroupPlan::default()
+    }));
     let mut out = BytesMut::new();
     merge.on_message(0, b'T', &row_description(&[("sum", 0, 701)]), &mut out);
     let before = out.len();
@@ -228,4 +236,47 @@ fn offset_skips_rows_before_the_limit_counts_them() {
     want.extend(framed(b'D', &data_row("4")));
     want.extend(framed(b'C', b"SELECT 2\0"));
     assert_eq!(out.to_vec(), want);
+}
+
+#[test]
+fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
+    use pgcat_parser::cross_shard::{Comparison, Having, SortColumn};
+    // SELECT grp, count(*) AS n … GROUP BY grp HAVING count(*) > 2 ORDER BY n DESC LIMIT 2
+    let mut merge = Merge::new(Plan::Groups(GroupPlan {
+        functions: vec![None, Some(Aggregate::Count)],
+        columns: vec![None, None],
+        having: Some(Having::Compare {
+            column: 1,
+            op: Comparison::Gt,
+            constant: Some("2".into()),
+        }),
+        order: vec![SortKey {
+            column: SortColumn::Name("n".into()),
+            descending: true,
+            nulls_first: true,
+        }],
+        offset: 0,
+        limit: Some(2),
+    }));
+    let mut out = BytesMut::new();
+    let desc = row_description(&[("grp", 0, 1700), ("n", 0, 20)]);
+    for shard in 0..2 {
+        merge.on_message(shard, b'T', &desc, &mut out);
+    }
+    // Shard 0: 1.5 → 2, a → NULL group 4; shard 1: 1.50 → 3 (the same group), 7 → 1.
+    for (shard, grp, n) in [
+        (0, Some("1.5"), "2"),
+        (0, None, "4"),
+        (0, Some("9"), "3"),
+        (1, Some("1.50"), "3"),
+        (1, Some("7"), "1"),
+    ] {
+        merge.on_message(shard, b'D', &values_row(&[grp, Some(n)]), &mut out);
+    }
+    let before = out.len();
+    merge.finish(&mut out);
+    let mut want = framed(b'D', &values_row(&[Some("1.5"), Some("5")]));
+    want.extend(framed(b'D', &values_row(&[None, Some("4")])));
+    want.extend(framed(b'C', b"SELECT 2\0"));
+    assert_eq!(out[before..].to_vec(), want, "9 → 3 is cut by LIMIT 2");
 }

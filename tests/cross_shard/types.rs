@@ -60,6 +60,9 @@ const AGGREGATED_KINDS: &[&str] = &[
     "SELECT min(ts), max(ts), min(tz), max(tz), min(tm), max(tm) FROM kinds",
     "SELECT max(iv), min(f), max(f), min(n), max(n), sum(n), count(*), sum(id), bool_and(b), bool_or(b) FROM kinds",
     "SELECT min(n), sum(id) FROM kinds WHERE id < 0",
+    "SELECT b, count(*), min(d), max(tz), sum(n) FROM kinds GROUP BY b ORDER BY b",
+    "SELECT iv, count(*) FROM kinds GROUP BY iv ORDER BY 2 DESC, 1 LIMIT 7",
+    "SELECT DISTINCT u FROM kinds ORDER BY u LIMIT 9",
 ];
 
 #[test]

@@ -60,8 +60,8 @@ def run_psycopg():
         )
         check("psycopg prepared", same)
         try:
-            through.execute("SELECT DISTINCT grp FROM items")
-            check("psycopg refusal", False, "DISTINCT answered")
+            through.execute("SELECT DISTINCT ON (grp) grp FROM items")
+            check("psycopg refusal", False, "DISTINCT ON answered")
         except psycopg.errors.FeatureNotSupported as e:
             check("psycopg refusal", "DISTINCT" in str(e), str(e))
         check("psycopg after refusal", through.execute("SELECT 1").fetchone() == (1,))

@@ -85,19 +85,6 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
         }
         _ => None,
     };
-    if select.distinct.is_some() {
-        return refused("DISTINCT");
-    }
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-    };
-    if grouped {
-        return refused("GROUP BY");
-    }
-    if select.having.is_some() {
-        return refused("HAVING");
-    }
     if select.into.is_some() {
         return refused("SELECT INTO");
     }
@@ -113,6 +100,24 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
     if seen.windows {
         return refused("window functions");
     }
+    let table = match &select.from[0].relation {
+        TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
+        _ => None,
+    };
+    let grouped = select.distinct.is_some()
+        || select.having.is_some()
+        || match &select.group_by {
+            GroupByExpr::All(_) => true,
+            GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+        };
+    if grouped {
+        if seen.collate {
+            return refused("COLLATE in a statement ordered or aggregated across shards");
+        }
+        let table = table.map(name_of);
+        let bounds = (order, limit, offset);
+        return super::group::plan_grouped(query, select, bounds, printable, table);
+    }
     let aggregates = select
         .projection
         .iter()
@@ -123,10 +128,6 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
     }
     if let Some(aggregates) = aggregates {
         if order.is_empty() && limit.is_none() && offset.is_none() {
-            let table = match &select.from[0].relation {
-                TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
-                _ => None,
-            };
             let (functions, columns) = aggregates
                 .into_iter()
                 .map(|(function, column)| {
@@ -222,7 +223,9 @@ fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKe
 
 /// The aggregate an output column is (one plain aggregate call: no DISTINCT, FILTER,
 /// ORDER BY within or OVER, maybe with an alias), and the column it reads if it names one.
-fn aggregate_item(item: &SelectItem) -> Option<(Aggregate, Option<&sqlparser::ast::Ident>)> {
+pub(super) fn aggregate_item(
+    item: &SelectItem,
+) -> Option<(Aggregate, Option<&sqlparser::ast::Ident>)> {
     let (SelectItem::UnnamedExpr(Expr::Function(f))
     | SelectItem::ExprWithAlias {
         expr: Expr::Function(f),

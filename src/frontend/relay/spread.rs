@@ -39,7 +39,7 @@ pub(super) struct Spread {
 enum Target {
     /// On the shards listed (in order), answered as one; `plan` says how (an INSERT's
     /// rows go each to its shard by their `keys`).
-    Shards(Vec<usize>, CrossShard, Vec<KeyValue>),
+    Shards(Vec<usize>, Box<CrossShard>, Vec<KeyValue>),
     /// COMMIT (`true`) or ROLLBACK.
     End(bool),
 }
@@ -202,7 +202,11 @@ impl Client {
             .with_hint("Use SET LOCAL, or make the change before BEGIN."));
         }
         if analysis.cross_shard == CrossShard::Control {
-            return Ok(Target::Shards(every(), CrossShard::Control, Vec::new()));
+            return Ok(Target::Shards(
+                every(),
+                Box::new(CrossShard::Control),
+                Vec::new(),
+            ));
         }
         if matches!(
             &analysis.cross_shard,
@@ -216,12 +220,12 @@ impl Client {
         let decided = request::decide(request, &self.routing, pool)?;
         if decided.all_shards {
             let (plan, keys) = (analysis.cross_shard.clone(), analysis.keys.clone());
-            return Ok(Target::Shards(every(), plan, keys));
+            return Ok(Target::Shards(every(), Box::new(plan), keys));
         }
         let shard = decided.route.shard.unwrap_or(0);
         Ok(Target::Shards(
             vec![shard],
-            CrossShard::AnyShard,
+            Box::new(CrossShard::AnyShard),
             Vec::new(),
         ))
     }

@@ -5,7 +5,7 @@
 
 use super::batch;
 use super::*;
-use crate::merge::{Merge, Plan};
+use crate::merge::{GroupPlan, Merge, Plan};
 use crate::wire::bind::BindParams;
 use pgcat_parser::cross_shard::Count;
 use pgcat_parser::CrossShard;
@@ -48,7 +48,8 @@ impl ShardStatement {
             | CrossShard::CopyOut {
                 shard_sql: Some(sql),
                 ..
-            } => {
+            }
+            | CrossShard::Grouped { shard_sql: sql, .. } => {
                 let messages = self.with_text(sql);
                 Ok(shards.map(|s| (s, messages.clone())).collect())
             }
@@ -169,9 +170,27 @@ impl Client {
 /// Its LIMIT or OFFSET can be refused (negative, unreadable).
 pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result<Merge, PgError> {
     let plan = match plan {
-        CrossShard::Aggregate { functions, columns } => {
-            Plan::Aggregates(functions.clone(), columns.clone())
-        }
+        CrossShard::Aggregate { functions, columns } => Plan::Groups(GroupPlan {
+            functions: functions.iter().copied().map(Some).collect(),
+            columns: columns.clone(),
+            ..GroupPlan::default()
+        }),
+        CrossShard::Grouped {
+            functions,
+            columns,
+            order,
+            limit,
+            offset,
+            having,
+            ..
+        } => Plan::Groups(GroupPlan {
+            functions: functions.clone(),
+            columns: columns.clone(),
+            having: having.clone(),
+            order: order.clone(),
+            offset: statement.count(*offset, "OFFSET", "2201X")?.unwrap_or(0),
+            limit: statement.count(*limit, "LIMIT", "2201W")?,
+        }),
         CrossShard::CopyOut { format, .. } => {
             let binary = format.kind == pgcat_parser::cross_shard::CopyKind::Binary;
             Plan::CopyOut {

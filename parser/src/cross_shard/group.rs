@@ -1,0 +1,249 @@
+//! GROUP BY and DISTINCT across shards: each shard groups its rows (without HAVING,
+//! ORDER BY's LIMIT or OFFSET, which only the whole can decide), and the merge groups the
+//! shards' groups again, combining their aggregates, then applies HAVING, ORDER BY, OFFSET
+//! and LIMIT. Grouping and ordering are by output columns; HAVING compares output
+//! columns (grouping columns or aggregates in the select list) with constants.
+
+use sqlparser::ast::{BinaryOperator, Expr, Query, Select, SelectItem, UnaryOperator, Value};
+
+use super::select::{aggregate_item, Count};
+use super::{name_of, Aggregate, CrossShard, SortKey};
+
+/// A HAVING condition over output columns, evaluated after the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Having {
+    And(Box<Having>, Box<Having>),
+    Or(Box<Having>, Box<Having>),
+    Not(Box<Having>),
+    /// Output column `column` against a constant (its text; `None`: NULL).
+    Compare {
+        column: usize,
+        op: Comparison,
+        constant: Option<String>,
+    },
+    /// `column IS [NOT] NULL`.
+    IsNull {
+        column: usize,
+        negated: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// The grouped statement's plan, or the construct refused.
+pub(super) fn plan_grouped(
+    query: &Query,
+    select: &Select,
+    (order, limit, offset): (Vec<SortKey>, Option<Count>, Option<Count>),
+    printable: bool,
+    table: Option<String>,
+) -> CrossShard {
+    let refused = CrossShard::Refused;
+    let distinct = match &select.distinct {
+        None => false,
+        Some(sqlparser::ast::Distinct::Distinct) => true,
+        Some(_) => return refused("DISTINCT ON"),
+    };
+    let group_exprs: Vec<&Expr> = match &select.group_by {
+        sqlparser::ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {
+            exprs.iter().collect()
+        }
+        _ => return refused("GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS"),
+    };
+    let sets = |g: &&Expr| matches!(g, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_));
+    if group_exprs.iter().any(sets) {
+        return refused("GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS");
+    }
+    let items = &select.projection;
+    // Each output column: an aggregate, or a grouping column.
+    let mut functions = Vec::with_capacity(items.len());
+    let mut columns = Vec::with_capacity(items.len());
+    for item in items {
+        match aggregate_item(item) {
+            Some((function, column)) if !distinct => {
+                functions.push(Some(function));
+                columns.push(table.clone().zip(column.map(name_of)));
+            }
+            Some(_) => return refused("DISTINCT with aggregates"),
+            None => {
+                let Some(expr) = item_expr(item) else {
+                    return refused("* in a grouped statement (name the columns)");
+                };
+                let grouped = distinct
+                    || group_exprs
+                        .iter()
+                        .any(|g| same_column(g, expr, item, items));
+                if !grouped {
+                    return refused("an output column that is neither grouped nor an aggregate");
+                }
+                functions.push(None);
+                columns.push(None);
+            }
+        }
+    }
+    for g in &group_exprs {
+        let named = items.iter().enumerate().any(|(i, item)| {
+            functions[i].is_none()
+                && item_expr(item).is_some_and(|e| same_column(g, e, item, items))
+        });
+        if !named {
+            return refused("GROUP BY an expression that is not an output column");
+        }
+    }
+    let having = match &select.having {
+        None => None,
+        Some(h) => match having(h, items, &functions) {
+            Some(h) => Some(h),
+            None => {
+                return refused(
+                    "HAVING other than comparisons of output columns with constants \
+                     (AND, OR, NOT, IS NULL)",
+                )
+            }
+        },
+    };
+    if !printable {
+        return refused("GROUP BY in a statement nested too deeply to rewrite");
+    }
+    // Each shard groups its rows; HAVING, LIMIT and OFFSET wait for the whole.
+    let mut shard_query = query.clone();
+    shard_query.limit_clause = None;
+    shard_query.order_by = None;
+    if let sqlparser::ast::SetExpr::Select(s) = shard_query.body.as_mut() {
+        s.having = None;
+    }
+    CrossShard::Grouped {
+        functions,
+        columns,
+        order,
+        limit,
+        offset,
+        having,
+        shard_sql: shard_query.to_string(),
+    }
+}
+
+/// An output item's expression.
+fn item_expr(item: &SelectItem) -> Option<&Expr> {
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// Whether GROUP BY expression `g` names output item `item` (whose expression is `expr`):
+/// by position, by its alias, or by the same expression.
+fn same_column(g: &Expr, expr: &Expr, item: &SelectItem, items: &[SelectItem]) -> bool {
+    if let Expr::Value(v) = g {
+        if let Value::Number(n, _) = &v.value {
+            let at: Option<usize> = n.parse().ok();
+            return at.is_some_and(|at| at >= 1 && items.get(at - 1) == Some(item));
+        }
+    }
+    if let (Expr::Identifier(name), SelectItem::ExprWithAlias { alias, .. }) = (g, item) {
+        if name_of(name) == name_of(alias) {
+            return true;
+        }
+    }
+    g.to_string().eq_ignore_ascii_case(&expr.to_string())
+}
+
+/// The output column an expression of HAVING names: an aggregate of the select list, or a
+/// grouping column by name, alias or expression.
+fn column_of(e: &Expr, items: &[SelectItem], functions: &[Option<Aggregate>]) -> Option<usize> {
+    items.iter().enumerate().position(|(i, item)| {
+        let Some(expr) = item_expr(item) else {
+            return false;
+        };
+        match functions[i] {
+            Some(_) => e.to_string().eq_ignore_ascii_case(&expr.to_string()),
+            None => same_column(e, expr, item, items),
+        }
+    })
+}
+
+/// A constant's text (`Some(None)`: NULL); `None` for what is not a constant.
+fn constant(e: &Expr) -> Option<Option<String>> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(Some(n.clone())),
+            Value::SingleQuotedString(s) => Some(Some(s.clone())),
+            Value::Boolean(b) => Some(Some(if *b { "t" } else { "f" }.into())),
+            Value::Null => Some(None),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match constant(expr)? {
+            Some(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                Some(Some(format!("-{n}")))
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) => constant(inner),
+        _ => None,
+    }
+}
+
+fn having(e: &Expr, items: &[SelectItem], functions: &[Option<Aggregate>]) -> Option<Having> {
+    let sub = |e: &Expr| having(e, items, functions).map(Box::new);
+    Some(match e {
+        Expr::Nested(inner) => return having(inner, items, functions),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Having::Not(sub(expr)?),
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => Having::IsNull {
+            column: column_of(inner, items, functions)?,
+            negated: matches!(e, Expr::IsNotNull(_)),
+        },
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::And => Having::And(sub(left)?, sub(right)?),
+            BinaryOperator::Or => Having::Or(sub(left)?, sub(right)?),
+            _ => {
+                let op = match op {
+                    BinaryOperator::Eq => Comparison::Eq,
+                    BinaryOperator::NotEq => Comparison::NotEq,
+                    BinaryOperator::Lt => Comparison::Lt,
+                    BinaryOperator::LtEq => Comparison::LtEq,
+                    BinaryOperator::Gt => Comparison::Gt,
+                    BinaryOperator::GtEq => Comparison::GtEq,
+                    _ => return None,
+                };
+                if let (Some(column), Some(constant)) =
+                    (column_of(left, items, functions), constant(right))
+                {
+                    return Some(Having::Compare {
+                        column,
+                        op,
+                        constant,
+                    });
+                }
+                // `5 < count(*)`: the same comparison turned around.
+                let column = column_of(right, items, functions)?;
+                let flipped = match op {
+                    Comparison::Lt => Comparison::Gt,
+                    Comparison::LtEq => Comparison::GtEq,
+                    Comparison::Gt => Comparison::Lt,
+                    Comparison::GtEq => Comparison::LtEq,
+                    same => same,
+                };
+                Having::Compare {
+                    column,
+                    op: flipped,
+                    constant: constant(left)?,
+                }
+            }
+        },
+        _ => return None,
+    })
+}
