@@ -145,6 +145,11 @@ fn pooler(cluster: &Cluster, extra: &str) -> Pooler {
 
 /// [`pooler`] with `pool_size` servers per shard, waiting at most `checkout_ms` for one.
 fn pooler_sized(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64) -> Pooler {
+    Pooler::start(&pooler_toml(cluster, extra, pool_size, checkout_ms))
+}
+
+/// The configuration of [`pooler_sized`].
+fn pooler_toml(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64) -> String {
     let mut toml = general_toml(free_port()).replace(
         "connect_timeout = 10000",
         &format!("connect_timeout = {checkout_ms}"),
@@ -165,7 +170,7 @@ fn pooler_sized(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64
             cluster.primary.host, cluster.primary.port
         ));
     }
-    Pooler::start(&toml)
+    toml
 }
 
 async fn oracle(cluster: &Cluster) -> Client {

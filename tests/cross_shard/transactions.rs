@@ -252,3 +252,45 @@ fn ddl_with_no_shard_runs_on_every_shard_all_or_nothing() {
         assert_eq!(code, "0A000");
     });
 }
+
+#[test]
+fn a_block_idle_past_idle_client_in_transaction_timeout_is_closed_and_rolled_back() {
+    let cluster = cluster();
+    let toml = pooler_toml(cluster, HINTED, 4, 10_000).replace(
+        "[general]\n",
+        "[general]\nidle_client_in_transaction_timeout = 300\n",
+    );
+    let pooler = Pooler::start(&toml);
+    let (a, _) = two_shards();
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        client.simple_query("BEGIN").await.expect("BEGIN");
+        client
+            .execute(move_money(a, -1000).as_str(), &[])
+            .await
+            .expect("in the block");
+        let n = rows(&client, "SELECT count(*) FROM accounts").await;
+        assert_eq!(n, [[ACCOUNTS.to_string()]]);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let error = client.simple_query("SELECT 1").await.expect_err("closed");
+        assert!(
+            error.is_closed()
+                || error
+                    .as_db_error()
+                    .is_some_and(|e| e.code().code() == "25P03"),
+            "{error:?}"
+        );
+        // Nothing of the block stays; no server is left idle in a transaction.
+        let oracle = oracle(cluster).await;
+        same_as_oracle(&connect_xs(&pooler).await, &oracle, &[BALANCES]).await;
+        let idle = cluster
+            .psql(
+                &cluster.primary,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+                 AND datname LIKE 'xs_shard%' AND query LIKE '%accounts%'",
+            )
+            .expect("pg_stat_activity");
+        assert_eq!(idle, "0");
+    });
+}

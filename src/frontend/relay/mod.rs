@@ -292,6 +292,12 @@ impl Client {
             if held.is_none() {
                 self.deliver_notifications().await?;
             }
+            if held.is_none() && self.buf.is_empty() && self.spread().is_some() {
+                // A block across shards holds servers: waiting for its next statement is
+                // bounded like a held transaction's (idle_client_in_transaction_timeout).
+                self.wait_in_block().await?;
+                continue;
+            }
             if held.is_none() && self.buf.is_empty() {
                 if self.app.shutting_down() && self.held_begin.is_none() && self.spread().is_none()
                 {

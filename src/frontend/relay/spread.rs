@@ -97,6 +97,32 @@ impl Client {
         self.rare.as_mut()?.spread.take()
     }
 
+    /// Waits for the next request of a client inside a block: at most
+    /// idle_client_in_transaction_timeout (0: no limit), then the client is closed with
+    /// 25P03 and every shard's transaction rolled back (the block's `Drop`).
+    pub(super) async fn wait_in_block(&mut self) -> Result<(), ClientError> {
+        let limit = self.app.config().general.idle_client_in_transaction_timeout;
+        let reading = read(&mut self.stream, &mut self.buf);
+        let read = if limit > 0 {
+            match tokio::time::timeout(std::time::Duration::from_millis(limit), reading).await {
+                Ok(read) => read,
+                Err(_) => {
+                    return Err(PgError::fatal(
+                        "25P03",
+                        "terminating connection due to idle-in-transaction timeout (idle_client_in_transaction_timeout)",
+                    )
+                    .into())
+                }
+            }
+        } else {
+            reading.await
+        };
+        match read {
+            Ok(0) | Err(_) => Err(ClientError::Gone),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Serves one request of a client inside a transaction block across shards; `false`
     /// when the client is done.
     pub(super) async fn spread_request(&mut self) -> Result<bool, ClientError> {
