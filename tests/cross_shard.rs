@@ -258,6 +258,9 @@ const GROUPED: &[&str] = &[
     "SELECT DISTINCT value, grp FROM items",
     "SELECT count(*) FROM items HAVING count(*) > 1000",
     "SELECT count(*), sum(amount) FROM items HAVING count(*) > 100",
+    "SELECT avg(amount), avg(id), avg(grp::int2) AS g, count(*) FROM items",
+    "SELECT avg(amount) FROM items WHERE id < 0",
+    "SELECT grp, avg(amount) AS a, avg(id) FROM items GROUP BY grp HAVING avg(amount) > 100",
 ];
 
 const ORDERED_GROUPS: &[&str] = &[
@@ -277,7 +280,10 @@ const REFUSED: &[(&str, &str)] = &[
         "SELECT id FROM items ORDER BY lower(value)",
         "not an output column",
     ),
-    ("SELECT avg(amount) FROM items", "avg()"),
+    (
+        "SELECT avg(amount::float8) FROM items",
+        "avg() of a value of type 701",
+    ),
     ("SELECT count(*) + 1 FROM items", "count()"),
     (
         "SELECT sum(amount::float8) FROM items",
@@ -288,7 +294,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("SELECT DISTINCT ON (grp) grp, id FROM items", "DISTINCT ON"),
     ("SELECT grp, id FROM items GROUP BY grp", "neither grouped"),
     (
-        "SELECT grp, avg(amount) FROM items GROUP BY grp",
+        "SELECT grp, stddev(amount) FROM items GROUP BY grp",
         "neither grouped",
     ),
     (

@@ -46,6 +46,9 @@ pub enum Aggregate {
     /// `bool_and(x)` / `every(x)`, `bool_or(x)`.
     BoolAnd,
     BoolOr,
+    /// `avg(x)`: each shard's `sum(x)` and `count(x)`, divided after the merge as
+    /// PostgreSQL's `numeric` division does (integers and numeric; not floats).
+    Avg,
 }
 
 /// How a statement with no shard runs across shards.

@@ -144,7 +144,6 @@ fn plain_selects_concatenate() {
         "SELECT count(DISTINCT id) FROM data",
         "SELECT sum(id) FILTER (WHERE id > 1) FROM data",
         "SELECT sum(*) FROM data",
-        "SELECT avg(id) FROM data",
     ] {
         assert!(matches!(of(sql), CrossShard::Concat { .. }), "{sql}");
     }
@@ -287,7 +286,7 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS",
         ),
         (
-            "SELECT value, avg(id) FROM data GROUP BY value",
+            "SELECT value, stddev(id) FROM data GROUP BY value",
             "an output column that is neither grouped nor an aggregate",
         ),
         (
@@ -408,4 +407,28 @@ fn group_by_and_distinct_regroup_without_having_order_or_limit_on_the_shards() {
         panic!("not grouped");
     };
     assert_eq!(functions, [None, None]);
+}
+
+#[test]
+fn avg_runs_as_sum_and_count_on_each_shard() {
+    let CrossShard::Grouped {
+        functions,
+        shard_sql,
+        ..
+    } = of("SELECT avg(id), count(*), avg(value) AS v FROM data")
+    else {
+        panic!("not grouped");
+    };
+    assert_eq!(
+        functions,
+        [
+            Some(Aggregate::Avg),
+            Some(Aggregate::Count),
+            Some(Aggregate::Avg)
+        ]
+    );
+    assert_eq!(
+        shard_sql,
+        "SELECT sum(id) AS avg, count(id), count(*), sum(value) AS v, count(value) FROM data"
+    );
 }

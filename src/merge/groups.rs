@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use bytes::BytesMut;
 use pgcat_parser::cross_shard::{Aggregate, Comparison, Having, SortKey};
 
+use super::numeric::Decimal;
 use super::order::Order;
-use super::{described, row_values, values, Collations, Field};
+use super::{described, row_values, values, walk_fields, Collations, Field};
 use crate::wire::messages::{self, PgError};
 
 /// What the merge of a grouped statement does.
@@ -32,8 +33,15 @@ pub struct GroupPlan {
 /// The groups so far.
 pub(super) struct Groups {
     plan: GroupPlan,
-    /// Each column's type OID and whether it is in binary format.
+    /// Each column of the shards' rows: its aggregate (an `avg` is two: its sum, marked
+    /// `Avg`, and its count), `None` for a grouping column.
+    shard_functions: Vec<Option<Aggregate>>,
+    /// Each shard column's type OID and whether it is in binary format.
+    shard_types: Vec<(u32, bool)>,
+    /// The same of the client's columns (an avg is numeric, in its sum's format).
     types: Vec<(u32, bool)>,
+    /// The client's RowDescription, when it is not the shards' (an avg among the columns).
+    description: Option<Vec<u8>>,
     order: Option<Order>,
     /// Grouping values → the group's row (grouping values as first seen, aggregates
     /// combined so far).
@@ -88,12 +96,28 @@ impl PartialOrd for Key {
 
 impl Groups {
     pub(super) fn new(plan: GroupPlan) -> Groups {
+        let shard_functions = plan
+            .functions
+            .iter()
+            .flat_map(|f| match f {
+                Some(Aggregate::Avg) => vec![Some(Aggregate::Avg), Some(Aggregate::Count)],
+                other => vec![*other],
+            })
+            .collect();
         Groups {
             plan,
+            shard_functions,
+            shard_types: Vec::new(),
             types: Vec::new(),
+            description: None,
             order: None,
             groups: BTreeMap::new(),
         }
+    }
+
+    /// The client's RowDescription, when it is not the shards'.
+    pub(super) fn description(&self) -> Option<&[u8]> {
+        self.description.as_deref()
     }
 
     /// Learns the columns' types; refuses what is not grouped, combined or ordered here
@@ -105,27 +129,69 @@ impl Groups {
     ) -> Result<(), PgError> {
         let fields =
             described(body).ok_or_else(|| PgError::error("08P01", "malformed RowDescription"))?;
-        if fields.len() != self.plan.functions.len() {
+        if fields.len() != self.shard_functions.len() {
             return Err(PgError::error(
                 "0A000",
                 "the aggregates and the columns do not match",
             ));
         }
-        self.types = fields.iter().map(|f| (f.type_oid, f.format == 1)).collect();
-        for (i, field) in fields.iter().enumerate() {
+        self.shard_types = fields.iter().map(|f| (f.type_oid, f.format == 1)).collect();
+        let mut raw = Vec::new();
+        walk_fields(body, |name, field| {
+            raw.push((name.to_vec(), field.to_vec()))
+        });
+        let (mut client_fields, mut description) = (Vec::new(), Vec::new());
+        let mut shard = 0;
+        for (i, function) in self.plan.functions.iter().enumerate() {
+            let field = &fields[shard];
             // An aggregate's text has the collation of the column it reads.
             let column = self.plan.columns.get(i).and_then(Option::as_ref);
             let text = match (collations, column) {
                 (Some(c), Some((table, column))) => c.of_column(table, column),
                 _ => field.collation(collations),
             };
-            match self.plan.functions[i] {
-                Some(aggregate) => check_aggregate(aggregate, field, text)?,
-                None => check_grouped(field, text)?,
+            let (name, mut raw_field) = raw.get(shard).cloned().unwrap_or_default();
+            match function {
+                Some(Aggregate::Avg) => {
+                    check_aggregate(Aggregate::Avg, field, text)?;
+                    // numeric, variable length, no modifier, in the sum's format.
+                    raw_field[..6].fill(0);
+                    raw_field[6..10].copy_from_slice(&values::NUMERIC.to_be_bytes());
+                    raw_field[10..16].fill(0xff);
+                    client_fields.push(Field {
+                        type_oid: values::NUMERIC,
+                        table: 0,
+                        attnum: 0,
+                        ..field.clone()
+                    });
+                    shard += 2;
+                }
+                Some(aggregate) => {
+                    check_aggregate(*aggregate, field, text)?;
+                    client_fields.push(field.clone());
+                    shard += 1;
+                }
+                None => {
+                    check_grouped(field, text)?;
+                    client_fields.push(field.clone());
+                    shard += 1;
+                }
             }
+            description.extend_from_slice(&name);
+            description.extend_from_slice(&raw_field);
+        }
+        self.types = client_fields
+            .iter()
+            .map(|f| (f.type_oid, f.format == 1))
+            .collect();
+        if self.shard_functions.len() != self.plan.functions.len() {
+            let mut body = (client_fields.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(&description);
+            self.description = Some(body);
         }
         if !self.plan.order.is_empty() {
-            self.order = Some(Order::resolve(&self.plan.order, &fields, collations)?);
+            let order = Order::resolve(&self.plan.order, &client_fields, collations)?;
+            self.order = Some(order);
         }
         Ok(())
     }
@@ -133,7 +199,7 @@ impl Groups {
     /// Folds one shard's row (a DataRow body) into its group.
     pub(super) fn fold(&mut self, body: &[u8]) -> Result<(), PgError> {
         let row = row_values(body).ok_or_else(|| PgError::error("08P01", "malformed DataRow"))?;
-        if row.len() != self.plan.functions.len() {
+        if row.len() != self.shard_functions.len() {
             return Err(PgError::error(
                 "08P01",
                 "a DataRow with the wrong number of columns",
@@ -141,10 +207,10 @@ impl Groups {
         }
         let mut key = Vec::new();
         for (i, value) in row.iter().enumerate() {
-            if self.plan.functions[i].is_some() {
+            if self.shard_functions[i].is_some() {
                 continue;
             }
-            let (type_oid, binary) = self.types[i];
+            let (type_oid, binary) = self.shard_types[i];
             key.push(match value {
                 None => None,
                 Some(bytes) => {
@@ -162,13 +228,13 @@ impl Groups {
             return Ok(());
         };
         for (i, value) in row.into_iter().enumerate() {
-            let Some(aggregate) = self.plan.functions[i] else {
+            let Some(aggregate) = self.shard_functions[i] else {
                 continue;
             };
             let current = group[i].take();
             group[i] = match (current, value) {
                 (None, v) | (v, None) => v,
-                (Some(a), Some(b)) => Some(combine(aggregate, self.types[i], &a, &b)?),
+                (Some(a), Some(b)) => Some(combine(aggregate, self.shard_types[i], &a, &b)?),
             };
         }
         Ok(())
@@ -178,7 +244,10 @@ impl Groups {
     /// how many.
     pub(super) fn finish(self, out: &mut BytesMut) -> Result<u64, PgError> {
         let mut rows = Vec::with_capacity(self.groups.len());
-        for row in self.groups.into_values() {
+        let shard_types = &self.shard_types;
+        let functions = &self.plan.functions;
+        for shard_row in self.groups.into_values() {
+            let row = client_row(shard_row, functions, shard_types)?;
             let keep = match &self.plan.having {
                 None => true,
                 Some(h) => eval(h, &row, &self.types)? == Some(true),
@@ -202,6 +271,54 @@ impl Groups {
         }
         Ok(sent)
     }
+}
+
+/// A group's row as the client gets it: each avg divided out of its sum and count.
+fn client_row(
+    row: Vec<Option<Vec<u8>>>,
+    functions: &[Option<Aggregate>],
+    shard_types: &[(u32, bool)],
+) -> Result<Vec<Option<Vec<u8>>>, PgError> {
+    if row.len() == functions.len() {
+        return Ok(row);
+    }
+    let mut values = row.into_iter().zip(shard_types);
+    let mut out = Vec::with_capacity(functions.len());
+    for function in functions {
+        let Some((value, &(type_oid, binary))) = values.next() else {
+            break;
+        };
+        if *function != Some(Aggregate::Avg) {
+            out.push(value);
+            continue;
+        }
+        let count = values.next().and_then(|(c, &(_, count_binary))| {
+            let c = c?;
+            let n = decoded(values::INT8, count_binary, &c).ok()?;
+            match n {
+                values::Sortable::Int(n) => u64::try_from(n).ok().filter(|n| *n > 0),
+                _ => None,
+            }
+        });
+        out.push(match (value, count) {
+            (Some(sum), Some(count)) => {
+                let sum = match decoded(type_oid, binary, &sum)? {
+                    values::Sortable::Numeric(d) => d,
+                    values::Sortable::Int(n) => Decimal::parse(&n.to_string())
+                        .ok_or_else(|| PgError::error("22P02", "an unreadable sum"))?,
+                    _ => return Err(PgError::error("0A000", "avg() of this type across shards")),
+                };
+                let avg = sum.div_count(count);
+                Some(if binary {
+                    avg.to_binary()
+                } else {
+                    avg.to_string().into_bytes()
+                })
+            }
+            _ => None,
+        });
+    }
+    Ok(out)
 }
 
 /// A DataRow body of `values`.
@@ -286,6 +403,9 @@ fn check_aggregate(
             values::Kind::Unordered => false,
         },
         Aggregate::BoolAnd | Aggregate::BoolOr => type_oid == values::BOOL,
+        // avg of integers and numeric: their sum is int8 or numeric (avg of floats is
+        // float8 arithmetic, whose rounding depends on the order).
+        Aggregate::Avg => matches!(type_oid, values::INT8 | values::NUMERIC),
     };
     if ok {
         return Ok(());
@@ -334,7 +454,7 @@ fn combine(
     let decode = |v| decoded(ty, binary, v);
     let order = || Ok::<_, PgError>(values::compare(&decode(a)?, &decode(b)?));
     Ok(match aggregate {
-        Aggregate::Count | Aggregate::Sum => {
+        Aggregate::Count | Aggregate::Sum | Aggregate::Avg => {
             values::add(ty, binary, a, b).ok_or_else(out_of_range)?
         }
         Aggregate::Min => pick(order()? != Greater),
@@ -351,6 +471,7 @@ fn name(aggregate: Aggregate) -> &'static str {
         Aggregate::Min => "min()",
         Aggregate::Max => "max()",
         Aggregate::BoolAnd => "bool_and()",
+        Aggregate::Avg => "avg()",
         Aggregate::BoolOr => "bool_or()",
     }
 }

@@ -204,6 +204,9 @@ impl Merge {
                         }
                     }
                     if self.extended.is_none_or(|e| e.describe) {
+                        // The client's columns (avg's sum and count are one column).
+                        let description = self.combine.as_ref().and_then(Groups::description);
+                        let body = description.unwrap_or(body);
                         messages::message(out, b'T', |m| m.extend_from_slice(body));
                     }
                 }

@@ -149,6 +149,73 @@ impl Decimal {
         out
     }
 
+    /// This sum divided by `count` (> 0) as PostgreSQL's `avg` does (`numeric_div`): at
+    /// the scale `select_div_scale` picks (16 significant digits, at least the sum's
+    /// scale), rounded half away from zero.
+    pub(super) fn div_count(&self, count: u64) -> Decimal {
+        let Decimal::Finite {
+            negative,
+            digits,
+            scale,
+        } = self
+        else {
+            return self.clone();
+        };
+        // Weight (in base-10000 groups) and first group of the sum and of the count.
+        let lead = |d: &Decimal| {
+            let binary = d.to_binary();
+            let ndigits = u16::from_be_bytes([binary[0], binary[1]]);
+            let weight = i16::from_be_bytes([binary[2], binary[3]]) as i64;
+            match ndigits {
+                0 => (0, 0),
+                _ => (weight, u16::from_be_bytes([binary[8], binary[9]])),
+            }
+        };
+        let count_decimal = Decimal::Finite {
+            negative: false,
+            digits: count.to_string().bytes().map(|b| b - b'0').collect(),
+            scale: 0,
+        };
+        let ((weight1, first1), (weight2, first2)) = (lead(self), lead(&count_decimal));
+        let mut qweight = weight1 - weight2;
+        if first1 <= first2 {
+            qweight -= 1;
+        }
+        let rscale = (16 - qweight * 4).max(*scale as i64).clamp(0, 1000) as usize;
+        // |sum| · 10^(rscale − scale), divided by count digit by digit.
+        let mut numerator = digits.clone();
+        numerator.resize(digits.len() + rscale - scale, 0);
+        let (mut quotient, mut rem) = (Vec::with_capacity(numerator.len()), 0u128);
+        for d in numerator {
+            rem = rem * 10 + d as u128;
+            quotient.push((rem / count as u128) as u8);
+            rem %= count as u128;
+        }
+        if 2 * rem >= count as u128 {
+            let mut i = quotient.len();
+            loop {
+                if i == 0 {
+                    quotient.insert(0, 1);
+                    break;
+                }
+                i -= 1;
+                if quotient[i] == 9 {
+                    quotient[i] = 0;
+                } else {
+                    quotient[i] += 1;
+                    break;
+                }
+            }
+        }
+        let leading = quotient.iter().take_while(|d| **d == 0).count();
+        quotient.drain(..leading);
+        Decimal::Finite {
+            negative: *negative && !quotient.is_empty(),
+            digits: quotient,
+            scale: rscale,
+        }
+    }
+
     /// The digits at `scale` (which is at least the value's own).
     fn scaled(digits: &[u8], own: usize, scale: usize) -> Vec<u8> {
         let mut out = digits.to_vec();
@@ -347,6 +414,24 @@ mod tests {
             assert_eq!(y.add(&x).to_string(), sum, "{b} + {a}");
         }
         assert_eq!(Decimal::parse("1x"), None);
+    }
+
+    /// `avg` as PostgreSQL 15 computes it (`SELECT avg(x) FROM (VALUES …) v(x)`).
+    #[test]
+    fn averages_take_postgresqls_scale_and_rounding() {
+        for (sum, count, avg) in [
+            ("3", 2, "1.5000000000000000"),
+            ("10", 3, "3.3333333333333333"),
+            ("-10", 3, "-3.3333333333333333"),
+            ("2", 3, "0.66666666666666666667"),
+            ("123456789", 7, "17636684.142857142857"),
+            ("1.005", 2, "0.50250000000000000000"),
+            ("0", 5, "0.00000000000000000000"),
+            ("100000", 1, "100000.000000000000"),
+        ] {
+            let got = Decimal::parse(sum).expect(sum).div_count(count).to_string();
+            assert_eq!(got, avg, "avg of sum {sum} over {count}");
+        }
     }
 
     /// `numeric_send` of values, as PostgreSQL 15 sends them (`SELECT numeric_send(x)`).

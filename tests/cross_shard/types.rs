@@ -63,6 +63,7 @@ const AGGREGATED_KINDS: &[&str] = &[
     "SELECT b, count(*), min(d), max(tz), sum(n) FROM kinds GROUP BY b ORDER BY b",
     "SELECT iv, count(*) FROM kinds GROUP BY iv ORDER BY 2 DESC, 1 LIMIT 7",
     "SELECT DISTINCT u FROM kinds ORDER BY u LIMIT 9",
+    "SELECT b, avg(n), avg(id) AS a FROM kinds GROUP BY b ORDER BY a",
 ];
 
 #[test]

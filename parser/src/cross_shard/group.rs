@@ -4,7 +4,9 @@
 //! and LIMIT. Grouping and ordering are by output columns; HAVING compares output
 //! columns (grouping columns or aggregates in the select list) with constants.
 
-use sqlparser::ast::{BinaryOperator, Expr, Query, Select, SelectItem, UnaryOperator, Value};
+use sqlparser::ast::{
+    BinaryOperator, Expr, Ident, ObjectName, Query, Select, SelectItem, UnaryOperator, Value,
+};
 
 use super::select::{aggregate_item, Count};
 use super::{name_of, Aggregate, CrossShard, SortKey};
@@ -119,6 +121,7 @@ pub(super) fn plan_grouped(
     shard_query.order_by = None;
     if let sqlparser::ast::SetExpr::Select(s) = shard_query.body.as_mut() {
         s.having = None;
+        s.projection = shard_projection(std::mem::take(&mut s.projection), &functions);
     }
     CrossShard::Grouped {
         functions,
@@ -129,6 +132,31 @@ pub(super) fn plan_grouped(
         having,
         shard_sql: shard_query.to_string(),
     }
+}
+
+/// The output items as each shard computes them: `avg(x) [AS a]` as `sum(x) AS a` (named
+/// `avg` without an alias) and `count(x)`, which the merge divides.
+fn shard_projection(items: Vec<SelectItem>, functions: &[Option<Aggregate>]) -> Vec<SelectItem> {
+    let mut out = Vec::with_capacity(items.len() + 1);
+    for (item, function) in items.into_iter().zip(functions) {
+        let (Some(Aggregate::Avg), Some(Expr::Function(f))) = (function, item_expr(&item)) else {
+            out.push(item);
+            continue;
+        };
+        let alias = match &item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.clone(),
+            _ => Ident::new("avg"),
+        };
+        let (mut sum, mut count) = (f.clone(), f.clone());
+        sum.name = ObjectName::from(vec![Ident::new("sum")]);
+        count.name = ObjectName::from(vec![Ident::new("count")]);
+        out.push(SelectItem::ExprWithAlias {
+            expr: Expr::Function(sum),
+            alias,
+        });
+        out.push(SelectItem::UnnamedExpr(Expr::Function(count)));
+    }
+    out
 }
 
 /// An output item's expression.

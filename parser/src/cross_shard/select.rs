@@ -104,7 +104,13 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
         TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()),
         _ => None,
     };
-    let grouped = select.distinct.is_some()
+    // avg is divided after the merge: each shard's sum and count are grouped (one group).
+    let averaged = select
+        .projection
+        .iter()
+        .any(|item| matches!(aggregate_item(item), Some((Aggregate::Avg, _))));
+    let grouped = averaged
+        || select.distinct.is_some()
         || select.having.is_some()
         || match &select.group_by {
             GroupByExpr::All(_) => true,
@@ -267,6 +273,7 @@ pub(super) fn aggregate_item(
         "max" => Aggregate::Max,
         "bool_and" | "every" => Aggregate::BoolAnd,
         "bool_or" => Aggregate::BoolOr,
+        "avg" => Aggregate::Avg,
         _ => return None,
     };
     Some((function, column))
