@@ -65,6 +65,14 @@ impl<'a> BindParams<'a> {
         Some(self.values.get(at + 4..at + 4 + len as usize))
     }
 
+    /// How many result format codes the Bind gives (0: all text, 1: one for all, else one
+    /// per column).
+    pub fn result_formats(&self) -> usize {
+        self.results
+            .get(..2)
+            .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
+    }
+
     /// The Bind body after the names for parameters `old` (1-based), in that order, with
     /// their formats; the result formats unchanged. `None` when one is out of range.
     pub fn subset(&self, old: &[usize]) -> Option<Vec<u8>> {

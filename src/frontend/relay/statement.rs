@@ -7,7 +7,7 @@ use super::batch;
 use super::*;
 use crate::merge::{GroupPlan, Merge, Plan};
 use crate::wire::bind::BindParams;
-use pgcat_parser::cross_shard::Count;
+use pgcat_parser::cross_shard::{Aggregate, Count};
 use pgcat_parser::CrossShard;
 
 /// One statement ready for the shards.
@@ -55,6 +55,12 @@ impl ShardStatement {
             }
             _ => Ok(shards.map(|s| (s, self.messages.clone())).collect()),
         }
+    }
+
+    /// The client's Bind asks for a result format per column.
+    fn per_column_formats(&self) -> bool {
+        let bind = self.parts.as_ref().and_then(|(_, b)| BindParams::read(b));
+        bind.is_some_and(|b| b.result_formats() > 1)
     }
 
     /// The client's bytes the statement came in.
@@ -175,6 +181,15 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
             columns: columns.clone(),
             ..GroupPlan::default()
         }),
+        CrossShard::Grouped { functions, .. }
+            if functions.contains(&Some(Aggregate::Avg)) && statement.per_column_formats() =>
+        {
+            return Err(PgError::error(
+                "0A000",
+                "cannot run avg() on every shard with a result format per column: not supported \
+                 yet (one format for all columns is)",
+            ));
+        }
         CrossShard::Grouped {
             functions,
             columns,
