@@ -100,32 +100,54 @@ pub fn check_set_all(pool: &UserPool) -> Result<(), PgError> {
 }
 
 /// For a statement relayed to the one server a client holds (inside a transaction
-/// block, or pipelined behind another statement): the error it gets instead, when it would
-/// need other shards. `parse`: it is a Parse's text (a key among its parameters counts as a
-/// shard of its own: the Bind gives it).
+/// block, or pipelined behind another statement), on shard `held` (if known): the error
+/// it gets instead, when it would need every shard or another shard than `held`. `bind`:
+/// it is a Bind of a statement with this text (a key among its parameters is read from
+/// the Bind's body); else a Query's text.
 pub fn refused_on_held(
     sql: &str,
     session: &SessionRouting,
     pool: &UserPool,
-    parse: bool,
+    bind: Option<&[u8]>,
+    held: Option<usize>,
 ) -> Option<PgError> {
-    let request = if parse {
-        if !pool.router.analyze(sql).keys.is_empty() {
-            return None;
-        }
+    let request = match bind {
         // It is to run (a Bind follows): not merely described.
-        Request::Extended {
+        Some(body) => Request::Extended {
             sql: Some(sql),
-            bind: Some(&[]),
+            bind: Some(body),
             parse_at: None,
-        }
-    } else {
-        Request::Query(sql)
+        },
+        None => Request::Query(sql),
     };
     match super::request::decide(&request, session, pool) {
         Err(e) => Some(e),
         Ok(d) if d.all_shards => Some(in_transaction()),
-        Ok(_) => None,
+        // What reads no table of the application's runs on any shard.
+        Ok(_)
+            if matches!(
+                pool.router.analyze(sql).cross_shard,
+                CrossShard::AnyShard | CrossShard::Control
+            ) =>
+        {
+            None
+        }
+        Ok(d) => match (d.route.shard, held) {
+            (Some(wanted), Some(held)) if wanted != held => Some(
+                PgError::error(
+                    "0A000",
+                    format!(
+                        "the statement's sharding key is on shard {wanted}, but it runs on the \
+                     server of shard {held} that the client holds (inside a transaction, or \
+                     pipelined behind another statement before Sync): not supported yet"
+                    ),
+                )
+                .with_hint(
+                    "Send statements for other shards in their own transaction, or after Sync.",
+                ),
+            ),
+            _ => None,
+        },
     }
 }
 

@@ -72,6 +72,22 @@ def run_psycopg():
         through.commit()
 
 
+def run_pipeline():
+    """Several statements before one Sync run on the server the first one took: one whose
+    key is on another shard is refused, never answered from the wrong shard."""
+    with psycopg.connect(POOLER, autocommit=True) as through:
+        cursors = []
+        try:
+            with through.pipeline():
+                for i in range(1, 7):
+                    cursors.append((i, through.execute("SELECT id FROM items WHERE id = %s", (i,))))
+            got = [(i, c.fetchall()) for i, c in cursors]
+            check("pipeline rows", all(rows == [(i,)] for i, rows in got), str(got))
+        except psycopg.errors.FeatureNotSupported as e:
+            check("pipeline refused", "shard" in str(e), str(e))
+        check("pipeline after", through.execute("SELECT 1").fetchone() == (1,))
+
+
 def keywords(conninfo):
     """asyncpg's connect() arguments of a `key=value ...` conninfo."""
     pairs = dict(part.split("=", 1) for part in conninfo.split())
@@ -101,5 +117,6 @@ async def run_asyncpg():
 
 
 run_psycopg()
+run_pipeline()
 asyncio.run(run_asyncpg())
 sys.exit(1 if failures else 0)

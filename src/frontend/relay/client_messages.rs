@@ -95,6 +95,7 @@ impl Client {
         // there (see `cross_shard::refused_on_held`).
         let pool = &*self.session.pool;
         let guard = cross_shard::decides(&self.routing, pool).then_some((&self.routing, pool));
+        let held_shard = flow.shard;
         // The text of the client's last unnamed Parse, for the guard at its Bind.
         let mut unnamed_sql: Option<String> = None;
         let scanned = self.scanner.scan(
@@ -108,7 +109,7 @@ impl Client {
                 *last_tag = Some(tag);
                 match tag {
                 b'Q' if guard.is_some_and(|(routing, pool)| {
-                    body.and_then(|b| cross_shard::refused_on_held(query_bytes_str(b), routing, pool, false))
+                    body.and_then(|b| cross_shard::refused_on_held(query_bytes_str(b), routing, pool, None, held_shard))
                         .map(|e| messages::query(&mut replacement, &[cross_shard::raise_sql(&e).as_bytes()]))
                         .is_some()
                 }) => {
@@ -213,7 +214,7 @@ impl Client {
                                 "" => unnamed_sql.as_deref()?,
                                 _ => statements.sql_of(name)?,
                             };
-                            cross_shard::refused_on_held(sql, routing, pool, true)
+                            cross_shard::refused_on_held(sql, routing, pool, Some(body), held_shard)
                         });
                     if let Some(error) = refused_bind {
                         // Bound instead: an unnamed statement that fails with the reason when

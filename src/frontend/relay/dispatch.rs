@@ -236,6 +236,7 @@ impl Client {
         info.set_state(ClientState::Active, || got);
         let mut flow = Flow::new(got);
         flow.routed = routed;
+        flow.shard = route.shard;
         if let Some(begin) = begin {
             if let Err(e) = server.write_all(&begin).await {
                 drop(Object::take(server));

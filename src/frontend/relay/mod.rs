@@ -95,6 +95,8 @@ struct Flow {
     /// The parser's analysis of the Query (or Parse) the server was taken for, which has
     /// that text's session effects.
     routed: Option<Routed>,
+    /// The shard of the server, when the route named one.
+    shard: Option<usize>,
 }
 
 impl Flow {
@@ -112,6 +114,7 @@ impl Flow {
             query_started: Some(now),
             xact_started: now,
             routed: None,
+            shard: None,
         }
     }
 
