@@ -59,6 +59,7 @@ fn merge(c: &mut Criterion) {
                 order: vec![key],
                 limit: None,
                 offset: 0,
+                distinct_on: 0,
             });
             let mut out = BytesMut::with_capacity(4 << 20);
             for shard in 0..SHARDS {
@@ -83,6 +84,7 @@ fn merge(c: &mut Criterion) {
                 order: Vec::new(),
                 limit: None,
                 offset: 0,
+                distinct_on: 0,
             });
             let mut out = BytesMut::with_capacity(4 << 20);
             for (shard, rows) in shards.iter().enumerate() {

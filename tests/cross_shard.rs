@@ -268,6 +268,8 @@ const ORDERED_GROUPS: &[&str] = &[
     "SELECT value, count(*) AS n FROM items GROUP BY value ORDER BY n DESC, value LIMIT 5",
     "SELECT grp, sum(id) FROM items GROUP BY 1 HAVING sum(id) > 9000 ORDER BY 1 DESC",
     "SELECT DISTINCT grp, value FROM items ORDER BY grp, value OFFSET 3 LIMIT 10",
+    "SELECT DISTINCT ON (grp) grp, id, amount FROM items ORDER BY grp, amount DESC, id",
+    "SELECT DISTINCT ON (value) value, id FROM items ORDER BY value NULLS FIRST, id DESC LIMIT 4 OFFSET 1",
 ];
 
 /// Constructs not merged yet: refused with 0A000 naming them, never a partial answer.

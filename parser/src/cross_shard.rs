@@ -69,6 +69,9 @@ pub enum CrossShard {
     Concat {
         functions: Vec<String>,
         order: Vec<SortKey>,
+        /// `DISTINCT ON`: how many leading `order` keys it names (0: none); of each run of
+        /// merged rows equal on them, the first is kept.
+        distinct_on: usize,
         limit: Option<Count>,
         offset: Option<Count>,
         shard_sql: Option<String>,

@@ -111,6 +111,7 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec![],
             order: vec![],
+            distinct_on: 0,
             limit: None,
             offset: None,
             shard_sql: None,
@@ -121,6 +122,7 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec!["lower".into(), "upper".into()],
             order: vec![],
+            distinct_on: 0,
             limit: None,
             offset: None,
             shard_sql: None,
@@ -132,6 +134,7 @@ fn plain_selects_concatenate() {
         CrossShard::Concat {
             functions: vec!["my_agg".into()],
             order: vec![],
+            distinct_on: 0,
             limit: None,
             offset: None,
             shard_sql: None,
@@ -280,7 +283,14 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "LIMIT or OFFSET other than a number or a parameter",
         ),
         ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
-        ("SELECT DISTINCT ON (value) value FROM data", "DISTINCT ON"),
+        (
+            "SELECT DISTINCT ON (value) value FROM data",
+            "DISTINCT ON other than the leading ORDER BY output columns of a plain SELECT",
+        ),
+        (
+            "SELECT DISTINCT ON (value) value, id FROM data ORDER BY id, value",
+            "DISTINCT ON other than the leading ORDER BY output columns of a plain SELECT",
+        ),
         (
             "SELECT value, count(*) FROM data GROUP BY ROLLUP (value)",
             "GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS",
@@ -431,4 +441,15 @@ fn avg_runs_as_sum_and_count_on_each_shard() {
         shard_sql,
         "SELECT sum(id) AS avg, count(id), count(*), sum(value) AS v, count(value) FROM data"
     );
+}
+
+#[test]
+fn distinct_on_keeps_the_first_of_each_run_of_the_merged_order() {
+    let CrossShard::Concat {
+        distinct_on, order, ..
+    } = of("SELECT DISTINCT ON (value, 2) id, value FROM data ORDER BY 2, value DESC, id")
+    else {
+        panic!("not merged");
+    };
+    assert_eq!((distinct_on, order.len()), (2, 3));
 }

@@ -50,6 +50,11 @@ pub struct Merge {
     limit: Option<u64>,
     /// OFFSET: this many rows are dropped first (the shards do not skip them).
     offset: u64,
+    /// DISTINCT ON: how many leading sort keys it names; a row equal on them to the last
+    /// one sent is dropped (the merged rows come in order, so equal ones are together).
+    distinct_on: usize,
+    /// The last row sent, under DISTINCT ON.
+    last_row: Option<Vec<u8>>,
     /// An extended-protocol batch: what the client asked for of the replies each shard
     /// sends to the batch it gets (see `batch`).
     extended: Option<Extended>,
@@ -76,6 +81,8 @@ pub enum Plan {
         order: Vec<SortKey>,
         limit: Option<u64>,
         offset: u64,
+        /// DISTINCT ON: how many leading `order` keys it names (0: none).
+        distinct_on: usize,
     },
     /// COPY … TO STDOUT: every shard's data, with one header (`binary`: the binary
     /// header and trailer; `header`: a text or CSV header line) and one CopyDone.
@@ -93,10 +100,12 @@ impl Merge {
                 order,
                 limit,
                 offset,
+                distinct_on,
             } => Merge {
                 sort_keys: order,
                 limit,
                 offset,
+                distinct_on,
                 ..Merge::default()
             },
             Plan::CopyOut { binary, header } => Merge {
@@ -166,6 +175,16 @@ impl Merge {
 
     /// A row for the client, while rows are wanted.
     pub fn push_row(&mut self, body: &[u8], out: &mut BytesMut) {
+        if self.distinct_on > 0 {
+            let repeat = match (&self.last_row, &self.order) {
+                (Some(last), Some(order)) => order.same_prefix(last, body, self.distinct_on),
+                _ => false,
+            };
+            if repeat {
+                return;
+            }
+            self.last_row = Some(body.to_vec());
+        }
         if self.offset > 0 && self.error.is_none() {
             self.offset -= 1;
         } else if self.wants_rows() {

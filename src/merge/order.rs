@@ -87,7 +87,16 @@ impl Order {
 
     /// `a` against `b` (DataRow bodies) in the statement's order.
     pub(super) fn compare(&self, a: &[u8], b: &[u8]) -> Ordering {
-        for key in &self.keys {
+        self.compare_keys(a, b, self.keys.len())
+    }
+
+    /// Whether `a` and `b` are equal on the first `n` sort keys (DISTINCT ON's).
+    pub(super) fn same_prefix(&self, a: &[u8], b: &[u8], n: usize) -> bool {
+        self.compare_keys(a, b, n) == Ordering::Equal
+    }
+
+    fn compare_keys(&self, a: &[u8], b: &[u8], n: usize) -> Ordering {
+        for key in self.keys.iter().take(n) {
             let (x, y) = (value(a, key.column), value(b, key.column));
             let ordering = match (x, y) {
                 (None, None) => Ordering::Equal,

@@ -79,6 +79,7 @@ fn commands_without_a_count_are_answered_once_when_every_shard_agrees() {
         order: Vec::new(),
         limit: None,
         offset: 0,
+        distinct_on: 0,
     });
     let mut out = BytesMut::new();
     for shard in 0..3 {
@@ -220,6 +221,7 @@ fn offset_skips_rows_before_the_limit_counts_them() {
         order: Vec::new(),
         limit: Some(2),
         offset: 3,
+        distinct_on: 0,
     });
     let mut out = BytesMut::new();
     let mut pushed = 0;

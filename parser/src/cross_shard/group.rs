@@ -50,9 +50,9 @@ pub(super) fn plan_grouped(
 ) -> CrossShard {
     let refused = CrossShard::Refused;
     let distinct = match &select.distinct {
-        None => false,
+        None | Some(sqlparser::ast::Distinct::All) => false,
         Some(sqlparser::ast::Distinct::Distinct) => true,
-        Some(_) => return refused("DISTINCT ON"),
+        Some(sqlparser::ast::Distinct::On(_)) => return refused("DISTINCT ON"),
     };
     let group_exprs: Vec<&Expr> = match &select.group_by {
         sqlparser::ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {

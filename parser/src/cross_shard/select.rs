@@ -3,8 +3,8 @@
 //! is refused.
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, OrderBy,
-    OrderByKind, OrderBySort, Query, SelectItem, SetExpr, TableFactor, Value, Visit,
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
+    OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, TableFactor, Value, Visit,
 };
 
 use super::{name_of, Aggregate, CrossShard, Seen, SortColumn, SortKey};
@@ -109,8 +109,24 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
         .projection
         .iter()
         .any(|item| matches!(aggregate_item(item), Some((Aggregate::Avg, _))));
+    let distinct_keys =
+        match &select.distinct {
+            Some(Distinct::On(exprs)) => {
+                let plain = select.having.is_none()
+                    && matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+                    && !averaged;
+                match distinct_on(exprs, &order, &select.projection) {
+                    Some(k) if plain => k,
+                    _ => return refused(
+                        "DISTINCT ON other than the leading ORDER BY output columns of a plain \
+                         SELECT",
+                    ),
+                }
+            }
+            _ => 0,
+        };
     let grouped = averaged
-        || select.distinct.is_some()
+        || matches!(select.distinct, Some(Distinct::Distinct))
         || select.having.is_some()
         || match &select.group_by {
             GroupByExpr::All(_) => true,
@@ -149,6 +165,7 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
     CrossShard::Concat {
         functions: seen.functions,
         order,
+        distinct_on: distinct_keys,
         limit,
         offset,
         shard_sql,
@@ -200,24 +217,7 @@ fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKe
                 Some(OrderBySort::Desc) => true,
                 Some(OrderBySort::Using(_)) => return Err("ORDER BY … USING"),
             };
-            let column = if let Some(n) = number(&e.expr) {
-                SortColumn::Position((n as usize).checked_sub(1).ok_or("ORDER BY 0")?)
-            } else if let Some(i) = projection.iter().position(|item| match item {
-                SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
-                    *x == e.expr
-                }
-                _ => false,
-            }) {
-                SortColumn::Position(i)
-            } else {
-                match &e.expr {
-                    Expr::Identifier(ident) => SortColumn::Name(name_of(ident)),
-                    Expr::CompoundIdentifier(parts) if wildcard => {
-                        SortColumn::Name(name_of(parts.last().ok_or("ORDER BY")?))
-                    }
-                    _ => return Err("ORDER BY an expression that is not an output column"),
-                }
-            };
+            let column = sort_column(&e.expr, projection, wildcard)?;
             Ok(SortKey {
                 column,
                 descending,
@@ -225,6 +225,52 @@ fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKe
             })
         })
         .collect()
+}
+
+/// The output column an ORDER BY (or DISTINCT ON) expression names: by position, by the
+/// same expression, or by an output column's name or alias.
+fn sort_column(
+    expr: &Expr,
+    projection: &[SelectItem],
+    wildcard: bool,
+) -> Result<SortColumn, &'static str> {
+    Ok(if let Some(n) = number(expr) {
+        SortColumn::Position((n as usize).checked_sub(1).ok_or("ORDER BY 0")?)
+    } else if let Some(i) = projection.iter().position(|item| match item {
+        SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => x == expr,
+        _ => false,
+    }) {
+        SortColumn::Position(i)
+    } else {
+        match expr {
+            Expr::Identifier(ident) => SortColumn::Name(name_of(ident)),
+            Expr::CompoundIdentifier(parts) if wildcard => {
+                SortColumn::Name(name_of(parts.last().ok_or("ORDER BY")?))
+            }
+            _ => return Err("ORDER BY an expression that is not an output column"),
+        }
+    })
+}
+
+/// `DISTINCT ON (…)`: how many leading ORDER BY keys are its expressions (which
+/// PostgreSQL requires), so the merged rows keep the first of each run of equal ones.
+fn distinct_on(exprs: &[Expr], order: &[SortKey], projection: &[SelectItem]) -> Option<usize> {
+    let wildcard = projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let columns: Vec<SortColumn> = exprs
+        .iter()
+        .map(|e| sort_column(e, projection, wildcard).ok())
+        .collect::<Option<_>>()?;
+    let leading = order.get(..columns.len())?;
+    let same = columns
+        .iter()
+        .all(|c| leading.iter().any(|k| k.column == *c))
+        && leading.iter().all(|k| columns.contains(&k.column));
+    same.then_some(columns.len())
 }
 
 /// The aggregate an output column is (one plain aggregate call: no DISTINCT, FILTER,

@@ -215,10 +215,12 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
         }
         CrossShard::Concat {
             order,
+            distinct_on,
             limit,
             offset,
             ..
         } => Plan::Rows {
+            distinct_on: *distinct_on,
             order: order.clone(),
             limit: statement.count(*limit, "LIMIT", "2201W")?,
             offset: statement.count(*offset, "OFFSET", "2201X")?.unwrap_or(0),
@@ -227,6 +229,7 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
             order: Vec::new(),
             limit: None,
             offset: 0,
+            distinct_on: 0,
         },
     };
     let mut merge = Merge::new(plan);
