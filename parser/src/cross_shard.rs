@@ -13,6 +13,7 @@ use sqlparser::ast::{
 
 use crate::parsed::Parsed;
 use crate::shard_key::KeyColumn;
+pub use crate::split::ShardSql;
 
 /// One ORDER BY key: an output column, and its direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub enum CrossShard {
         distinct_on: usize,
         limit: Option<Count>,
         offset: Option<Count>,
-        shard_sql: Option<String>,
+        shard_sql: Option<ShardSql>,
     },
     /// A `SELECT` of one table whose every output column is an aggregate without `GROUP BY`
     /// (`count(*)`, `sum(x) AS total` …): each shard answers one row, and the rows are
@@ -98,7 +99,7 @@ pub enum CrossShard {
         limit: Option<Count>,
         offset: Option<Count>,
         having: Option<Having>,
-        shard_sql: String,
+        shard_sql: ShardSql,
     },
     /// `UPDATE` or `DELETE` of one table with no shard: runs on every shard, all or
     /// nothing (each shard in a transaction, committed when every one succeeded); the
@@ -122,7 +123,7 @@ pub enum CrossShard {
     /// partitioned, which PostgreSQL's table COPY refuses).
     CopyOut {
         format: CopyFormat,
-        shard_sql: Option<String>,
+        shard_sql: Option<ShardSql>,
     },
     /// DDL (`CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT` …): runs on every shard,
     /// all or nothing like [`CrossShard::Write`]; every shard's tag must be the same.
@@ -358,7 +359,7 @@ mod group;
 mod select;
 
 pub use copy::{CopyFormat, CopyKind};
-pub use group::{Comparison, Having};
+pub use group::{Comparison, Constant, Having};
 pub use select::Count;
 
 #[cfg(test)]

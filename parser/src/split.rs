@@ -36,6 +36,44 @@ pub fn insert_rows(sql: &str, rows: &[usize]) -> Option<(String, Vec<usize>)> {
     Some((statement.to_string(), renumber.old))
 }
 
+/// A statement the pooler wrote for the shards in place of the client's (parts of it
+/// removed, rows split off): its text and, for each of its `$n`, the client's parameter it
+/// takes (1-based), so the client's Bind can be cut to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSql {
+    pub text: String,
+    pub params: Vec<usize>,
+}
+
+impl ShardSql {
+    /// `sql` (written by the pooler from the client's statement) with its parameters
+    /// renumbered from `$1` in order of first appearance; `None` when it does not parse
+    /// or nests too deeply to print.
+    pub fn renumbered(sql: &str) -> Option<ShardSql> {
+        let mut parsed = Parsed::parse(sql)?;
+        if !parsed.printable() {
+            return None;
+        }
+        let mut renumber = Renumber::default();
+        for statement in parsed.statements_mut() {
+            let _ = statement.visit(&mut renumber);
+        }
+        if renumber.invalid {
+            return None;
+        }
+        let text = parsed
+            .statements()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(ShardSql {
+            text,
+            params: renumber.old,
+        })
+    }
+}
+
 /// Renumbers `$n` placeholders in order of first appearance.
 #[derive(Default)]
 struct Renumber {
@@ -85,6 +123,17 @@ mod tests {
             insert_rows("INSERT INTO t (id) VALUES (1), (2), (3)", &[0, 2]).expect("split");
         assert_eq!(text, "INSERT INTO t (id) VALUES (1), (3)");
         assert!(old.is_empty());
+    }
+
+    #[test]
+    fn a_shard_statement_takes_only_the_parameters_it_still_has() {
+        let shard = ShardSql::renumbered("SELECT grp, count(*) FROM t WHERE id > $3 GROUP BY grp")
+            .expect("parses");
+        assert_eq!(
+            shard.text,
+            "SELECT grp, count(*) FROM t WHERE id > $1 GROUP BY grp"
+        );
+        assert_eq!(shard.params, [3]);
     }
 
     #[test]

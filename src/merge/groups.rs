@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
-use pgcat_parser::cross_shard::{Aggregate, Comparison, Having, SortKey};
+use pgcat_parser::cross_shard::{Aggregate, Comparison, Constant, Having, SortKey};
 
 use super::numeric::Decimal;
 use super::order::Order;
@@ -28,6 +28,8 @@ pub struct GroupPlan {
     pub order: Vec<SortKey>,
     pub offset: u64,
     pub limit: Option<u64>,
+    /// The Bind's parameters (value, binary), for HAVING's `$n`.
+    pub params: Vec<Option<(Vec<u8>, bool)>>,
 }
 
 /// The groups so far.
@@ -250,7 +252,7 @@ impl Groups {
             let row = client_row(shard_row, functions, shard_types)?;
             let keep = match &self.plan.having {
                 None => true,
-                Some(h) => eval(h, &row, &self.types)? == Some(true),
+                Some(h) => eval(h, &row, &self.types, &self.plan.params)? == Some(true),
             };
             if keep {
                 rows.push(data_row(&row));
@@ -341,35 +343,49 @@ fn eval(
     h: &Having,
     row: &[Option<Vec<u8>>],
     types: &[(u32, bool)],
+    params: &[Option<(Vec<u8>, bool)>],
 ) -> Result<Option<bool>, PgError> {
+    let sub = |h| eval(h, row, types, params);
     Ok(match h {
-        Having::And(a, b) => match (eval(a, row, types)?, eval(b, row, types)?) {
+        Having::And(a, b) => match (sub(a)?, sub(b)?) {
             (Some(false), _) | (_, Some(false)) => Some(false),
             (Some(true), Some(true)) => Some(true),
             _ => None,
         },
-        Having::Or(a, b) => match (eval(a, row, types)?, eval(b, row, types)?) {
+        Having::Or(a, b) => match (sub(a)?, sub(b)?) {
             (Some(true), _) | (_, Some(true)) => Some(true),
             (Some(false), Some(false)) => Some(false),
             _ => None,
         },
-        Having::Not(a) => eval(a, row, types)?.map(|v| !v),
+        Having::Not(a) => sub(a)?.map(|v| !v),
         Having::IsNull { column, negated } => Some(row[*column].is_none() != *negated),
         Having::Compare {
             column,
             op,
             constant,
         } => {
-            let (Some(value), Some(constant)) = (&row[*column], constant) else {
+            // The constant as text, or a parameter as the Bind gave it.
+            let (constant, constant_binary) = match constant {
+                Constant::Value(Some(text)) => (text.as_bytes(), false),
+                Constant::Param(n) => match params.get(n - 1) {
+                    Some(Some((value, binary))) => (value.as_slice(), *binary),
+                    _ => return Ok(None),
+                },
+                Constant::Value(None) => return Ok(None),
+            };
+            let Some(value) = &row[*column] else {
                 return Ok(None);
             };
             let (type_oid, binary) = types[*column];
             let value = decoded(type_oid, binary, value)?;
             let constant =
-                values::decode(type_oid, false, constant.as_bytes()).ok_or_else(|| {
+                values::decode(type_oid, constant_binary, constant).ok_or_else(|| {
                     PgError::error(
                         "22P02",
-                        format!("invalid input syntax for type {type_oid}: \"{constant}\""),
+                        format!(
+                            "invalid input syntax for type {type_oid}: \"{}\"",
+                            String::from_utf8_lossy(constant)
+                        ),
                     )
                 })?;
             let ordering = values::compare(&value, &constant);

@@ -242,7 +242,7 @@ fn offset_skips_rows_before_the_limit_counts_them() {
 
 #[test]
 fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
-    use pgcat_parser::cross_shard::{Comparison, Having, SortColumn};
+    use pgcat_parser::cross_shard::{Comparison, Constant, Having, SortColumn};
     // SELECT grp, count(*) AS n … GROUP BY grp HAVING count(*) > 2 ORDER BY n DESC LIMIT 2
     let mut merge = Merge::new(Plan::Groups(GroupPlan {
         functions: vec![None, Some(Aggregate::Count)],
@@ -250,7 +250,7 @@ fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
         having: Some(Having::Compare {
             column: 1,
             op: Comparison::Gt,
-            constant: Some("2".into()),
+            constant: Constant::Value(Some("2".into())),
         }),
         order: vec![SortKey {
             column: SortColumn::Name("n".into()),
@@ -259,6 +259,7 @@ fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
         }],
         offset: 0,
         limit: Some(2),
+        params: Vec::new(),
     }));
     let mut out = BytesMut::new();
     let desc = row_description(&[("grp", 0, 1700), ("n", 0, 20)]);

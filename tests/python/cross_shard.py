@@ -25,6 +25,9 @@ ORDERED = [
     ("SELECT id, amount FROM items ORDER BY amount DESC LIMIT 12", ()),
     ("SELECT id, grp FROM items WHERE grp <> %s ORDER BY grp, id DESC", (2,)),
     ("SELECT count(*), sum(amount), min(id), max(amount) FROM items WHERE id > %s", (20,)),
+    ("SELECT grp, count(*), avg(amount) FROM items GROUP BY grp HAVING count(*) > %s ORDER BY grp", (3,)),
+    ("SELECT DISTINCT ON (grp) grp, id FROM items ORDER BY grp, id DESC", ()),
+    ("SELECT id, d, tz, iv, u FROM kinds WHERE d IS NULL OR d > '1900-01-01' ORDER BY d NULLS FIRST, id LIMIT %s OFFSET %s", (20, 5)),
 ]
 
 failures = []
@@ -65,6 +68,13 @@ def run_psycopg():
         except psycopg.errors.FeatureNotSupported as e:
             check("psycopg refusal", "DISTINCT" in str(e), str(e))
         check("psycopg after refusal", through.execute("SELECT 1").fetchone() == (1,))
+        # COPY out: every shard's rows under one CopyOutResponse.
+        sql = "COPY (SELECT id, value FROM items WHERE grp = 1) TO STDOUT (FORMAT csv)"
+        copied = []
+        for through_or_oracle in (through, oracle):
+            with through_or_oracle.cursor().copy(sql) as copy:
+                copied.append(sorted(bytes(b"".join(bytes(c) for c in copy)).splitlines()))
+        check("psycopg COPY TO STDOUT", copied[0] == copied[1] and copied[0], f"{copied[0][:3]}")
     # psycopg's default: a transaction opened before the first statement, held on every
     # shard it touches until commit.
     with psycopg.connect(POOLER) as through, psycopg.connect(ORACLE) as oracle:
@@ -100,10 +110,14 @@ async def run_asyncpg():
     through = await asyncpg.connect(**keywords(POOLER))
     oracle = await asyncpg.connect(**keywords(ORACLE))
     try:
-        for sql, params in UNORDERED:
-            sql = sql.replace("%s", "$1")
-            want = sorted(map(tuple, await oracle.fetch(sql, *params)), key=repr)
-            got = sorted(map(tuple, await through.fetch(sql, *params)), key=repr)
+        for sql, params in UNORDERED + ORDERED:
+            sorted_rows = (sql, params) in UNORDERED
+            n = iter(range(1, 10))
+            sql = "".join(f"${next(n)}" if part == "%s" else part for part in sql.replace("%s", "\0%s\0").split("\0"))
+            want = list(map(tuple, await oracle.fetch(sql, *params)))
+            got = list(map(tuple, await through.fetch(sql, *params)))
+            if sorted_rows:
+                want, got = sorted(want, key=repr), sorted(got, key=repr)
             check(f"asyncpg {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
         async with through.transaction():
             for sql, params in UNORDERED:

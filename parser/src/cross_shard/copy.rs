@@ -6,7 +6,7 @@ use sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
 
-use super::{name_of, select, CrossShard};
+use super::{name_of, select, CrossShard, ShardSql};
 use crate::shard_key::KeyColumn;
 
 /// How COPY data is written (the options the rows' splitting needs).
@@ -82,9 +82,10 @@ pub(super) fn plan_copy(statement: &Statement, key: Option<&KeyColumn>) -> Cross
             };
             CrossShard::CopyOut {
                 format,
-                shard_sql: Some(format!(
-                    "COPY (SELECT {columns} FROM {table_name}) TO STDOUT{options}"
-                )),
+                shard_sql: Some(ShardSql {
+                    text: format!("COPY (SELECT {columns} FROM {table_name}) TO STDOUT{options}"),
+                    params: Vec::new(),
+                }),
             }
         }
         (

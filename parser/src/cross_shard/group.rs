@@ -9,7 +9,7 @@ use sqlparser::ast::{
 };
 
 use super::select::{aggregate_item, Count};
-use super::{name_of, Aggregate, CrossShard, SortKey};
+use super::{name_of, Aggregate, CrossShard, ShardSql, SortKey};
 
 /// A HAVING condition over output columns, evaluated after the merge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,17 +17,26 @@ pub enum Having {
     And(Box<Having>, Box<Having>),
     Or(Box<Having>, Box<Having>),
     Not(Box<Having>),
-    /// Output column `column` against a constant (its text; `None`: NULL).
+    /// Output column `column` against a constant.
     Compare {
         column: usize,
         op: Comparison,
-        constant: Option<String>,
+        constant: Constant,
     },
     /// `column IS [NOT] NULL`.
     IsNull {
         column: usize,
         negated: bool,
     },
+}
+
+/// A constant of HAVING.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constant {
+    /// Its text (`None`: NULL).
+    Value(Option<String>),
+    /// `$n` (1-based), given by the Bind.
+    Param(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +132,9 @@ pub(super) fn plan_grouped(
         s.having = None;
         s.projection = shard_projection(std::mem::take(&mut s.projection), &functions);
     }
+    let Some(shard_sql) = ShardSql::renumbered(&shard_query.to_string()) else {
+        return refused("GROUP BY in a statement the pooler cannot rewrite for the shards");
+    };
     CrossShard::Grouped {
         functions,
         columns,
@@ -130,7 +142,7 @@ pub(super) fn plan_grouped(
         limit,
         offset,
         having,
-        shard_sql: shard_query.to_string(),
+        shard_sql,
     }
 }
 
@@ -198,28 +210,31 @@ fn column_of(e: &Expr, items: &[SelectItem], functions: &[Option<Aggregate>]) ->
     })
 }
 
-/// A constant's text (`Some(None)`: NULL); `None` for what is not a constant.
-fn constant(e: &Expr) -> Option<Option<String>> {
-    match e {
+/// A constant (`Value(None)`: NULL, or a parameter); `None` for what is not one.
+fn constant(e: &Expr) -> Option<Constant> {
+    Some(match e {
         Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => Some(Some(n.clone())),
-            Value::SingleQuotedString(s) => Some(Some(s.clone())),
-            Value::Boolean(b) => Some(Some(if *b { "t" } else { "f" }.into())),
-            Value::Null => Some(None),
-            _ => None,
+            Value::Number(n, _) => Constant::Value(Some(n.clone())),
+            Value::SingleQuotedString(s) => Constant::Value(Some(s.clone())),
+            Value::Boolean(b) => Constant::Value(Some(if *b { "t" } else { "f" }.into())),
+            Value::Null => Constant::Value(None),
+            Value::Placeholder(p) => {
+                Constant::Param(p.strip_prefix('$')?.parse().ok().filter(|n| *n >= 1)?)
+            }
+            _ => return None,
         },
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
         } => match constant(expr)? {
-            Some(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
-                Some(Some(format!("-{n}")))
+            Constant::Value(Some(n)) if n.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                Constant::Value(Some(format!("-{n}")))
             }
-            _ => None,
+            _ => return None,
         },
-        Expr::Nested(inner) => constant(inner),
-        _ => None,
-    }
+        Expr::Nested(inner) => return constant(inner),
+        _ => return None,
+    })
 }
 
 fn having(e: &Expr, items: &[SelectItem], functions: &[Option<Aggregate>]) -> Option<Having> {

@@ -7,7 +7,7 @@ use sqlparser::ast::{
     OrderBy, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, TableFactor, Value, Visit,
 };
 
-use super::{name_of, Aggregate, CrossShard, Seen, SortColumn, SortKey};
+use super::{name_of, Aggregate, CrossShard, Seen, ShardSql, SortColumn, SortKey};
 
 /// A LIMIT or OFFSET count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,11 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
                 None => String::new(),
             };
             let end = at + clause.trim_start().len();
-            Some(format!("{}{each}{}", &text[..at], &text[end..]))
+            let rewritten = format!("{}{each}{}", &text[..at], &text[end..]);
+            match ShardSql::renumbered(&rewritten) {
+                Some(shard) => Some(shard),
+                None => return refused("this OFFSET form"),
+            }
         }
         _ => None,
     };

@@ -108,6 +108,37 @@ pub(super) fn read<'a>(
     }))
 }
 
+/// The batch a shard gets for the pooler's own `text` in place of the client's statement
+/// (parsed as `parse`, the Parse body after the name, and bound with `bind`, the Bind
+/// body after the names), whose `$k` is the client's parameter `params[k - 1]`: those
+/// parameters' declared types, values and formats. `None` when the messages are malformed.
+pub(super) fn rewritten(
+    parse: &[u8],
+    bind: &[u8],
+    text: &str,
+    params: &[usize],
+) -> Option<BytesMut> {
+    let (_, declared) = cstr(parse).ok()?;
+    let count = u16::from_be_bytes(declared.get(..2)?.try_into().ok()?) as usize;
+    let types: Vec<u32> = (0..count)
+        .map(|i| {
+            let at = 2 + 4 * i;
+            Some(u32::from_be_bytes(
+                declared.get(at..at + 4)?.try_into().ok()?,
+            ))
+        })
+        .collect::<Option<_>>()?;
+    let mut body = text.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    for p in params {
+        let oid = types.get(p.checked_sub(1)?).copied().unwrap_or(0);
+        body.extend_from_slice(&oid.to_be_bytes());
+    }
+    let bind = crate::wire::bind::BindParams::read(bind)?.subset(params)?;
+    Some(unnamed(&body, &bind))
+}
+
 /// The batch a shard gets for a statement parsed as `text` (the Parse body after the name)
 /// and bound with `bind_rest` (the Bind body after the names): Parse, Bind, Describe of the
 /// portal (the merge needs the columns), Execute, Sync, all unnamed.

@@ -11,7 +11,6 @@ use pgcat_parser::{resolve_keys, shard_for_key, KeyValue, PoolRouting};
 use super::batch;
 use crate::wire::bind::BindParams;
 use crate::wire::messages::{self, PgError};
-use crate::wire::startup::cstr;
 
 /// Per shard (ascending), what it gets of the client's INSERT `sql`, whose rows' keys are
 /// `keys`; `parts`: an extended batch's Parse text (after the name) and Bind (after the
@@ -49,35 +48,17 @@ pub(super) fn split(
             let (text, old) = pgcat_parser::split::insert_rows(sql, &rows).ok_or_else(|| {
                 PgError::error("0A000", "cannot split this INSERT's rows between shards")
             })?;
-            let mut out = BytesMut::new();
-            match (parts, &bind) {
-                (Some((parse, _)), Some(bind)) => {
-                    let types = parameter_types(parse).ok_or_else(malformed)?;
-                    let mut parse = text.into_bytes();
-                    parse.push(0);
-                    parse.extend_from_slice(&(old.len() as u16).to_be_bytes());
-                    for o in &old {
-                        let oid = types.get(o - 1).copied().unwrap_or(0);
-                        parse.extend_from_slice(&oid.to_be_bytes());
-                    }
-                    let bind = bind.subset(&old).ok_or_else(malformed)?;
-                    out = batch::unnamed(&parse, &bind);
+            let out = match parts {
+                Some((parse, bind)) => {
+                    batch::rewritten(parse, bind, &text, &old).ok_or_else(malformed)?
                 }
-                _ => messages::query(&mut out, &[text.as_bytes()]),
-            }
+                None => {
+                    let mut out = BytesMut::new();
+                    messages::query(&mut out, &[text.as_bytes()]);
+                    out
+                }
+            };
             Ok((shard, out))
-        })
-        .collect()
-}
-
-/// The parameter type OIDs of a Parse body after the name (query, count, OIDs).
-fn parameter_types(parse: &[u8]) -> Option<Vec<u32>> {
-    let (_, rest) = cstr(parse).ok()?;
-    let count = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-    (0..count)
-        .map(|i| {
-            let at = 2 + 4 * i;
-            Some(u32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?))
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use super::batch;
 use super::*;
 use crate::merge::{GroupPlan, Merge, Plan};
 use crate::wire::bind::BindParams;
-use pgcat_parser::cross_shard::{Aggregate, Count};
+use pgcat_parser::cross_shard::{Aggregate, Count, ShardSql};
 use pgcat_parser::CrossShard;
 
 /// One statement ready for the shards.
@@ -50,11 +50,24 @@ impl ShardStatement {
                 ..
             }
             | CrossShard::Grouped { shard_sql: sql, .. } => {
-                let messages = self.with_text(sql);
+                let messages = self.with_text(sql)?;
                 Ok(shards.map(|s| (s, messages.clone())).collect())
             }
             _ => Ok(shards.map(|s| (s, self.messages.clone())).collect()),
         }
+    }
+
+    /// The Bind's parameters: each value (`None`: NULL) and whether it is binary.
+    fn params(&self) -> Vec<Option<(Vec<u8>, bool)>> {
+        let Some(bind) = self.parts.as_ref().and_then(|(_, b)| BindParams::read(b)) else {
+            return Vec::new();
+        };
+        (0..)
+            .map_while(|i| {
+                bind.value(i)
+                    .map(|v| v.map(|v| (v.to_vec(), bind.binary(i))))
+            })
+            .collect()
     }
 
     /// The client's Bind asks for a result format per column.
@@ -68,21 +81,18 @@ impl ShardStatement {
         self.len
     }
 
-    /// The statement's messages with `sql` instead of its text (the parameters, their
-    /// types and values unchanged).
-    fn with_text(&self, sql: &str) -> BytesMut {
-        let mut out = BytesMut::new();
+    /// The statement's messages with the pooler's `shard` statement instead of its text,
+    /// bound with the client's parameters it takes.
+    fn with_text(&self, shard: &ShardSql) -> Result<BytesMut, PgError> {
         match &self.parts {
-            Some((parse, bind)) => {
-                let types = crate::wire::startup::cstr(parse).map_or(&[][..], |(_, t)| t);
-                let mut text = sql.as_bytes().to_vec();
-                text.push(0);
-                text.extend_from_slice(types);
-                out = batch::unnamed(&text, bind);
+            Some((parse, bind)) => batch::rewritten(parse, bind, &shard.text, &shard.params)
+                .ok_or_else(|| PgError::error("08P01", "malformed Parse or Bind message")),
+            None => {
+                let mut out = BytesMut::new();
+                messages::query(&mut out, &[shard.text.as_bytes()]);
+                Ok(out)
             }
-            None => messages::query(&mut out, &[sql.as_bytes()]),
         }
-        out
     }
 
     /// A LIMIT or OFFSET count's value: a number, or the Bind's parameter (NULL: none);
@@ -205,6 +215,7 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
             order: order.clone(),
             offset: statement.count(*offset, "OFFSET", "2201X")?.unwrap_or(0),
             limit: statement.count(*limit, "LIMIT", "2201W")?,
+            params: statement.params(),
         }),
         CrossShard::CopyOut { format, .. } => {
             let binary = format.kind == pgcat_parser::cross_shard::CopyKind::Binary;
