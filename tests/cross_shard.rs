@@ -316,6 +316,14 @@ const REFUSED: &[(&str, &str)] = &[
         "subqueries",
     ),
     ("SELECT row_number() OVER () FROM items", "window functions"),
+    (
+        "SELECT id, random() AS r FROM items ORDER BY r",
+        "volatile function",
+    ),
+    (
+        "SELECT now()::date AS d, count(*) FROM items GROUP BY 1",
+        "volatile function",
+    ),
     ("INSERT INTO items (grp) VALUES (1)", "INSERT"),
     ("UPDATE items SET id = id + 1", "sharding key"),
     (

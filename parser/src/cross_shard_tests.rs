@@ -291,6 +291,18 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
         ),
         ("SELECT id FROM data FETCH FIRST 3 ROWS ONLY", "FETCH"),
         (
+            "SELECT id, random() AS r FROM data ORDER BY r",
+            "ORDER BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
+        ),
+        (
+            "SELECT now() - interval '1 day' AS t, id FROM data ORDER BY 1",
+            "ORDER BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
+        ),
+        (
+            "SELECT (random() * 3)::int AS b, count(*) FROM data GROUP BY b",
+            "GROUP BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
+        ),
+        (
             "SELECT DISTINCT ON (value) value FROM data",
             "DISTINCT ON other than the leading ORDER BY output columns of a plain SELECT",
         ),

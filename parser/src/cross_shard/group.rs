@@ -73,6 +73,21 @@ pub(super) fn plan_grouped(
     if group_exprs.iter().any(sets) {
         return refused("GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS");
     }
+    let grouped_by = |g: &&Expr| {
+        // A grouping column named by position or alias: its output expression.
+        let item = match g {
+            Expr::Value(_) | Expr::Identifier(_) => select.projection.iter().find(|item| {
+                item_expr(item).is_some_and(|e| same_column(g, e, item, &select.projection))
+            }),
+            _ => None,
+        };
+        super::select::per_shard(item.and_then(item_expr).unwrap_or(g))
+    };
+    if group_exprs.iter().any(grouped_by) {
+        return refused(
+            "GROUP BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
+        );
+    }
     let items = &select.projection;
     // Each output column: an aggregate, or a grouping column.
     let mut functions = Vec::with_capacity(items.len());

@@ -46,6 +46,14 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
             Err(what) => return refused(what),
         },
     };
+    if order
+        .iter()
+        .any(|k| per_shard_column(&k.column, &select.projection))
+    {
+        return refused(
+            "ORDER BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
+        );
+    }
     if query.fetch.is_some() {
         return refused("FETCH");
     }
@@ -253,6 +261,55 @@ fn sort_column(
             }
             _ => return Err("ORDER BY an expression that is not an output column"),
         }
+    })
+}
+
+/// Functions whose value differs from shard to shard (volatile ones, and those of the
+/// server or the moment): ordering or grouping by them cannot give one database's answer.
+const PER_SHARD: [&str; 19] = [
+    "random",
+    "nextval",
+    "setval",
+    "currval",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "now",
+    "current_timestamp",
+    "current_time",
+    "localtimestamp",
+    "localtime",
+    "pg_backend_pid",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "txid_current",
+    "pg_current_xact_id",
+    "inet_server_addr",
+];
+
+/// Whether `expr` calls a function whose value differs from shard to shard.
+pub(super) fn per_shard(expr: &Expr) -> bool {
+    let mut seen = Seen::default();
+    let _ = expr.visit(&mut seen);
+    seen.functions
+        .iter()
+        .any(|f| PER_SHARD.contains(&f.as_str()))
+}
+
+/// Whether the output column an ORDER BY key names is computed with such a function.
+fn per_shard_column(column: &SortColumn, projection: &[SelectItem]) -> bool {
+    projection.iter().enumerate().any(|(i, item)| {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(name_of(alias))),
+            _ => return false,
+        };
+        let named = match column {
+            SortColumn::Position(at) => *at == i,
+            SortColumn::Name(name) => alias.as_ref() == Some(name),
+        };
+        named && per_shard(expr)
     })
 }
 
