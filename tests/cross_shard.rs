@@ -64,7 +64,10 @@ fn cluster() -> &'static Cluster {
                  CREATE TABLE intl (id bigint, label text COLLATE \"en-x-icu\");\n\
                  INSERT INTO intl VALUES ({shard}, 'b'), ({shard} + 10, 'B');\n\
                  {LOADED_TABLE} PARTITION BY HASH (id);\n\
-                 CREATE TABLE loaded_p{shard} PARTITION OF loaded FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});"
+                 CREATE TABLE loaded_p{shard} PARTITION OF loaded FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+                 {TALLY_TABLE} PARTITION BY HASH (id);\n\
+                 CREATE TABLE tally_p{shard} PARTITION OF tally FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+                 INSERT INTO tally {TALLY_ROWS} WHERE pg_catalog.satisfies_hash_partition('tally'::regclass, {SHARDS}, {shard}, i::bigint);"
             ));
         }
         let all: String = (1..=ROWS).map(row_insert).collect();
@@ -77,6 +80,7 @@ fn cluster() -> &'static Cluster {
              {KINDS_TABLE};\nINSERT INTO kinds {KINDS_ROWS};\n\
              CREATE TABLE intl (id bigint, label text COLLATE \"en-x-icu\");\n\
              {LOADED_TABLE};\n\
+             {TALLY_TABLE};\nINSERT INTO tally {TALLY_ROWS};\n\
              CREATE TABLE loaded_src AS SELECT i::bigint AS id, \
                (ARRAY['plain', E'tab\\there', E'new\\nline', 'comma, \"quoted\"', E'back\\\\slash', 'ünï', NULL])[1 + i % 7] AS label, \
                CASE WHEN i % 5 = 0 THEN NULL ELSE i * 3 END AS n \
@@ -89,6 +93,10 @@ fn cluster() -> &'static Cluster {
     });
     cluster
 }
+
+/// `tally`: the table the multi-statement tests change (no other test reads it).
+const TALLY_TABLE: &str = "CREATE TABLE tally (id bigint, n int)";
+const TALLY_ROWS: &str = "SELECT i, 0 FROM generate_series(1, 20) i";
 
 /// `kinds`: a column of each type the merge orders, NULLs and edge values included.
 const KINDS_TABLE: &str = "CREATE TABLE kinds (id bigint, t text, vc varchar(12), d date, \
@@ -460,6 +468,8 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
 mod copy;
 #[path = "cross_shard/inserts.rs"]
 mod inserts;
+#[path = "cross_shard/several.rs"]
+mod several;
 #[path = "cross_shard/transactions.rs"]
 mod transactions;
 #[path = "cross_shard/types.rs"]
@@ -634,7 +644,7 @@ fn psycopg_and_asyncpg_get_the_oracles_answers() {
         String::from_utf8_lossy(&out.stderr),
         support::tail(&pooler.logs(), 30)
     );
-    assert_eq!(stdout.matches("CHECK ").count(), 36, "{stdout}");
+    assert_eq!(stdout.matches("CHECK ").count(), 38, "{stdout}");
 }
 
 #[test]

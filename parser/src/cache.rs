@@ -40,7 +40,7 @@ impl Analysis {
         };
         Analysis {
             classification: classify_parsed(sql, parsed.as_ref()),
-            cross_shard: CrossShard::of(parsed.as_ref(), key),
+            cross_shard: CrossShard::of(sql, parsed.as_ref(), key),
             keys,
             names_key_column: key.is_some_and(|k| contains_word_ci(sql, &k.column)),
         }

@@ -132,6 +132,13 @@ pub enum CrossShard {
     /// `ROLLBACK TO`, `COMMIT AND CHAIN`) and `SET`: outside a transaction any shard
     /// answers it; in a transaction spanning shards, every shard runs it.
     Control,
+    /// Several statements in one query string (`texts`, as the client wrote them), some
+    /// of them on every shard or on different shards: they run one after the other, each
+    /// where it belongs, in one transaction across shards (PostgreSQL's implicit
+    /// transaction of a multi-statement query). `keyed`: every statement that reads the
+    /// application's tables names its sharding key (so when all keys are on one shard,
+    /// the string runs there as it is).
+    Several { texts: Vec<String>, keyed: bool },
     /// Not answered exactly across shards yet: refused, naming the construct.
     Refused(&'static str),
     /// The text did not parse (or was longer than `query_parser_max_length`).
@@ -142,34 +149,41 @@ pub enum CrossShard {
 impl CrossShard {
     /// The plan for a query text's statements (`None`: it did not parse); `key`: the
     /// pool's sharding key column (an UPDATE that sets it would move rows between shards).
-    pub fn of(parsed: Option<&Parsed>, key: Option<&KeyColumn>) -> CrossShard {
+    pub fn of(sql: &str, parsed: Option<&Parsed>, key: Option<&KeyColumn>) -> CrossShard {
         let Some(parsed) = parsed else {
             return CrossShard::Unknown;
         };
         let printable = parsed.printable();
-        let plans: Vec<CrossShard> = parsed
-            .statements()
-            .iter()
-            .map(|s| plan(s, key, printable))
-            .collect();
+        let statements = parsed.statements();
+        let plans: Vec<CrossShard> = statements.iter().map(|s| plan(s, key, printable)).collect();
+        let anywhere = |p: &CrossShard| matches!(p, CrossShard::AnyShard | CrossShard::Control);
         match plans.as_slice() {
             [] => CrossShard::AnyShard,
             [one] => one.clone(),
-            many if many
-                .iter()
-                .all(|p| matches!(p, CrossShard::AnyShard | CrossShard::Control)) =>
-            {
-                CrossShard::AnyShard
+            many if many.iter().all(anywhere) => CrossShard::AnyShard,
+            many => {
+                // Each statement that reads the application's tables names its key: they
+                // run each on its key's shard (one shard for all: the router sends the
+                // whole string there).
+                let keyed = statements.iter().zip(many).all(|(s, p)| {
+                    anywhere(p) || key.is_some_and(|k| crate::shard_key::restricted_to_keys(s, k))
+                });
+                if !keyed {
+                    if let Some(refused) = many.iter().find(|p| matches!(p, CrossShard::Refused(_)))
+                    {
+                        return refused.clone();
+                    }
+                }
+                match crate::statements::texts(sql).filter(|t| t.len() == statements.len()) {
+                    Some(texts) => CrossShard::Several {
+                        texts: texts.into_iter().map(str::to_string).collect(),
+                        keyed,
+                    },
+                    None => CrossShard::Refused(
+                        "several statements in one query string reading sharded tables",
+                    ),
+                }
             }
-            many => many
-                .iter()
-                .find_map(|p| match p {
-                    CrossShard::Refused(what) => Some(CrossShard::Refused(what)),
-                    _ => None,
-                })
-                .unwrap_or(CrossShard::Refused(
-                    "several statements in one query string reading sharded tables",
-                )),
         }
     }
 }

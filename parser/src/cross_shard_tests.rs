@@ -3,7 +3,7 @@ use super::*;
 
 fn of(sql: &str) -> CrossShard {
     let key = KeyColumn::parse("data.id");
-    CrossShard::of(Parsed::parse(sql).as_ref(), key.as_ref())
+    CrossShard::of(sql, Parsed::parse(sql).as_ref(), key.as_ref())
 }
 
 #[test]
@@ -390,13 +390,41 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "COLLATE in a statement ordered or aggregated across shards",
         ),
         (
-            "SELECT id FROM data; SELECT 1",
-            "several statements in one query string reading sharded tables",
+            "SELECT id FROM data; SELECT a.id FROM data a, data b",
+            "joins (several tables in FROM)",
         ),
     ] {
         assert_eq!(of(sql), CrossShard::Refused(what), "{sql}");
     }
     assert_eq!(of("SELEC nonsense"), CrossShard::Unknown);
+}
+
+#[test]
+fn several_statements_run_one_by_one_as_written() {
+    assert_eq!(
+        of("SELECT count(*) FROM data; /* c; */ UPDATE data SET value = 'a;b' WHERE id = 3;"),
+        CrossShard::Several {
+            texts: vec![
+                "SELECT count(*) FROM data".into(),
+                "/* c; */ UPDATE data SET value = 'a;b' WHERE id = 3".into()
+            ],
+            keyed: false,
+        }
+    );
+    // Every statement names its key: on one shard the whole string runs there.
+    let CrossShard::Several { keyed, .. } =
+        of("UPDATE data SET value = 'x' WHERE id = 3; SELECT 1; SELECT * FROM data WHERE id = 9")
+    else {
+        panic!("several");
+    };
+    assert!(keyed);
+    // A keyed statement that alone would be refused runs on its key's shard.
+    let CrossShard::Several { keyed, .. } =
+        of("SELECT a.id FROM data a JOIN data b ON a.id = b.id WHERE a.id = 1; SELECT * FROM data WHERE id = 2")
+    else {
+        panic!("several");
+    };
+    assert!(keyed);
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod session;
 pub mod shape;
 pub mod shard_key;
 pub mod split;
+pub mod statements;
 #[doc(hidden)]
 pub mod variants;
 

@@ -121,6 +121,11 @@ pub fn bind_param_as_i64(value: &[u8], format_binary: bool) -> Option<i64> {
     }
 }
 
+/// Whether one statement is restricted to sharding key values (it names its shard).
+pub(crate) fn restricted_to_keys(statement: &Statement, key: &KeyColumn) -> bool {
+    statement_keys(statement, key).is_some_and(|keys| !keys.is_empty())
+}
+
 fn statement_keys(statement: &Statement, key: &KeyColumn) -> Option<Vec<KeyValue>> {
     match statement {
         Statement::Query(query) => query_keys(query, key),

@@ -37,7 +37,8 @@ pub fn place(
     {
         return Ok(false);
     }
-    if !all {
+    // Several statements each naming its key run each on its shard, in either mode.
+    if !all && !matches!(plan, CrossShard::Several { keyed: true, .. }) {
         return Err(no_shard(pool));
     }
     match plan {
@@ -55,7 +56,8 @@ pub fn place(
         | CrossShard::Schema
         | CrossShard::Insert
         | CrossShard::CopyIn { .. }
-        | CrossShard::CopyOut { .. } => Ok(true),
+        | CrossShard::CopyOut { .. }
+        | CrossShard::Several { .. } => Ok(true),
         CrossShard::AnyShard | CrossShard::Control => Ok(false),
     }
 }
@@ -72,6 +74,7 @@ pub fn runs_everywhere(plan: &CrossShard) -> bool {
             | CrossShard::Insert
             | CrossShard::CopyIn { .. }
             | CrossShard::CopyOut { .. }
+            | CrossShard::Several { .. }
     )
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgcat_parser::{
     bind_param_as_i64, may_be_command, parse_command, resolve_keys, route, Analysis, Command,
-    CommandError, Route, SessionRouting, ShardSelector,
+    CommandError, CrossShard, Route, SessionRouting, ShardSelector,
 };
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
@@ -189,9 +189,14 @@ pub fn decide(
         &router.routing,
     );
     let mut all_shards = false;
-    if let Some(shard) = routed.shard {
+    let decides = super::cross_shard::decides(session, pool);
+    // Several statements, not every one naming its key: the keys of some do not pick the
+    // shard of all (a key of its own, the session's shard or a hint still do).
+    let chosen = session.shard.or(session.sharding_key_shard).is_some() || hint.is_some();
+    let keys_for_all = chosen || !decides || analysed.as_deref().is_none_or(keys_pick_shard);
+    if let Some(shard) = routed.shard.filter(|_| keys_for_all) {
         check_shard(shard, pool)?;
-    } else if super::cross_shard::decides(session, pool) {
+    } else if decides {
         let analysis = analysed.get_or_insert_with(|| router.analyze(sql));
         let describe_only = matches!(request, Request::Extended { bind: None, .. });
         all_shards = super::cross_shard::place(analysis, session, pool, describe_only)?;
@@ -229,6 +234,16 @@ pub fn decide(
         routed: analysed,
         all_shards,
     })
+}
+
+/// Whether the keys found in a query string pick the shard of the whole string: not when
+/// it has several statements of which some read the application's tables without a key.
+fn keys_pick_shard(analysis: &Analysis) -> bool {
+    analysis.classification.statement_count < 2
+        || matches!(
+            analysis.cross_shard,
+            CrossShard::AnyShard | CrossShard::Control | CrossShard::Several { keyed: true, .. }
+        )
 }
 
 fn check_shard(shard: usize, pool: &UserPool) -> Result<(), PgError> {

@@ -51,6 +51,18 @@ def same_answers(through, oracle, label):
         check(f"{label} {sql}", got == want, f"{got[:3]}... vs {want[:3]}...")
 
 
+def several(conn):
+    """The results of one query string of several statements (psycopg sends it as one
+    simple Query), each statement's rows."""
+    cur = conn.execute(
+        "SELECT count(*), sum(amount) FROM items; SELECT id FROM items ORDER BY id DESC LIMIT 2; SELECT 1"
+    )
+    results = [cur.fetchall()]
+    while cur.nextset():
+        results.append(cur.fetchall())
+    return results
+
+
 def run_psycopg():
     with psycopg.connect(POOLER, autocommit=True) as through, psycopg.connect(ORACLE) as oracle:
         same_answers(through, oracle, "psycopg")
@@ -75,10 +87,14 @@ def run_psycopg():
             with through_or_oracle.cursor().copy(sql) as copy:
                 copied.append(sorted(bytes(b"".join(bytes(c) for c in copy)).splitlines()))
         check("psycopg COPY TO STDOUT", copied[0] == copied[1] and copied[0], f"{copied[0][:3]}")
+        got, want = several(through), several(oracle)
+        check("psycopg several statements", got == want and len(got) == 3, f"{got} vs {want}")
     # psycopg's default: a transaction opened before the first statement, held on every
     # shard it touches until commit.
     with psycopg.connect(POOLER) as through, psycopg.connect(ORACLE) as oracle:
         same_answers(through, oracle, "psycopg in a transaction")
+        got, want = several(through), several(oracle)
+        check("psycopg several statements in a transaction", got == want, f"{got} vs {want}")
         through.commit()
 
 

@@ -3,6 +3,7 @@
 //! server taken for it.
 
 use super::*;
+use pgcat_parser::CrossShard;
 
 /// What an idle client asked for.
 pub(super) enum Idle {
@@ -129,6 +130,14 @@ impl Client {
         }
         match decided {
             Ok(d) if d.all_shards => match d.routed {
+                Some(routed)
+                    if matches!(routed.analysis.cross_shard, CrossShard::Several { .. }) =>
+                {
+                    Ok(Idle::Spread(Box::new(Spread::implicit(
+                        d.route.role,
+                        pool.mode,
+                    ))))
+                }
                 Some(routed) => Ok(Idle::AllShards(d.route.role, routed)),
                 None => Err(
                     PgError::error("XX000", "no analysis for a statement on every shard").into(),

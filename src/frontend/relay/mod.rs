@@ -60,6 +60,7 @@ mod fanout;
 mod insert;
 mod kept;
 mod server_messages;
+mod several;
 mod spread;
 mod statement;
 mod write;

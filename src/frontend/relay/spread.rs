@@ -33,6 +33,12 @@ pub(super) struct Spread {
     /// The block changed the schema (its end, commit or rollback, changes it again).
     ddl: bool,
     mode: PoolMode,
+    /// The block is a multi-statement query's implicit transaction (see `several`): it
+    /// ends with the query, committed unless a statement failed.
+    implicit: bool,
+    /// The statements of a multi-statement query are running: no ReadyForQuery after
+    /// each, one after the last.
+    quiet: bool,
 }
 
 /// Where a statement of the block runs.
@@ -42,6 +48,8 @@ enum Target {
     Shards(Vec<usize>, Box<CrossShard>, Vec<KeyValue>),
     /// COMMIT (`true`) or ROLLBACK.
     End(bool),
+    /// A query string of several statements, each as the client wrote it (see `several`).
+    Several(Vec<String>),
 }
 
 impl Spread {
@@ -54,11 +62,33 @@ impl Spread {
             in_flight: false,
             ddl: false,
             mode,
+            implicit: false,
+            quiet: false,
         }
     }
 
+    /// The implicit transaction of a query string of several statements that run on
+    /// different shards, as PostgreSQL runs such a string in one transaction.
+    pub(super) fn implicit(role: Option<Role>, mode: PoolMode) -> Spread {
+        let mut spread = Spread::new("BEGIN", role, mode);
+        spread.implicit = true;
+        spread
+    }
+
+    pub(super) fn is_implicit(&self) -> bool {
+        self.implicit
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    pub(super) fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
     /// The client's transaction status.
-    fn status(&self) -> u8 {
+    pub(super) fn status(&self) -> u8 {
         if self.failed {
             b'E'
         } else {
@@ -89,11 +119,11 @@ impl Client {
         self.rare.as_ref()?.spread.as_deref()
     }
 
-    fn spread_mut(&mut self) -> Option<&mut Spread> {
+    pub(super) fn spread_mut(&mut self) -> Option<&mut Spread> {
         self.rare.as_mut()?.spread.as_deref_mut()
     }
 
-    fn take_spread(&mut self) -> Option<Box<Spread>> {
+    pub(super) fn take_spread(&mut self) -> Option<Box<Spread>> {
         self.rare.as_mut()?.spread.take()
     }
 
@@ -167,24 +197,29 @@ impl Client {
             let sync = self.buf.get(len - 5) == Some(&b'S');
             return self.spread_describe(parse, len, sync).await.map(|()| true);
         }
+        self.spread_statement().await.map(|()| true)
+    }
+
+    /// Runs the block's next statement, the request at the front of the client's buffer.
+    pub(super) async fn spread_statement(&mut self) -> Result<(), ClientError> {
         let statements = &self.statements;
         let request =
             request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
         let Some(request) = request else {
-            self.read_more().await?;
-            return Ok(true);
+            return self.read_more().await;
         };
         let target = self.spread_target(&request);
         let pool = self.session.pool.clone();
         match target {
-            Ok(Target::End(commit)) => self.end_spread(commit).await.map(|()| true),
+            Ok(Target::End(commit)) => self.end_spread(commit).await,
+            Ok(Target::Several(texts)) => self.spread_several(texts).await,
             Ok(Target::Shards(shards, plan, keys)) => {
                 if let Some(error) = self.spread_refusal(&pool, &request, &plan).await {
-                    return self.spread_reject(error).await.map(|()| true);
+                    return self.spread_reject(error).await;
                 }
-                self.spread_run(&shards, &plan, &keys).await.map(|()| true)
+                self.spread_run(&shards, &plan, &keys).await
             }
-            Err(error) => self.spread_reject(error).await.map(|()| true),
+            Err(error) => self.spread_reject(error).await,
         }
     }
 
@@ -198,6 +233,25 @@ impl Client {
         };
         let analysis = pool.router.analyze(sql);
         let c = &analysis.classification;
+        let implicit = self.spread().is_some_and(|s| s.implicit && !s.quiet);
+        if let CrossShard::Several { texts, .. } = &analysis.cross_shard {
+            if !matches!(request, Request::Query(_)) {
+                return Err(PgError::error(
+                    "42601",
+                    "cannot insert multiple commands into a prepared statement",
+                ));
+            }
+            if failed {
+                return Err(aborted_transaction());
+            }
+            return Ok(Target::Several(texts.clone()));
+        }
+        if implicit {
+            return Err(PgError::error(
+                "XX000",
+                "a multi-statement query's transaction got a statement of its own",
+            ));
+        }
         if matches!(request, Request::Query(_)) && c.ends_transaction && c.statement_count == 1 {
             let first = sql.trim_start().get(..5).unwrap_or_default();
             let rollback =
@@ -271,10 +325,29 @@ impl Client {
         }
     }
 
-    /// Answers the client's request with `error`; the block is failed.
-    async fn spread_reject(&mut self, error: PgError) -> Result<(), ClientError> {
-        if let Some(spread) = self.spread_mut() {
-            spread.failed = true;
+    /// Answers the client's request with `error`; the block is failed (a multi-statement
+    /// query's implicit one ends, rolled back).
+    pub(super) async fn spread_reject(&mut self, error: PgError) -> Result<(), ClientError> {
+        let Some(spread) = self.spread_mut() else {
+            return self.reject_in(error, false, b'E').await;
+        };
+        spread.failed = true;
+        let (quiet, implicit) = (spread.quiet, spread.implicit);
+        if quiet {
+            // One statement of several: its error, the ReadyForQuery after the last.
+            let (_, _, total) =
+                crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
+            self.buf.advance(total);
+            let mut out = BytesMut::new();
+            error.encode(&mut out);
+            self.stream.send(&out).await?;
+            return Ok(());
+        }
+        if implicit {
+            if let Some(spread) = self.take_spread() {
+                let _ = self.finish_spread(spread, false).await;
+            }
+            return self.reject_in(error, false, b'I').await;
         }
         self.reject_in(error, false, b'E').await
     }
@@ -412,7 +485,9 @@ impl Client {
             // ROLLBACK TO SAVEPOINT on every shard: the block is usable again.
             spread.failed = false;
         }
-        messages::ready_for_query(&mut out, spread.status());
+        if !spread.quiet {
+            messages::ready_for_query(&mut out, spread.status());
+        }
         self.rare.get_or_insert_with(Default::default).spread = Some(spread);
         self.stream.send(&out).await?;
         Ok(())
@@ -456,27 +531,12 @@ impl Client {
         let (_, _, total) =
             crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
         self.buf.advance(total);
-        let Some(mut spread) = self.take_spread() else {
+        let Some(spread) = self.take_spread() else {
             return Ok(());
         };
         let commit = commit && !spread.failed;
-        let mut servers = std::mem::take(&mut spread.servers);
-        let mut broken = vec![false; servers.len()];
-        let ended = write::end_all(&mut servers, &mut broken, commit).await;
-        if spread.ddl {
-            self.session.pool.schema_epoch.changed();
-        }
-        let info = &self.session.info;
-        info.hold_server(None);
-        info.query_count.fetch_add(1, Relaxed);
-        info.xact_count.fetch_add(1, Relaxed);
-        for ((_, server), broken) in servers.into_iter().zip(broken) {
-            if broken {
-                drop(Object::take(server));
-            } else {
-                checkin(server, spread.mode).await;
-            }
-        }
+        let ended = self.finish_spread(spread, commit).await;
+        self.session.info.query_count.fetch_add(1, Relaxed);
         let mut out = BytesMut::new();
         match ended {
             Ok(()) => {
@@ -487,6 +547,32 @@ impl Client {
         messages::ready_for_query(&mut out, b'I');
         self.stream.send(&out).await?;
         Ok(())
+    }
+
+    /// Commits (`commit`) or rolls back the block's transaction on every shard it holds
+    /// and gives their servers back; the error when a shard failed to end it.
+    pub(super) async fn finish_spread(
+        &mut self,
+        mut spread: Box<Spread>,
+        commit: bool,
+    ) -> Result<(), PgError> {
+        let mut servers = std::mem::take(&mut spread.servers);
+        let mut broken = vec![false; servers.len()];
+        let ended = write::end_all(&mut servers, &mut broken, commit).await;
+        if spread.ddl {
+            self.session.pool.schema_epoch.changed();
+        }
+        let info = &self.session.info;
+        info.hold_server(None);
+        info.xact_count.fetch_add(1, Relaxed);
+        for ((_, server), broken) in servers.into_iter().zip(broken) {
+            if broken {
+                drop(Object::take(server));
+            } else {
+                checkin(server, spread.mode).await;
+            }
+        }
+        ended
     }
 }
 
