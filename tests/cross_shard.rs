@@ -644,7 +644,7 @@ fn psycopg_and_asyncpg_get_the_oracles_answers() {
         String::from_utf8_lossy(&out.stderr),
         support::tail(&pooler.logs(), 30)
     );
-    assert_eq!(stdout.matches("CHECK ").count(), 38, "{stdout}");
+    assert_eq!(stdout.matches("CHECK ").count(), 39, "{stdout}");
 }
 
 #[test]

@@ -150,6 +150,38 @@ fn copy_splits_rows_by_key_in_every_format_and_loads_nothing_on_a_bad_row() {
         through(&["SELECT count(*) FROM loaded"]).expect("count"),
         "0"
     );
+    // Inside a transaction block: the rows are the block's, on every shard, until its
+    // end; ROLLBACK undoes them everywhere, COMMIT keeps them. A multi-statement string
+    // may carry a COPY too.
+    let text = file("text");
+    let in_block = through(&[
+        "BEGIN",
+        &format!("\\copy loaded FROM '{text}'"),
+        "SELECT count(*) FROM loaded",
+        "ROLLBACK",
+        "SELECT count(*) FROM loaded",
+    ])
+    .unwrap_or_else(|e| panic!("COPY in a block: {e}\n{}", pooler.logs()));
+    assert_eq!(in_block, "BEGIN\nCOPY 500\n500\nROLLBACK\n0");
+    let committed = through(&[
+        "BEGIN",
+        "SELECT count(*) FROM items",
+        &format!("\\copy loaded FROM '{text}'"),
+        "COMMIT",
+    ])
+    .expect("COPY committed with its block");
+    assert_eq!(committed, format!("BEGIN\n{ROWS}\nCOPY 500\nCOMMIT"));
+    assert_eq!(through(&[everything]).expect("read back"), want);
+    through(&["DELETE FROM loaded"]).expect("empty it again");
+    // A COPY that fails fails the block: nothing of it, or of the block, stays.
+    let error = through(&[
+        "BEGIN",
+        "DELETE FROM loaded",
+        &format!("\\copy loaded FROM '{bad}'"),
+    ])
+    .expect_err("CHECK in a block");
+    assert!(error.contains("loaded_n_check"), "{error}");
+
     // The pooler still serves the client's pool.
     assert_eq!(
         through(&["SELECT count(*) FROM items"]).expect("count"),

@@ -96,6 +96,21 @@ def run_psycopg():
         got, want = several(through), several(oracle)
         check("psycopg several statements in a transaction", got == want, f"{got} vs {want}")
         through.commit()
+        # COPY FROM in the transaction: its rows are the transaction's until it ends.
+        count = "SELECT count(*) FROM items"
+        before = through.execute(count).fetchone()[0]
+        with through.cursor().copy("COPY items (id, grp, value, amount) FROM STDIN") as copy:
+            for i in range(1001, 1011):
+                copy.write_row((i, 1, f"c{i}", i))
+        during = through.execute(count).fetchone()[0]
+        through.rollback()
+        after = through.execute(count).fetchone()[0]
+        through.commit()
+        check(
+            "psycopg COPY FROM in a transaction",
+            (during, after) == (before + 10, before),
+            f"{before} {during} {after}",
+        )
 
 
 def run_pipeline():

@@ -45,30 +45,27 @@ impl Client {
             Ok(servers) => servers,
             Err(error) => return self.answer_error(error).await,
         };
-        let started = self.start_copy(&mut servers, &query, table, key).await;
-        let (response, key) = match started {
-            Ok(started) => started,
-            Err(error) => {
-                close_all(servers);
-                return self.answer_error(error).await;
-            }
-        };
-        self.stream.send(&response).await?;
-        let mut splitter = Splitter::new(format.clone(), key);
-        let streamed = self.stream_rows(&mut servers, &mut splitter).await;
-        let refused = match streamed {
-            Ok(Ok(DataEnd::Done)) => None,
-            Ok(Ok(DataEnd::Failed(why))) => Some(PgError::error(
-                "57014",
-                format!("COPY from stdin failed: {why}"),
-            )),
-            Ok(Err(error)) => Some(error),
+        if let Err((shard, e)) = super::write::begin_all(&mut servers, "BEGIN").await {
+            close_all(servers);
+            return self
+                .answer_error(crate::merge::on_shard(shard, e.to_client()))
+                .await;
+        }
+        let (copied, mut broken) = match self
+            .copy_rows(&mut servers, &query, (table, key, format))
+            .await
+        {
+            Ok(copied) => copied,
             Err(e) => {
                 close_all(servers);
                 return Err(e);
             }
         };
-        let (answer, broken) = end_copy(&mut servers, refused).await;
+        let ended = super::write::end_all(&mut servers, &mut broken, copied.is_ok()).await;
+        let answer = match (copied, ended) {
+            (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+            (Ok(copied), Ok(())) => Ok(copied),
+        };
         release(servers, &broken, pool.mode).await;
         self.session.info.hold_server(None);
         self.session.info.query_count.fetch_add(1, Relaxed);
@@ -83,50 +80,40 @@ impl Client {
         Ok(())
     }
 
-    /// Opens a transaction and the COPY on every server; the client's CopyInResponse and
-    /// the key's position. A server's refusal is the client's error.
-    async fn start_copy(
-        &self,
+    /// Runs the client's COPY (`query`, taken from its buffer) on `servers`, each in a
+    /// transaction already: the rows copied, or the error that failed the COPY (every
+    /// server's COPY ended, their transactions left for the caller to end), and the
+    /// servers not to reuse. `Err`: the client is gone or the COPY was cut short (the
+    /// servers' state is unknown).
+    pub(super) async fn copy_rows(
+        &mut self,
         servers: &mut [(usize, Server)],
         query: &[u8],
-        table: &str,
-        key: Option<usize>,
-    ) -> Result<(BytesMut, usize), PgError> {
+        (table, key, format): (&str, Option<usize>, &CopyFormat),
+    ) -> Result<(Result<u64, PgError>, Vec<bool>), ClientError> {
         let key = match key {
             Some(key) => key,
-            None => self.key_position(&mut servers[0].1, table).await?,
+            None => match self.key_position(&mut servers[0].1, table).await {
+                Ok(key) => key,
+                Err(error) => return Ok((Err(error), vec![false; servers.len()])),
+            },
         };
-        super::write::begin_all(servers, "BEGIN")
-            .await
-            .map_err(|(shard, e)| crate::merge::on_shard(shard, e.to_client()))?;
-        for (shard, server) in servers.iter_mut() {
-            server
-                .write_all(query)
-                .await
-                .map_err(|e| crate::merge::on_shard(*shard, e.to_client()))?;
-        }
-        let mut response = BytesMut::new();
-        for (shard, server) in servers.iter_mut() {
-            loop {
-                let (tag, body) = server
-                    .read_message()
-                    .await
-                    .map_err(|e| crate::merge::on_shard(*shard, e.to_client()))?;
-                match tag {
-                    b'G' => {
-                        if response.is_empty() {
-                            messages::message(&mut response, b'G', |m| m.extend_from_slice(&body));
-                        }
-                        break;
-                    }
-                    b'E' => {
-                        return Err(crate::merge::on_shard(*shard, PgError::from_fields(&body)))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok((response, key))
+        let (response, broken) = start_copy(servers, query).await;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return Ok((Err(error), broken)),
+        };
+        self.stream.send(&response).await?;
+        let mut splitter = Splitter::new(format.clone(), key);
+        let refused = match self.stream_rows(servers, &mut splitter).await? {
+            Ok(DataEnd::Done) => None,
+            Ok(DataEnd::Failed(why)) => Some(PgError::error(
+                "57014",
+                format!("COPY from stdin failed: {why}"),
+            )),
+            Err(error) => Some(error),
+        };
+        Ok(end_copy(servers, refused).await)
     }
 
     /// Where the sharding key is among `table`'s columns, from shard 0's catalog.
@@ -251,6 +238,57 @@ impl Client {
     }
 }
 
+/// Starts the COPY on every server: the client's CopyInResponse, and the servers not to
+/// reuse. When a server refuses it, the others' COPY is failed and every server read to
+/// its ReadyForQuery (their transactions failed, for the caller to end).
+async fn start_copy(
+    servers: &mut [(usize, Server)],
+    query: &[u8],
+) -> (Result<BytesMut, PgError>, Vec<bool>) {
+    let mut broken = vec![false; servers.len()];
+    let mut copying = vec![false; servers.len()];
+    let mut failure = None;
+    for (i, (shard, server)) in servers.iter_mut().enumerate() {
+        if let Err(e) = server.write_all(query).await {
+            broken[i] = true;
+            failure.get_or_insert(crate::merge::on_shard(*shard, e.to_client()));
+        }
+    }
+    let mut response = BytesMut::new();
+    for (i, (shard, server)) in servers.iter_mut().enumerate() {
+        if broken[i] {
+            continue;
+        }
+        let started = read_through(server, *shard, &mut failure, |tag, body| {
+            if tag != b'G' {
+                return false;
+            }
+            if response.is_empty() {
+                messages::message(&mut response, b'G', |m| m.extend_from_slice(body));
+            }
+            copying[i] = true;
+            true
+        });
+        broken[i] = !started.await;
+    }
+    let Some(failure) = failure else {
+        return (Ok(response), broken);
+    };
+    let mut fail = BytesMut::new();
+    messages::message(&mut fail, b'f', |m| {
+        m.extend_from_slice(b"another shard refused the COPY\0")
+    });
+    for (i, (_, server)) in servers.iter_mut().enumerate() {
+        if !copying[i] || broken[i] {
+            continue;
+        }
+        let mut ignored = None;
+        broken[i] = server.write_all(&fail).await.is_err()
+            || !read_through(server, 0, &mut ignored, |_, _| false).await;
+    }
+    (Err(failure), broken)
+}
+
 /// Puts a piece of the data where it goes: a row to its shard, the header and end to all.
 fn place(piece: Piece<'_>, routing: &pgcat_parser::PoolRouting, waiting: &mut [Vec<u8>]) {
     match piece {
@@ -289,9 +327,8 @@ async fn flush(
     Ok(())
 }
 
-/// Ends every server's COPY (CopyDone, or CopyFail when `refused`), then commits all if
-/// every one loaded its rows, else rolls all back: the rows copied or the client's error,
-/// and the servers not to reuse.
+/// Ends every server's COPY (CopyDone, or CopyFail when `refused`): the rows copied or
+/// the client's error, and the servers not to reuse.
 async fn end_copy(
     servers: &mut [(usize, Server)],
     refused: Option<PgError>,
@@ -313,36 +350,44 @@ async fn end_copy(
             failure.get_or_insert(crate::merge::on_shard(*shard, e.to_client()));
             continue;
         }
-        loop {
-            match server.read_message().await {
-                Ok((b'C', body)) => {
-                    let n = request::text(&body)
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|n| n.parse::<u64>().ok());
-                    copied += n.unwrap_or(0);
+        let ended = read_through(server, *shard, &mut failure, |tag, body| {
+            if tag == b'C' {
+                let n = request::text(body).rsplit(' ').next();
+                copied += n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+            false
+        });
+        broken[i] = !ended.await;
+    }
+    (failure.map_or(Ok(copied), Err), broken)
+}
+
+/// Reads a server's messages up to its ReadyForQuery, or up to one `each` stops at (each
+/// message but errors goes to `each`); its first ErrorResponse (or the reason it is lost)
+/// becomes `failure` unless one is there. `false`: the server is lost.
+async fn read_through(
+    server: &mut Server,
+    shard: usize,
+    failure: &mut Option<PgError>,
+    mut each: impl FnMut(u8, &[u8]) -> bool,
+) -> bool {
+    loop {
+        match server.read_message().await {
+            Ok((b'E', body)) => {
+                failure.get_or_insert(crate::merge::on_shard(shard, PgError::from_fields(&body)));
+            }
+            Ok((b'Z', _)) => return true,
+            Ok((tag, body)) => {
+                if each(tag, &body) {
+                    return true;
                 }
-                Ok((b'E', body)) => {
-                    failure
-                        .get_or_insert(crate::merge::on_shard(*shard, PgError::from_fields(&body)));
-                }
-                Ok((b'Z', _)) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    broken[i] = true;
-                    failure.get_or_insert(crate::merge::on_shard(*shard, e.to_client()));
-                    break;
-                }
+            }
+            Err(e) => {
+                failure.get_or_insert(crate::merge::on_shard(shard, e.to_client()));
+                return false;
             }
         }
     }
-    let ok = failure.is_none();
-    let ended = super::write::end_all(servers, &mut broken, ok).await;
-    let answer = match (failure, ended) {
-        (Some(error), _) | (None, Err(error)) => Err(error),
-        (None, Ok(())) => Ok(copied),
-    };
-    (answer, broken)
 }
 
 /// Gives the servers back, closing those marked `broken`.

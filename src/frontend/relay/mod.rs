@@ -60,7 +60,6 @@ mod fanout;
 mod insert;
 mod kept;
 mod server_messages;
-mod several;
 mod spread;
 mod statement;
 mod write;

@@ -14,9 +14,13 @@
 //! transaction holds waits for it at most the pool's checkout timeout, then fails with
 //! 40P01: two such transactions never wait for each other forever.
 
+mod copy;
+mod several;
+
 use super::fanout;
 use super::statement::{merge_for, Prepared};
 use super::*;
+use pgcat_parser::cross_shard::CopyFormat;
 use pgcat_parser::{CrossShard, KeyValue};
 
 /// A client's transaction block across shards.
@@ -50,6 +54,9 @@ enum Target {
     End(bool),
     /// A query string of several statements, each as the client wrote it (see `several`).
     Several(Vec<String>),
+    /// `COPY t FROM STDIN` on every shard: table, the key's column position, the format
+    /// (see `copy`).
+    CopyIn(String, Option<usize>, CopyFormat),
 }
 
 impl Spread {
@@ -75,20 +82,8 @@ impl Spread {
         spread
     }
 
-    pub(super) fn is_implicit(&self) -> bool {
-        self.implicit
-    }
-
-    pub(super) fn failed(&self) -> bool {
-        self.failed
-    }
-
-    pub(super) fn set_quiet(&mut self, quiet: bool) {
-        self.quiet = quiet;
-    }
-
     /// The client's transaction status.
-    pub(super) fn status(&self) -> u8 {
+    fn status(&self) -> u8 {
         if self.failed {
             b'E'
         } else {
@@ -119,11 +114,11 @@ impl Client {
         self.rare.as_ref()?.spread.as_deref()
     }
 
-    pub(super) fn spread_mut(&mut self) -> Option<&mut Spread> {
+    fn spread_mut(&mut self) -> Option<&mut Spread> {
         self.rare.as_mut()?.spread.as_deref_mut()
     }
 
-    pub(super) fn take_spread(&mut self) -> Option<Box<Spread>> {
+    fn take_spread(&mut self) -> Option<Box<Spread>> {
         self.rare.as_mut()?.spread.take()
     }
 
@@ -201,7 +196,7 @@ impl Client {
     }
 
     /// Runs the block's next statement, the request at the front of the client's buffer.
-    pub(super) async fn spread_statement(&mut self) -> Result<(), ClientError> {
+    async fn spread_statement(&mut self) -> Result<(), ClientError> {
         let statements = &self.statements;
         let request =
             request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
@@ -213,6 +208,9 @@ impl Client {
         match target {
             Ok(Target::End(commit)) => self.end_spread(commit).await,
             Ok(Target::Several(texts)) => self.spread_several(texts).await,
+            Ok(Target::CopyIn(table, key, format)) => {
+                self.spread_copy_in((&table, key, &format)).await
+            }
             Ok(Target::Shards(shards, plan, keys)) => {
                 if let Some(error) = self.spread_refusal(&pool, &request, &plan).await {
                     return self.spread_reject(error).await;
@@ -288,19 +286,30 @@ impl Client {
                 Vec::new(),
             ));
         }
-        if matches!(
+        let copy = matches!(
             &analysis.cross_shard,
             CrossShard::CopyIn { .. } | CrossShard::CopyOut { .. }
-        ) {
+        );
+        if copy && !matches!(request, Request::Query(_)) {
             return Err(PgError::error(
                 "0A000",
-                "COPY inside a transaction spanning shards is not supported yet",
+                "COPY across shards needs the simple query protocol",
             ));
         }
         let decided = request::decide(request, &self.routing, pool)?;
         if decided.all_shards {
+            if let CrossShard::CopyIn { table, key, format } = &analysis.cross_shard {
+                return Ok(Target::CopyIn(table.clone(), *key, format.clone()));
+            }
             let (plan, keys) = (analysis.cross_shard.clone(), analysis.keys.clone());
             return Ok(Target::Shards(every(), Box::new(plan), keys));
+        }
+        if copy {
+            return Err(PgError::error(
+                "0A000",
+                "COPY of one shard inside a transaction spanning shards is not supported yet",
+            )
+            .with_hint("Run it outside the transaction block, or on every shard."));
         }
         let shard = decided.route.shard.unwrap_or(0);
         Ok(Target::Shards(
@@ -327,7 +336,7 @@ impl Client {
 
     /// Answers the client's request with `error`; the block is failed (a multi-statement
     /// query's implicit one ends, rolled back).
-    pub(super) async fn spread_reject(&mut self, error: PgError) -> Result<(), ClientError> {
+    async fn spread_reject(&mut self, error: PgError) -> Result<(), ClientError> {
         let Some(spread) = self.spread_mut() else {
             return self.reject_in(error, false, b'E').await;
         };
@@ -551,7 +560,7 @@ impl Client {
 
     /// Commits (`commit`) or rolls back the block's transaction on every shard it holds
     /// and gives their servers back; the error when a shard failed to end it.
-    pub(super) async fn finish_spread(
+    async fn finish_spread(
         &mut self,
         mut spread: Box<Spread>,
         commit: bool,

@@ -1,8 +1,8 @@
 //! A query string of several statements that run on different shards (`SELECT count(*)
 //! FROM t; UPDATE t …`): each statement runs in turn where it belongs, as a statement of
-//! a transaction block across shards (`spread`), and the client gets their answers as
-//! from one database: every statement's results, an error ending the string, one
-//! ReadyForQuery after the last.
+//! a transaction block across shards, and the client gets their answers as from one
+//! database: every statement's results, an error ending the string, one ReadyForQuery
+//! after the last.
 //!
 //! PostgreSQL runs such a string in one implicit transaction: outside a block the pooler
 //! opens one on the shards the statements touch and commits it after the last statement
@@ -29,31 +29,32 @@ impl Client {
                 ))
                 .await;
         }
-        // The client's Query makes way for each of its statements in turn.
         let (_, _, total) =
             crate::wire::frame::whole(&self.buf, REWRITE_CAP)?.ok_or(ClientError::Gone)?;
-        let rest = self.buf.split_off(total);
+        self.buf.advance(total);
         if let Some(spread) = self.spread_mut() {
-            spread.set_quiet(true);
+            spread.quiet = true;
         }
         for text in &texts {
-            self.buf.clear();
-            messages::query(&mut self.buf, &[text.as_bytes()]);
+            // Each statement as a Query of its own, before what the client sent after
+            // the string (a COPY's data).
+            let mut next = BytesMut::new();
+            messages::query(&mut next, &[text.as_bytes()]);
+            next.unsplit(std::mem::take(&mut self.buf));
+            self.buf = next;
             // Boxed: a statement of the string is never several, but the types recurse.
             Box::pin(self.spread_statement()).await?;
-            if self.spread().is_none_or(|s| s.failed()) {
+            if self.spread().is_none_or(|s| s.failed) {
                 break;
             }
         }
-        self.buf.clear();
-        self.buf.unsplit(rest);
         let Some(spread) = self.spread_mut() else {
             return Ok(());
         };
-        spread.set_quiet(false);
+        spread.quiet = false;
         let mut out = BytesMut::new();
-        if spread.is_implicit() {
-            let commit = !spread.failed();
+        if spread.implicit {
+            let commit = !spread.failed;
             if let Some(spread) = self.take_spread() {
                 if let Err(error) = self.finish_spread(spread, commit).await {
                     error.encode(&mut out);
