@@ -168,6 +168,23 @@ impl CrossShard {
                 let keyed = statements.iter().zip(many).all(|(s, p)| {
                     anywhere(p) || key.is_some_and(|k| crate::shard_key::restricted_to_keys(s, k))
                 });
+                let copy_in = |s: &Statement| {
+                    matches!(
+                        s,
+                        Statement::Copy {
+                            to: false,
+                            target: sqlparser::ast::CopyTarget::Stdin,
+                            ..
+                        }
+                    )
+                };
+                if statements.iter().any(copy_in) {
+                    // sqlparser reads what follows it as the COPY's inline data.
+                    return CrossShard::Refused(
+                        "COPY FROM STDIN among several statements in one query string \
+                         (send it as a query of its own)",
+                    );
+                }
                 if !keyed {
                     if let Some(refused) = many.iter().find(|p| matches!(p, CrossShard::Refused(_)))
                     {

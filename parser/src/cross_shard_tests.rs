@@ -390,6 +390,10 @@ fn what_cannot_be_merged_exactly_yet_is_refused_by_name() {
             "COLLATE in a statement ordered or aggregated across shards",
         ),
         (
+            "SELECT 1; COPY data FROM STDIN; SELECT count(*) FROM data",
+            "COPY FROM STDIN among several statements in one query string (send it as a query of its own)",
+        ),
+        (
             "SELECT id FROM data; SELECT a.id FROM data a, data b",
             "joins (several tables in FROM)",
         ),

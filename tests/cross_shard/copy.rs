@@ -173,6 +173,14 @@ fn copy_splits_rows_by_key_in_every_format_and_loads_nothing_on_a_bad_row() {
     assert_eq!(committed, format!("BEGIN\n{ROWS}\nCOPY 500\nCOMMIT"));
     assert_eq!(through(&[everything]).expect("read back"), want);
     through(&["DELETE FROM loaded"]).expect("empty it again");
+    // In a string of several statements: refused (sqlparser would read the statements
+    // after it as its data), nothing run.
+    let error = through(&["DELETE FROM loaded; COPY loaded FROM STDIN; SELECT 1"])
+        .expect_err("COPY among several statements");
+    assert!(
+        error.contains("COPY FROM STDIN among several statements"),
+        "{error}"
+    );
     // A COPY that fails fails the block: nothing of it, or of the block, stays.
     let error = through(&[
         "BEGIN",

@@ -37,7 +37,7 @@ impl Client {
         }
         for text in &texts {
             // Each statement as a Query of its own, before what the client sent after
-            // the string (a COPY's data).
+            // the string.
             let mut next = BytesMut::new();
             messages::query(&mut next, &[text.as_bytes()]);
             next.unsplit(std::mem::take(&mut self.buf));
