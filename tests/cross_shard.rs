@@ -594,6 +594,45 @@ fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
 }
 
 #[test]
+fn a_shard_that_is_down_fails_the_statement_instead_of_dropping_out() {
+    let cluster = cluster();
+    let toml = pooler_toml(cluster, ALL, 2, 2_000);
+    let live = format!(
+        "[\"{}\", {}, \"primary\"]",
+        cluster.primary.host, cluster.primary.port
+    );
+    let at = toml.rfind(&live).expect("shard 2's server");
+    let dead = format!("[\"127.0.0.1\", {}, \"primary\"]", free_port());
+    let pooler = Pooler::start(&format!(
+        "{}{dead}{}",
+        &toml[..at],
+        &toml[at + live.len()..]
+    ));
+    runtime().block_on(async {
+        let client = connect_xs(&pooler).await;
+        for sql in [
+            "SELECT count(*) FROM items",
+            "SELECT id FROM items ORDER BY id LIMIT 3",
+        ] {
+            let error = try_rows(&client, sql).await.expect_err(sql);
+            let db = error.as_db_error().expect("an ErrorResponse");
+            assert_eq!(db.code().code(), "08006", "{sql}: {}", db.message());
+            assert!(db.message().contains("could not connect"), "{sql}: {db:?}");
+            assert_eq!(
+                db.detail(),
+                Some("The statement needs a server of shard 2.")
+            );
+        }
+        // The shards that are up still answer what is theirs.
+        let key = (1..)
+            .find(|id| pg_bigint_hash(*id, SHARDS) == 0)
+            .expect("a key on shard 0");
+        let one = rows(&client, &format!("SELECT id FROM items WHERE id = {key}")).await;
+        assert_eq!(one, [[key.to_string()]]);
+    });
+}
+
+#[test]
 fn psql_gets_the_oracles_answers() {
     let cluster = cluster();
     let pooler = pooler(cluster, ALL);
