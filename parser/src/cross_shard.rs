@@ -95,6 +95,9 @@ pub enum CrossShard {
     Grouped {
         functions: Vec<Option<Aggregate>>,
         columns: Vec<Option<(String, String)>>,
+        /// How many of the columns the client gets: the rest are aggregates HAVING or
+        /// ORDER BY need that the statement does not output (hidden, dropped after them).
+        visible: usize,
         order: Vec<SortKey>,
         limit: Option<Count>,
         offset: Option<Count>,

@@ -432,6 +432,38 @@ fn several_statements_run_one_by_one_as_written() {
 }
 
 #[test]
+fn having_and_order_by_aggregates_outside_the_select_list_are_hidden_columns() {
+    let CrossShard::Grouped {
+        functions,
+        visible,
+        order,
+        having,
+        shard_sql,
+        ..
+    } = of("SELECT grp FROM data GROUP BY grp HAVING count(*) > 5 ORDER BY sum(id) DESC, avg(id)")
+    else {
+        panic!("not grouped");
+    };
+    assert_eq!(
+        functions,
+        [
+            None,
+            Some(Aggregate::Sum),
+            Some(Aggregate::Avg),
+            Some(Aggregate::Count)
+        ]
+    );
+    assert_eq!(visible, 1);
+    let columns: Vec<_> = order.iter().map(|k| k.column.clone()).collect();
+    assert_eq!(columns, [SortColumn::Position(1), SortColumn::Position(2)]);
+    assert!(matches!(having, Some(Having::Compare { column: 3, .. })));
+    assert_eq!(
+        shard_sql.text,
+        "SELECT grp, sum(id), sum(id) AS avg, count(id), count(*) FROM data GROUP BY grp"
+    );
+}
+
+#[test]
 fn group_by_and_distinct_regroup_without_having_order_or_limit_on_the_shards() {
     let CrossShard::Grouped {
         functions,

@@ -24,12 +24,15 @@ pub struct GroupPlan {
     pub functions: Vec<Option<Aggregate>>,
     /// The table column each aggregate reads, if it names one (its text's collation).
     pub columns: Vec<Option<(String, String)>>,
+    /// How many leading columns the client gets (`None`: all); the rest are aggregates
+    /// HAVING or ORDER BY needs, dropped after them.
+    pub visible: Option<usize>,
     pub having: Option<Having>,
     pub order: Vec<SortKey>,
     pub offset: u64,
     pub limit: Option<u64>,
-    /// The Bind's parameters (value, binary), for HAVING's `$n`.
-    pub params: Vec<Option<(Vec<u8>, bool)>>,
+    /// The Bind's parameters (value, binary, declared type or 0), for HAVING's `$n`.
+    pub params: Vec<Option<(Vec<u8>, bool, u32)>>,
 }
 
 /// The groups so far.
@@ -42,8 +45,11 @@ pub(super) struct Groups {
     shard_types: Vec<(u32, bool)>,
     /// The same of the client's columns (an avg is numeric, in its sum's format).
     types: Vec<(u32, bool)>,
-    /// The client's RowDescription, when it is not the shards' (an avg among the columns).
+    /// The client's RowDescription, when it is not the shards' (an avg among the columns,
+    /// hidden columns).
     description: Option<Vec<u8>>,
+    /// How many leading columns the client gets.
+    visible: usize,
     order: Option<Order>,
     /// Grouping values → the group's row (grouping values as first seen, aggregates
     /// combined so far).
@@ -107,6 +113,7 @@ impl Groups {
             })
             .collect();
         Groups {
+            visible: plan.visible.unwrap_or(plan.functions.len()),
             plan,
             shard_functions,
             shard_types: Vec::new(),
@@ -179,15 +186,18 @@ impl Groups {
                     shard += 1;
                 }
             }
-            description.extend_from_slice(&name);
-            description.extend_from_slice(&raw_field);
+            if i < self.visible {
+                description.extend_from_slice(&name);
+                description.extend_from_slice(&raw_field);
+            }
         }
         self.types = client_fields
             .iter()
             .map(|f| (f.type_oid, f.format == 1))
             .collect();
-        if self.shard_functions.len() != self.plan.functions.len() {
-            let mut body = (client_fields.len() as u16).to_be_bytes().to_vec();
+        let hidden = self.visible < self.plan.functions.len();
+        if hidden || self.shard_functions.len() != self.plan.functions.len() {
+            let mut body = (self.visible as u16).to_be_bytes().to_vec();
             body.extend_from_slice(&description);
             self.description = Some(body);
         }
@@ -267,8 +277,16 @@ impl Groups {
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let mut sent = 0;
+        let hidden = self.visible < functions.len();
         for row in rows.iter().skip(skip).take(take) {
-            messages::message(out, b'D', |m| m.extend_from_slice(row));
+            if hidden {
+                // Without the hidden columns HAVING and ORDER BY needed.
+                let values = row_values(row).unwrap_or_default();
+                let shown = data_row(&values[..self.visible.min(values.len())]);
+                messages::message(out, b'D', |m| m.extend_from_slice(&shown));
+            } else {
+                messages::message(out, b'D', |m| m.extend_from_slice(row));
+            }
             sent += 1;
         }
         Ok(sent)
@@ -343,7 +361,7 @@ fn eval(
     h: &Having,
     row: &[Option<Vec<u8>>],
     types: &[(u32, bool)],
-    params: &[Option<(Vec<u8>, bool)>],
+    params: &[Option<(Vec<u8>, bool, u32)>],
 ) -> Result<Option<bool>, PgError> {
     let sub = |h| eval(h, row, types, params);
     Ok(match h {
@@ -364,11 +382,12 @@ fn eval(
             op,
             constant,
         } => {
-            // The constant as text, or a parameter as the Bind gave it.
-            let (constant, constant_binary) = match constant {
-                Constant::Value(Some(text)) => (text.as_bytes(), false),
+            // The constant as text, or a parameter as the Bind gave it (read as its
+            // declared type when binary).
+            let (constant, constant_binary, declared) = match constant {
+                Constant::Value(Some(text)) => (text.as_bytes(), false, 0),
                 Constant::Param(n) => match params.get(n - 1) {
-                    Some(Some((value, binary))) => (value.as_slice(), *binary),
+                    Some(Some((value, binary, declared))) => (value.as_slice(), *binary, *declared),
                     _ => return Ok(None),
                 },
                 Constant::Value(None) => return Ok(None),
@@ -378,17 +397,21 @@ fn eval(
             };
             let (type_oid, binary) = types[*column];
             let value = decoded(type_oid, binary, value)?;
-            let constant =
-                values::decode(type_oid, constant_binary, constant).ok_or_else(|| {
-                    PgError::error(
-                        "22P02",
-                        format!(
-                            "invalid input syntax for type {type_oid}: \"{}\"",
-                            String::from_utf8_lossy(constant)
-                        ),
-                    )
-                })?;
-            let ordering = values::compare(&value, &constant);
+            let as_type = if constant_binary && declared != 0 {
+                declared
+            } else {
+                type_oid
+            };
+            let constant = values::decode(as_type, constant_binary, constant).ok_or_else(|| {
+                PgError::error(
+                    "22P02",
+                    format!(
+                        "invalid input syntax for type {type_oid}: \"{}\"",
+                        String::from_utf8_lossy(constant)
+                    ),
+                )
+            })?;
+            let ordering = values::compare_numbers(value, constant);
             Some(match op {
                 Comparison::Eq => ordering == Ordering::Equal,
                 Comparison::NotEq => ordering != Ordering::Equal,

@@ -247,6 +247,7 @@ fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
     let mut merge = Merge::new(Plan::Groups(GroupPlan {
         functions: vec![None, Some(Aggregate::Count)],
         columns: vec![None, None],
+        visible: None,
         having: Some(Having::Compare {
             column: 1,
             op: Comparison::Gt,
@@ -282,4 +283,21 @@ fn groups_of_every_shard_are_grouped_again_filtered_ordered_and_cut() {
     want.extend(framed(b'D', &values_row(&[None, Some("4")])));
     want.extend(framed(b'C', b"SELECT 2\0"));
     assert_eq!(out[before..].to_vec(), want, "9 → 3 is cut by LIMIT 2");
+}
+
+#[test]
+fn having_constants_of_another_number_type_compare_as_postgresql_casts_them() {
+    use super::values::{compare_numbers, decode, FLOAT8, INT2, INT8, NUMERIC};
+    use std::cmp::Ordering;
+    let (hundred, hundred_one) = (100i16.to_be_bytes(), 101i16.to_be_bytes());
+    let sum = || decode(NUMERIC, false, b"100.50").expect("numeric");
+    let int2 = |bytes| decode(INT2, true, bytes).expect("int2");
+    assert_eq!(compare_numbers(sum(), int2(&hundred)), Ordering::Greater);
+    assert_eq!(compare_numbers(sum(), int2(&hundred_one)), Ordering::Less);
+    let bits = 100.5f64.to_be_bytes();
+    let float = decode(FLOAT8, true, &bits).expect("float8");
+    assert_eq!(compare_numbers(sum(), float), Ordering::Equal);
+    let count = decode(INT8, false, b"7").expect("int8");
+    let numeric = decode(NUMERIC, false, b"6.99").expect("numeric");
+    assert_eq!(compare_numbers(count, numeric), Ordering::Greater);
 }

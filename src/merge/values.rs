@@ -136,6 +136,31 @@ pub(super) fn compare(a: &Sortable<'_>, b: &Sortable<'_>) -> Ordering {
     }
 }
 
+/// `a` against `b` where `b` may be of another number type than `a` (a HAVING constant
+/// or parameter of another type than its column), compared as PostgreSQL casts them:
+/// an integer against a numeric as numeric, either against a float as float8; values of
+/// one kind as [`compare`].
+pub(super) fn compare_numbers(a: Sortable<'_>, b: Sortable<'_>) -> Ordering {
+    use Sortable::*;
+    let numeric = |n: i128| Decimal::parse(&n.to_string()).map(Numeric);
+    let float = |s: &Sortable<'_>| match s {
+        Int(n) => Some(Float(*n as f64)),
+        Numeric(d) => d.to_string().parse().ok().map(Float),
+        _ => None,
+    };
+    let (a, b) = match (&a, &b) {
+        (Int(x), Numeric(_)) => (numeric(*x), Some(b)),
+        (Numeric(_), Int(y)) => (Some(a), numeric(*y)),
+        (Float(_), Int(_) | Numeric(_)) => (Some(a), float(&b)),
+        (Int(_) | Numeric(_), Float(_)) => (float(&a), Some(b)),
+        _ => (Some(a), Some(b)),
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => compare(&a, &b),
+        _ => Ordering::Equal,
+    }
+}
+
 /// `a + b` for a `count` or `sum` result of `type_oid` (int8 or numeric) in the format
 /// given; `None` past int8's range (PostgreSQL's 22003) or for a malformed value.
 pub(super) fn add(type_oid: u32, binary: bool, a: &[u8], b: &[u8]) -> Option<Vec<u8>> {

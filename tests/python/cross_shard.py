@@ -27,6 +27,7 @@ ORDERED = [
     ("SELECT count(*), sum(amount), min(id), max(amount) FROM items WHERE id > %s", (20,)),
     ("SELECT grp, count(*), avg(amount) FROM items GROUP BY grp HAVING count(*) > %s ORDER BY grp", (3,)),
     ("SELECT DISTINCT ON (grp) grp, id FROM items ORDER BY grp, id DESC", ()),
+    ("SELECT grp FROM items GROUP BY grp HAVING sum(amount) > %s ORDER BY count(*) DESC, grp", (100,)),
     ("SELECT id, d, tz, iv, u FROM kinds WHERE d IS NULL OR d > '1900-01-01' ORDER BY d NULLS FIRST, id LIMIT %s OFFSET %s", (20, 5)),
 ]
 

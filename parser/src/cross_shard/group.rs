@@ -49,10 +49,11 @@ pub enum Comparison {
     GtEq,
 }
 
-/// The grouped statement's plan, or the construct refused.
+/// The grouped statement's plan, or the construct refused. `items`: its output items,
+/// then the aggregates ORDER BY needs that it does not output (hidden columns).
 pub(super) fn plan_grouped(
     query: &Query,
-    select: &Select,
+    (select, mut items): (&Select, Vec<SelectItem>),
     (order, limit, offset): (Vec<SortKey>, Option<Count>, Option<Count>),
     printable: bool,
     table: Option<String>,
@@ -75,10 +76,11 @@ pub(super) fn plan_grouped(
     }
     let grouped_by = |g: &&Expr| {
         // A grouping column named by position or alias: its output expression.
+        let visible = &select.projection;
         let item = match g {
-            Expr::Value(_) | Expr::Identifier(_) => select.projection.iter().find(|item| {
-                item_expr(item).is_some_and(|e| same_column(g, e, item, &select.projection))
-            }),
+            Expr::Value(_) | Expr::Identifier(_) => visible
+                .iter()
+                .find(|item| item_expr(item).is_some_and(|e| same_column(g, e, item, visible))),
             _ => None,
         };
         super::select::per_shard(item.and_then(item_expr).unwrap_or(g))
@@ -88,7 +90,12 @@ pub(super) fn plan_grouped(
             "GROUP BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
         );
     }
-    let items = &select.projection;
+    // HAVING's aggregates that are not output columns are hidden ones too.
+    if let Some(h) = &select.having {
+        super::select::hide_aggregates(h, &mut items);
+    }
+    let visible = select.projection.len();
+    let items = &items;
     // Each output column: an aggregate, or a grouping column.
     let mut functions = Vec::with_capacity(items.len());
     let mut columns = Vec::with_capacity(items.len());
@@ -145,7 +152,7 @@ pub(super) fn plan_grouped(
     shard_query.order_by = None;
     if let sqlparser::ast::SetExpr::Select(s) = shard_query.body.as_mut() {
         s.having = None;
-        s.projection = shard_projection(std::mem::take(&mut s.projection), &functions);
+        s.projection = shard_projection(items.clone(), &functions);
     }
     let Some(shard_sql) = ShardSql::renumbered(&shard_query.to_string()) else {
         return refused("GROUP BY in a statement the pooler cannot rewrite for the shards");
@@ -153,6 +160,7 @@ pub(super) fn plan_grouped(
     CrossShard::Grouped {
         functions,
         columns,
+        visible,
         order,
         limit,
         offset,

@@ -39,17 +39,25 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
     let SetExpr::Select(select) = &*query.body else {
         return refused("UNION, INTERSECT or EXCEPT");
     };
+    // A grouped statement may order by aggregates it does not output: each shard
+    // computes them as hidden columns after the client's, which the merge drops.
+    let mut items = select.projection.clone();
+    if let (true, Some(order_by)) = (grouped_select(select), &query.order_by) {
+        if let OrderByKind::Expressions(exprs) = &order_by.kind {
+            for e in exprs {
+                hide_aggregates(&e.expr, &mut items);
+            }
+        }
+    }
+    let visible = select.projection.len();
     let order = match &query.order_by {
         None => Vec::new(),
-        Some(order_by) => match sort_keys(order_by, &select.projection) {
+        Some(order_by) => match sort_keys(order_by, &items, visible) {
             Ok(keys) => keys,
             Err(what) => return refused(what),
         },
     };
-    if order
-        .iter()
-        .any(|k| per_shard_column(&k.column, &select.projection))
-    {
+    if order.iter().any(|k| per_shard_column(&k.column, &items)) {
         return refused(
             "ORDER BY a volatile function (random(), now(), nextval() …: each shard's value differs)",
         );
@@ -137,20 +145,13 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
             }
             _ => 0,
         };
-    let grouped = averaged
-        || matches!(select.distinct, Some(Distinct::Distinct))
-        || select.having.is_some()
-        || match &select.group_by {
-            GroupByExpr::All(_) => true,
-            GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-        };
-    if grouped {
+    if averaged || grouped_select(select) {
         if seen.collate {
             return refused("COLLATE in a statement ordered or aggregated across shards");
         }
         let table = table.map(name_of);
         let bounds = (order, limit, offset);
-        return super::group::plan_grouped(query, select, bounds, printable, table);
+        return super::group::plan_grouped(query, (select, items), bounds, printable, table);
     }
     let aggregates = select
         .projection
@@ -184,6 +185,44 @@ pub(super) fn plan_query(query: &Query, printable: bool) -> CrossShard {
     }
 }
 
+/// Whether the SELECT groups its rows: GROUP BY, DISTINCT or HAVING.
+fn grouped_select(select: &sqlparser::ast::Select) -> bool {
+    matches!(select.distinct, Some(Distinct::Distinct))
+        || select.having.is_some()
+        || match &select.group_by {
+            GroupByExpr::All(_) => true,
+            GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+        }
+}
+
+/// Appends to `items` each aggregate `expr` calls that is not one of them yet (compared
+/// as printed, case aside): a hidden output column the merge computes and then drops.
+pub(super) fn hide_aggregates(expr: &Expr, items: &mut Vec<SelectItem>) {
+    let mut found = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+        let item = SelectItem::UnnamedExpr(e.clone());
+        if aggregate_item(&item).is_some() {
+            found.push(item);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    for item in found {
+        let SelectItem::UnnamedExpr(e) = &item else {
+            continue;
+        };
+        let text = e.to_string();
+        let known = items.iter().any(|i| match i {
+            SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                x.to_string().eq_ignore_ascii_case(&text)
+            }
+            _ => false,
+        });
+        if !known {
+            items.push(item);
+        }
+    }
+}
+
 /// A non-negative integer literal.
 fn number(expr: &Expr) -> Option<u64> {
     match count(expr) {
@@ -209,9 +248,14 @@ fn count(expr: &Expr) -> Option<Option<Count>> {
     }
 }
 
-/// The ORDER BY keys, each an output column: by position, by name (an output column's
-/// name or alias), or by an expression that is one of the output columns.
-fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKey>, &'static str> {
+/// The ORDER BY keys, each an output column: by position (among the `visible` ones), by
+/// name (an output column's name or alias), or by an expression that is one of the output
+/// columns (hidden ones too).
+fn sort_keys(
+    order_by: &OrderBy,
+    projection: &[SelectItem],
+    visible: usize,
+) -> Result<Vec<SortKey>, &'static str> {
     let OrderByKind::Expressions(exprs) = &order_by.kind else {
         return Err("ORDER BY ALL");
     };
@@ -230,6 +274,9 @@ fn sort_keys(order_by: &OrderBy, projection: &[SelectItem]) -> Result<Vec<SortKe
                 Some(OrderBySort::Using(_)) => return Err("ORDER BY … USING"),
             };
             let column = sort_column(&e.expr, projection, wildcard)?;
+            if number(&e.expr).is_some_and(|n| n as usize > visible) {
+                return Err("ORDER BY a position that is not in the select list");
+            }
             Ok(SortKey {
                 column,
                 descending,

@@ -118,16 +118,7 @@ pub(super) fn rewritten(
     text: &str,
     params: &[usize],
 ) -> Option<BytesMut> {
-    let (_, declared) = cstr(parse).ok()?;
-    let count = u16::from_be_bytes(declared.get(..2)?.try_into().ok()?) as usize;
-    let types: Vec<u32> = (0..count)
-        .map(|i| {
-            let at = 2 + 4 * i;
-            Some(u32::from_be_bytes(
-                declared.get(at..at + 4)?.try_into().ok()?,
-            ))
-        })
-        .collect::<Option<_>>()?;
+    let types = declared_types(parse)?;
     let mut body = text.as_bytes().to_vec();
     body.push(0);
     body.extend_from_slice(&(params.len() as u16).to_be_bytes());
@@ -137,6 +128,21 @@ pub(super) fn rewritten(
     }
     let bind = crate::wire::bind::BindParams::read(bind)?.subset(params)?;
     Some(unnamed(&body, &bind))
+}
+
+/// The parameter types a Parse body (after the name) declares, 0 for one left to the
+/// server; `None` when the body is malformed.
+pub(super) fn declared_types(parse: &[u8]) -> Option<Vec<u32>> {
+    let (_, declared) = cstr(parse).ok()?;
+    let count = u16::from_be_bytes(declared.get(..2)?.try_into().ok()?) as usize;
+    (0..count)
+        .map(|i| {
+            let at = 2 + 4 * i;
+            Some(u32::from_be_bytes(
+                declared.get(at..at + 4)?.try_into().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// The batch a shard gets for a statement parsed as `text` (the Parse body after the name)

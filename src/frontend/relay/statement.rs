@@ -57,15 +57,21 @@ impl ShardStatement {
         }
     }
 
-    /// The Bind's parameters: each value (`None`: NULL) and whether it is binary.
-    fn params(&self) -> Vec<Option<(Vec<u8>, bool)>> {
-        let Some(bind) = self.parts.as_ref().and_then(|(_, b)| BindParams::read(b)) else {
+    /// The Bind's parameters: each value (`None`: NULL), whether it is binary, and the
+    /// type the Parse declared for it (0: none).
+    fn params(&self) -> Vec<Option<(Vec<u8>, bool, u32)>> {
+        let Some((parse, bind)) = &self.parts else {
             return Vec::new();
         };
+        let Some(bind) = BindParams::read(bind) else {
+            return Vec::new();
+        };
+        let types = batch::declared_types(parse).unwrap_or_default();
         (0..)
             .map_while(|i| {
+                let declared = types.get(i).copied().unwrap_or(0);
                 bind.value(i)
-                    .map(|v| v.map(|v| (v.to_vec(), bind.binary(i))))
+                    .map(|v| v.map(|v| (v.to_vec(), bind.binary(i), declared)))
             })
             .collect()
     }
@@ -191,18 +197,22 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
             columns: columns.clone(),
             ..GroupPlan::default()
         }),
-        CrossShard::Grouped { functions, .. }
-            if functions.contains(&Some(Aggregate::Avg)) && statement.per_column_formats() =>
+        CrossShard::Grouped {
+            functions, visible, ..
+        } if (functions.contains(&Some(Aggregate::Avg)) || *visible < functions.len())
+            && statement.per_column_formats() =>
         {
             return Err(PgError::error(
                 "0A000",
-                "cannot run avg() on every shard with a result format per column: not supported \
-                 yet (one format for all columns is)",
+                "cannot run avg(), or HAVING or ORDER BY on an aggregate that is not an output \
+                 column, on every shard with a result format per column: not supported yet (one \
+                 format for all columns is)",
             ));
         }
         CrossShard::Grouped {
             functions,
             columns,
+            visible,
             order,
             limit,
             offset,
@@ -211,6 +221,7 @@ pub(super) fn merge_for(plan: &CrossShard, statement: &ShardStatement) -> Result
         } => Plan::Groups(GroupPlan {
             functions: functions.clone(),
             columns: columns.clone(),
+            visible: Some(*visible),
             having: having.clone(),
             order: order.clone(),
             offset: statement.count(*offset, "OFFSET", "2201X")?.unwrap_or(0),
