@@ -15,6 +15,7 @@ use crate::net::tls;
 use crate::pool::health::HealthMap;
 use crate::pool::Pools;
 use crate::stats;
+use crate::twophase::TwoPhase;
 
 /// What every client task shares.
 pub struct App {
@@ -32,6 +33,9 @@ pub struct App {
     connections: Arc<AtomicUsize>,
     /// TLS for clients (`tls_certificate`, `tls_private_key`), rebuilt on reload.
     client_tls: RwLock<Option<TlsAcceptor>>,
+    /// The two-phase commit coordinator, once a pool has `two_phase_commit` (its
+    /// decision log stays open for the life of the process).
+    two_phase: RwLock<Option<Arc<TwoPhase>>>,
 }
 
 /// Counts a client connection while it lives.
@@ -52,7 +56,9 @@ impl App {
         let client_tls = client_tls(&config).map_err(std::io::Error::other)?;
         let mut mock_secret = [0u8; 32];
         rand::rng().fill_bytes(&mut mock_secret);
+        let two_phase = two_phase(&config, None).map_err(std::io::Error::other)?;
         Ok(App {
+            two_phase: RwLock::new(two_phase),
             client_tls: RwLock::new(client_tls),
             config: RwLock::new(Arc::new(config)),
             pools: RwLock::new(Arc::new(pools)),
@@ -86,6 +92,14 @@ impl App {
     /// The TLS acceptor for clients, when a certificate is configured.
     pub fn client_tls(&self) -> Option<TlsAcceptor> {
         self.client_tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The two-phase commit coordinator, when a pool has `two_phase_commit`.
+    pub fn two_phase(&self) -> Option<Arc<TwoPhase>> {
+        self.two_phase
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -134,10 +148,12 @@ impl App {
             }
         }
         let tls = client_tls(&new)?;
+        let two_phase = two_phase(&new, self.two_phase())?;
         let pools = Pools::build(&new, Some(&self.pools()), &self.registry, &self.healths)
             .map_err(|e| e.to_string())?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
         *self.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        *self.two_phase.write().unwrap_or_else(|p| p.into_inner()) = two_phase;
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         tracing::info!("configuration reloaded");
         for note in &notes {
@@ -171,6 +187,28 @@ impl App {
     /// Resolves when a graceful shutdown begins.
     pub fn shutdown_started(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+}
+
+/// The two-phase commit coordinator `config` needs: the one running (`current`), or a new
+/// one when a pool has `two_phase_commit` (its decision log opened, or the reason it could
+/// not be).
+fn two_phase(
+    config: &Config,
+    current: Option<Arc<TwoPhase>>,
+) -> Result<Option<Arc<TwoPhase>>, String> {
+    if current.is_some() || !config.pools.values().any(|p| p.two_phase_commit) {
+        return Ok(current);
+    }
+    let g = &config.general;
+    let log = &g.two_phase_commit_log;
+    match TwoPhase::open(&g.instance_name, log) {
+        Ok(coordinator) => Ok(Some(Arc::new(coordinator))),
+        Err(e) => Err(format!(
+            "{}: general.two_phase_commit_log: cannot open the decision log {}: {e}",
+            config.path.display(),
+            log.display()
+        )),
     }
 }
 

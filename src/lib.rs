@@ -20,11 +20,12 @@
 //! 4. `stats` (counters, the registry of clients and servers, address health)
 //! 5. `backend` (one connection to PostgreSQL)
 //! 6. `pool` (server connection pools, checkout, health checks)
-//! 7. `app` (the shared state: configuration and pools in force, reload, shutdown)
-//! 8. `admin` (the admin databases and the Prometheus endpoint)
-//! 9. `frontend` (clients: login, relay)
-//! 10. `runtime` (listeners, signals, the running process)
-//! 11. `demo` (`pgcat demo`)
+//! 7. `twophase` (two-phase commit across shards: the decision log, in-doubt resolution)
+//! 8. `app` (the shared state: configuration and pools in force, reload, shutdown)
+//! 9. `admin` (the admin databases and the Prometheus endpoint)
+//! 10. `frontend` (clients: login, relay)
+//! 11. `runtime` (listeners, signals, the running process)
+//! 12. `demo` (`pgcat demo`)
 
 pub mod admin;
 pub mod app;
@@ -40,4 +41,5 @@ pub mod net;
 pub mod pool;
 pub mod runtime;
 pub mod stats;
+pub mod twophase;
 pub mod wire;

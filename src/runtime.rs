@@ -50,6 +50,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         tokio::spawn(crate::admin::prometheus::serve(listener, app.clone()));
     }
     tokio::spawn(stats_period(app.clone()));
+    tokio::spawn(resolve_in_doubt(app.clone()));
     if let Some(ms) = autoreload {
         tokio::spawn(autoreload_loop(
             app.clone(),
@@ -137,6 +138,28 @@ async fn stats_period(app: Arc<App>) {
                 address.counters.roll();
             }
         }
+    }
+}
+
+/// How often in-doubt two-phase transactions are looked for and ended.
+const RESOLVE_EVERY: Duration = Duration::from_secs(2);
+
+/// Ends this instance's in-doubt two-phase transactions at startup and every
+/// [`RESOLVE_EVERY`] (see `twophase::resolve`), in every pool with two-phase commit;
+/// warns once per shard whose `max_prepared_transactions` is 0.
+async fn resolve_in_doubt(app: Arc<App>) {
+    let mut warned = std::collections::BTreeSet::new();
+    loop {
+        if let Some(coordinator) = app.two_phase() {
+            let pools = app.pools();
+            let pass = crate::twophase::resolve(&coordinator, &pools.all(), true).await;
+            for shard in pass.disabled {
+                if warned.insert(shard.clone()) {
+                    tracing::warn!(%shard, "max_prepared_transactions is 0 on this shard: two-phase commits that write there will fail; set it above 0 (and restart PostgreSQL)");
+                }
+            }
+        }
+        tokio::time::sleep(RESOLVE_EVERY).await;
     }
 }
 

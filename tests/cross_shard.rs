@@ -167,17 +167,10 @@ fn pooler_toml(cluster: &Cluster, extra: &str, pool_size: u32, checkout_ms: u64)
     } else {
         "automatic_sharding_key = \"items.id\"\n"
     };
-    toml.push_str(&format!(
-        "\n[pools.{POOL}]\npool_mode = \"transaction\"\nsharding_function = \"pg_bigint_hash\"\n\
-         {key}{extra}\n\
-         [pools.{POOL}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = {pool_size}\n"
+    let extra = format!("{key}{extra}");
+    toml.push_str(&support::routing::primary_shards_pool(
+        cluster, POOL, "xs_shard", &extra, pool_size,
     ));
-    for shard in 0..SHARDS {
-        toml.push_str(&format!(
-            "\n[pools.{POOL}.shards.{shard}]\ndatabase = \"xs_shard{shard}\"\nservers = [[\"{}\", {}, \"primary\"]]\n",
-            cluster.primary.host, cluster.primary.port
-        ));
-    }
     toml
 }
 

@@ -152,6 +152,32 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
         &g.auth_query_user,
         &g.auth_query_password,
     )?;
+    let instance_name = match g.instance_name {
+        Some(name) => {
+            let fits = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !fits {
+                return Err(ctx.err(
+                    "general.instance_name",
+                    format!("'{name}' must be 1 to 64 letters, digits or '_' (it goes into two-phase commit transaction ids)"),
+                ));
+            }
+            name
+        }
+        None => default_instance(g.host.as_deref().unwrap_or(defaults::HOST), port),
+    };
+    let two_phase_commit_log = {
+        let dir = ctx.file.parent().unwrap_or(std::path::Path::new("."));
+        let log = g
+            .two_phase_commit_log
+            .unwrap_or_else(|| defaults::TWO_PHASE_COMMIT_LOG.into());
+        if log.is_absolute() {
+            log
+        } else {
+            dir.join(log)
+        }
+    };
     let autoreload = match g.autoreload {
         None | Some(RawAutoreload::Flag(false)) => None,
         Some(RawAutoreload::Flag(true)) => Some(defaults::AUTORELOAD_WHEN_TRUE),
@@ -219,7 +245,18 @@ fn build_general(ctx: &Ctx, g: RawGeneral) -> Result<General, ConfigError> {
         auth_query: g.auth_query,
         auth_query_user: g.auth_query_user,
         auth_query_password: g.auth_query_password,
+        instance_name,
+        two_phase_commit_log,
     })
+}
+
+/// `instance_name`'s default: the listen host and port, as letters, digits and `_`.
+fn default_instance(host: &str, port: u16) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{host}_{port}")
 }
 
 /// `auth_query` takes the user name as `$1` and needs both `auth_query_user` and
@@ -435,6 +472,7 @@ fn build_pool(
             p.table_mutation_cache_ms_ttl,
             defaults::TABLE_MUTATION_CACHE_MS_TTL,
         )?,
+        two_phase_commit: p.two_phase_commit.unwrap_or(false),
         shards,
         users,
     })

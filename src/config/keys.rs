@@ -84,6 +84,7 @@ const POOL_LEAVES: &[&str] = &[
     "db_activity_init_delay",
     "db_activity_ttl",
     "table_mutation_cache_ms_ttl",
+    "two_phase_commit",
 ];
 
 const POOL: Node = Node::Table(
@@ -137,6 +138,8 @@ const GENERAL_LEAVES: &[&str] = &[
     "auth_query",
     "auth_query_user",
     "auth_query_password",
+    "instance_name",
+    "two_phase_commit_log",
 ];
 
 const GENERAL: Node = Node::Table(GENERAL_LEAVES, &[]);

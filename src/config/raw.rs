@@ -48,6 +48,8 @@ pub(crate) mod defaults {
     /// Seconds.
     pub const DB_ACTIVITY_TTL: u64 = 900;
     pub const TABLE_MUTATION_CACHE_MS_TTL: u64 = 50;
+    /// The decision log of two-phase commits, relative to the config file's directory.
+    pub const TWO_PHASE_COMMIT_LOG: &str = "pgcat-2pc.log";
 
     /// Departure from PgCat (fixed 4 there): one worker per CPU core.
     pub fn worker_threads() -> usize {
@@ -135,6 +137,8 @@ pub(crate) struct RawGeneral {
     pub auth_query: Option<String>,
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
+    pub instance_name: Option<String>,
+    pub two_phase_commit_log: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +175,7 @@ pub(crate) struct RawPool {
     pub db_activity_init_delay: Option<u64>,
     pub db_activity_ttl: Option<u64>,
     pub table_mutation_cache_ms_ttl: Option<u64>,
+    pub two_phase_commit: Option<bool>,
     pub plugins: Option<IgnoredAny>,
     pub shards: Option<BTreeMap<String, RawShard>>,
     pub users: Option<BTreeMap<String, RawUser>>,

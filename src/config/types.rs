@@ -78,6 +78,12 @@ pub struct General {
     pub auth_query: Option<String>,
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
+    /// Names this pooler in two-phase commits' transaction ids (new key; default: the
+    /// listen host and port, as letters, digits and `_`).
+    pub instance_name: String,
+    /// The decision log of two-phase commits (new key; default `pgcat-2pc.log` beside
+    /// the config file).
+    pub two_phase_commit_log: PathBuf,
 }
 
 /// How a client proves its identity to the pooler.
@@ -182,6 +188,8 @@ pub struct Pool {
     /// Seconds.
     pub db_activity_ttl: u64,
     pub table_mutation_cache_ms_ttl: u64,
+    /// Transactions that wrote on several shards commit in two phases (PgDog's key).
+    pub two_phase_commit: bool,
     /// Shard `i` is `shards[i]`.
     pub shards: Vec<Shard>,
     /// In numeric order of their table keys; usernames are unique.
@@ -465,6 +473,7 @@ impl fmt::Debug for Pool {
                 "table_mutation_cache_ms_ttl",
                 &self.table_mutation_cache_ms_ttl,
             )
+            .field("two_phase_commit", &self.two_phase_commit)
             .field("shards", &self.shards)
             .field("users", &self.users)
             .finish()

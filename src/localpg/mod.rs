@@ -362,6 +362,7 @@ fn init_primary(scratch: &Scratch, spec: &ClusterSpec) -> Result<Node, LocalPgEr
          fsync = off\n\
          synchronous_commit = off\n\
          full_page_writes = off\n\
+         max_prepared_transactions = 20\n\
          shared_buffers = 32MB\n",
         dir.display(),
         spec.max_connections,

@@ -185,6 +185,7 @@ impl UserPool {
             statement_cache: pool.prepared_statements_cache_size,
             connect_timeout: settings.connect_timeout,
             default_shard: pool.default_shard,
+            two_phase_commit: pool.two_phase_commit,
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
             read_your_writes: pool.read_your_writes,

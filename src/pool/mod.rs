@@ -94,6 +94,8 @@ pub struct UserPool {
     pub statement_cache: usize,
     pub connect_timeout: Duration,
     pub default_shard: DefaultShard,
+    /// `two_phase_commit`: transactions that wrote on several shards commit in two phases.
+    pub two_phase_commit: bool,
     pub load_balancing: LoadBalancingMode,
     /// Replicas further behind than this take no reads.
     pub max_replica_lag_bytes: Option<u64>,

@@ -184,6 +184,15 @@ impl Pooler {
 
     /// Like [`Pooler::start`] with extra command-line arguments after the config path.
     pub fn start_with_args(config_toml: &str, args: &[&str]) -> Pooler {
+        Pooler::spawn(config_toml, args, &[])
+    }
+
+    /// Like [`Pooler::start`] with extra environment variables (a fault point armed).
+    pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Pooler {
+        Pooler::spawn(config_toml, &[], env)
+    }
+
+    fn spawn(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Pooler {
         let doc: toml::Table = toml::from_str(config_toml).expect("test config is valid TOML");
         let port = doc
             .get("general")
@@ -202,6 +211,7 @@ impl Pooler {
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("CONFIG_FILE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

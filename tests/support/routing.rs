@@ -139,3 +139,26 @@ pub fn expect_error<T: std::fmt::Debug>(
         }
     }
 }
+
+/// A transaction-mode pool `pool` (pg_bigint_hash) for sharding_user over databases
+/// `<prefix>0..SHARDS-1` on the cluster's primary only, `extra` lines in its section.
+pub fn primary_shards_pool(
+    cluster: &Cluster,
+    pool: &str,
+    prefix: &str,
+    extra: &str,
+    pool_size: u32,
+) -> String {
+    let mut toml = format!(
+        "\n[pools.{pool}]\npool_mode = \"transaction\"\nsharding_function = \"pg_bigint_hash\"\n\
+         {extra}\n\
+         [pools.{pool}.users.0]\nusername = \"{SHARD_USER}\"\npassword = \"{SHARD_PASS}\"\npool_size = {pool_size}\n"
+    );
+    for shard in 0..SHARDS {
+        toml.push_str(&format!(
+            "\n[pools.{pool}.shards.{shard}]\ndatabase = \"{prefix}{shard}\"\nservers = [[\"{}\", {}, \"primary\"]]\n",
+            cluster.primary.host, cluster.primary.port
+        ));
+    }
+    toml
+}

@@ -61,7 +61,12 @@ impl Client {
                 return Err(e);
             }
         };
-        let ended = super::write::end_all(&mut servers, &mut broken, copied.is_ok()).await;
+        let wrote = vec![true; servers.len()];
+        let writes = super::write::Writes {
+            coordinator: self.coordinator(),
+            wrote: &wrote,
+        };
+        let ended = super::write::end_all(&mut servers, &mut broken, copied.is_ok(), writes).await;
         let answer = match (copied, ended) {
             (Err(error), _) | (Ok(_), Err(error)) => Err(error),
             (Ok(copied), Ok(())) => Ok(copied),

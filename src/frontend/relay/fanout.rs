@@ -87,7 +87,17 @@ impl Client {
             )
             .await;
         let answer = match answer {
-            Ok((out, ok)) if write => match write::end_all(&mut servers, &mut broken, ok).await {
+            Ok((out, ok)) if write => match write::end_all(
+                &mut servers,
+                &mut broken,
+                ok,
+                write::Writes {
+                    coordinator: self.coordinator(),
+                    wrote: &vec![true; targets.len()],
+                },
+            )
+            .await
+            {
                 Ok(()) => Ok((out, ok)),
                 Err(error) => {
                     let mut out = BytesMut::new();

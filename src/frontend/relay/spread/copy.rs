@@ -23,6 +23,7 @@ impl Client {
             return Ok(());
         };
         let mut servers = std::mem::take(&mut spread.servers);
+        spread.wrote.extend(&every);
         let copied = self.copy_rows(&mut servers, &query, copy).await;
         spread.servers = servers;
         self.session.info.query_count.fetch_add(1, Relaxed);

@@ -36,6 +36,9 @@ pub(super) struct Spread {
     in_flight: bool,
     /// The block changed the schema (its end, commit or rollback, changes it again).
     ddl: bool,
+    /// The shards a statement that writes ran on (which commit in two phases when
+    /// there are several and the pool says so).
+    wrote: std::collections::BTreeSet<usize>,
     mode: PoolMode,
     /// The block is a multi-statement query's implicit transaction (see `several`): it
     /// ends with the query, committed unless a statement failed.
@@ -48,8 +51,8 @@ pub(super) struct Spread {
 /// Where a statement of the block runs.
 enum Target {
     /// On the shards listed (in order), answered as one; `plan` says how (an INSERT's
-    /// rows go each to its shard by their `keys`).
-    Shards(Vec<usize>, Box<CrossShard>, Vec<KeyValue>),
+    /// rows go each to its shard by their `keys`); whether the statement writes.
+    Shards(Vec<usize>, Box<CrossShard>, Vec<KeyValue>, bool),
     /// COMMIT (`true`) or ROLLBACK.
     End(bool),
     /// A query string of several statements, each as the client wrote it (see `several`).
@@ -68,6 +71,7 @@ impl Spread {
             failed: false,
             in_flight: false,
             ddl: false,
+            wrote: Default::default(),
             mode,
             implicit: false,
             quiet: false,
@@ -211,11 +215,11 @@ impl Client {
             Ok(Target::CopyIn(table, key, format)) => {
                 self.spread_copy_in((&table, key, &format)).await
             }
-            Ok(Target::Shards(shards, plan, keys)) => {
+            Ok(Target::Shards(shards, plan, keys, writes)) => {
                 if let Some(error) = self.spread_refusal(&pool, &request, &plan).await {
                     return self.spread_reject(error).await;
                 }
-                self.spread_run(&shards, &plan, &keys).await
+                self.spread_run(&shards, (&plan, &keys), writes).await
             }
             Err(error) => self.spread_reject(error).await,
         }
@@ -284,6 +288,7 @@ impl Client {
                 every(),
                 Box::new(CrossShard::Control),
                 Vec::new(),
+                false,
             ));
         }
         let copy = matches!(
@@ -302,7 +307,7 @@ impl Client {
                 return Ok(Target::CopyIn(table.clone(), *key, format.clone()));
             }
             let (plan, keys) = (analysis.cross_shard.clone(), analysis.keys.clone());
-            return Ok(Target::Shards(every(), Box::new(plan), keys));
+            return Ok(Target::Shards(every(), Box::new(plan), keys, c.write));
         }
         if copy {
             return Err(PgError::error(
@@ -316,6 +321,7 @@ impl Client {
             vec![shard],
             Box::new(CrossShard::AnyShard),
             Vec::new(),
+            c.write,
         ))
     }
 
@@ -412,12 +418,12 @@ impl Client {
     }
 
     /// Runs the client's statement on `shards` of the block, merged by `plan` (an INSERT's
-    /// rows each on its shard, by their `keys`).
+    /// rows each on its shard, by their `keys`); `writes`: the statement writes.
     async fn spread_run(
         &mut self,
         shards: &[usize],
-        plan: &CrossShard,
-        keys: &[KeyValue],
+        (plan, keys): (&CrossShard, &[KeyValue]),
+        writes: bool,
     ) -> Result<(), ClientError> {
         let statement = match self.shard_statement()? {
             Prepared::Ready(statement) => statement,
@@ -430,6 +436,11 @@ impl Client {
             Err(error) => return self.spread_reject(error).await,
         };
         let shards: Vec<usize> = targets.iter().map(|(shard, _)| *shard).collect();
+        if writes {
+            if let Some(spread) = self.spread_mut() {
+                spread.wrote.extend(&shards);
+            }
+        }
         if let Err(error) = self.spread_touch(&shards).await {
             return self.spread_reject(error).await;
         }
@@ -567,7 +578,15 @@ impl Client {
     ) -> Result<(), PgError> {
         let mut servers = std::mem::take(&mut spread.servers);
         let mut broken = vec![false; servers.len()];
-        let ended = write::end_all(&mut servers, &mut broken, commit).await;
+        let wrote: Vec<bool> = servers
+            .iter()
+            .map(|(shard, _)| spread.wrote.contains(shard))
+            .collect();
+        let writes = write::Writes {
+            coordinator: self.coordinator(),
+            wrote: &wrote,
+        };
+        let ended = write::end_all(&mut servers, &mut broken, commit, writes).await;
         if spread.ddl {
             self.session.pool.schema_epoch.changed();
         }
