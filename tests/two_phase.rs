@@ -17,6 +17,9 @@ use support::wait_until;
 use support::{free_port, general_toml, runtime, Cluster, Pooler};
 use tokio_postgres::Client;
 
+#[cfg(feature = "failpoints")]
+use pgcat::localpg;
+
 const SHARDS: usize = 3;
 const POOL: &str = "tp";
 const ACCOUNTS: i64 = 30;
@@ -26,21 +29,7 @@ fn cluster() -> &'static Cluster {
     static READY: OnceLock<()> = OnceLock::new();
     let cluster = support::routing::sharded_cluster(); // creates sharding_user
     READY.get_or_init(|| {
-        let mut sql = String::new();
-        for shard in 0..SHARDS {
-            sql.push_str(&format!(
-                "DROP DATABASE IF EXISTS tp_shard{shard};\n\
-                 CREATE DATABASE tp_shard{shard} OWNER {SHARD_USER};\n\
-                 \\c tp_shard{shard}\nSET ROLE {SHARD_USER};\n\
-                 CREATE TABLE accounts (id bigint, balance int) PARTITION BY HASH (id);\n\
-                 CREATE TABLE accounts_p{shard} PARTITION OF accounts FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
-                 INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i \
-                   WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);\n\
-                 CREATE TABLE parents (id bigint PRIMARY KEY);\n\
-                 CREATE TABLE notes (id bigint, parent bigint REFERENCES parents DEFERRABLE INITIALLY DEFERRED);\n\
-                 \\c postgres\n"
-            ));
-        }
+        let sql: String = (0..SHARDS).map(shard_database).collect();
         cluster
             .psql(&cluster.primary, "postgres", &sql)
             .unwrap_or_else(|e| panic!("two-phase fixture: {e}"));
@@ -48,15 +37,32 @@ fn cluster() -> &'static Cluster {
     cluster
 }
 
+/// The SQL (psql, as the superuser in `postgres`) that makes database `tp_shard<shard>`.
+fn shard_database(shard: usize) -> String {
+    format!(
+        "DROP DATABASE IF EXISTS tp_shard{shard};\n\
+         CREATE DATABASE tp_shard{shard} OWNER {SHARD_USER};\n\
+         \\c tp_shard{shard}\nSET ROLE {SHARD_USER};\n\
+         CREATE TABLE accounts (id bigint, balance int) PARTITION BY HASH (id);\n\
+         CREATE TABLE accounts_p{shard} PARTITION OF accounts FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+         INSERT INTO accounts SELECT i, 100 FROM generate_series(1, {ACCOUNTS}) i \
+           WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);\n\
+         CREATE TABLE parents (id bigint PRIMARY KEY);\n\
+         CREATE TABLE notes (id bigint, parent bigint REFERENCES parents DEFERRABLE INITIALLY DEFERRED);\n\
+         \\c postgres\n"
+    )
+}
+
 /// Pool `tp` over tp_shard0..2 (primary only) with two-phase commit as `instance`, its
-/// decision log in `log_dir`; statements with no shard run on every shard, comment hints
-/// pick one.
-fn toml(cluster: &Cluster, instance: &str, log_dir: &std::path::Path) -> String {
+/// decision log in `log_dir`, metrics on `metrics_port`; statements with no shard run on
+/// every shard, comment hints pick one.
+fn toml(cluster: &Cluster, instance: &str, log_dir: &std::path::Path, metrics_port: u16) -> String {
     let mut toml = general_toml(free_port());
     toml = support::with_general(
         &toml,
         &format!(
-            "instance_name = \"{instance}\"\ntwo_phase_commit_log = \"{}\"",
+            "instance_name = \"{instance}\"\ntwo_phase_commit_log = \"{}\"\n\
+             enable_prometheus_exporter = true\nprometheus_exporter_port = {metrics_port}",
             log_dir.join("decisions.log").display()
         ),
     );
@@ -119,7 +125,8 @@ fn transfer(id: i64, delta: i64) -> String {
 fn a_transaction_that_wrote_on_several_shards_commits_on_all_or_none() {
     let cluster = cluster();
     let dir = support::scratch_dir();
-    let pooler = Pooler::start(&toml(cluster, "tp_commit", &dir));
+    let metrics_port = free_port();
+    let pooler = Pooler::start(&toml(cluster, "tp_commit", &dir, metrics_port));
     let ids = on_shards(2, 1);
     let (a, b) = (ids[0], ids[1]);
     runtime().block_on(async {
@@ -180,7 +187,46 @@ fn a_transaction_that_wrote_on_several_shards_commits_on_all_or_none() {
         let log = std::fs::read_to_string(dir.join("decisions.log")).expect("the decision log");
         assert_eq!(log.matches("commit ").count(), 2, "{log}");
         assert_eq!(log.matches("done ").count(), 2, "{log}");
+
+        // Nothing is left in doubt; Prometheus counts each shard's part: 2 prepared and
+        // committed, then the failed PREPARE's (1 prepared and rolled back when a's shard
+        // came first), then 3 prepared and committed.
+        let admin = support::connect(&format!(
+            "host=127.0.0.1 port={} user=admin password=admin dbname=pgcat",
+            pooler.port
+        ))
+        .await
+        .expect("admin console");
+        let listed = admin.simple_query("SHOW TRANSACTIONS").await.expect("SHOW");
+        let rows = listed
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert_eq!(rows, 0, "no transaction in doubt");
+        let first = u64::from(pg_bigint_hash(a, SHARDS) < b_shard);
+        let metrics = scrape(metrics_port);
+        for (name, want) in [
+            ("prepared", 5 + first),
+            ("committed", 5),
+            ("rolled_back", first),
+            ("recovered", 0),
+        ] {
+            let line = format!("pgcat_two_phase_{name}_total {want}\n");
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
     });
+}
+
+/// The pooler's Prometheus page.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("response");
+    page
 }
 
 /// Kills the pooler (a fault point armed) during a two-shard commit, starts it again and
@@ -198,7 +244,7 @@ fn a_pooler_killed_during_the_commit_finishes_it_when_it_starts_again() {
         ("after_commit_prepared", 1, true),
     ] {
         let dir = support::scratch_dir();
-        let toml = toml(cluster, "tp_crash", &dir);
+        let toml = toml(cluster, "tp_crash", &dir, free_port());
         let (a0, b0) = (balance(cluster, a), balance(cluster, b));
         let mut pooler = Pooler::start_with_env(&toml, &[("PGCAT_FAULT", fault)]);
         runtime().block_on(async {
@@ -227,4 +273,116 @@ fn a_pooler_killed_during_the_commit_finishes_it_when_it_starts_again() {
         };
         assert_eq!((balance(cluster, a), balance(cluster, b)), want, "{fault}");
     }
+}
+
+/// A shard that is down when its COMMIT PREPARED is due gets it when it is back, from
+/// the running pooler (no restart); and a shard whose max_prepared_transactions is 0
+/// makes the two-phase commit fail with an error naming the setting, never hang.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
+    use localpg::{Cluster as Pg, ClusterSpec};
+    let cluster = cluster();
+    // Shard 2 on a PostgreSQL of its own, which the test stops and starts.
+    let other = Pg::start(&ClusterSpec {
+        replicas: 0,
+        max_connections: 50,
+    })
+    .expect("a second PostgreSQL");
+    let role = format!("CREATE ROLE {SHARD_USER} LOGIN PASSWORD '{SHARD_PASS}';\n");
+    other
+        .psql(&other.primary, "postgres", &(role + &shard_database(2)))
+        .expect("shard 2's database");
+    let dir = support::scratch_dir();
+    let toml = toml(cluster, "tp_down", &dir, free_port());
+    let main = format!(
+        "\"tp_shard2\"\nservers = [[\"{}\", {}, ",
+        cluster.primary.host, cluster.primary.port
+    );
+    let moved = format!(
+        "\"tp_shard2\"\nservers = [[\"{}\", {}, ",
+        other.primary.host, other.primary.port
+    );
+    assert!(toml.contains(&main), "{toml}");
+    let toml = toml.replace(&main, &moved);
+    let pooler = Pooler::start_with_env(&toml, &[("PGCAT_FAULT", "after_decision=pause:3000")]);
+    let a = (20..=ACCOUNTS)
+        .find(|id| pg_bigint_hash(*id, SHARDS) != 2)
+        .expect("a");
+    let b = (20..=ACCOUNTS)
+        .find(|id| pg_bigint_hash(*id, SHARDS) == 2)
+        .expect("b");
+    let on_other = |sql: &str| {
+        other
+            .psql(&other.primary, "tp_shard2", sql)
+            .expect("psql on shard 2")
+    };
+    let a0 = balance(cluster, a);
+    let b0: i64 = on_other(&format!("SELECT balance FROM accounts WHERE id = {b}"))
+        .parse()
+        .expect("b");
+    runtime().block_on(async {
+        let client = connect(&pooler).await;
+        client.simple_query("BEGIN").await.expect("BEGIN");
+        client.simple_query(&transfer(a, -4)).await.expect("a");
+        client.simple_query(&transfer(b, 4)).await.expect("b");
+        let committing =
+            tokio::spawn(async move { client.simple_query("COMMIT").await.map(|_| ()) });
+        // Both prepared, the decision logged: shard 2 goes down before its COMMIT PREPARED.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        other.stop_node(&other.primary);
+        let committed = committing.await.expect("task");
+        assert!(
+            committed.is_ok(),
+            "the decision is logged: COMMIT succeeds: {committed:?}\n{}",
+            pooler.logs()
+        );
+    });
+    assert_eq!(
+        balance(cluster, a),
+        a0 - 4,
+        "committed where the shard was up"
+    );
+    other.start_node(&other.primary);
+    let applied = wait_until(Duration::from_secs(30), || {
+        on_other("SELECT count(*) FROM pg_prepared_xacts") == "0"
+    });
+    assert!(
+        applied,
+        "shard 2 still has its part prepared\n{}",
+        pooler.logs()
+    );
+    assert_eq!(
+        on_other(&format!("SELECT balance FROM accounts WHERE id = {b}")),
+        (b0 + 4).to_string(),
+        "committed on shard 2 once it was back"
+    );
+
+    // max_prepared_transactions = 0 on shard 2: the first two-phase commit fails, naming
+    // the setting; the pooler warned about it.
+    on_other("ALTER SYSTEM SET max_prepared_transactions = 0");
+    other.stop_node(&other.primary);
+    other.start_node(&other.primary);
+    runtime().block_on(async {
+        let client = connect(&pooler).await;
+        client.simple_query("BEGIN").await.expect("BEGIN");
+        client.simple_query(&transfer(a, -1)).await.expect("a");
+        client.simple_query(&transfer(b, 1)).await.expect("b");
+        let error = client
+            .simple_query("COMMIT")
+            .await
+            .expect_err("PREPARE refused");
+        let db = error.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db.code().code(), "55000", "{db:?}");
+        assert!(
+            db.hint()
+                .is_some_and(|h| h.contains("max_prepared_transactions")),
+            "{db:?}"
+        );
+    });
+    assert_eq!(balance(cluster, a), a0 - 4, "rolled back on every shard");
+    let warned = wait_until(Duration::from_secs(10), || {
+        pooler.logs().contains("max_prepared_transactions is 0")
+    });
+    assert!(warned, "{}", pooler.logs());
 }

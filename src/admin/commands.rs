@@ -20,6 +20,10 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
     };
     let arg = words.get(1..).map(|w| w.join(" ")).unwrap_or_default();
     let result = match first.to_ascii_uppercase().as_str() {
+        "SHOW" if arg.eq_ignore_ascii_case("transactions") => {
+            show::transactions(app, out).await;
+            Ok("SHOW".to_string())
+        }
         "SHOW" => show::run(app, flavor, &arg, out),
         "SET" => Ok("SET".to_string()),
         "RELOAD" => reload(app, out),

@@ -75,7 +75,11 @@ fn family(
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
@@ -207,6 +211,39 @@ pub fn render(app: &App) -> String {
             help,
             pools.iter().map(|p| (pool_labels(p), get(p))),
         );
+    }
+    if let Some(coordinator) = app.two_phase() {
+        let t = coordinator.totals();
+        for (name, help, value) in [
+            (
+                "prepared",
+                "Shards' parts of two-phase transactions prepared",
+                t.prepared,
+            ),
+            (
+                "committed",
+                "Prepared parts committed by their session (COMMIT PREPARED)",
+                t.committed,
+            ),
+            (
+                "rolled_back",
+                "Prepared parts rolled back by their session (a PREPARE failed elsewhere)",
+                t.rolled_back,
+            ),
+            (
+                "recovered",
+                "In-doubt prepared parts the resolver ended (committed or rolled back)",
+                t.recovered,
+            ),
+        ] {
+            family(
+                &mut out,
+                &format!("pgcat_two_phase_{name}_total"),
+                "counter",
+                help,
+                [(String::new(), value)],
+            );
+        }
     }
     out
 }

@@ -17,10 +17,12 @@ use crate::wire::messages::{self, PgError};
 mod connections;
 mod pools;
 mod stats;
+mod transactions;
 
 use connections::{clients, servers};
 use pools::{databases, pools};
 use stats::{stats, stats_split, totals};
+pub use transactions::transactions;
 
 /// A column: name, and whether it holds numbers.
 type Col = (&'static str, bool);
@@ -90,7 +92,7 @@ fn help(out: &mut BytesMut) {
     for line in [
         "Console usage",
         "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
-        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS",
+        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS",
         "SET key = arg (accepted, no effect)",
         "RELOAD",
         "PAUSE [db] | PAUSE db,user",

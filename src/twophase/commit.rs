@@ -40,7 +40,7 @@ pub async fn commit(
             Ok(b'I') => {
                 prepared.push(i);
                 counters.prepared.fetch_add(1, Relaxed);
-                fault::point(fault::AFTER_PREPARE);
+                fault::point(fault::AFTER_PREPARE).await;
             }
             Ok(_) => {
                 broken[i] = true;
@@ -88,7 +88,7 @@ pub async fn commit(
         )
         .with_detail("The transaction was rolled back on every shard (two-phase commit)."));
     }
-    fault::point(fault::AFTER_DECISION);
+    fault::point(fault::AFTER_DECISION).await;
     let mut pending = Vec::new();
     for &i in &prepared {
         let (shard, server) = &mut servers[i];
@@ -98,7 +98,7 @@ pub async fn commit(
         {
             Ok(_) => {
                 counters.committed.fetch_add(1, Relaxed);
-                fault::point(fault::AFTER_COMMIT_PREPARED);
+                fault::point(fault::AFTER_COMMIT_PREPARED).await;
             }
             Err(e) => {
                 broken[i] = true;
