@@ -23,6 +23,9 @@ use pgcat::localpg;
 const SHARDS: usize = 3;
 const POOL: &str = "tp";
 const ACCOUNTS: i64 = 30;
+/// Accounts of `bank` (the bank test's table) and their opening balance.
+const BANK_ACCOUNTS: i64 = 60;
+const BANK_START: i64 = 1000;
 
 /// tp_shard0..2 (one partition of `accounts` each, balance 100), made once per binary.
 fn cluster() -> &'static Cluster {
@@ -49,6 +52,11 @@ fn shard_database(shard: usize) -> String {
            WHERE pg_catalog.satisfies_hash_partition('accounts'::regclass, {SHARDS}, {shard}, i::bigint);\n\
          CREATE TABLE parents (id bigint PRIMARY KEY);\n\
          CREATE TABLE notes (id bigint, parent bigint REFERENCES parents DEFERRABLE INITIALLY DEFERRED);\n\
+         CREATE TABLE bank (id bigint, balance int) PARTITION BY HASH (id);\n\
+         CREATE TABLE bank_p{shard} PARTITION OF bank FOR VALUES WITH (MODULUS {SHARDS}, REMAINDER {shard});\n\
+         INSERT INTO bank SELECT i, {BANK_START} FROM generate_series(1, {BANK_ACCOUNTS}) i \
+           WHERE pg_catalog.satisfies_hash_partition('bank'::regclass, {SHARDS}, {shard}, i::bigint);\n\
+         CREATE TABLE bank_ledger (tid bigint, id bigint, delta int);\n\
          \\c postgres\n"
     )
 }
@@ -275,16 +283,11 @@ fn a_pooler_killed_during_the_commit_finishes_it_when_it_starts_again() {
     }
 }
 
-/// A shard that is down when its COMMIT PREPARED is due gets it when it is back, from
-/// the running pooler (no restart); and a shard whose max_prepared_transactions is 0
-/// makes the two-phase commit fail with an error naming the setting, never hang.
+/// Shard 2 on a PostgreSQL of its own (which a test may stop and start): the cluster, and
+/// `toml` with shard 2 moved there.
 #[cfg(feature = "failpoints")]
-#[test]
-fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
-    use localpg::{Cluster as Pg, ClusterSpec};
-    let cluster = cluster();
-    // Shard 2 on a PostgreSQL of its own, which the test stops and starts.
-    let other = Pg::start(&ClusterSpec {
+fn shard2_elsewhere(cluster: &Cluster, toml: &str) -> (localpg::Cluster, String) {
+    let other = localpg::Cluster::start(&localpg::ClusterSpec {
         replicas: 0,
         max_connections: 50,
     })
@@ -293,8 +296,6 @@ fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
     other
         .psql(&other.primary, "postgres", &(role + &shard_database(2)))
         .expect("shard 2's database");
-    let dir = support::scratch_dir();
-    let toml = toml(cluster, "tp_down", &dir, free_port());
     let main = format!(
         "\"tp_shard2\"\nservers = [[\"{}\", {}, ",
         cluster.primary.host, cluster.primary.port
@@ -304,7 +305,18 @@ fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
         other.primary.host, other.primary.port
     );
     assert!(toml.contains(&main), "{toml}");
-    let toml = toml.replace(&main, &moved);
+    (other, toml.replace(&main, &moved))
+}
+
+/// A shard that is down when its COMMIT PREPARED is due gets it when it is back, from
+/// the running pooler (no restart); and a shard whose max_prepared_transactions is 0
+/// makes the two-phase commit fail with an error naming the setting, never hang.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
+    let cluster = cluster();
+    let dir = support::scratch_dir();
+    let (other, toml) = shard2_elsewhere(cluster, &toml(cluster, "tp_down", &dir, free_port()));
     let pooler = Pooler::start_with_env(&toml, &[("PGCAT_FAULT", "after_decision=pause:3000")]);
     let a = (20..=ACCOUNTS)
         .find(|id| pg_bigint_hash(*id, SHARDS) != 2)
@@ -386,3 +398,7 @@ fn a_shard_down_during_commit_prepared_gets_it_when_it_is_back() {
     });
     assert!(warned, "{}", pooler.logs());
 }
+
+#[cfg(feature = "failpoints")]
+#[path = "two_phase/bank.rs"]
+mod bank;
