@@ -45,11 +45,7 @@ while IFS= read -r sql; do
     echo "$sql;" >"$WORK/script.sql"
     line="| \`$sql\` |"
     for pool in xs one; do
-        out=$(PGPASSWORD=unused pgbench -n -f "$WORK/script.sql" -c "$CLIENTS" -j 2 -T "$DURATION" \
-            -h 127.0.0.1 -p "$PGCAT_PORT" -U postgres "$pool" 2>&1) || { echo "$out" >&2; die "pgbench on $pool"; }
-        tps=$(echo "$out" | awk '/^tps/ {printf "%.1f", $3}')
-        lat=$(echo "$out" | awk '/latency average/ {print $4}')
-        [ -n "$tps" ] || { echo "$out" >&2; die "no TPS from pgbench on $pool"; }
+        read -r tps lat < <(pgbench_pool "$WORK/script.sql" "$CLIENTS" "$pool")
         line="$line $tps tps, $lat ms |"
     done
     echo "$line"

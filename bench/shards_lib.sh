@@ -55,6 +55,7 @@ synchronous_commit = off
 full_page_writes = off
 max_wal_size = 4GB
 max_connections = 200
+max_prepared_transactions = 100
 CONF
     as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -t 60 start >/dev/null ||
         { tail -20 "$WORK/pg.log" >&2; die "PostgreSQL did not start"; }
@@ -97,4 +98,16 @@ start_pgcat() {
     done
     cat "$WORK/pgcat.log" >&2
     die "pgcat did not start"
+}
+
+# pgbench_pool SCRIPT CLIENTS POOL: runs pgbench -f SCRIPT (-T $DURATION) through pool POOL
+# of the running pgcat; prints "<tps> <mean latency ms>".
+pgbench_pool() {
+    local out tps lat
+    out=$(PGPASSWORD=unused pgbench -n -f "$1" -c "$2" -j 2 -T "$DURATION" \
+        -h 127.0.0.1 -p "$PGCAT_PORT" -U postgres "$3" 2>&1) || { echo "$out" >&2; die "pgbench on $3"; }
+    tps=$(echo "$out" | awk '/^tps/ {printf "%.1f", $3}')
+    lat=$(echo "$out" | awk '/latency average/ {print $4}')
+    [ -n "$tps" ] || { echo "$out" >&2; die "no TPS from pgbench on $3"; }
+    echo "$tps $lat"
 }

@@ -17,6 +17,9 @@ use super::TwoPhase;
 use crate::backend::quote_literal;
 use crate::pool::{checkin, UserPool};
 
+/// The decision log is compacted once longer than this (about 10,000 transactions).
+const COMPACT_PAST: u64 = 1 << 20;
+
 /// One prepared transaction of this instance on one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InDoubt {
@@ -60,6 +63,14 @@ pub async fn resolve(coordinator: &Arc<TwoPhase>, pools: &[&Arc<UserPool>], end:
                 }
                 Err(why) => pass.unreachable.push(format!("{name}: {why}")),
             }
+        }
+    }
+    if end {
+        let coordinator = coordinator.clone();
+        let compacted =
+            tokio::task::spawn_blocking(move || coordinator.log.compact_if_larger(COMPACT_PAST));
+        if let Ok(Err(e)) = compacted.await {
+            tracing::warn!(error = %e, "could not compact the two-phase decision log");
         }
     }
     if end && pass.unreachable.is_empty() {
