@@ -140,6 +140,16 @@ impl App {
                 current.general.prometheus_exporter_port.to_string(),
                 new.general.prometheus_exporter_port.to_string(),
             ),
+            (
+                "general.instance_name",
+                current.general.instance_name.clone(),
+                new.general.instance_name.clone(),
+            ),
+            (
+                "general.two_phase_commit_log",
+                current.general.two_phase_commit_log.display().to_string(),
+                new.general.two_phase_commit_log.display().to_string(),
+            ),
         ] {
             if old != now {
                 notes.push(format!(

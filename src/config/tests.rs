@@ -589,3 +589,23 @@ fn missing_file_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn two_phase_commit_keys_default_and_validate() {
+    let loaded = parse(
+        &config("two_phase_commit = true", "pool_size = 1", SERVERS),
+        Path::new("/etc/pgcat/pgcat.toml"),
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert!(c.pools["db"].two_phase_commit);
+    // Beside the config file, named after the listen address.
+    assert_eq!(
+        c.general.two_phase_commit_log,
+        Path::new("/etc/pgcat/pgcat-2pc.log")
+    );
+    assert_eq!(c.general.instance_name, "0_0_0_0_5432");
+    let bad = config("", "pool_size = 1", SERVERS)
+        .replace("[general]\n", "[general]\ninstance_name = \"a-b\"\n");
+    assert_err(&bad, "general.instance_name", "letters, digits or '_'");
+}
