@@ -115,12 +115,17 @@ async fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListe
     socket.listen(backlog)
 }
 
-/// Waits (up to `shutdown_timeout`) until no client of a pool is connected.
+/// Waits (up to `shutdown_timeout`) until no client of a pool is connected (the admin
+/// consoles, also listed in the registry, do not hold the shutdown up).
 async fn drain(app: &App) {
     let limit = Duration::from_millis(app.config().general.shutdown_timeout);
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
-        if app.registry.clients().is_empty() {
+        let clients = app.registry.clients();
+        if clients
+            .iter()
+            .all(|c| crate::admin::is_admin_database(&c.database))
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

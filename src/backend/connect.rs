@@ -23,6 +23,9 @@ pub struct ServerTarget {
     pub user: String,
     /// The password, or what auth_query provides once a client logged in.
     pub secret: Credential,
+    /// The startup packet's `options` (`-c name=value …`): settings every session of the
+    /// connection starts with (the user's `statement_timeout`).
+    pub options: Option<String>,
 }
 
 impl ServerTarget {
@@ -93,10 +96,11 @@ pub async fn connect_as(
         super::ServerIo::new(stream, addr.clone()),
         super::ServerSession::new(addr),
     );
+    let options = target.options.as_deref();
     conn.write_all(&startup_message(
         &target.user,
         &target.database,
-        application_name,
+        [("application_name", application_name), ("options", options)],
     ))
     .await?;
     let mut login = Login::default();
@@ -137,13 +141,13 @@ pub async fn connect_as(
     }
 }
 
-fn startup_message(user: &str, database: &str, application_name: Option<&str>) -> BytesMut {
+fn startup_message(user: &str, database: &str, optional: [(&str, Option<&str>); 2]) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(crate::wire::startup::PROTOCOL_3_0);
-    let app = application_name.map(|a| ("application_name", a));
+    let given = optional.into_iter().filter_map(|(k, v)| Some((k, v?)));
     for (k, v) in [("user", user), ("database", database)]
         .into_iter()
-        .chain(app)
+        .chain(given)
     {
         body.extend_from_slice(k.as_bytes());
         body.put_u8(0);

@@ -11,14 +11,11 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "plugins",
     "general.dns_cache_enabled",
     "general.dns_max_ttl",
-    "pools.*.checkout_failure_limit",
-    "pools.*.log_client_parameter_status_changes",
     "pools.*.db_activity_based_routing",
     "pools.*.db_activity_init_delay",
     "pools.*.db_activity_ttl",
     "pools.*.table_mutation_cache_ms_ttl",
     "pools.*.plugins",
-    "pools.*.users.*.statement_timeout",
     "pools.*.shards.*.mirrors",
 ];
 

@@ -54,6 +54,9 @@ pub enum Entry {
         database: String,
         user: String,
         pending: BytesMut,
+        /// Its record in the registry (SHOW CLIENTS lists the console too, as PgBouncer's
+        /// and PgCat's do), for as long as it is connected.
+        info: Arc<crate::stats::ClientInfo>,
     },
 }
 
@@ -171,15 +174,23 @@ pub async fn login(
         authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
         messages::auth_ok(&mut out);
         crate::admin::greet(&mut out, &database);
-        // The admin console runs no query a cancel could stop: its key names nothing.
-        let (pid, secret) = rand::random();
-        messages::backend_key_data(&mut out, pid, secret);
+        let info = app.registry.client(
+            tag.id,
+            database.as_str().into(),
+            user.as_str().into(),
+            application_name(&params),
+            tag.peer,
+            None,
+        );
+        // The admin console runs no query a cancel could stop: its key cancels nothing.
+        messages::backend_key_data(&mut out, info.pid, info.secret);
         messages::ready_for_query(&mut out, b'I');
         stream.send(&out).await?;
         return Ok(Some(Entry::Admin {
             database,
             user,
             pending: pending(buf),
+            info,
         }));
     }
     if app.shutting_down() {
@@ -261,10 +272,7 @@ pub async fn login(
     };
     let server_params = pool.server_params().await.map_err(fatal)?;
     let bound = bind_session_server(&pool, &params).await.map_err(fatal)?;
-    let application_name = params
-        .iter()
-        .find(|(n, _)| n == "application_name")
-        .map_or_else(Box::default, |(_, v)| v.as_str().into());
+    let application_name = application_name(&params);
     match &bound {
         // The server's own values, for the client's parameters it has applied.
         Some(server) => {
@@ -477,4 +485,12 @@ fn sasl_initial(body: &[u8]) -> Result<&[u8], AuthError> {
         return Err(AuthError::Malformed("data length does not match"));
     }
     Ok(data)
+}
+
+/// The client's `application_name` startup parameter (empty when it sent none).
+fn application_name(params: &[(String, String)]) -> Box<str> {
+    params
+        .iter()
+        .find(|(n, _)| n == "application_name")
+        .map_or_else(Box::default, |(_, v)| v.as_str().into())
 }

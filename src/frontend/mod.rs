@@ -201,8 +201,10 @@ impl Conn {
                 database,
                 user,
                 pending,
+                info,
             })) => {
                 let serve = async {
+                    let _listed = info;
                     tracing::info!(%user, %database, "admin logged in");
                     crate::admin::serve(&mut self.stream, &self.app, &database, pending).await
                 };

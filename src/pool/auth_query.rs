@@ -25,6 +25,7 @@ impl AuthQuery {
             database: database.to_string(),
             user: self.user.clone(),
             secret: Credential::fixed(Some(ServerSecret::Password(self.password.clone()))),
+            options: None,
         }
     }
 }

@@ -106,6 +106,10 @@ impl UserPool {
                         .clone()
                         .unwrap_or_else(|| user.username.clone()),
                     secret: secret.clone(),
+                    // PostgreSQL cancels a statement past the user's statement_timeout
+                    // itself (57014), and the connection stays usable: no ban, no reconnect.
+                    options: (user.statement_timeout > 0)
+                        .then(|| format!("-c statement_timeout={}", user.statement_timeout)),
                 };
                 let check = health::CheckSettings {
                     interval: Duration::from_millis(
@@ -184,8 +188,10 @@ impl UserPool {
             mode: settings.pool_mode,
             statement_cache: pool.prepared_statements_cache_size,
             connect_timeout: settings.connect_timeout,
+            checkout_failure_limit: pool.checkout_failure_limit.filter(|n| *n > 0),
             default_shard: pool.default_shard,
             two_phase_commit: pool.two_phase_commit,
+            log_client_parameter_status_changes: pool.log_client_parameter_status_changes,
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
             read_your_writes: pool.read_your_writes,

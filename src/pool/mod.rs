@@ -93,9 +93,14 @@ pub struct UserPool {
     /// `prepared_statements_cache_size` of the pool (0 = off).
     pub statement_cache: usize,
     pub connect_timeout: Duration,
+    /// `checkout_failure_limit`: a client whose checkouts failed this many times is
+    /// disconnected.
+    pub checkout_failure_limit: Option<u64>,
     pub default_shard: DefaultShard,
     /// `two_phase_commit`: transactions that wrote on several shards commit in two phases.
     pub two_phase_commit: bool,
+    /// `log_client_parameter_status_changes`.
+    pub log_client_parameter_status_changes: bool,
     pub load_balancing: LoadBalancingMode,
     /// Replicas further behind than this take no reads.
     pub max_replica_lag_bytes: Option<u64>,

@@ -226,6 +226,13 @@ impl Client {
             Err(TakeError::Checkout(e)) => {
                 info.set_state(ClientState::Idle, Instant::now);
                 info.error_count.fetch_add(1, Relaxed);
+                let rare = self.rare.get_or_insert_with(Default::default);
+                rare.checkout_failures += 1;
+                if let Some(limit) = pool.checkout_failure_limit {
+                    if rare.checkout_failures >= limit {
+                        return Err(checkout_limit_reached(rare.checkout_failures, limit).into());
+                    }
+                }
                 self.reject(e, false).await?;
                 return Ok(None);
             }
@@ -263,4 +270,18 @@ impl Client {
             wrote: route.role == Some(Role::Primary),
         })))
     }
+}
+
+/// The FATAL of a client whose checkouts failed `checkout_failure_limit` times (PgCat's
+/// reason: behind a load balancer, a client stuck on an overloaded pooler reconnects and may
+/// land on another).
+fn checkout_limit_reached(failures: u64, limit: u64) -> PgError {
+    PgError::fatal(
+        "53300",
+        format!(
+            "checkout failure limit reached ({failures} / {limit}): the pool could not give \
+             this client a server {failures} times; disconnecting"
+        ),
+    )
+    .with_hint("Reconnect (behind a load balancer, possibly to another pooler).")
 }

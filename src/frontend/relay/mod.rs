@@ -178,6 +178,8 @@ struct Rare {
     listening: Option<Listening>,
     /// A transaction block holding servers of several shards (see `spread`).
     spread: Option<Box<Spread>>,
+    /// Checkouts that failed for this client (`checkout_failure_limit`).
+    checkout_failures: u64,
 }
 
 /// What an idle client's wait returns when it woke to deliver notifications (not a read).

@@ -33,6 +33,7 @@ impl Client {
         // A reply the pooler swallows must be seen whole, so it can be dropped whole.
         let swallowing = flow.replies.swallows();
         let tracks_state = self.mode != Mode::PassThrough;
+        let log_params = self.session.pool.log_client_parameter_status_changes;
         let known = &self.session.pool.known_statements;
         let epoch = &self.session.pool.schema_epoch;
         let client_statements = &mut self.statements;
@@ -43,6 +44,7 @@ impl Client {
             buf,
             |tag| {
                 swallowing
+                    || (log_params && tag == b'S')
                     || matches!(
                         tag,
                         b'Z' | b'C' | b'1' | b'2' | b'3' | b'T' | b'n' | b'I' | b's' | b'E'
@@ -108,9 +110,14 @@ impl Client {
                     b'G' | b'H' | b'W' => flow.copy = true,
                     // A reported setting changed, however (set_config(), a function, a
                     // RESET): the client's settings are read back at release.
-                    b'S' if tracks_state => {
-                        flow.changed_settings.reported();
-                        session.dirty_mut().settings = true;
+                    b'S' => {
+                        if let (true, Some(b)) = (log_params, body) {
+                            log_parameter(info, b);
+                        }
+                        if tracks_state {
+                            flow.changed_settings.reported();
+                            session.dirty_mut().settings = true;
+                        }
                     }
                     b'C' if tracks_state && body.is_some_and(|b| epoch.on_command(b, flow.ddl)) => {
                         flow.ddl = true;
@@ -221,4 +228,20 @@ impl Client {
             }
         }
     }
+}
+
+/// `log_client_parameter_status_changes`: a ParameterStatus the client is sent (a setting
+/// the server reports changed: a SET, set_config(), a RESET), logged with the client.
+fn log_parameter(info: &crate::stats::ClientInfo, body: &[u8]) {
+    let mut parts = body.split(|b| *b == 0);
+    let name = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    tracing::info!(
+        client = info.id,
+        database = %info.database,
+        user = %info.user,
+        parameter = %name,
+        %value,
+        "client parameter status changed"
+    );
 }

@@ -1,0 +1,164 @@
+//! Issue 21: PgCat settings that used to load with a "not implemented" warning and do
+//! nothing, each checked against real PostgreSQL.
+//!
+//! - `statement_timeout` (per user, ms): PostgreSQL cancels a statement that runs longer
+//!   (57014) — the pooler sets it at each server login — and the server stays in the pool,
+//!   clean (PgCat bans the server instead, postgresml/pgcat#622).
+//! - `checkout_failure_limit`: a client whose checkouts failed that many times gets a FATAL
+//!   and is disconnected; others are not.
+
+mod support;
+
+use std::time::Duration;
+
+use support::routing::expect_error;
+use support::{config, free_port, runtime, shared, Pooler, SCRAM_PASS, SCRAM_USER};
+
+#[test]
+fn statement_timeout_cancels_the_statement_and_keeps_the_server() {
+    let cluster = shared();
+    let port = free_port();
+    // One server: every statement below runs on the same backend.
+    let pooler = Pooler::start(&config(
+        cluster,
+        port,
+        "transaction",
+        1,
+        "statement_timeout = 300",
+    ));
+    runtime().block_on(async {
+        let client = pooler
+            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
+            .await
+            .expect("connect");
+        let pid = |rows: Vec<Vec<String>>| rows[0][0].clone();
+        let before = pid(support::rows(&client, "SELECT pg_backend_pid()::text").await);
+        let shown = support::rows(&client, "SHOW statement_timeout").await;
+        assert_eq!(shown, [["300ms"]]);
+        let (code, message) = expect_error(
+            "pg_sleep past the timeout",
+            client.simple_query("SELECT pg_sleep(2)").await,
+        );
+        assert_eq!(code, "57014", "{message}");
+        assert!(message.contains("statement timeout"), "{message}");
+        // The same server answers next: not banned, not replaced.
+        let after = pid(support::rows(&client, "SELECT pg_backend_pid()::text").await);
+        assert_eq!(before, after);
+        // A client may lift it for itself; the next client has the pool's again.
+        client
+            .simple_query("SET statement_timeout = 0")
+            .await
+            .expect("SET");
+        client
+            .simple_query("SELECT pg_sleep(0.5)")
+            .await
+            .expect("no timeout for this client");
+        drop(client);
+        let next = pooler
+            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
+            .await
+            .expect("connect");
+        let shown = support::rows(&next, "SHOW statement_timeout").await;
+        assert_eq!(shown, [["300ms"]]);
+    });
+    assert!(
+        !pooler.logs().contains("not implemented"),
+        "{}",
+        pooler.logs()
+    );
+}
+
+#[test]
+fn checkout_failure_limit_disconnects_a_client_that_keeps_failing() {
+    let cluster = shared();
+    let port = free_port();
+    let toml = config(cluster, port, "transaction", 1, "")
+        .replace("connect_timeout = 10000", "connect_timeout = 300")
+        .replace(
+            "pool_mode = \"transaction\"\n",
+            "pool_mode = \"transaction\"\ncheckout_failure_limit = 2\n",
+        );
+    let pooler = Pooler::start(&toml);
+    runtime().block_on(async {
+        let connect = || pooler.connect(SCRAM_USER, SCRAM_PASS, support::DB);
+        let holder = connect().await.expect("connect");
+        // The only server is held by a transaction.
+        holder.simple_query("BEGIN").await.expect("BEGIN");
+        holder.simple_query("SELECT 1").await.expect("SELECT");
+        let waiting = connect().await.expect("connect");
+        let (_, first) = expect_error("first", waiting.simple_query("SELECT 1").await);
+        assert!(
+            !first.contains("checkout failure limit") && !waiting.is_closed(),
+            "{first}: the first failure is an error, the client stays"
+        );
+        let (code, message) = expect_error("second", waiting.simple_query("SELECT 1").await);
+        assert_eq!(code, "53300", "{message}");
+        assert!(
+            message.contains("checkout failure limit reached (2 / 2)"),
+            "{message}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(waiting.is_closed(), "disconnected");
+        // The server comes back; the holder and new clients are served.
+        holder.simple_query("COMMIT").await.expect("COMMIT");
+        let fresh = connect().await.expect("connect");
+        fresh.simple_query("SELECT 1").await.expect("served");
+    });
+}
+
+#[test]
+fn log_client_parameter_status_changes_logs_what_the_client_is_told() {
+    let cluster = shared();
+    let toml = config(cluster, free_port(), "transaction", 2, "").replace(
+        "pool_mode = \"transaction\"\n",
+        "pool_mode = \"transaction\"\nlog_client_parameter_status_changes = true\n",
+    );
+    let pooler = Pooler::start(&toml);
+    runtime().block_on(async {
+        let client = pooler
+            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
+            .await
+            .expect("connect");
+        client
+            .simple_query("SET application_name = 'pgcat_logged_app'")
+            .await
+            .expect("SET");
+    });
+    let logged = support::wait_until(Duration::from_secs(5), || {
+        pooler.logs().contains("client parameter status changed")
+    });
+    let logs = pooler.logs();
+    assert!(logged, "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("parameter=application_name") && l.contains("pgcat_logged_app")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn show_clients_lists_the_admin_consoles_too() {
+    let cluster = shared();
+    let pooler = Pooler::start(&config(cluster, free_port(), "transaction", 1, ""));
+    runtime().block_on(async {
+        for database in ["pgcat", "pgbouncer"] {
+            let conninfo = format!(
+                "host=127.0.0.1 port={} user=admin password=admin dbname={database} \
+                 application_name=console_{database}",
+                pooler.port
+            );
+            let admin = support::connect(&conninfo).await.expect("admin console");
+            let shown = admin
+                .simple_query("SHOW CLIENTS")
+                .await
+                .expect("SHOW CLIENTS");
+            let rows = support::texts(&shown);
+            let me = format!("console_{database}");
+            assert!(
+                rows.iter()
+                    .any(|r| r.contains(&database.to_string()) && r.contains(&me)),
+                "{database}: the console lists itself: {rows:?}"
+            );
+        }
+    });
+}
