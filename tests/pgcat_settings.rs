@@ -14,6 +14,12 @@ use std::time::Duration;
 use support::routing::expect_error;
 use support::{config, free_port, runtime, shared, Pooler, SCRAM_PASS, SCRAM_USER};
 
+/// scram_user on the pool `app`.
+async fn app_client(pooler: &Pooler) -> tokio_postgres::Client {
+    let client = pooler.connect(SCRAM_USER, SCRAM_PASS, support::DB).await;
+    client.unwrap_or_else(|e| panic!("connect: {e:?}\n{}", pooler.logs()))
+}
+
 #[test]
 fn statement_timeout_cancels_the_statement_and_keeps_the_server() {
     let cluster = shared();
@@ -27,10 +33,7 @@ fn statement_timeout_cancels_the_statement_and_keeps_the_server() {
         "statement_timeout = 300",
     ));
     runtime().block_on(async {
-        let client = pooler
-            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
-            .await
-            .expect("connect");
+        let client = app_client(&pooler).await;
         let pid = |rows: Vec<Vec<String>>| rows[0][0].clone();
         let before = pid(support::rows(&client, "SELECT pg_backend_pid()::text").await);
         let shown = support::rows(&client, "SHOW statement_timeout").await;
@@ -54,10 +57,7 @@ fn statement_timeout_cancels_the_statement_and_keeps_the_server() {
             .await
             .expect("no timeout for this client");
         drop(client);
-        let next = pooler
-            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
-            .await
-            .expect("connect");
+        let next = app_client(&pooler).await;
         let shown = support::rows(&next, "SHOW statement_timeout").await;
         assert_eq!(shown, [["300ms"]]);
     });
@@ -115,10 +115,7 @@ fn log_client_parameter_status_changes_logs_what_the_client_is_told() {
     );
     let pooler = Pooler::start(&toml);
     runtime().block_on(async {
-        let client = pooler
-            .connect(SCRAM_USER, SCRAM_PASS, support::DB)
-            .await
-            .expect("connect");
+        let client = app_client(&pooler).await;
         client
             .simple_query("SET application_name = 'pgcat_logged_app'")
             .await
@@ -161,4 +158,113 @@ fn show_clients_lists_the_admin_consoles_too() {
             );
         }
     });
+}
+
+#[test]
+fn intercept_table_access_and_query_logger_plugins_work() {
+    let cluster = shared();
+    let mut toml = config(cluster, free_port(), "transaction", 1, "").replace(
+        "pool_mode = \"transaction\"\n",
+        "pool_mode = \"transaction\"\nquery_parser_enabled = true\n",
+    );
+    // PgCat's own sample intercepts, for every pool.
+    toml.push_str(
+        "\n[plugins.query_logger]\nenabled = true\n\
+         [plugins.intercept]\nenabled = true\n\
+         [plugins.intercept.queries.0]\n\
+         query = \"select current_database() as a, current_schemas(false) as b\"\n\
+         schema = [[\"a\", \"text\"], [\"b\", \"text\"]]\n\
+         result = [[\"${DATABASE}\", \"{public}\"]]\n\
+         [plugins.intercept.queries.1]\n\
+         query = \"select current_database(), current_schema(), current_user\"\n\
+         schema = [[\"current_database\", \"text\"], [\"current_schema\", \"text\"], [\"current_user\", \"text\"]]\n\
+         result = [[\"${DATABASE}\", \"public\", \"${USER}\"]]\n\
+         [plugins.table_access]\nenabled = true\ntables = [\"pg_user\", \"pg_roles\"]\n",
+    );
+    let pooler = Pooler::start(&toml);
+    runtime().block_on(async {
+        let client = app_client(&pooler).await;
+        let answer = |sql: &'static str| {
+            let client = &client;
+            async move {
+                let messages = client.simple_query(sql).await.expect(sql);
+                support::texts(&messages)
+            }
+        };
+        // Case, spacing and a semicolon do not matter.
+        assert_eq!(
+            answer("SELECT current_database() AS a,   current_schemas(false) AS b;").await,
+            [["app", "{public}"]]
+        );
+        assert_eq!(
+            answer("select current_database(), current_schema(), current_user").await,
+            [["app", "public", SCRAM_USER]]
+        );
+        // Anything else goes to PostgreSQL.
+        assert_eq!(answer("SELECT 40 + 2").await, [["42"]]);
+        // table_access: a listed table anywhere in the query, either protocol, is refused.
+        for sql in [
+            "SELECT usename FROM pg_catalog.pg_user",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM \"pg_roles\")",
+            "WITH u AS (SELECT * FROM PG_USER) SELECT count(*) FROM u",
+        ] {
+            let (code, message) = expect_error(sql, client.simple_query(sql).await);
+            assert_eq!(code, "42501", "{sql}: {message}");
+            assert!(
+                message.contains("permission denied for table pg_"),
+                "{message}"
+            );
+            let extended = client.query(sql, &[]).await;
+            let (code, _) = expect_error(sql, extended);
+            assert_eq!(code, "42501", "{sql} (extended)");
+        }
+        assert_eq!(answer("SELECT 40 + 2").await, [["42"]]);
+    });
+    let logs = pooler.logs();
+    assert!(
+        logs.contains("SELECT 40 + 2") && logs.contains("current_schemas(false)"),
+        "query_logger:\n{logs}"
+    );
+    assert!(!logs.contains("'plugins' is not implemented"), "{logs}");
+}
+
+#[test]
+fn prewarmer_runs_its_queries_on_each_new_server_connection() {
+    let cluster = shared();
+    let prewarmed = |queries: &str| {
+        let mut toml = config(cluster, free_port(), "transaction", 1, "");
+        toml.push_str(&format!(
+            "\n[plugins.prewarmer]\nenabled = true\nqueries = [{queries}]\n"
+        ));
+        Pooler::start(&toml)
+    };
+    let pooler = prewarmed("\"CREATE TEMP TABLE warmed AS SELECT 7 AS v\"");
+    runtime().block_on(async {
+        let client = app_client(&pooler).await;
+        let rows = support::rows(&client, "SELECT v::text FROM warmed").await;
+        assert_eq!(
+            rows,
+            [["7"]],
+            "the server was prewarmed before its first use"
+        );
+    });
+    // A failing prewarm query: logged, the connection not used — the client gets the
+    // error (at login, where the pooler first needs a server of the pool, or at its query).
+    let pooler = prewarmed("\"SELECT * FROM no_such_table_for_prewarm\"");
+    runtime().block_on(async {
+        let failed = match pooler.connect(SCRAM_USER, SCRAM_PASS, support::DB).await {
+            Err(e) => format!("{e:?}"),
+            Ok(client) => client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_or_else(|e| format!("{e:?}"), |()| "no error".to_string()),
+        };
+        assert!(failed.contains("no_such_table_for_prewarm"), "{failed}");
+    });
+    assert!(
+        pooler.logs().contains("prewarmer query failed"),
+        "{}",
+        pooler.logs()
+    );
 }

@@ -23,6 +23,7 @@ pub mod shape;
 pub mod shard_key;
 pub mod split;
 pub mod statements;
+pub mod tables;
 #[doc(hidden)]
 pub mod variants;
 
@@ -35,7 +36,7 @@ pub use comment::{CommentHints, Hint};
 pub use cross_shard::CrossShard;
 pub use hash::ShardingFunction;
 pub use names::{may_name, named_statement, NamedStatement};
-pub use parsed::Parsed;
+pub use parsed::{normalized, Parsed};
 pub use route::{route, shard_for_key, PoolRouting, Role, Route, SessionRouting};
 pub use session::SessionEffects;
 pub use shard_key::{

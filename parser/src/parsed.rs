@@ -217,6 +217,23 @@ fn take_children(e: &mut Expr, out: &mut Vec<Expr>) {
     }
 }
 
+/// A query text in a form that ignores case, spacing and a final semicolon: its statements
+/// as sqlparser prints them, lower-cased (the text itself, trimmed and lower-cased, when it
+/// does not parse). Two texts that normalise the same ask the same thing (PgCat's intercept
+/// plugin matches queries this way).
+pub fn normalized(sql: &str) -> String {
+    match Parsed::parse(sql) {
+        Some(parsed) if parsed.printable() => parsed
+            .statements()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+            .to_lowercase(),
+        _ => sql.trim().trim_end_matches(';').trim().to_lowercase(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

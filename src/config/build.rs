@@ -75,7 +75,10 @@ pub(crate) fn build(
         )
     })?;
     let general = build_general(&ctx, raw_general)?;
-    let global_plugins = raw.plugins.is_some();
+    let global_plugins = match &raw.plugins {
+        Some(p) => Some(super::plugins::build_plugins(&ctx, "plugins", p)?),
+        None => None,
+    };
 
     let raw_pools = raw.pools.unwrap_or_default();
     if raw_pools.is_empty() {
@@ -88,7 +91,13 @@ pub(crate) fn build(
         if name.is_empty() {
             return Err(ctx.err(key, "a pool name must not be empty"));
         }
-        let pool = build_pool(&ctx, &key, raw_pool, &general, global_plugins, warnings)?;
+        let pool = build_pool(
+            &ctx,
+            &key,
+            raw_pool,
+            (&general, global_plugins.as_ref()),
+            warnings,
+        )?;
         pools.insert(name, pool);
     }
 
@@ -295,8 +304,7 @@ fn build_pool(
     ctx: &Ctx,
     key: &str,
     p: RawPool,
-    general: &General,
-    global_plugins: bool,
+    (general, global_plugins): (&General, Option<&super::Plugins>),
     warnings: &mut Vec<String>,
 ) -> Result<Pool, ConfigError> {
     let k = |name: &str| join(key, name);
@@ -309,7 +317,12 @@ fn build_pool(
             "requires query_parser_enabled = true",
         ));
     }
-    if (p.plugins.is_some() || global_plugins) && !query_parser_enabled {
+    // The pool's own plugins replace the global ones (PgCat's rule).
+    let plugins = match &p.plugins {
+        Some(own) => super::plugins::build_plugins(ctx, &k("plugins"), own)?,
+        None => global_plugins.cloned().unwrap_or_default(),
+    };
+    if (p.plugins.is_some() || global_plugins.is_some()) && !query_parser_enabled {
         warnings.push(format!(
             "{key}: plugins require query_parser_enabled = true (PgCat refuses this config)"
         ));
@@ -473,6 +486,7 @@ fn build_pool(
             defaults::TABLE_MUTATION_CACHE_MS_TTL,
         )?,
         two_phase_commit: p.two_phase_commit.unwrap_or(false),
+        plugins,
         shards,
         users,
     })

@@ -8,20 +8,18 @@ use std::fmt::Write as _;
 /// warning. Remove an entry when the feature lands. `*` matches any one path segment
 /// (a pool name, a user or shard index).
 pub const NOT_IMPLEMENTED: &[&str] = &[
-    "plugins",
     "general.dns_cache_enabled",
     "general.dns_max_ttl",
     "pools.*.db_activity_based_routing",
     "pools.*.db_activity_init_delay",
     "pools.*.db_activity_ttl",
     "pools.*.table_mutation_cache_ms_ttl",
-    "pools.*.plugins",
     "pools.*.shards.*.mirrors",
 ];
 
 /// The shape of a pgcat.toml.
 enum Node {
-    /// A table accepted as any TOML (plugins, mirrors).
+    /// A table accepted as any TOML (a plugin's settings, mirrors).
     Loose,
     /// A table with fixed keys: plain values, then sub-tables.
     Table(&'static [&'static str], &'static [(&'static str, Node)]),
@@ -45,6 +43,18 @@ const USER: Node = Node::Table(
         "statement_timeout",
     ],
     &[],
+);
+
+/// `[plugins]`, `[pools.<name>.plugins]`: PgCat's four plugins (their settings are
+/// checked when built, `config::plugins`).
+const PLUGINS: Node = Node::Table(
+    &[],
+    &[
+        ("intercept", Node::Loose),
+        ("query_logger", Node::Loose),
+        ("table_access", Node::Loose),
+        ("prewarmer", Node::Loose),
+    ],
 );
 
 const SHARD: Node = Node::Table(&["database", "servers"], &[("mirrors", Node::Loose)]);
@@ -87,7 +97,7 @@ const POOL_LEAVES: &[&str] = &[
 const POOL: Node = Node::Table(
     POOL_LEAVES,
     &[
-        ("plugins", Node::Loose),
+        ("plugins", PLUGINS),
         ("shards", Node::Map(&SHARD)),
         ("users", Node::Map(&USER)),
     ],
@@ -146,7 +156,7 @@ const ROOT: Node = Node::Table(
     &[
         ("general", GENERAL),
         ("pools", Node::Map(&POOL)),
-        ("plugins", Node::Loose),
+        ("plugins", PLUGINS),
     ],
 );
 

@@ -13,6 +13,7 @@
 
 mod build;
 mod keys;
+mod plugins;
 mod raw;
 mod shards;
 mod types;
@@ -23,6 +24,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use keys::NOT_IMPLEMENTED;
+pub use plugins::{Intercept, Plugins};
 pub use types::*;
 
 /// A validated configuration and the warnings to log once it is in use.

@@ -61,7 +61,7 @@ pub(crate) mod defaults {
 pub(crate) struct RawConfig {
     pub general: Option<RawGeneral>,
     pub pools: Option<BTreeMap<String, RawPool>>,
-    pub plugins: Option<IgnoredAny>,
+    pub plugins: Option<super::plugins::RawPlugins>,
 }
 
 /// `autoreload` is an interval in ms; old PgCat versions took a boolean.
@@ -176,7 +176,7 @@ pub(crate) struct RawPool {
     pub db_activity_ttl: Option<u64>,
     pub table_mutation_cache_ms_ttl: Option<u64>,
     pub two_phase_commit: Option<bool>,
-    pub plugins: Option<IgnoredAny>,
+    pub plugins: Option<super::plugins::RawPlugins>,
     pub shards: Option<BTreeMap<String, RawShard>>,
     pub users: Option<BTreeMap<String, RawUser>>,
 }

@@ -190,6 +190,8 @@ pub struct Pool {
     pub table_mutation_cache_ms_ttl: u64,
     /// Transactions that wrote on several shards commit in two phases (PgDog's key).
     pub two_phase_commit: bool,
+    /// `[pools.<name>.plugins]`, else `[plugins]`.
+    pub plugins: super::Plugins,
     /// Shard `i` is `shards[i]`.
     pub shards: Vec<Shard>,
     /// In numeric order of their table keys; usernames are unique.
@@ -474,6 +476,7 @@ impl fmt::Debug for Pool {
                 &self.table_mutation_cache_ms_ttl,
             )
             .field("two_phase_commit", &self.two_phase_commit)
+            .field("plugins", &self.plugins)
             .field("shards", &self.shards)
             .field("users", &self.users)
             .finish()

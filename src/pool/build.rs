@@ -144,6 +144,7 @@ impl UserPool {
                     ban_secs: general.ban_time.max(1) as u64,
                     registry: registry.clone(),
                     pool_name: name.to_string(),
+                    prewarm: pool.plugins.prewarm.clone().into(),
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)
@@ -192,6 +193,14 @@ impl UserPool {
             default_shard: pool.default_shard,
             two_phase_commit: pool.two_phase_commit,
             log_client_parameter_status_changes: pool.log_client_parameter_status_changes,
+            intercepts: pool
+                .plugins
+                .intercept
+                .iter()
+                .map(|i| (pgcat_parser::normalized(&i.query), i.clone()))
+                .collect(),
+            query_logger: pool.plugins.query_logger,
+            blocked_tables: pool.plugins.blocked_tables.clone(),
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
             read_your_writes: pool.read_your_writes,

@@ -26,6 +26,8 @@ pub struct Manager {
     pub ban_secs: u64,
     pub registry: Arc<Registry>,
     pub pool_name: String,
+    /// The `prewarmer` plugin's queries, run on each new connection before its first use.
+    pub prewarm: Arc<[String]>,
 }
 
 /// Boxed, so deadpool moves a pointer, not the connection, on every checkout and return.
@@ -37,6 +39,14 @@ impl managed::Manager for Manager {
         // Connecting is a large future (TLS, authentication): boxed, so the checkout
         // future that embeds this one stays small.
         let mut conn = Box::new(Box::pin(backend::connect(&self.target, &self.tcp)).await?);
+        for query in self.prewarm.iter() {
+            if let Err(e) = conn.execute(query).await {
+                // Not used: the checkout gets the error, the connection is closed.
+                tracing::warn!(pool = %self.pool_name, addr = %self.target.addr(), query, error = %e,
+                    "prewarmer query failed: the new server connection is not used");
+                return Err(e);
+            }
+        }
         let statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
         let info = (self.registry).server(&self.pool_name, &self.target.user, &self.target.addr());
         let stats = ServerStats::new(self.counters.clone(), info, self.health.clone());

@@ -101,6 +101,13 @@ pub struct UserPool {
     pub two_phase_commit: bool,
     /// `log_client_parameter_status_changes`.
     pub log_client_parameter_status_changes: bool,
+    /// The `intercept` plugin's queries, normalised (`pgcat_parser::normalized`), and the
+    /// answer to each.
+    pub intercepts: Vec<(String, crate::config::Intercept)>,
+    /// The `query_logger` plugin is on.
+    pub query_logger: bool,
+    /// The `table_access` plugin's tables.
+    pub blocked_tables: Vec<String>,
     pub load_balancing: LoadBalancingMode,
     /// Replicas further behind than this take no reads.
     pub max_replica_lag_bytes: Option<u64>,

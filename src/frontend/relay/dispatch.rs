@@ -80,6 +80,21 @@ impl Client {
                 }
             }
         }
+        if pool.query_logger || !pool.intercepts.is_empty() || !pool.blocked_tables.is_empty() {
+            let sql = match crate::wire::frame::whole(&self.buf, REWRITE_CAP)? {
+                Some((b'Q', body, _)) => Some((request::text(body).to_string(), true)),
+                // A Parse: its statement's text after the name.
+                Some((b'P', body, _)) => crate::wire::startup::cstr(body)
+                    .ok()
+                    .map(|(_, rest)| (request::text(rest).to_string(), false)),
+                _ => None,
+            };
+            if let Some((sql, simple)) = sql {
+                if self.run_plugins(&sql, simple, status).await? {
+                    return Ok(Idle::Answered);
+                }
+            }
+        }
         let statements = &self.statements;
         let request =
             request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;

@@ -59,6 +59,7 @@ mod errors;
 mod fanout;
 mod insert;
 mod kept;
+mod plugins;
 mod server_messages;
 mod spread;
 mod statement;
