@@ -6,6 +6,8 @@
 //!   clean (PgCat bans the server instead, postgresml/pgcat#622).
 //! - `checkout_failure_limit`: a client whose checkouts failed that many times gets a FATAL
 //!   and is disconnected; others are not.
+//! - `db_activity_based_routing`: reads of a table written lately, and every read while the
+//!   pool warms up, go to the primary (the replica is in recovery: `pg_is_in_recovery()`).
 
 mod support;
 
@@ -267,4 +269,61 @@ fn prewarmer_runs_its_queries_on_each_new_server_connection() {
         "{}",
         pooler.logs()
     );
+}
+
+#[test]
+fn activity_based_routing_sends_reads_of_fresh_writes_to_the_primary() {
+    let cluster = shared();
+    cluster
+        .psql(
+            &cluster.primary,
+            support::DB,
+            &format!(
+                "DROP TABLE IF EXISTS activity_written, activity_other;\n\
+                 CREATE TABLE activity_written (v int); CREATE TABLE activity_other (v int);\n\
+                 GRANT ALL ON activity_written, activity_other TO {SCRAM_USER}, {};",
+                support::MD5_USER
+            ),
+        )
+        .expect("tables");
+    cluster.wait_replicas_caught_up().expect("replica");
+    let toml = config(cluster, free_port(), "transaction", 2, "").replace(
+        "default_role = \"primary\"\n",
+        "query_parser_enabled = true\nquery_parser_read_write_splitting = true\n\
+         db_activity_based_routing = true\ndb_activity_based_ms_init_delay = 400\n\
+         table_mutation_cache_ms_ttl = 1500\n",
+    );
+    let pooler = Pooler::start(&toml);
+    runtime().block_on(async {
+        let client = app_client(&pooler).await;
+        let other = pooler
+            .connect(support::MD5_USER, support::MD5_PASS, support::DB)
+            .await
+            .expect("md5 client");
+        // Right after start the pool warms up: reads go to the primary.
+        assert!(!on_replica(&client, "activity_other").await, "warming up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(on_replica(&client, "activity_other").await);
+        assert!(on_replica(&client, "activity_written").await);
+        // A write: reads of that table go to the primary for table_mutation_cache_ms_ttl,
+        // for every user of the pool; other tables still read from the replica.
+        client
+            .simple_query("INSERT INTO public.activity_written VALUES (1)")
+            .await
+            .expect("insert");
+        assert!(!on_replica(&client, "activity_written").await);
+        assert!(!on_replica(&other, "activity_written").await, "other user");
+        assert!(on_replica(&client, "activity_other").await);
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert!(on_replica(&client, "activity_written").await, "expired");
+    });
+    let logs = pooler.logs();
+    assert!(!logs.contains("not implemented"), "{logs}");
+}
+
+/// Whether the replica (in recovery) answered a read naming `table`.
+async fn on_replica(client: &tokio_postgres::Client, table: &str) -> bool {
+    let sql =
+        format!("SELECT pg_is_in_recovery()::text FROM (SELECT 1) one LEFT JOIN {table} ON false");
+    support::rows(client, &sql).await[0][0] == "true"
 }

@@ -28,6 +28,8 @@ pub struct Analysis {
     /// How it runs when no shard is selected and the pool runs such statements on every
     /// shard.
     pub cross_shard: CrossShard,
+    /// Every relation the text names (`crate::tables`), empty when it did not parse.
+    pub tables: Vec<String>,
 }
 
 impl Analysis {
@@ -43,6 +45,10 @@ impl Analysis {
             cross_shard: CrossShard::of(sql, parsed.as_ref(), key),
             keys,
             names_key_column: key.is_some_and(|k| contains_word_ci(sql, &k.column)),
+            tables: parsed
+                .as_ref()
+                .map(crate::tables::relations)
+                .unwrap_or_default(),
         }
     }
 

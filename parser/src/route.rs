@@ -171,7 +171,7 @@ impl SessionRouting {
     }
 
     /// Whether the parser picks the role per query (parser on and r/w splitting on).
-    fn parser_decides(&self, pool: &PoolRouting) -> bool {
+    pub fn parser_decides(&self, pool: &PoolRouting) -> bool {
         self.parser_enabled(pool) && pool.read_write_splitting
     }
 }

@@ -8,9 +8,9 @@ use sqlparser::ast::{visit_relations, ObjectName};
 
 use crate::parsed::Parsed;
 
-/// Every relation name in `sql` (`schema.table` or `table`); `None` when it does not parse.
-pub fn referenced_tables(sql: &str) -> Option<Vec<String>> {
-    let parsed = Parsed::parse(sql)?;
+/// Every relation name in a parsed text (`schema.table` or `table`), in order, repeats
+/// included.
+pub(crate) fn relations(parsed: &Parsed) -> Vec<String> {
     let mut found = Vec::new();
     for statement in parsed.statements() {
         let _ = visit_relations(statement, |name: &ObjectName| {
@@ -27,13 +27,13 @@ pub fn referenced_tables(sql: &str) -> Option<Vec<String>> {
             ControlFlow::<()>::Continue(())
         });
     }
-    Some(found)
+    found
 }
 
 /// The first of `listed` (names as `table` or `schema.table`, matched as PostgreSQL would
-/// resolve an unqualified name to any schema) that `sql` touches.
-pub fn touches<'a>(sql: &str, listed: &'a [String]) -> Option<&'a str> {
-    let tables = referenced_tables(sql)?;
+/// resolve an unqualified name to any schema) among `tables` (as [`relations`] names
+/// them).
+pub fn touched<'a>(tables: &[String], listed: &'a [String]) -> Option<&'a str> {
     listed.iter().map(String::as_str).find(|wanted| {
         tables.iter().any(|t| {
             t == wanted
@@ -46,6 +46,10 @@ pub fn touches<'a>(sql: &str, listed: &'a [String]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn touches<'a>(sql: &str, listed: &'a [String]) -> Option<&'a str> {
+        touched(&relations(&Parsed::parse(sql)?), listed)
+    }
 
     #[test]
     fn finds_tables_in_joins_subqueries_ctes_with_schemas_and_quotes() {

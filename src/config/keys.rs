@@ -10,10 +10,6 @@ use std::fmt::Write as _;
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "general.dns_cache_enabled",
     "general.dns_max_ttl",
-    "pools.*.db_activity_based_routing",
-    "pools.*.db_activity_init_delay",
-    "pools.*.db_activity_ttl",
-    "pools.*.table_mutation_cache_ms_ttl",
     "pools.*.shards.*.mirrors",
 ];
 
@@ -89,6 +85,7 @@ const POOL_LEAVES: &[&str] = &[
     "max_prepared_statements",
     "db_activity_based_routing",
     "db_activity_init_delay",
+    "db_activity_based_ms_init_delay",
     "db_activity_ttl",
     "table_mutation_cache_ms_ttl",
     "two_phase_commit",

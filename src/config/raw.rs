@@ -172,6 +172,8 @@ pub(crate) struct RawPool {
     #[serde(alias = "max_prepared_statements")]
     pub prepared_statements_cache_size: Option<usize>,
     pub db_activity_based_routing: Option<bool>,
+    /// PgCat's documentation calls it `db_activity_based_ms_init_delay`; both are read.
+    #[serde(alias = "db_activity_based_ms_init_delay")]
     pub db_activity_init_delay: Option<u64>,
     pub db_activity_ttl: Option<u64>,
     pub table_mutation_cache_ms_ttl: Option<u64>,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgcat_parser::{
     bind_param_as_i64, may_be_command, parse_command, resolve_keys, route, Analysis, Command,
-    CommandError, CrossShard, Route, SessionRouting, ShardSelector,
+    CommandError, CrossShard, Role, Route, SessionRouting, ShardSelector,
 };
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
@@ -188,6 +188,20 @@ pub fn decide(
         session,
         &router.routing,
     );
+    // db_activity_based_routing: a read of a table written lately, or any read while the
+    // database warms up after an idle spell, goes to the primary.
+    if let (Some(activity), Some(analysis)) = (&pool.activity, analysed.as_deref()) {
+        let c = &analysis.classification;
+        if c.parsed
+            && routed.role != Some(Role::Primary)
+            && session.parser_decides(&router.routing)
+            && activity.read_needs_primary(&analysis.tables, false)
+        {
+            routed.role = Some(Role::Primary);
+        } else if c.write {
+            activity.read_needs_primary(&analysis.tables, true);
+        }
+    }
     let mut all_shards = false;
     let decides = super::cross_shard::decides(session, pool);
     // Several statements, not every one naming its key: the keys of some do not pick the

@@ -51,16 +51,27 @@ pub enum BuildError {
     },
 }
 
+/// What every pool user of a build shares: the process's registry and address health,
+/// the TLS settings toward servers.
+struct Shared<'a> {
+    registry: &'a Arc<Registry>,
+    healths: &'a health::HealthMap,
+    server_tls: &'a Option<Arc<ServerTls>>,
+}
+
 impl UserPool {
-    pub(super) fn build(
+    fn build(
+        shared: &Shared<'_>,
         general: &config::General,
-        name: &str,
-        pool: &config::Pool,
+        (name, pool): (&str, &config::Pool),
         user: &config::User,
-        registry: &Arc<Registry>,
-        healths: &health::HealthMap,
-        server_tls: &Option<Arc<ServerTls>>,
+        activity: Option<Arc<activity::Activity>>,
     ) -> Result<UserPool, BuildError> {
+        let Shared {
+            registry,
+            healths,
+            server_tls,
+        } = *shared;
         let settings = user.settings(general, pool);
         let tcp = TcpSettings {
             keepalive_idle: Duration::from_secs(general.tcp_keepalives_idle),
@@ -204,6 +215,7 @@ impl UserPool {
             load_balancing: pool.load_balancing_mode,
             max_replica_lag_bytes: pool.max_replica_lag_bytes,
             read_your_writes: pool.read_your_writes,
+            activity,
             pin_session_state: pool.pin_session_state,
             ban_secs: general.ban_time.max(1) as u64,
             shards,
@@ -257,8 +269,19 @@ impl Pools {
             .then(|| ServerTls::new(g.verify_server_certificate, g.server_tls_ca_file.as_deref()))
             .transpose()
             .map_err(BuildError::ServerTls)?;
+        let shared = Shared {
+            registry,
+            healths,
+            server_tls: &server_tls,
+        };
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {
+            // One activity memory per pool, kept across reloads that keep its settings.
+            let activity = previous
+                .and_then(|p| p.by_name.iter().find(|((n, _), _)| n == name))
+                .and_then(|(_, up)| up.activity.clone())
+                .filter(|a| a.same_settings(pool))
+                .or_else(|| activity::Activity::of(pool).map(Arc::new));
             for user in &pool.users {
                 let key = (name.clone(), user.username.clone());
                 let source = Source::new(&config.general, pool, user);
@@ -268,13 +291,11 @@ impl Pools {
                 let up = match kept {
                     Some(old) => old.clone(),
                     None => Arc::new(UserPool::build(
+                        &shared,
                         &config.general,
-                        name,
-                        pool,
+                        (name, pool),
                         user,
-                        registry,
-                        healths,
-                        &server_tls,
+                        activity.clone(),
                     )?),
                 };
                 by_name.insert(key, up);

@@ -5,10 +5,12 @@
 //! Here: a pool user's addresses and settings (`UserPool`). Beside it: `build` (from the
 //! config, and reload), `checkout` (which address, and the error when none), `take` (a
 //! server with the client's parameters applied), `checkin` (giving it back), `auth_query`, `health` (checks and bans),
+//! `activity` (activity-based routing),
 //! `maintain` (warm and reap), `manager` (deadpool's connection factory), `notify`
 //! (LISTEN/NOTIFY hub), `reported` (canonical ParameterStatus), `router` (the pool's
 //! router settings and analysis cache).
 
+pub mod activity;
 mod auth_query;
 mod build;
 mod catalog;
@@ -113,6 +115,8 @@ pub struct UserPool {
     pub max_replica_lag_bytes: Option<u64>,
     /// `read_your_writes`.
     pub read_your_writes: bool,
+    /// `db_activity_based_routing`: the pool's memory of recent writes, shared by its users.
+    pub activity: Option<Arc<activity::Activity>>,
     /// `pin_session_state`.
     pub pin_session_state: bool,
     /// `ban_time`, seconds.

@@ -27,7 +27,11 @@ impl Client {
                 "query"
             );
         }
-        if let Some(table) = pgcat_parser::tables::touches(sql, &pool.blocked_tables) {
+        // The router's analysis (cached; parsed whatever its length) names the tables.
+        let blocked = (!pool.blocked_tables.is_empty())
+            .then(|| pool.router.analyze_session(sql))
+            .and_then(|a| pgcat_parser::tables::touched(&a.tables, &pool.blocked_tables));
+        if let Some(table) = blocked {
             let error = PgError::error("42501", format!("permission denied for table {table}"))
                 .with_detail("The pool's table_access plugin blocks this table.");
             self.reject_in(error, false, status).await?;
