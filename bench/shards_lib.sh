@@ -2,7 +2,7 @@
 # A throwaway PostgreSQL tuned for measuring the pooler (fsync, synchronous_commit and
 # full_page_writes off), and a pgcat started on a config the script writes.
 #
-# Provides: log, die, as_pg, psql_su, free_port; start_postgres; start_pgcat <toml>;
+# Provides: log, die, as_pg, psql_su, free_port; start_postgres [name port]; start_pgcat <pool>;
 # shard_pool_toml <pool> <database prefix> <shards> <extra pool keys> (appends to $WORK/pgcat.toml);
 # cleanup on exit. Sets ROOT, WORK, PGBIN, PGCAT_BIN, PG_PORT, PGCAT_PORT.
 set -euo pipefail
@@ -26,7 +26,10 @@ PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r | head
 PGCAT_PID=""
 cleanup() {
     [ -n "$PGCAT_PID" ] && kill "$PGCAT_PID" 2>/dev/null || true
-    as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+    for data in "$WORK"/*/PG_VERSION; do
+        [ -e "$data" ] || continue
+        as_pg "$PGBIN/pg_ctl" -D "$(dirname "$data")" -m immediate stop >/dev/null 2>&1 || true
+    done
     [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -42,13 +45,16 @@ PGCAT_PORT=$(free_port)
 
 psql_su() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
 
+# start_postgres [NAME PORT]: the throwaway PostgreSQL in $WORK/NAME on PORT (default: pg on
+# $PG_PORT).
 start_postgres() {
-    log "initdb"
-    as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth-local=trust --auth-host=trust >"$WORK/initdb.log" 2>&1 ||
-        { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-    cat >>"$WORK/pg/postgresql.conf" <<CONF
+    local dir=$WORK/${1:-pg} port=${2:-$PG_PORT}
+    log "initdb ${1:-pg}"
+    as_pg "$PGBIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=trust >"$dir.initdb.log" 2>&1 ||
+        { cat "$dir.initdb.log" >&2; die "initdb failed"; }
+    cat >>"$dir/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
+port = $port
 unix_socket_directories = '$WORK'
 fsync = off
 synchronous_commit = off
@@ -57,8 +63,8 @@ max_wal_size = 4GB
 max_connections = 200
 max_prepared_transactions = 100
 CONF
-    as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -t 60 start >/dev/null ||
-        { tail -20 "$WORK/pg.log" >&2; die "PostgreSQL did not start"; }
+    as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$dir.log" -w -t 60 start >/dev/null ||
+        { tail -20 "$dir.log" >&2; die "PostgreSQL did not start"; }
 }
 
 # The [general] section of $WORK/pgcat.toml.

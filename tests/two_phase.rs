@@ -212,7 +212,7 @@ fn a_transaction_that_wrote_on_several_shards_commits_on_all_or_none() {
             .count();
         assert_eq!(rows, 0, "no transaction in doubt");
         let first = u64::from(pg_bigint_hash(a, SHARDS) < b_shard);
-        let metrics = scrape(metrics_port);
+        let metrics = support::scrape(metrics_port);
         for (name, want) in [
             ("prepared", 5 + first),
             ("committed", 5),
@@ -223,18 +223,6 @@ fn a_transaction_that_wrote_on_several_shards_commits_on_all_or_none() {
             assert!(metrics.contains(&line), "{line} in\n{metrics}");
         }
     });
-}
-
-/// The pooler's Prometheus page.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .expect("request");
-    let mut page = String::new();
-    stream.read_to_string(&mut page).expect("response");
-    page
 }
 
 /// Kills the pooler (a fault point armed) during a two-shard commit, starts it again and

@@ -212,6 +212,66 @@ pub fn render(app: &App) -> String {
             pools.iter().map(|p| (pool_labels(p), get(p))),
         );
     }
+    let mirrors = report::mirrors(app);
+    let mirror_labels = |m: &report::MirrorRow| {
+        format!(
+            "pool=\"{}\",user=\"{}\",shard=\"{}\",server=\"{}\",mirror=\"{}:{}\"",
+            escape(&m.pool),
+            escape(&m.user),
+            m.shard,
+            escape(&m.server),
+            escape(&m.host),
+            m.port
+        )
+    };
+    for (name, kind, help, get) in [
+        (
+            "pgcat_mirror_sent_total",
+            "counter",
+            "Writes copied to the mirror",
+            (|r| r.sent) as fn(&crate::backend::MirrorReport) -> u64,
+        ),
+        (
+            "pgcat_mirror_bytes_total",
+            "counter",
+            "Bytes copied to the mirror",
+            |r| r.bytes,
+        ),
+        (
+            "pgcat_mirror_dropped_total",
+            "counter",
+            "Writes not copied: the mirror's queue was full or the mirror was down",
+            |r| r.dropped,
+        ),
+        (
+            "pgcat_mirror_errors_total",
+            "counter",
+            "ErrorResponses from the mirror",
+            |r| r.errors,
+        ),
+        (
+            "pgcat_mirror_failures_total",
+            "counter",
+            "Mirror connections that could not be opened or broke",
+            |r| r.failures,
+        ),
+        (
+            "pgcat_mirror_connections",
+            "gauge",
+            "Mirror connections open",
+            |r| r.connections,
+        ),
+    ] {
+        if !mirrors.is_empty() {
+            family(
+                &mut out,
+                name,
+                kind,
+                help,
+                mirrors.iter().map(|m| (mirror_labels(m), get(&m.report))),
+            );
+        }
+    }
     if let Some(coordinator) = app.two_phase() {
         let t = coordinator.totals();
         for (name, help, value) in [

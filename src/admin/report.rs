@@ -102,6 +102,41 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
     rows
 }
 
+/// One mirror of one server address of a pool user.
+#[derive(Debug, Clone)]
+pub struct MirrorRow {
+    pub pool: String,
+    pub user: String,
+    pub shard: usize,
+    /// The mirrored server, `host:port`.
+    pub server: String,
+    pub host: String,
+    pub port: u16,
+    pub report: crate::backend::MirrorReport,
+}
+
+pub fn mirrors(app: &App) -> Vec<MirrorRow> {
+    let mut rows = Vec::new();
+    for pool in app.pools().all() {
+        for (shard, servers) in pool.shards.iter().enumerate() {
+            for a in servers {
+                for m in &a.mirrors {
+                    rows.push(MirrorRow {
+                        pool: pool.pool_name.to_string(),
+                        user: pool.username.to_string(),
+                        shard,
+                        server: format!("{}:{}", a.host, a.port),
+                        host: m.host().to_string(),
+                        port: m.port(),
+                        report: m.report(),
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
 pub fn pools(app: &App) -> Vec<PoolRow> {
     let mut rows: BTreeMap<(Arc<str>, Arc<str>), PoolRow> = BTreeMap::new();
     for pool in app.pools().all() {

@@ -78,6 +78,7 @@ pub fn run(app: &App, flavor: Flavor, what: &str, out: &mut BytesMut) -> Result<
             vec![vec![format!("PgCat {}", env!("CARGO_PKG_VERSION"))]],
         ),
         "bans" => bans(app, out),
+        "mirrors" => mirrors(app, out),
         _ => {
             return Err(
                 PgError::error("42601", format!("unsupported SHOW target: {what}"))
@@ -92,7 +93,7 @@ fn help(out: &mut BytesMut) {
     for line in [
         "Console usage",
         "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
-        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS",
+        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS|MIRRORS",
         "SET key = arg (accepted, no effect)",
         "RELOAD",
         "PAUSE [db] | PAUSE db,user",
@@ -103,6 +104,49 @@ fn help(out: &mut BytesMut) {
     ] {
         messages::notice(out, line);
     }
+}
+
+/// `SHOW MIRRORS`: each mirror of each server address (PgCat's shard `mirrors`) and what
+/// it received.
+fn mirrors(app: &App, out: &mut BytesMut) {
+    let rows = report::mirrors(app)
+        .into_iter()
+        .map(|m| {
+            let r = m.report;
+            vec![
+                m.pool,
+                m.user,
+                n(m.shard),
+                m.server,
+                m.host,
+                n(m.port),
+                n(r.connections),
+                n(r.sent),
+                n(r.bytes),
+                n(r.dropped),
+                n(r.errors),
+                n(r.failures),
+            ]
+        })
+        .collect();
+    result(
+        out,
+        &[
+            ("database", false),
+            ("user", false),
+            ("shard", true),
+            ("server", false),
+            ("mirror_host", false),
+            ("mirror_port", true),
+            ("connections", true),
+            ("sent", true),
+            ("bytes", true),
+            ("dropped", true),
+            ("errors", true),
+            ("failures", true),
+        ],
+        rows,
+    );
 }
 
 fn users(app: &App, out: &mut BytesMut) {

@@ -17,11 +17,31 @@ const OWN_MESSAGE_CAP: usize = 1 << 20;
 pub struct ServerConn {
     io: ServerIo,
     session: ServerSession,
+    /// Where a copy of everything sent goes (the shard's `mirrors` of this server).
+    mirrors: Vec<super::Mirror>,
 }
 
 impl ServerConn {
     pub(super) fn new(io: ServerIo, session: ServerSession) -> ServerConn {
-        ServerConn { io, session }
+        ServerConn {
+            io,
+            session,
+            mirrors: Vec::new(),
+        }
+    }
+
+    /// From now on, everything sent on this connection is copied to `mirrors` too.
+    pub fn mirror_to(&mut self, mirrors: Vec<super::Mirror>) {
+        self.mirrors = mirrors;
+    }
+
+    /// Copies `bytes` (whole messages about to be sent) to the mirrors; the relay calls it
+    /// for what it writes through [`ServerConn::io`]. Never waits.
+    #[inline]
+    pub fn mirror(&self, bytes: &[u8]) {
+        for mirror in &self.mirrors {
+            mirror.send(bytes);
+        }
     }
 
     /// Both halves at once, for the relay: bytes move through one while the other is
@@ -69,6 +89,7 @@ impl ServerConn {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.mirror(bytes);
         self.io.write_all(bytes).await
     }
 

@@ -2,11 +2,13 @@
 //! the parameters the server reported, small queries the pooler runs itself (parameter
 //! sync, reset, rollback), and the liveness check used before reuse. The relay moves client
 //! traffic through its byte side ([`ServerIo`]) and records what passes in its session
-//! ([`ServerSession`]); what the client's bytes mean is the frontend's business.
+//! ([`ServerSession`]); what the client's bytes mean is the frontend's business. A
+//! connection may have mirrors (`mirror`), which get a copy of everything sent to it.
 
 mod conn;
 mod connect;
 mod io;
+mod mirror;
 mod session;
 pub mod statements;
 
@@ -14,6 +16,7 @@ use crate::wire::messages::PgError;
 
 pub use conn::ServerConn;
 pub use io::ServerIo;
+pub use mirror::{Mirror, MirrorReport, MirrorTarget};
 pub use session::{ServerSession, ServerStats};
 
 pub use connect::{

@@ -7,11 +7,7 @@ use std::fmt::Write as _;
 /// Known keys whose setting is read but has no effect yet; each one present in a file gets a
 /// warning. Remove an entry when the feature lands. `*` matches any one path segment
 /// (a pool name, a user or shard index).
-pub const NOT_IMPLEMENTED: &[&str] = &[
-    "general.dns_cache_enabled",
-    "general.dns_max_ttl",
-    "pools.*.shards.*.mirrors",
-];
+pub const NOT_IMPLEMENTED: &[&str] = &["general.dns_cache_enabled", "general.dns_max_ttl"];
 
 /// The shape of a pgcat.toml.
 enum Node {
@@ -53,7 +49,7 @@ const PLUGINS: Node = Node::Table(
     ],
 );
 
-const SHARD: Node = Node::Table(&["database", "servers"], &[("mirrors", Node::Loose)]);
+const SHARD: Node = Node::Table(&["database", "servers", "mirrors"], &[]);
 
 const POOL_LEAVES: &[&str] = &[
     "pool_mode",

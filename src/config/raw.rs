@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// Defaults applied when a key is absent. Times in milliseconds unless noted.
@@ -188,8 +187,8 @@ pub(crate) struct RawShard {
     pub database: Option<String>,
     /// `[host, port, role]` entries, checked one by one in `build.rs` for precise messages.
     pub servers: Option<Vec<toml::Value>>,
-    #[allow(dead_code)] // not implemented yet; `keys.rs` warns when present
-    pub mirrors: Option<IgnoredAny>,
+    /// `[host, port, server_index]` entries, checked like `servers`.
+    pub mirrors: Option<Vec<toml::Value>>,
 }
 
 #[derive(Deserialize)]

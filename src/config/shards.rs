@@ -1,5 +1,6 @@
 //! The `shards` of a pool: integer keys contiguous from 0, each with a database and a
-//! non-empty list of `[host, port, role]` servers (at most one primary, no address twice).
+//! non-empty list of `[host, port, role]` servers (at most one primary, no address twice)
+//! and optional `[host, port, server_index]` mirrors.
 //! Part of validation (`build.rs`); never resolves or connects to the addresses.
 
 use std::collections::{BTreeMap, HashSet};
@@ -7,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::build::Ctx;
 use super::keys::join;
 use super::raw::RawShard;
-use super::types::{parse_role, Role, ServerAddress, Shard};
+use super::types::{parse_role, MirrorAddress, Role, ServerAddress, Shard};
 use super::ConfigError;
 
 /// Shard keys must be integers contiguous from 0; shard `i` lands at index `i`.
@@ -87,7 +88,87 @@ fn build_shard(ctx: &Ctx, key: &str, s: RawShard) -> Result<Shard, ConfigError> 
         }
         servers.push(server);
     }
-    Ok(Shard { database, servers })
+    let mirrors_key = join(key, "mirrors");
+    let mut mirrors = Vec::new();
+    for (i, entry) in s.mirrors.iter().flatten().enumerate() {
+        let entry_key = format!("{mirrors_key}[{i}]");
+        let mirror = parse_mirror(ctx, &entry_key, entry, servers.len())?;
+        if servers
+            .iter()
+            .any(|s| (s.host.as_str(), s.port) == (mirror.host.as_str(), mirror.port))
+        {
+            return Err(ctx.err(
+                entry_key,
+                format!(
+                    "{}:{} is one of the shard's servers; a mirror must be another server",
+                    mirror.host, mirror.port
+                ),
+            ));
+        }
+        mirrors.push(mirror);
+    }
+    Ok(Shard {
+        database,
+        servers,
+        mirrors,
+    })
+}
+
+/// `[host, port, server_index]`, the index one of the shard's `servers`.
+fn parse_mirror(
+    ctx: &Ctx,
+    key: &str,
+    entry: &toml::Value,
+    servers: usize,
+) -> Result<MirrorAddress, ConfigError> {
+    const SHAPE: &str = "expected [\"host\", port, server_index]";
+    let items = match entry.as_array() {
+        Some(items) if items.len() == 3 => items,
+        _ => return Err(ctx.err(key, SHAPE)),
+    };
+    let (host, port) = host_port(ctx, key, items, SHAPE)?;
+    let server_index = items[2]
+        .as_integer()
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|i| *i < servers)
+        .ok_or_else(|| {
+            ctx.err(
+                key,
+                format!(
+                    "server_index must be the index of one of the shard's {servers} servers (0 to {}); {SHAPE}",
+                    servers - 1
+                ),
+            )
+        })?;
+    Ok(MirrorAddress {
+        host,
+        port,
+        server_index,
+    })
+}
+
+/// The host and port of a `[host, port, ...]` entry.
+fn host_port(
+    ctx: &Ctx,
+    key: &str,
+    items: &[toml::Value],
+    shape: &str,
+) -> Result<(String, u16), ConfigError> {
+    let host = match items[0].as_str() {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => return Err(ctx.err(key, format!("the host must be a non-empty string; {shape}"))),
+    };
+    let port = items[1]
+        .as_integer()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            ctx.err(
+                key,
+                format!("the port must be an integer between 1 and 65535; {shape}"),
+            )
+        })?;
+    Ok((host, port))
 }
 
 /// `[host, port, role]`; the role may be left out (then it is `auto`).
@@ -97,20 +178,7 @@ fn parse_server(ctx: &Ctx, key: &str, entry: &toml::Value) -> Result<ServerAddre
         Some(items) if (2..=3).contains(&items.len()) => items,
         _ => return Err(ctx.err(key, SHAPE)),
     };
-    let host = match items[0].as_str() {
-        Some(h) if !h.is_empty() => h.to_string(),
-        _ => return Err(ctx.err(key, format!("the host must be a non-empty string; {SHAPE}"))),
-    };
-    let port = items[1]
-        .as_integer()
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            ctx.err(
-                key,
-                format!("the port must be an integer between 1 and 65535; {SHAPE}"),
-            )
-        })?;
+    let (host, port) = host_port(ctx, key, items, SHAPE)?;
     let role = match items.get(2) {
         None => Role::Auto,
         Some(v) => {

@@ -82,8 +82,9 @@ fn upstream_sample_loads_with_warnings() {
             .any(|x| x.contains("prepared_statements_cache_size")),
         "{w:#?}"
     );
-    // Only the typo is unknown.
+    // Only the typo is unknown; nothing is "not implemented" any more.
     assert_eq!(w.iter().filter(|x| x.starts_with("unknown key")).count(), 1);
+    assert!(!w.iter().any(|x| x.contains("not implemented")), "{w:#?}");
 
     let c = &loaded.config;
     assert_eq!(c.general.port, 6432);
@@ -371,6 +372,54 @@ fn rejects_empty_servers_and_bad_entries() {
         "pools.db.shards.0.servers[0]",
         "'leader' is not a valid server role",
     );
+}
+
+#[test]
+fn mirrors_are_checked_like_servers() {
+    let two = r#"servers = [["a", 5432, "primary"], ["b", 5432, "replica"]]"#;
+    let loaded = ok(&config(
+        "",
+        "pool_size = 1",
+        &format!("{two}\nmirrors = [[\"m\", 6432, 1], [\"n\", 7432, 0]]"),
+    ));
+    let shard = &loaded.config.pools["db"].shards[0];
+    assert_eq!(shard.mirrors.len(), 2);
+    assert_eq!(
+        (shard.mirrors[0].host.as_str(), shard.mirrors[0].port),
+        ("m", 6432)
+    );
+    assert_eq!(shard.mirrors[0].server_index, 1);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    for (mirrors, key, reason) in [
+        (
+            "[[\"m\", 6432, 2]]",
+            "[0]",
+            "server_index must be the index of one of the shard's 2 servers (0 to 1)",
+        ),
+        ("[[\"m\", 6432, -1]]", "[0]", "server_index must be"),
+        (
+            "[[\"m\", 6432]]",
+            "[0]",
+            "expected [\"host\", port, server_index]",
+        ),
+        (
+            "[[\"m\", 6432, 0], [\"\", 1, 0]]",
+            "[1]",
+            "the host must be a non-empty string",
+        ),
+        ("[[\"m\", 0, 0]]", "[0]", "between 1 and 65535"),
+        (
+            "[[\"b\", 5432, 0]]",
+            "[0]",
+            "b:5432 is one of the shard's servers",
+        ),
+    ] {
+        assert_err(
+            &config("", "pool_size = 1", &format!("{two}\nmirrors = {mirrors}")),
+            &format!("pools.db.shards.0.mirrors{key}"),
+            reason,
+        );
+    }
 }
 
 #[test]

@@ -259,6 +259,17 @@ impl User {
 pub struct Shard {
     pub database: String,
     pub servers: Vec<ServerAddress>,
+    /// `mirrors`: servers that get a copy of what is sent to one of `servers`.
+    pub mirrors: Vec<MirrorAddress>,
+}
+
+/// One `[host, port, server_index]` entry of `mirrors`: every byte the pooler sends to
+/// `servers[server_index]` is sent to `host:port` too, its replies discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorAddress {
+    pub host: String,
+    pub port: u16,
+    pub server_index: usize,
 }
 
 /// One `[host, port, role]` entry of `servers`.

@@ -107,7 +107,7 @@ impl UserPool {
         let mut shards = Vec::with_capacity(pool.shards.len());
         for shard in &pool.shards {
             let mut addresses = Vec::with_capacity(shard.servers.len());
-            for server in &shard.servers {
+            for (index, server) in shard.servers.iter().enumerate() {
                 let target = ServerTarget {
                     host: server.host.clone(),
                     port: server.port,
@@ -142,6 +142,13 @@ impl UserPool {
                     _ => target.clone(),
                 };
                 let health = healths.get(&check_target, check, registry);
+                let mirrors: Vec<_> = (shard.mirrors.iter())
+                    .filter(|m| m.server_index == index)
+                    .map(|m| {
+                        let timeout = settings.connect_timeout;
+                        Arc::new(MirrorTarget::new(&target, &m.host, m.port, timeout))
+                    })
+                    .collect();
                 let counters = Arc::new(Counters::default());
                 let manager = Manager {
                     target,
@@ -156,6 +163,7 @@ impl UserPool {
                     registry: registry.clone(),
                     pool_name: name.to_string(),
                     prewarm: pool.plugins.prewarm.clone().into(),
+                    mirrors: mirrors.clone(),
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)
@@ -179,6 +187,7 @@ impl UserPool {
                     pool,
                     counters,
                     health,
+                    mirrors,
                 });
             }
             shards.push(addresses);

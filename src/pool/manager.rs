@@ -28,6 +28,9 @@ pub struct Manager {
     pub pool_name: String,
     /// The `prewarmer` plugin's queries, run on each new connection before its first use.
     pub prewarm: Arc<[String]>,
+    /// The shard's mirrors of this server: each new connection gets a mirror connection
+    /// to each.
+    pub mirrors: Vec<Arc<backend::MirrorTarget>>,
 }
 
 /// Boxed, so deadpool moves a pointer, not the connection, on every checkout and return.
@@ -46,6 +49,14 @@ impl managed::Manager for Manager {
                     "prewarmer query failed: the new server connection is not used");
                 return Err(e);
             }
+        }
+        if !self.mirrors.is_empty() {
+            let tcp = &self.tcp;
+            conn.mirror_to(
+                (self.mirrors.iter())
+                    .map(|m| backend::Mirror::start(m.clone(), tcp.clone()))
+                    .collect(),
+            );
         }
         let statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
         let info = (self.registry).server(&self.pool_name, &self.target.user, &self.target.addr());

@@ -37,7 +37,7 @@ use rand::Rng;
 use crate::auth::backend::{Credential, ServerSecret};
 use crate::auth::scram::Verifier;
 use crate::backend::statements::SchemaEpoch;
-use crate::backend::{self, BackendError, ServerTarget, TcpSettings};
+use crate::backend::{self, BackendError, MirrorTarget, ServerTarget, TcpSettings};
 use crate::config::{self, AuthType, Config, DefaultShard, LoadBalancingMode, PoolMode, Role};
 use crate::net::tls::ServerTls;
 use crate::stats::{Counters, Registry};
@@ -63,6 +63,8 @@ pub struct Address {
     pub counters: Arc<Counters>,
     /// Bans, role seen by the background check, WAL position.
     pub health: Arc<health::Health>,
+    /// The shard's mirrors of this server, with what they received.
+    pub mirrors: Vec<Arc<MirrorTarget>>,
 }
 
 impl Address {

@@ -101,6 +101,18 @@ pub fn stored_md5(user: &str, password: &str) -> String {
     format!("md5{hex}")
 }
 
+/// The pooler's Prometheus page (`GET /metrics`) on `port`.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("response");
+    page
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -302,6 +302,7 @@ impl Client {
         };
         // Usually the socket takes it all at once; what it does not take is written while
         // the server's replies keep flowing (see `drain_to_server`).
+        server.mirror(bytes);
         let written = match server.io().try_write(bytes) {
             Ok(w) => w,
             Err(e) => return Some(End::ServerGone(server.io().lost(e))),
