@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, Config};
+use crate::net::dns::DnsCache;
 use crate::net::tls;
 use crate::pool::health::HealthMap;
 use crate::pool::Pools;
@@ -27,6 +28,8 @@ pub struct App {
     pub registry: Arc<stats::Registry>,
     /// Health and bans of every server address.
     pub healths: HealthMap,
+    /// Server host names resolved (`dns_cache_enabled`), re-resolved by the runtime.
+    pub dns: Arc<DnsCache>,
     /// Set once a graceful shutdown has begun.
     shutdown: watch::Sender<bool>,
     /// Client connections open now (max_client_conn).
@@ -51,8 +54,9 @@ impl App {
     pub fn new(config: Config) -> std::io::Result<App> {
         let registry = Arc::new(stats::Registry::default());
         let healths = HealthMap::default();
-        let pools =
-            Pools::build(&config, None, &registry, &healths).map_err(std::io::Error::other)?;
+        let dns = Arc::new(DnsCache::default());
+        let pools = Pools::build(&config, None, &registry, &healths, &dns)
+            .map_err(std::io::Error::other)?;
         let client_tls = client_tls(&config).map_err(std::io::Error::other)?;
         let mut mock_secret = [0u8; 32];
         rand::rng().fill_bytes(&mut mock_secret);
@@ -65,6 +69,7 @@ impl App {
             mock_secret,
             registry,
             healths,
+            dns,
             shutdown: watch::channel(false).0,
             connections: Arc::default(),
         })
@@ -159,8 +164,15 @@ impl App {
         }
         let tls = client_tls(&new)?;
         let two_phase = two_phase(&new, self.two_phase())?;
-        let pools = Pools::build(&new, Some(&self.pools()), &self.registry, &self.healths)
-            .map_err(|e| e.to_string())?;
+        let previous = self.pools();
+        let pools = Pools::build(
+            &new,
+            Some(&previous),
+            &self.registry,
+            &self.healths,
+            &self.dns,
+        )
+        .map_err(|e| e.to_string())?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
         *self.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
         *self.two_phase.write().unwrap_or_else(|p| p.into_inner()) = two_phase;

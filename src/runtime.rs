@@ -51,6 +51,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     }
     tokio::spawn(stats_period(app.clone()));
     tokio::spawn(resolve_in_doubt(app.clone()));
+    tokio::spawn(refresh_dns(app.clone()));
     if let Some(ms) = autoreload {
         tokio::spawn(autoreload_loop(
             app.clone(),
@@ -165,6 +166,30 @@ async fn resolve_in_doubt(app: Arc<App>) {
             }
         }
         tokio::time::sleep(RESOLVE_EVERY).await;
+    }
+}
+
+/// With `dns_cache_enabled`, re-resolves the server host names every `dns_max_ttl`
+/// seconds; the pools of a name whose addresses changed replace their connections.
+async fn refresh_dns(app: Arc<App>) {
+    loop {
+        let general = &app.config().general;
+        let (enabled, ttl) = (general.dns_cache_enabled, general.dns_max_ttl.max(1));
+        tokio::time::sleep(Duration::from_secs(ttl)).await;
+        if !enabled {
+            continue;
+        }
+        let changed = app.dns.refresh().await;
+        if changed.is_empty() {
+            continue;
+        }
+        for pool in app.pools().all() {
+            for address in pool.shards.iter().flatten() {
+                if changed.contains(&address.host) {
+                    address.replace_connections();
+                }
+            }
+        }
     }
 }
 

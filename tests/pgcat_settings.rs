@@ -6,6 +6,9 @@
 //!   clean (PgCat bans the server instead, postgresml/pgcat#622).
 //! - `checkout_failure_limit`: a client whose checkouts failed that many times gets a FATAL
 //!   and is disconnected; others are not.
+//! - `dns_cache_enabled`: a host name that starts resolving elsewhere gets its connections
+//!   replaced, transactions in progress finishing first (with the `failpoints` feature, whose
+//!   build reads a test hosts file).
 //! - `db_activity_based_routing`: reads of a table written lately, and every read while the
 //!   pool warms up, go to the primary (the replica is in recovery: `pg_is_in_recovery()`).
 
@@ -326,4 +329,62 @@ async fn on_replica(client: &tokio_postgres::Client, table: &str) -> bool {
     let sql =
         format!("SELECT pg_is_in_recovery()::text FROM (SELECT 1) one LEFT JOIN {table} ON false");
     support::rows(client, &sql).await[0][0] == "true"
+}
+
+/// `dns_cache_enabled`: the server's host name resolves (through the test hosts file the
+/// `failpoints` build reads) to 127.0.0.1, then to 127.0.0.2 — the same PostgreSQL, listening
+/// on both, tells which one a connection reached (`inet_server_addr()`). After the change a
+/// transaction in progress finishes on its connection; every later one runs on a new
+/// connection to the new address.
+#[cfg(feature = "failpoints")]
+#[test]
+fn dns_cache_replaces_connections_when_a_host_moves() {
+    let cluster = support::private(0);
+    let node = &cluster.primary;
+    cluster
+        .psql(
+            node,
+            "postgres",
+            "ALTER SYSTEM SET listen_addresses = '127.0.0.1,127.0.0.2'",
+        )
+        .expect("listen on both");
+    cluster.stop_node(node);
+    cluster.start_node(node);
+    let dir = support::scratch_dir();
+    let hosts = dir.join("hosts");
+    let name = "pgcat-dns-test.invalid";
+    std::fs::write(&hosts, format!("{name} 127.0.0.1\n")).unwrap();
+    let toml = config(&cluster, free_port(), "transaction", 2, "")
+        .replace(
+            "[general]\n",
+            "[general]\ndns_cache_enabled = true\ndns_max_ttl = 1\n",
+        )
+        .replace(
+            &format!("[\"127.0.0.1\", {}, \"primary\"]", node.port),
+            &format!("[\"{name}\", {}, \"primary\"]", node.port),
+        );
+    let pooler = Pooler::start_with_env(&toml, &[("PGCAT_TEST_HOSTS", hosts.to_str().unwrap())]);
+    let addr = "SELECT host(inet_server_addr())";
+    runtime().block_on(async {
+        let a = app_client(&pooler).await;
+        let b = app_client(&pooler).await;
+        a.simple_query("BEGIN").await.expect("BEGIN");
+        assert_eq!(support::rows(&a, addr).await, [["127.0.0.1"]]);
+        assert_eq!(support::rows(&b, addr).await, [["127.0.0.1"]]);
+        std::fs::write(&hosts, format!("{name} 127.0.0.2\n")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while support::rows(&b, addr).await != [["127.0.0.2"]] {
+            assert!(std::time::Instant::now() < deadline, "{}", pooler.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The transaction in progress finished where it began.
+        assert_eq!(support::rows(&a, addr).await, [["127.0.0.1"]]);
+        a.simple_query("COMMIT").await.expect("COMMIT");
+        for client in [&a, &b, &a, &b] {
+            assert_eq!(support::rows(client, addr).await, [["127.0.0.2"]]);
+        }
+    });
+    let logs = pooler.logs();
+    assert!(logs.contains("server address changed"), "{logs}");
+    assert!(!logs.contains("not implemented"), "{logs}");
 }

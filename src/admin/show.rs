@@ -305,7 +305,7 @@ fn lists(app: &App, out: &mut BytesMut) {
         ("free_servers", 0),
         ("used_servers", servers.len()),
         ("active_servers", active),
-        ("dns_names", 0),
+        ("dns_names", app.dns.names_cached()),
         ("dns_zones", 0),
         ("dns_queries", 0),
         ("dns_pending", 0),

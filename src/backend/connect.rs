@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use super::{BackendError, ServerConn};
 use crate::auth::backend::{Credential, Login, Step};
+use crate::net::dns::DnsCache;
 use crate::net::tls::ServerTls;
 use crate::net::CancelKey;
 use crate::net::Stream;
@@ -42,6 +43,8 @@ pub struct TcpSettings {
     pub keepalive_count: u32,
     pub user_timeout: Duration,
     pub tls: Option<Arc<ServerTls>>,
+    /// `dns_cache_enabled`: host names resolved through the cache, not at each connect.
+    pub dns: Option<Arc<DnsCache>>,
 }
 
 fn tune(stream: &TcpStream, tcp: &TcpSettings) -> std::io::Result<()> {
@@ -72,12 +75,17 @@ pub async fn connect_as(
     application_name: Option<&str>,
 ) -> Result<ServerConn, BackendError> {
     let addr: Arc<str> = target.addr().into();
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|source| BackendError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
+    let connecting = match &tcp.dns {
+        Some(dns) => match dns.resolve(&target.host, target.port).await {
+            Ok(addrs) => TcpStream::connect(&addrs[..]).await,
+            Err(e) => Err(e),
+        },
+        None => TcpStream::connect((target.host.as_str(), target.port)).await,
+    };
+    let stream = connecting.map_err(|source| BackendError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
     tune(&stream, tcp).map_err(|source| BackendError::Connect {
         addr: addr.to_string(),
         source,

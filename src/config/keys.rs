@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 /// Known keys whose setting is read but has no effect yet; each one present in a file gets a
 /// warning. Remove an entry when the feature lands. `*` matches any one path segment
 /// (a pool name, a user or shard index).
-pub const NOT_IMPLEMENTED: &[&str] = &["general.dns_cache_enabled", "general.dns_max_ttl"];
+/// Empty since issue 21: every PgCat key works.
+pub const NOT_IMPLEMENTED: &[&str] = &[];
 
 /// The shape of a pgcat.toml.
 enum Node {

@@ -85,6 +85,7 @@ fn upstream_sample_loads_with_warnings() {
     // Only the typo is unknown; nothing is "not implemented" any more.
     assert_eq!(w.iter().filter(|x| x.starts_with("unknown key")).count(), 1);
     assert!(!w.iter().any(|x| x.contains("not implemented")), "{w:#?}");
+    assert!(NOT_IMPLEMENTED.is_empty());
 
     let c = &loaded.config;
     assert_eq!(c.general.port, 6432);

@@ -1,8 +1,10 @@
 //! The byte streams the pooler talks over: TCP or a Unix socket from clients, TCP to
 //! PostgreSQL, either side possibly wrapped in TLS. One enum rather than a generic so the
 //! relay stays one monomorphic loop; the plain-TCP arms keep the non-blocking fast path
-//! (`try_write`) and TLS takes the same path through rustls.
+//! (`try_write`) and TLS takes the same path through rustls. `dns` resolves server host
+//! names once and keeps them (`dns_cache_enabled`).
 
+pub mod dns;
 pub mod tls;
 
 use std::io;

@@ -1,7 +1,9 @@
 //! Building the pools of a configuration, and keeping the unchanged ones on reload (a pool
 //! user's settings are compared as one `Source`).
 
+use super::manager::Cutoff;
 use super::*;
+use crate::net::dns::DnsCache;
 
 /// The settings a pool user was built from: a reload that leaves them equal keeps the pool
 /// (and its connections).
@@ -12,6 +14,7 @@ pub(super) struct Source {
     general: (u64, u64, u64, u64, u32, u64, u64, bool),
     /// server_tls, verify_server_certificate, server_tls_ca_file.
     tls: (bool, bool, Option<std::path::PathBuf>),
+    dns_cache_enabled: bool,
 }
 
 impl Source {
@@ -35,6 +38,7 @@ impl Source {
                 g.verify_server_certificate,
                 g.server_tls_ca_file.clone(),
             ),
+            dns_cache_enabled: g.dns_cache_enabled,
         }
     }
 }
@@ -52,11 +56,12 @@ pub enum BuildError {
 }
 
 /// What every pool user of a build shares: the process's registry and address health,
-/// the TLS settings toward servers.
+/// the TLS settings toward servers, the DNS cache when enabled.
 struct Shared<'a> {
     registry: &'a Arc<Registry>,
     healths: &'a health::HealthMap,
     server_tls: &'a Option<Arc<ServerTls>>,
+    dns: Option<Arc<DnsCache>>,
 }
 
 impl UserPool {
@@ -71,6 +76,7 @@ impl UserPool {
             registry,
             healths,
             server_tls,
+            ..
         } = *shared;
         let settings = user.settings(general, pool);
         let tcp = TcpSettings {
@@ -79,6 +85,7 @@ impl UserPool {
             keepalive_count: general.tcp_keepalives_count,
             user_timeout: Duration::from_millis(general.tcp_user_timeout),
             tls: server_tls.clone(),
+            dns: shared.dns.clone(),
         };
         let queue_mode = if general.server_round_robin {
             QueueMode::Fifo
@@ -164,6 +171,7 @@ impl UserPool {
                     pool_name: name.to_string(),
                     prewarm: pool.plugins.prewarm.clone().into(),
                     mirrors: mirrors.clone(),
+                    cutoff: Cutoff::default(),
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)
@@ -271,6 +279,7 @@ impl Pools {
         previous: Option<&Pools>,
         registry: &Arc<Registry>,
         healths: &health::HealthMap,
+        dns: &Arc<DnsCache>,
     ) -> Result<Pools, BuildError> {
         let g = &config.general;
         let server_tls = g
@@ -282,6 +291,7 @@ impl Pools {
             registry,
             healths,
             server_tls: &server_tls,
+            dns: g.dns_cache_enabled.then(|| dns.clone()),
         };
         let mut by_name = HashMap::new();
         for (name, pool) in &config.pools {

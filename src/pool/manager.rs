@@ -2,8 +2,9 @@
 //! may be handed out again (within `server_lifetime`, still connected, nothing unread).
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
@@ -31,6 +32,41 @@ pub struct Manager {
     /// The shard's mirrors of this server: each new connection gets a mirror connection
     /// to each.
     pub mirrors: Vec<Arc<backend::MirrorTarget>>,
+    /// Connections made before this are closed instead of reused.
+    pub cutoff: Cutoff,
+}
+
+/// A moment before which connections are not reused (the server's address changed); one
+/// atomic load per reuse.
+#[derive(Debug)]
+pub struct Cutoff {
+    base: Instant,
+    /// Nanoseconds after `base`; 0: none.
+    after_base: AtomicU64,
+}
+
+impl Default for Cutoff {
+    fn default() -> Cutoff {
+        Cutoff {
+            base: Instant::now(),
+            after_base: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Cutoff {
+    /// Connections made until now are not reused.
+    pub fn set_now(&self) {
+        let nanos = self.base.elapsed().as_nanos().max(1);
+        (self.after_base).store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(super) fn excludes(&self, created: Instant) -> bool {
+        match self.after_base.load(Ordering::Relaxed) {
+            0 => false,
+            nanos => created <= self.base + Duration::from_nanos(nanos),
+        }
+    }
 }
 
 /// Boxed, so deadpool moves a pointer, not the connection, on every checkout and return.
@@ -71,9 +107,12 @@ impl managed::Manager for Manager {
         metrics: &Metrics,
     ) -> RecycleResult<BackendError> {
         // One clock read for both ages.
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if now.saturating_duration_since(metrics.created) > self.server_lifetime {
             return Err(RecycleError::message("server_lifetime reached"));
+        }
+        if self.cutoff.excludes(metrics.created) {
+            return Err(RecycleError::message("the server's address changed"));
         }
         if !conn.is_alive() {
             return Err(RecycleError::message("server closed the connection"));

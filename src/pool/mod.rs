@@ -68,6 +68,15 @@ pub struct Address {
 }
 
 impl Address {
+    /// Replaces every connection to this address: idle ones are closed now, those in use
+    /// when they come back (their transactions finish first).
+    pub fn replace_connections(&self) {
+        self.pool.manager().cutoff.set_now();
+        let cutoff = &self.pool.manager().cutoff;
+        self.pool
+            .retain(|_, metrics| !cutoff.excludes(metrics.created));
+    }
+
     /// Connections handed out now.
     pub fn active(&self) -> usize {
         let s = self.pool.status();
