@@ -3,8 +3,8 @@
 //! count and the shutdown signal. The process around it (listeners, signals, periodic
 //! tasks) is `runtime`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rand::RngCore;
 use tokio::sync::watch;
@@ -39,7 +39,21 @@ pub struct App {
     /// The two-phase commit coordinator, once a pool has `two_phase_commit` (its
     /// decision log stays open for the life of the process).
     two_phase: RwLock<Option<Arc<TwoPhase>>>,
+    /// Client ids, unique across listeners and clients handed over.
+    client_ids: AtomicU64,
+    /// During an online upgrade: where idle clients go (their socket and state), to the
+    /// new process.
+    handover: Mutex<Option<std::sync::mpsc::Sender<Handoff>>>,
+    handing_over: AtomicBool,
+    /// After an online upgrade, while the previous process still serves clients: where
+    /// cancel requests for keys unknown here go.
+    previous: Mutex<Option<std::os::unix::net::UnixStream>>,
+    /// Clients taken over from a previous process (online upgrades).
+    pub clients_taken_over: AtomicU64,
 }
+
+/// A client on its way to another process: its socket and its state.
+pub type Handoff = (std::os::fd::OwnedFd, Vec<u8>);
 
 /// Counts a client connection while it lives.
 pub struct Connection(Arc<AtomicUsize>);
@@ -53,6 +67,7 @@ impl Drop for Connection {
 impl App {
     pub fn new(config: Config) -> std::io::Result<App> {
         let registry = Arc::new(stats::Registry::default());
+        registry.set_peer_id(config.general.peer_id.unwrap_or(0));
         let healths = HealthMap::default();
         let dns = Arc::new(DnsCache::default());
         let pools = Pools::build(&config, None, &registry, &healths, &dns)
@@ -72,6 +87,11 @@ impl App {
             dns,
             shutdown: watch::channel(false).0,
             connections: Arc::default(),
+            client_ids: AtomicU64::new(1),
+            handover: Mutex::new(None),
+            handing_over: AtomicBool::new(false),
+            previous: Mutex::new(None),
+            clients_taken_over: AtomicU64::new(0),
         })
     }
 
@@ -79,6 +99,49 @@ impl App {
     pub fn connection(&self) -> Connection {
         self.connections.fetch_add(1, Ordering::Relaxed);
         Connection(self.connections.clone())
+    }
+
+    /// A new client's id.
+    pub fn next_client_id(&self) -> u64 {
+        self.client_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// From now on idle clients are handed to `to` (an online upgrade).
+    pub fn begin_handover(&self, to: std::sync::mpsc::Sender<Handoff>) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
+        self.handing_over.store(true, Ordering::Relaxed);
+        self.registry
+            .interrupt(stats::Interrupt::HANDOVER, |_| true);
+    }
+
+    /// An upgrade is handing clients over.
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
+    }
+
+    /// Sends a client to the new process; given back when no upgrade takes it.
+    pub fn hand_over(&self, client: Handoff) -> Result<(), Handoff> {
+        match &*self.handover.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(to) => to.send(client).map_err(|e| e.0),
+            None => Err(client),
+        }
+    }
+
+    /// The previous process of an online upgrade still serves clients (`None`: no longer).
+    pub fn set_previous(&self, channel: Option<std::os::unix::net::UnixStream>) {
+        *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = channel;
+    }
+
+    /// Sends a cancel request to the previous process of an online upgrade, if it still
+    /// serves clients; `false` when there is none.
+    pub fn cancel_in_previous(&self, pid: i32, secret: &[u8]) -> bool {
+        let previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(channel) = previous.as_ref() else {
+            return false;
+        };
+        let mut key = pid.to_be_bytes().to_vec();
+        key.extend_from_slice(secret);
+        crate::net::fdpass::send(channel, b'K', &key, &[]).is_ok()
     }
 
     /// More client connections are open than `max_client_conn` allows.

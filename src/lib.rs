@@ -24,7 +24,7 @@
 //! 8. `app` (the shared state: configuration and pools in force, reload, shutdown)
 //! 9. `admin` (the admin databases and the Prometheus endpoint)
 //! 10. `frontend` (clients: login, relay)
-//! 11. `runtime` (listeners, signals, the running process)
+//! 11. `runtime` (listeners, signals, the running process, online upgrades)
 //! 12. `demo` (`pgcat demo`)
 
 pub mod admin;

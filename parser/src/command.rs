@@ -24,7 +24,7 @@ pub enum ShardSelector {
 }
 
 /// The value of `SET SERVER ROLE TO`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RoleSetting {
     /// Always the primary; the query parser is off for routing.
     Primary,
@@ -40,7 +40,7 @@ pub enum RoleSetting {
 }
 
 /// The value of `SET PRIMARY READS TO`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PrimaryReads {
     /// Reads may go to the primary too (any server).
     On,

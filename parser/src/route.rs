@@ -69,8 +69,9 @@ impl Default for PoolRouting {
     }
 }
 
-/// What a client's SQL extensions have set; starts at `Default` (nothing set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a client's SQL extensions have set; starts at `Default` (nothing set). Serialised
+/// when a client moves to another pooler process (an online upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SessionRouting {
     /// `SET SHARD TO n`.
     pub shard: Option<usize>,

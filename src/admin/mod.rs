@@ -44,7 +44,7 @@ pub fn greet(out: &mut BytesMut, database: &str) {
 pub async fn serve(
     stream: &mut crate::net::Stream,
     app: &App,
-    database: &str,
+    (database, info): (&str, &crate::stats::ClientInfo),
     pending: BytesMut,
 ) -> std::io::Result<()> {
     let flavor = if database == "pgbouncer" {
@@ -69,8 +69,18 @@ pub async fn serve(
             }
         };
         let Some((tag, body)) = message else {
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(());
+            // An online upgrade closes the console at its idle point (it cannot move).
+            let upgrading = std::future::poll_fn(|cx| {
+                info.interrupt.poll(cx, crate::stats::Interrupt::HANDOVER)
+            });
+            tokio::select! {
+                read = stream.read_buf(&mut buf) => if read? == 0 {
+                    return Ok(());
+                },
+                _ = upgrading => {
+                    PgError::upgrading().encode(&mut out);
+                    return stream.send(&out).await;
+                }
             }
             continue;
         };

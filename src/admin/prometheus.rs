@@ -272,6 +272,17 @@ pub fn render(app: &App) -> String {
             );
         }
     }
+    family(
+        &mut out,
+        "pgcat_upgrade_clients_received_total",
+        "counter",
+        "Clients this process took over from the previous one in an online upgrade",
+        [(
+            String::new(),
+            app.clients_taken_over
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
     if let Some(coordinator) = app.two_phase() {
         let t = coordinator.totals();
         for (name, help, value) in [

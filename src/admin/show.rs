@@ -79,6 +79,7 @@ pub fn run(app: &App, flavor: Flavor, what: &str, out: &mut BytesMut) -> Result<
         ),
         "bans" => bans(app, out),
         "mirrors" => mirrors(app, out),
+        "peers" => peers(app, out),
         _ => {
             return Err(
                 PgError::error("42601", format!("unsupported SHOW target: {what}"))
@@ -93,7 +94,7 @@ fn help(out: &mut BytesMut) {
     for line in [
         "Console usage",
         "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
-        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS|MIRRORS",
+        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS|MIRRORS|PEERS",
         "SET key = arg (accepted, no effect)",
         "RELOAD",
         "PAUSE [db] | PAUSE db,user",
@@ -147,6 +148,25 @@ fn mirrors(app: &App, out: &mut BytesMut) {
         ],
         rows,
     );
+}
+
+/// `SHOW PEERS` (PgBouncer's columns): the other instances cancel requests are forwarded
+/// to (`[peers]`, without this instance's own entry). A forwarded request opens a
+/// connection of its own, so `pool_size` is 1.
+fn peers(app: &App, out: &mut BytesMut) {
+    let config = app.config();
+    let me = config.general.peer_id;
+    let rows = (config.general.peers.iter())
+        .filter(|(id, _)| Some(**id) != me)
+        .map(|(id, p)| vec![n(id), p.host.clone(), n(p.port), n(1)])
+        .collect();
+    let cols = [
+        ("peer_id", true),
+        ("host", false),
+        ("port", true),
+        ("pool_size", true),
+    ];
+    result(out, &cols, rows);
 }
 
 fn users(app: &App, out: &mut BytesMut) {

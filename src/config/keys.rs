@@ -141,7 +141,13 @@ const GENERAL_LEAVES: &[&str] = &[
     "auth_query_password",
     "instance_name",
     "two_phase_commit_log",
+    "pidfile",
+    "so_reuseport",
+    "peer_id",
 ];
+
+/// `[peers.<id>]`.
+const PEER: Node = Node::Table(&["host", "port"], &[]);
 
 const GENERAL: Node = Node::Table(GENERAL_LEAVES, &[]);
 
@@ -151,6 +157,7 @@ const ROOT: Node = Node::Table(
         ("general", GENERAL),
         ("pools", Node::Map(&POOL)),
         ("plugins", PLUGINS),
+        ("peers", Node::Map(&PEER)),
     ],
 );
 

@@ -12,6 +12,7 @@
 //! shards and servers).
 
 mod build;
+mod general;
 mod keys;
 mod plugins;
 mod raw;

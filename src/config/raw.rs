@@ -61,6 +61,7 @@ pub(crate) struct RawConfig {
     pub general: Option<RawGeneral>,
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub plugins: Option<super::plugins::RawPlugins>,
+    pub peers: Option<BTreeMap<String, RawPeer>>,
 }
 
 /// `autoreload` is an interval in ms; old PgCat versions took a boolean.
@@ -138,6 +139,16 @@ pub(crate) struct RawGeneral {
     pub auth_query_password: Option<String>,
     pub instance_name: Option<String>,
     pub two_phase_commit_log: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub so_reuseport: Option<bool>,
+    pub peer_id: Option<i64>,
+}
+
+/// `[peers.<id>]`: another pooler instance, for forwarding cancel requests.
+#[derive(Deserialize)]
+pub(crate) struct RawPeer {
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 #[derive(Deserialize)]

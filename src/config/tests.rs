@@ -424,6 +424,55 @@ fn mirrors_are_checked_like_servers() {
 }
 
 #[test]
+fn peers_pidfile_and_so_reuseport() {
+    let with = |general: &str, tail: &str| {
+        config("", "pool_size = 1", SERVERS).replacen(
+            "admin_password = \"admin-secret\"\n",
+            &format!("admin_password = \"admin-secret\"\n{general}\n"),
+            1,
+        ) + tail
+    };
+    let loaded = ok(&with(
+        "peer_id = 2\nso_reuseport = true\npidfile = \"/run/p.pid\"",
+        "\n[peers.1]\nhost = \"a\"\n[peers.2]\nhost = \"/tmp/b\"\nport = 7000\n",
+    ));
+    let g = &loaded.config.general;
+    assert_eq!((g.peer_id, g.so_reuseport), (Some(2), true));
+    assert_eq!(g.pidfile.as_deref(), Some(Path::new("/run/p.pid")));
+    assert_eq!(
+        g.peers[&1],
+        Peer {
+            host: "a".into(),
+            port: 6432
+        }
+    );
+    assert_eq!(g.peers[&2].port, 7000);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let d = &ok(&config("", "pool_size = 1", SERVERS)).config.general;
+    assert_eq!((d.peer_id, d.so_reuseport, d.peers.len()), (None, false, 0));
+    assert_err(
+        &with("peer_id = 0", ""),
+        "general.peer_id",
+        "between 1 and 2047",
+    );
+    assert_err(
+        &with("peer_id = 2048", ""),
+        "general.peer_id",
+        "between 1 and 2047",
+    );
+    assert_err(
+        &with("", "\n[peers.x]\nhost = \"a\"\n"),
+        "peers.x",
+        "peer ids",
+    );
+    assert_err(
+        &with("", "\n[peers.3]\nport = 1\n"),
+        "peers.3.host",
+        "required",
+    );
+}
+
+#[test]
 fn rejects_shard_key_gap() {
     let text = format!(
         "{}\n[pools.db.shards.2]\ndatabase = \"d2\"\n{SERVERS}\n",

@@ -84,6 +84,22 @@ pub struct General {
     /// The decision log of two-phase commits (new key; default `pgcat-2pc.log` beside
     /// the config file).
     pub two_phase_commit_log: PathBuf,
+    /// Where the process writes its pid (new key): kept current across online upgrades.
+    pub pidfile: Option<PathBuf>,
+    /// `so_reuseport` (PgBouncer's): several processes may listen on the same port.
+    pub so_reuseport: bool,
+    /// `peer_id` (PgBouncer's): this instance's number among `peers`, carried in its
+    /// clients' cancel keys.
+    pub peer_id: Option<u16>,
+    /// `[peers]`: the other instances a cancel request may be for.
+    pub peers: BTreeMap<u16, Peer>,
+}
+
+/// `[peers.<id>]`: another pooler instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub host: String,
+    pub port: u16,
 }
 
 /// How a client proves its identity to the pooler.

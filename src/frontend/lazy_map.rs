@@ -59,6 +59,10 @@ impl<K: Eq + Hash, V> LazyMap<K, V> {
     pub fn clear(&mut self) {
         self.0 = None;
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Clients: one task per client connection, from startup through authentication to the
 //! pooling loop. `login` lets a client in, `relay` runs its queries over the servers it is
-//! lent, `cancel` maps cancel keys to servers, `params` holds its session parameters.
+//! lent, `cancel` maps cancel keys to servers (and to peers), `params` holds its session
+//! parameters, `handover` moves an idle client to another process (online upgrades).
 
 pub mod cancel;
 mod cross_shard;
+pub mod handover;
 mod lazy_map;
 mod listen;
 mod login;
@@ -37,6 +39,9 @@ pub enum ClientError {
     Fatal(PgError),
     #[error("client disconnected")]
     Gone,
+    /// An online upgrade: the idle client moves to the new process.
+    #[error("client handed over to the upgraded process")]
+    HandOver,
     #[error(transparent)]
     Startup(#[from] StartupError),
     #[error(transparent)]
@@ -135,6 +140,13 @@ where
 /// only while they run.
 pub struct ClientTask(Stage);
 
+impl ClientTask {
+    /// The task of a client that is idle already (one handed over by another process).
+    fn idle(client: Box<relay::Client>) -> ClientTask {
+        ClientTask(Stage::Idle(client))
+    }
+}
+
 enum Stage {
     /// Logging in, or serving requests.
     Busy(Busy),
@@ -204,9 +216,9 @@ impl Conn {
                 info,
             })) => {
                 let serve = async {
-                    let _listed = info;
                     tracing::info!(%user, %database, "admin logged in");
-                    crate::admin::serve(&mut self.stream, &self.app, &database, pending).await
+                    crate::admin::serve(&mut self.stream, &self.app, (&database, &info), pending)
+                        .await
                 };
                 serve
                     .instrument(self.tag.span())
@@ -255,7 +267,9 @@ impl Conn {
 async fn report(stream: &mut Stream, error: ClientError) {
     let mut out = BytesMut::new();
     match error {
-        ClientError::Gone | ClientError::Startup(StartupError::Closed) => return,
+        ClientError::Gone | ClientError::HandOver | ClientError::Startup(StartupError::Closed) => {
+            return
+        }
         ClientError::Fatal(e) => {
             tracing::info!(code = %e.code, "closing client: {}", e.message);
             e.encode(&mut out);

@@ -307,6 +307,26 @@ impl ClientStatements {
         self.map.remove(name);
     }
 
+    /// The client's named statements as (name, body, made by SQL `PREPARE`), to hand the
+    /// client to another process.
+    pub fn exported(&self) -> Vec<(String, Vec<u8>, bool)> {
+        (self.map.iter())
+            .map(|(name, n)| (name.clone(), n.stmt.body.to_vec(), n.stmt.sql))
+            .collect()
+    }
+
+    /// Statements [`ClientStatements::exported`] by another process, as of schema `epoch`.
+    pub fn import(&mut self, statements: Vec<(String, Vec<u8>, bool)>, epoch: u64) {
+        for (name, body, sql) in statements {
+            let stmt = if sql {
+                Statement::sql(&String::from_utf8_lossy(&body))
+            } else {
+                Statement::new(&body)
+            };
+            self.map.insert(name, Named::new(Arc::new(stmt), epoch));
+        }
+    }
+
     /// The client ran DISCARD ALL or DEALLOCATE ALL: its statements are gone.
     pub fn clear(&mut self) {
         self.map.clear();

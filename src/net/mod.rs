@@ -5,6 +5,7 @@
 //! names once and keeps them (`dns_cache_enabled`).
 
 pub mod dns;
+pub mod fdpass;
 pub mod tls;
 
 use std::io;
@@ -92,6 +93,37 @@ fn upgrading() -> io::Error {
 }
 
 impl Stream {
+    /// A plain TCP or Unix stream on a socket handed over by another process.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Stream> {
+        let socket = socket2::Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        if socket.domain()? == socket2::Domain::UNIX {
+            let std: std::os::unix::net::UnixStream = std::os::fd::OwnedFd::from(socket).into();
+            Ok(Stream::Unix(UnixStream::from_std(std)?))
+        } else {
+            let std: std::net::TcpStream = socket.into();
+            let _ = std.set_nodelay(true);
+            Ok(Stream::Tcp(TcpStream::from_std(std)?))
+        }
+    }
+
+    /// The socket of a plain TCP or Unix stream, in blocking mode, to hand to another
+    /// process; a TLS stream (whose session cannot move) is given back.
+    pub fn into_fd(self) -> Result<std::os::fd::OwnedFd, Stream> {
+        let fd: std::os::fd::OwnedFd = match self {
+            Stream::Tcp(s) => match s.into_std() {
+                Ok(s) => s.into(),
+                Err(_) => return Err(Stream::Upgrading),
+            },
+            Stream::Unix(s) => match s.into_std() {
+                Ok(s) => s.into(),
+                Err(_) => return Err(Stream::Upgrading),
+            },
+            other => return Err(other),
+        };
+        Ok(fd)
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsFromClient(_) | Stream::TlsToServer(_))
     }

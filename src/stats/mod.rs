@@ -11,7 +11,9 @@ mod registry;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-pub use registry::{ClientInfo, ClientState, Interrupt, Registry, ServerInfo, ServerState};
+pub use registry::{
+    peer_of, ClientInfo, ClientState, Interrupt, Registry, ServerInfo, ServerState,
+};
 
 /// Cumulative counters of one server address (one pool user's connections to it).
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{
-    AtomicU64, AtomicU8,
+    AtomicU16, AtomicU64, AtomicU8,
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::{Arc, Mutex, Weak};
@@ -89,6 +89,9 @@ impl Interrupt {
     pub const SHUTDOWN: u8 = 2;
     /// The address the client is relaying to was banned.
     pub const BANNED: u8 = 4;
+    /// An online upgrade: an idle client moves to the new process (or, over TLS, is
+    /// closed).
+    pub const HANDOVER: u8 = 8;
 
     fn waker(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
         self.waker.lock().unwrap_or_else(|p| p.into_inner())
@@ -271,9 +274,29 @@ pub struct Registry {
     /// By cancel key pid.
     clients: Mutex<HashMap<i32, Weak<ClientInfo>>>,
     servers: Mutex<HashMap<u64, Weak<ServerInfo>>>,
+    /// `peer_id`: carried in the high bits of every client's cancel key pid (0: none).
+    peer_id: AtomicU16,
+}
+
+/// With a `peer_id`, a cancel key's pid is this bit, the peer id (11 bits) from
+/// `PEER_SHIFT`, and random bits below: always above any real process id (2^22).
+const PEER_MARK: i32 = 1 << 30;
+const PEER_SHIFT: u32 = 19;
+
+/// The peer id a cancel key's pid carries (0: none, or a server's real pid). Meaningful
+/// where peering is configured (every key of such an instance carries its peer id).
+pub fn peer_of(pid: i32) -> u16 {
+    if pid & PEER_MARK == 0 {
+        return 0;
+    }
+    ((pid >> PEER_SHIFT) & 0x7ff) as u16
 }
 
 impl Registry {
+    /// From now on, clients' cancel keys carry `peer_id` (set once at start).
+    pub fn set_peer_id(&self, peer_id: u16) {
+        self.peer_id.store(peer_id, Relaxed);
+    }
     fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Weak<ClientInfo>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -284,8 +307,9 @@ impl Registry {
 
     /// Registers client `id` with a cancel key of its own; it is removed when the returned
     /// record is dropped. The key's pid is `pid` where given and no other client has it
-    /// (a session-mode client is told its server's real pid), else a random one above any
-    /// process id Linux hands out (2^22), so the two kinds never meet.
+    /// (a session-mode client is told its server's real pid) and no `peer_id` is set, else
+    /// a random one above any process id Linux hands out (2^22), so the two kinds never
+    /// meet; with a `peer_id`, the peer id is its bits from `PEER_SHIFT` up.
     pub fn client(
         self: &Arc<Self>,
         id: u64,
@@ -297,19 +321,57 @@ impl Registry {
     ) -> Arc<ClientInfo> {
         let mut rng = rand::rng();
         let mut clients = self.lock_clients();
-        let pid = match pid.filter(|p| !clients.contains_key(p)) {
+        let peer_id = i32::from(self.peer_id.load(Relaxed));
+        let pid = match pid.filter(|p| peer_id == 0 && !clients.contains_key(p)) {
             Some(pid) => pid,
             None => loop {
-                let pid = rng.random_range(1 << 22..i32::MAX);
+                let pid = match peer_id {
+                    0 => rng.random_range(1 << 22..i32::MAX),
+                    peer => PEER_MARK | (peer << PEER_SHIFT) | rng.random_range(1..1 << PEER_SHIFT),
+                };
                 if !clients.contains_key(&pid) {
                     break pid;
                 }
             },
         };
+        let secret = rng.random();
+        self.insert(
+            &mut clients,
+            (pid, secret),
+            id,
+            (database, user, application_name),
+            peer,
+        )
+    }
+
+    /// Registers a client handed over by another process with the cancel key it had there
+    /// (`None` when a client here already has that pid).
+    pub fn moved_client(
+        self: &Arc<Self>,
+        (pid, secret): (i32, i32),
+        id: u64,
+        names: (Arc<str>, Arc<str>, Box<str>),
+        peer: Option<SocketAddr>,
+    ) -> Option<Arc<ClientInfo>> {
+        let mut clients = self.lock_clients();
+        if clients.get(&pid).is_some_and(|c| c.strong_count() > 0) {
+            return None;
+        }
+        Some(self.insert(&mut clients, (pid, secret), id, names, peer))
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        clients: &mut HashMap<i32, Weak<ClientInfo>>,
+        (pid, secret): (i32, i32),
+        id: u64,
+        (database, user, application_name): (Arc<str>, Arc<str>, Box<str>),
+        peer: Option<SocketAddr>,
+    ) -> Arc<ClientInfo> {
         let info = Arc::new(ClientInfo {
             id,
             pid,
-            secret: rng.random(),
+            secret,
             database,
             user,
             application_name,
@@ -339,6 +401,13 @@ impl Registry {
             return Vec::new();
         }
         client.held_server_keys()
+    }
+
+    /// A client with this cancel key pid is registered here.
+    pub fn has_client(&self, pid: i32) -> bool {
+        self.lock_clients()
+            .get(&pid)
+            .is_some_and(|c| c.strong_count() > 0)
     }
 
     /// Registers a server connection; removed when the record is dropped.
@@ -396,6 +465,20 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_keys_carry_the_peer_id() {
+        let registry = Arc::new(Registry::default());
+        let plain = registry.client(1, "db".into(), "u".into(), "".into(), None, Some(4242));
+        assert_eq!((plain.pid, peer_of(plain.pid)), (4242, 0));
+        registry.set_peer_id(2047);
+        let peered = registry.client(2, "db".into(), "u".into(), "".into(), None, Some(4243));
+        assert_eq!(peer_of(peered.pid), 2047, "{:x}", peered.pid);
+        assert!(peered.pid > 1 << 22);
+        registry.set_peer_id(1);
+        let first = registry.client(3, "db".into(), "u".into(), "".into(), None, None);
+        assert_eq!(peer_of(first.pid), 1);
+    }
 
     #[test]
     fn a_cancel_key_names_the_server_its_client_holds_and_needs_the_secret() {

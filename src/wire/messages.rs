@@ -38,6 +38,15 @@ pub struct PgError {
 }
 
 impl PgError {
+    /// What a connection that cannot move to the new process of an online upgrade (TLS, an
+    /// admin console) is told at its idle point.
+    pub fn upgrading() -> PgError {
+        PgError::fatal(
+            "57P01",
+            "terminating connection due to administrator command: the pooler is being upgraded and this connection cannot move to the new process; reconnect",
+        )
+    }
+
     pub fn error(code: &str, message: impl Into<String>) -> Self {
         PgError {
             severity: Severity::Error,

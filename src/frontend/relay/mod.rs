@@ -57,6 +57,7 @@ mod describe;
 mod dispatch;
 mod errors;
 mod fanout;
+mod handover;
 mod insert;
 mod kept;
 mod plugins;
@@ -254,6 +255,10 @@ impl Client {
         let error = match self.busy(woke, bound).await {
             Ok(true) => return Some(self),
             Ok(false) => None,
+            Err(ClientError::HandOver) => {
+                self.hand_over();
+                return None;
+            }
             Err(e) => Some(e),
         };
         let tag = self.tag();
@@ -328,17 +333,30 @@ impl Client {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<usize, ClientError>> {
-        // Shutdown waits for a held BEGIN's transaction to end.
-        let wanted = if self.held_begin.is_none() && self.spread().is_none() {
+        // Shutdown waits for a held BEGIN's transaction to end; an upgrade moves only a
+        // client that can move (a TLS one is closed instead).
+        let mut wanted = if self.held_begin.is_none() && self.spread().is_none() {
             Interrupt::KILLED | Interrupt::SHUTDOWN
         } else {
             Interrupt::KILLED
         };
+        let tls = matches!(self.stream, Stream::TlsFromClient(_));
+        if self.movable() || (tls && wanted & Interrupt::SHUTDOWN != 0) {
+            wanted |= Interrupt::HANDOVER;
+        }
+        if wanted & Interrupt::HANDOVER != 0 && self.app.handing_over() {
+            // Logged in after the upgrade began (its record was not interrupted).
+            self.session.info.interrupt.raise(Interrupt::HANDOVER);
+        }
         if let Poll::Ready(raised) = self.session.info.interrupt.poll(cx, wanted) {
             return Poll::Ready(Err(if raised & Interrupt::KILLED != 0 {
                 killed_error()
-            } else {
+            } else if raised & Interrupt::SHUTDOWN != 0 {
                 shutdown_error()
+            } else if tls {
+                PgError::upgrading().into()
+            } else {
+                ClientError::HandOver
             }));
         }
         if let Some(listening) = self.rare.as_mut().and_then(|r| r.listening.as_mut()) {

@@ -1,9 +1,13 @@
 //! The running pooler: the listeners (TCP and Unix socket) handing each connection to
 //! the frontend, the Prometheus endpoint, live reload triggers (SIGHUP, `autoreload`) and
-//! shutdown (SIGINT and admin SHUTDOWN drain, SIGTERM stops at once).
+//! shutdown (SIGINT and admin SHUTDOWN drain, SIGTERM stops at once), online upgrades
+//! (SIGUSR2: `upgrade` on the old process's side, `takeover` on the new one's), the pid
+//! file.
+
+mod takeover;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,43 +20,38 @@ use crate::frontend;
 use crate::net::Stream;
 use crate::stats;
 
-/// Runs the pooler on `general.host:general.port` until it is shut down.
+/// Runs the pooler on `general.host:general.port` until it is shut down (or, after an
+/// online upgrade, until its clients have moved to the new process).
 pub async fn serve(config: Config) -> std::io::Result<()> {
-    let (host, port) = (config.general.host.clone(), config.general.port);
-    // A deep accept queue: a burst of connections must not be dropped by the kernel before
-    // the pooler accepts them (the default is 128).
-    let backlog = config.general.max_client_conn.clamp(128, 4096) as u32;
-    let listener = listen(&host, port, backlog).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("could not listen on {host}:{port}: {e}"))
-    })?;
+    // The path this binary was started from: after a new binary is installed there,
+    // SIGUSR2 starts that one.
+    let exe = std::env::current_exe().ok();
+    let previous = takeover::inherited();
+    let general = config.general.clone();
+    let (host, port) = (general.host.clone(), general.port);
     let pools = config.pools.len();
-    let prometheus = config.general.enable_prometheus_exporter.then(|| {
-        (
-            config.general.host.clone(),
-            config.general.prometheus_exporter_port,
-        )
-    });
-    let autoreload = config.general.autoreload;
-    let unix = match &config.general.unix_socket_dir {
-        Some(dir) => Some(UnixSocket::bind(&dir.join(format!(".s.PGSQL.{port}")))?),
-        None => None,
-    };
     let app = Arc::new(App::new(config)?);
-    if let Some((host, port)) = prometheus {
-        let listener = TcpListener::bind((host.as_str(), port))
-            .await
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("could not listen for Prometheus on {host}:{port}: {e}"),
-                )
-            })?;
+    let listeners = match previous {
+        None => Listeners::bind(&general).await?,
+        Some(channel) => {
+            let taken = takeover::take_over(channel, &app).await?;
+            tracing::info!("upgrade: took over the listening sockets from the previous process");
+            Listeners {
+                tcp: taken.tcp,
+                unix: taken.unix.map(|l| UnixSocket::taken(l, &general, port)),
+                prometheus: taken.prometheus,
+            }
+        }
+    };
+    let pidfile = general.pidfile.as_deref().map(Pidfile::write).transpose()?;
+    if let Some(listener) = &listeners.prometheus {
+        let listener = TcpListener::from_std(clone_listener(listener)?)?;
         tokio::spawn(crate::admin::prometheus::serve(listener, app.clone()));
     }
     tokio::spawn(stats_period(app.clone()));
     tokio::spawn(resolve_in_doubt(app.clone()));
     tokio::spawn(refresh_dns(app.clone()));
-    if let Some(ms) = autoreload {
+    if let Some(ms) = general.autoreload {
         tokio::spawn(autoreload_loop(
             app.clone(),
             Duration::from_millis(ms.max(100)),
@@ -62,9 +61,11 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut user2 = signal(SignalKind::user_defined2())?;
     let mut shutdown = app.shutdown_started();
-    let accepting = tokio::spawn(accept(Listener::Tcp(listener), app.clone()));
-    let accepting_unix = unix.as_ref().map(|u| {
+    let tcp = TcpListener::from_std(clone_listener(&listeners.tcp)?)?;
+    let accepting = tokio::spawn(accept(Listener::Tcp(tcp), app.clone()));
+    let accepting_unix = listeners.unix.as_ref().map(|u| {
         tracing::info!(path = %u.path.display(), "also accepting connections on a Unix socket");
         tokio::spawn(accept(Listener::Unix(u.listener.clone()), app.clone()))
     });
@@ -74,6 +75,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             a.abort();
         }
     };
+    let mut handing: Option<upgrade::Handing> = None;
     loop {
         tokio::select! {
             _ = hangup.recv() => app.reload_logged("SIGHUP"),
@@ -86,17 +88,158 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 stop_accepting();
                 return Ok(());
             }
-            _ = shutdown.changed() => break,
+            _ = user2.recv() => {
+                if handing.is_some() {
+                    tracing::warn!("SIGUSR2: an upgrade is under way already");
+                    continue;
+                }
+                let Some(exe) = &exe else {
+                    tracing::error!("SIGUSR2: the path of this binary is unknown; no upgrade");
+                    continue;
+                };
+                tracing::info!("SIGUSR2: upgrading to the binary at {}", exe.display());
+                match upgrade::start(&app, exe, listeners.sockets()).await {
+                    Ok(h) => {
+                        stop_accepting();
+                        handing = Some(h);
+                    }
+                    Err(why) => tracing::error!("upgrade failed, this process keeps serving: {why}"),
+                }
+            }
+            _ = all_moved(&app), if handing.is_some() => break,
+            _ = shutdown.changed() => {
+                drain(&app).await;
+                break;
+            }
         }
     }
-    drain(&app).await;
     stop_accepting();
-    tracing::info!("shut down");
+    match handing {
+        Some(h) => {
+            tracing::info!(
+                clients = h.moved(),
+                "upgrade: every client has moved or left; the previous process exits"
+            );
+            h.finish();
+            // The socket file and the pid file are the new process's now.
+            if let Some(unix) = listeners.unix {
+                unix.keep_file();
+            }
+            std::mem::forget(pidfile);
+        }
+        None => tracing::info!("shut down"),
+    }
     Ok(())
 }
 
-/// Binds `host:port` with an accept queue of `backlog`.
-async fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+/// The listening sockets: the clients' (TCP, and the Unix socket), Prometheus'.
+struct Listeners {
+    tcp: std::net::TcpListener,
+    unix: Option<UnixSocket>,
+    prometheus: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds them as the configuration says.
+    async fn bind(general: &crate::config::General) -> std::io::Result<Listeners> {
+        let (host, port) = (general.host.as_str(), general.port);
+        // A deep accept queue: a burst of connections must not be dropped by the kernel
+        // before the pooler accepts them (the default is 128).
+        let backlog = general.max_client_conn.clamp(128, 4096) as u32;
+        let tcp = listen(host, port, backlog, general.so_reuseport)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("could not listen on {host}:{port}: {e}"))
+            })?;
+        let unix = match &general.unix_socket_dir {
+            Some(dir) => Some(UnixSocket::bind(&dir.join(format!(".s.PGSQL.{port}")))?),
+            None => None,
+        };
+        let prometheus = match general.enable_prometheus_exporter {
+            false => None,
+            true => {
+                let port = general.prometheus_exporter_port;
+                let l = TcpListener::bind((host, port)).await.map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("could not listen for Prometheus on {host}:{port}: {e}"),
+                    )
+                })?;
+                Some(l.into_std()?)
+            }
+        };
+        Ok(Listeners {
+            tcp: tcp.into_std()?,
+            unix,
+            prometheus,
+        })
+    }
+
+    fn sockets(&self) -> upgrade::Sockets<'_> {
+        upgrade::Sockets {
+            tcp: &self.tcp,
+            unix: self.unix.as_ref().map(|u| &*u.listener),
+            prometheus: self.prometheus.as_ref(),
+        }
+    }
+}
+
+/// A listener the runtime serves while this process keeps its own copy to hand over.
+fn clone_listener(l: &std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
+    let l = l.try_clone()?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Ready once no client of a pool is left here (they moved, or left); admin consoles are
+/// closed by the upgrade at their idle point and do not hold it up.
+async fn all_moved(app: &App) {
+    loop {
+        let clients = app.registry.clients();
+        if clients
+            .iter()
+            .all(|c| crate::admin::is_admin_database(&c.database))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The pid file (`pidfile`): written at start; removed at exit unless another process
+/// (the new one of an upgrade) wrote its own since.
+struct Pidfile(PathBuf);
+
+impl Pidfile {
+    fn write(path: &Path) -> std::io::Result<Pidfile> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("general.pidfile: could not write {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Pidfile(path.to_path_buf()))
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Binds `host:port` with an accept queue of `backlog` (`reuseport`: other processes may
+/// listen on it too, `so_reuseport`).
+async fn listen(
+    host: &str,
+    port: u16,
+    backlog: u32,
+    reuseport: bool,
+) -> std::io::Result<TcpListener> {
     let addr = tokio::net::lookup_host((host, port))
         .await?
         .next()
@@ -112,6 +255,9 @@ async fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListe
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }
@@ -251,6 +397,22 @@ impl UnixSocket {
     }
 }
 
+impl UnixSocket {
+    /// A Unix socket listener handed over by the previous process.
+    fn taken(listener: UnixListener, general: &crate::config::General, port: u16) -> UnixSocket {
+        let dir = general.unix_socket_dir.clone().unwrap_or_default();
+        UnixSocket {
+            listener: Arc::new(listener),
+            path: dir.join(format!(".s.PGSQL.{port}")),
+        }
+    }
+
+    /// Leaves the socket file in place (another process listens on it now).
+    fn keep_file(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for UnixSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -258,8 +420,6 @@ impl Drop for UnixSocket {
 }
 
 async fn accept(listener: Listener, app: Arc<App>) -> std::io::Result<()> {
-    // Client ids, unique across both listeners.
-    static IDS: AtomicU64 = AtomicU64::new(1);
     loop {
         let stream = match listener.accept().await {
             Ok(conn) => conn,
@@ -270,7 +430,7 @@ async fn accept(listener: Listener, app: Arc<App>) -> std::io::Result<()> {
                 continue;
             }
         };
-        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let id = app.next_client_id();
         tokio::spawn(frontend::handle(stream, app.clone(), id));
     }
 }
