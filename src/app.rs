@@ -50,6 +50,8 @@ pub struct App {
     previous: Mutex<Option<std::os::unix::net::UnixStream>>,
     /// Clients taken over from a previous process (online upgrades).
     pub clients_taken_over: AtomicU64,
+    /// Logins to the admin console (logged at DEBUG: exporters log in every scrape).
+    pub admin_logins: AtomicU64,
 }
 
 /// A client on its way to another process: its socket and its state.
@@ -92,6 +94,7 @@ impl App {
             handing_over: AtomicBool::new(false),
             previous: Mutex::new(None),
             clients_taken_over: AtomicU64::new(0),
+            admin_logins: AtomicU64::new(0),
         })
     }
 

@@ -105,7 +105,10 @@ fn raise_open_files(max_client_conn: usize) {
         .saturating_mul(2)
         .saturating_add(100);
     if limit.rlim_cur < needed {
-        tracing::warn!(limit = limit.rlim_cur, max_client_conn, "the open-file limit is below what max_client_conn needs; raise it (ulimit -n) or lower max_client_conn");
+        tracing::warn!(
+            "the open-file limit ({}) is below the {needed} descriptors that max_client_conn = {max_client_conn} can need (a socket per client plus, at worst, a server connection per client, and 100 spare): raise the limit (ulimit -n, LimitNOFILE=) or lower max_client_conn",
+            limit.rlim_cur
+        );
     }
 }
 

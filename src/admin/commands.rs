@@ -10,13 +10,33 @@ use crate::app::App;
 use crate::stats::Interrupt;
 use crate::wire::messages::{self, PgError};
 
-/// Runs one admin statement, appending its replies (not ReadyForQuery) to `out`.
-pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
+/// Runs a query string of one or more admin statements separated by `;` (`SHOW POOLS;
+/// SHOW LISTS`), appending each one's replies (not ReadyForQuery) to `out`; an error stops
+/// the rest, as in PostgreSQL. An empty string gets EmptyQueryResponse.
+pub async fn run_all(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
+    let statements: Vec<&str> = sql
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if statements.is_empty() {
+        out.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+        return;
+    }
+    for statement in statements {
+        if !run(app, flavor, statement, out).await {
+            return;
+        }
+    }
+}
+
+/// Runs one admin statement, appending its replies to `out`; `false` when it failed.
+async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) -> bool {
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = text.split_whitespace().collect();
     let Some(first) = words.first() else {
         out.extend_from_slice(&[b'I', 0, 0, 0, 4]);
-        return;
+        return true;
     };
     let arg = words.get(1..).map(|w| w.join(" ")).unwrap_or_default();
     let result = match first.to_ascii_uppercase().as_str() {
@@ -51,8 +71,14 @@ pub async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) {
         _ => Err(unknown(text)),
     };
     match result {
-        Ok(tag) => messages::command_complete(out, &tag),
-        Err(e) => e.encode(out),
+        Ok(tag) => {
+            messages::command_complete(out, &tag);
+            true
+        }
+        Err(e) => {
+            e.encode(out);
+            false
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Simple query protocol only; only `admin_username` gets in (login is in `frontend`).
 
 mod commands;
+pub mod http;
 pub mod prometheus;
 pub mod report;
 mod show;
@@ -88,7 +89,7 @@ pub async fn serve(
             b'Q' => {
                 let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
                 let sql = String::from_utf8_lossy(&body[..end]).into_owned();
-                commands::run(app, flavor, &sql, &mut out).await;
+                commands::run_all(app, flavor, &sql, &mut out).await;
                 messages::ready_for_query(&mut out, b'I');
             }
             b'X' => return Ok(()),

@@ -1,49 +1,12 @@
-//! `GET /metrics` in the Prometheus text format, with PgCat's metric names and labels
+//! The `/metrics` page (served by `http`) in the Prometheus text format, with PgCat's metric names and labels
 //! (`pgcat_stats_*` per server address, `pgcat_pools_*` per pool user,
 //! `pgcat_databases_*` per address), rendered from `report` at each scrape.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::report::{self, AddressRow};
 use crate::app::App;
 use crate::stats::Totals;
-
-/// Serves scrapes until the process ends.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut request),
-            )
-            .await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let line = String::from_utf8_lossy(&request[..n]);
-            let (status, body) = if line.starts_with("GET /metrics") {
-                ("200 OK", render(&app))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
-}
 
 fn labels(r: &AddressRow) -> String {
     format!(
@@ -124,7 +87,11 @@ pub fn render(app: &App) -> String {
             help,
             rows.iter().map(|r| (labels(r), get(&r.totals))),
         );
-        let avg = format!("pgcat_stats_{}", stat.replacen("total_", "avg_", 1));
+        // PgCat's averages: `avg_recv` for `total_received`, else `total_` → `avg_`.
+        let avg = match stat {
+            "total_received" => "pgcat_stats_avg_recv".to_string(),
+            _ => format!("pgcat_stats_{}", stat.replacen("total_", "avg_", 1)),
+        };
         family(
             &mut out,
             &avg,
@@ -147,13 +114,60 @@ pub fn render(app: &App) -> String {
         "Open server connections",
         rows.iter().map(|r| (labels(r), r.connections as u64)),
     );
-    family(
-        &mut out,
-        "pgcat_servers_active",
-        "gauge",
-        "Server connections in use",
-        rows.iter().map(|r| (labels(r), r.active as u64)),
-    );
+    // PgCat's per-server figures, per address (the counters are the address's, so they
+    // never go down when a connection closes, unlike PgCat's sums over live connections).
+    for (name, kind, help, get) in [
+        (
+            "bytes_received",
+            "counter",
+            "Bytes sent to the server (received by it)",
+            (|r| r.totals.bytes_received) as fn(&AddressRow) -> u64,
+        ),
+        ("bytes_sent", "counter", "Bytes the server sent", |r| {
+            r.totals.bytes_sent
+        }),
+        (
+            "transaction_count",
+            "counter",
+            "Transactions the server ran",
+            |r| r.totals.xact_count,
+        ),
+        ("query_count", "counter", "Queries the server ran", |r| {
+            r.totals.query_count
+        }),
+        (
+            "error_count",
+            "counter",
+            "Errors the server reported",
+            |r| r.totals.errors,
+        ),
+        ("active_count", "gauge", "Server connections in use", |r| {
+            r.active as u64
+        }),
+        ("idle_count", "gauge", "Server connections idle", |r| {
+            r.connections.saturating_sub(r.active) as u64
+        }),
+        (
+            "login_count",
+            "gauge",
+            "Server connections being opened",
+            |r| r.logging_in as u64,
+        ),
+        (
+            "tested_count",
+            "gauge",
+            "Server connections being checked before reuse",
+            |r| r.testing as u64,
+        ),
+    ] {
+        family(
+            &mut out,
+            &format!("pgcat_servers_{name}"),
+            kind,
+            help,
+            rows.iter().map(|r| (labels(r), get(r))),
+        );
+    }
     family(
         &mut out,
         "pgcat_servers_is_paused",
@@ -193,6 +207,14 @@ pub fn render(app: &App) -> String {
             p.sv_active as u64
         }),
         ("sv_idle", "Server connections idle", |p| p.sv_idle as u64),
+        ("sv_login", "Server connections being opened", |p| {
+            p.sv_login as u64
+        }),
+        (
+            "sv_tested",
+            "Server connections being checked before reuse",
+            |p| p.sv_tested as u64,
+        ),
         (
             "maxwait",
             "Longest current wait for a server, seconds",
@@ -272,6 +294,16 @@ pub fn render(app: &App) -> String {
             );
         }
     }
+    family(
+        &mut out,
+        "pgcat_admin_logins_total",
+        "counter",
+        "Logins to the admin console (logged at DEBUG only)",
+        [(
+            String::new(),
+            app.admin_logins.load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
     family(
         &mut out,
         "pgcat_upgrade_clients_received_total",

@@ -2,6 +2,7 @@
 //! place that both the admin console and the Prometheus endpoint format.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::app::App;
@@ -29,6 +30,9 @@ pub struct AddressRow {
     /// Open connections, and how many are handed out.
     pub connections: usize,
     pub active: usize,
+    /// Connections being opened, and being checked before reuse.
+    pub logging_in: usize,
+    pub testing: usize,
     pub paused: bool,
     /// (reason, since epoch s, length s, remaining s) when banned.
     pub ban: Option<(String, u64, u64, u64)>,
@@ -47,6 +51,12 @@ pub struct PoolRow {
     pub cl_waiting: usize,
     pub sv_active: usize,
     pub sv_idle: usize,
+    /// Server connections being opened, and being checked before reuse.
+    pub sv_login: usize,
+    pub sv_tested: usize,
+    /// Clients whose cancel requests are being forwarded, and those requests.
+    pub cl_active_cancel_req: usize,
+    pub sv_active_cancel: usize,
     pub maxwait_us: u64,
     pub paused: bool,
 }
@@ -91,6 +101,8 @@ pub fn addresses(app: &App) -> Vec<AddressRow> {
                     mode: pool.mode,
                     connections: status.size,
                     active: status.size.saturating_sub(status.available),
+                    logging_in: a.pool.manager().logging_in.load(Relaxed),
+                    testing: a.pool.manager().testing.load(Relaxed),
                     paused: pool.is_paused(),
                     ban: a.health.ban_info(),
                     totals: a.counters.totals(),
@@ -140,11 +152,14 @@ pub fn mirrors(app: &App) -> Vec<MirrorRow> {
 pub fn pools(app: &App) -> Vec<PoolRow> {
     let mut rows: BTreeMap<(Arc<str>, Arc<str>), PoolRow> = BTreeMap::new();
     for pool in app.pools().all() {
-        let (mut active, mut idle) = (0, 0);
+        let (mut active, mut idle, mut login, mut tested) = (0, 0, 0, 0);
         for a in pool.shards.iter().flatten() {
             let s = a.pool.status();
             active += s.size.saturating_sub(s.available);
             idle += s.available;
+            let m = a.pool.manager();
+            login += m.logging_in.load(Relaxed);
+            tested += m.testing.load(Relaxed);
         }
         rows.insert(
             (pool.pool_name.clone(), pool.username.clone()),
@@ -154,6 +169,8 @@ pub fn pools(app: &App) -> Vec<PoolRow> {
                 mode: mode_name(pool.mode),
                 sv_active: active,
                 sv_idle: idle,
+                sv_login: login,
+                sv_tested: tested,
                 paused: pool.is_paused(),
                 ..PoolRow::default()
             },
@@ -161,6 +178,9 @@ pub fn pools(app: &App) -> Vec<PoolRow> {
     }
     for c in app.registry.clients() {
         if let Some(row) = rows.get_mut(&(c.database.clone(), c.user.clone())) {
+            let cancels = c.cancels_in_flight() as usize;
+            row.cl_active_cancel_req += usize::from(cancels > 0);
+            row.sv_active_cancel += cancels;
             match c.state() {
                 ClientState::Idle => row.cl_idle += 1,
                 ClientState::Active | ClientState::Pinned => row.cl_active += 1,

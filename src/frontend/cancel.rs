@@ -58,10 +58,13 @@ async fn to_peer(peer: &Peer, pid: i32, secret: &[u8]) -> std::io::Result<()> {
 
 /// Cancels what the client with this key runs here; `false` when no client here has it.
 pub async fn cancel_here(app: &App, pid: i32, secret: &[u8]) -> bool {
-    if !app.registry.has_client(pid) {
-        return false;
-    }
-    for key in app.registry.server_cancel_keys(pid, secret) {
+    let Some(client) = app.registry.by_cancel_key(pid, secret) else {
+        // A wrong secret for a client here cancels nothing (and goes nowhere else).
+        return app.registry.has_client(pid);
+    };
+    let keys = client.held_server_keys();
+    let _counted = client.canceling(keys.len());
+    for key in keys {
         if let Err(e) = crate::backend::cancel(&key).await {
             tracing::warn!(server = %key.addr, error = %e, "could not forward a cancel request");
         }

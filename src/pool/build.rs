@@ -172,6 +172,8 @@ impl UserPool {
                     prewarm: pool.plugins.prewarm.clone().into(),
                     mirrors: mirrors.clone(),
                     cutoff: Cutoff::default(),
+                    logging_in: Default::default(),
+                    testing: Default::default(),
                 };
                 let pool = ServerPool::builder(manager)
                     .max_size(user.pool_size as usize)

@@ -2,7 +2,7 @@
 //! may be handed out again (within `server_lifetime`, still connected, nothing unread).
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,26 @@ pub struct Manager {
     pub mirrors: Vec<Arc<backend::MirrorTarget>>,
     /// Connections made before this are closed instead of reused.
     pub cutoff: Cutoff,
+    /// Connections being opened (SHOW POOLS' `sv_login`) and being checked before reuse
+    /// (`sv_tested`) now.
+    pub logging_in: AtomicUsize,
+    pub testing: AtomicUsize,
+}
+
+/// Counts one in `gauge` while it lives.
+struct During<'a>(&'a AtomicUsize);
+
+impl<'a> During<'a> {
+    fn new(gauge: &'a AtomicUsize) -> During<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        During(gauge)
+    }
+}
+
+impl Drop for During<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A moment before which connections are not reused (the server's address changed); one
@@ -75,6 +95,7 @@ impl managed::Manager for Manager {
     type Error = BackendError;
 
     async fn create(&self) -> Result<Box<ServerConn>, BackendError> {
+        let _counted = During::new(&self.logging_in);
         // Connecting is a large future (TLS, authentication): boxed, so the checkout
         // future that embeds this one stays small.
         let mut conn = Box::new(Box::pin(backend::connect(&self.target, &self.tcp)).await?);
@@ -119,6 +140,7 @@ impl managed::Manager for Manager {
         }
         let last_used = metrics.recycled.unwrap_or(metrics.created);
         if now.saturating_duration_since(last_used) > self.healthcheck_delay {
+            let _counted = During::new(&self.testing);
             let check = Box::pin(tokio::time::timeout(
                 self.healthcheck_timeout,
                 conn.execute(";"),

@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let pidfile = general.pidfile.as_deref().map(Pidfile::write).transpose()?;
     if let Some(listener) = &listeners.prometheus {
         let listener = TcpListener::from_std(clone_listener(listener)?)?;
-        tokio::spawn(crate::admin::prometheus::serve(listener, app.clone()));
+        tokio::spawn(crate::admin::http::serve(listener, app.clone()));
     }
     tokio::spawn(stats_period(app.clone()));
     tokio::spawn(resolve_in_doubt(app.clone()));

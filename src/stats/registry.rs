@@ -58,6 +58,8 @@ pub struct ClientInfo {
     /// runs on every shard), which its cancel requests go to.
     server_cancel_keys: Mutex<Vec<Arc<CancelKey>>>,
     state: AtomicU8,
+    /// Cancel requests being forwarded to its servers now.
+    cancels: AtomicU16,
     /// When the current wait for a server began (µs since `since`), 0 when not waiting.
     wait_started_us: AtomicU64,
     /// Longest wait for a server so far, µs.
@@ -68,6 +70,15 @@ pub struct ClientInfo {
     /// What the pooler tells the client's task from outside (KILL, shutdown, a ban).
     pub interrupt: Interrupt,
     registry: Weak<Registry>,
+}
+
+/// Cancel requests of a client being forwarded (see [`ClientInfo::canceling`]).
+pub struct Canceling<'a>(&'a AtomicU16, u16);
+
+impl Drop for Canceling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Relaxed);
+    }
 }
 
 /// Events raised on a client's task from outside: a flag word and the task's waker. The
@@ -163,8 +174,22 @@ impl ClientInfo {
     }
 
     /// The cancel keys of the servers the client holds.
-    fn held_server_keys(&self) -> Vec<Arc<CancelKey>> {
+    /// The keys of the servers the client holds now.
+    pub fn held_server_keys(&self) -> Vec<Arc<CancelKey>> {
         self.cancel_keys().clone()
+    }
+
+    /// Counts `n` cancel requests being forwarded for the client while the guard lives
+    /// (SHOW POOLS' `cl_active_cancel_req`, `sv_active_cancel`).
+    pub fn canceling(&self, n: usize) -> Canceling<'_> {
+        let n = n.min(u16::MAX as usize) as u16;
+        self.cancels.fetch_add(n, Relaxed);
+        Canceling(&self.cancels, n)
+    }
+
+    /// Cancel requests being forwarded for the client now.
+    pub fn cancels_in_flight(&self) -> u16 {
+        self.cancels.load(Relaxed)
     }
 
     fn cancel_keys(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CancelKey>>> {
@@ -379,6 +404,7 @@ impl Registry {
             since: Instant::now(),
             server_cancel_keys: Mutex::new(Vec::new()),
             state: AtomicU8::new(ClientState::Idle as u8),
+            cancels: AtomicU16::new(0),
             wait_started_us: AtomicU64::new(0),
             max_wait_us: AtomicU64::new(0),
             xact_count: AtomicU64::new(0),
@@ -391,16 +417,10 @@ impl Registry {
         info
     }
 
-    /// The cancel key of the server held by the client whose key is (`pid`, `secret`);
-    /// `None` for an unknown key or a client holding no server.
-    pub fn server_cancel_keys(&self, pid: i32, secret: &[u8]) -> Vec<Arc<CancelKey>> {
-        let Some(client) = self.lock_clients().get(&pid).and_then(|c| c.upgrade()) else {
-            return Vec::new();
-        };
-        if !constant_time_eq(&client.secret.to_be_bytes(), secret) {
-            return Vec::new();
-        }
-        client.held_server_keys()
+    /// The client whose cancel key is (`pid`, `secret`).
+    pub fn by_cancel_key(&self, pid: i32, secret: &[u8]) -> Option<Arc<ClientInfo>> {
+        let client = self.lock_clients().get(&pid).and_then(|c| c.upgrade())?;
+        constant_time_eq(&client.secret.to_be_bytes(), secret).then_some(client)
     }
 
     /// A client with this cancel key pid is registered here.
@@ -466,6 +486,12 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn keys(registry: &Registry, pid: i32, secret: &[u8]) -> Vec<Arc<CancelKey>> {
+        (registry.by_cancel_key(pid, secret))
+            .map(|c| c.held_server_keys())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn cancel_keys_carry_the_peer_id() {
         let registry = Arc::new(Registry::default());
@@ -499,10 +525,7 @@ mod tests {
         );
         drop(c);
         let secret = a.secret.to_be_bytes();
-        assert!(
-            registry.server_cancel_keys(a.pid, &secret).is_empty(),
-            "no server held"
-        );
+        assert!(keys(&registry, a.pid, &secret).is_empty(), "no server held");
         let key = Arc::new(CancelKey {
             addr: "127.0.0.1:5432".into(),
             pid: 4242,
@@ -510,22 +533,22 @@ mod tests {
         });
         a.hold_server(Some(key.clone()));
         b.hold_server(Some(key));
-        let found = registry.server_cancel_keys(a.pid, &secret);
+        let found = keys(&registry, a.pid, &secret);
         assert_eq!(found.iter().map(|k| k.pid).collect::<Vec<_>>(), [4242]);
         let wrong = a.secret.wrapping_add(1).to_be_bytes();
-        assert!(registry.server_cancel_keys(a.pid, &wrong).is_empty());
+        assert!(keys(&registry, a.pid, &wrong).is_empty());
         if a.secret != b.secret {
             assert!(
-                registry.server_cancel_keys(b.pid, &secret).is_empty(),
+                keys(&registry, b.pid, &secret).is_empty(),
                 "another's secret"
             );
         }
         a.hold_server(None);
-        assert!(registry.server_cancel_keys(a.pid, &secret).is_empty());
+        assert!(keys(&registry, a.pid, &secret).is_empty());
         let pid = a.pid;
         drop(a);
         assert!(
-            registry.server_cancel_keys(pid, &secret).is_empty(),
+            keys(&registry, pid, &secret).is_empty(),
             "gone with its client"
         );
         assert_eq!(registry.clients().len(), 1);

@@ -375,7 +375,7 @@ const STATS_TOTALS: [&str; 7] = [
     "total_query_time",
     "total_wait_time",
 ];
-/// The client and server counts of SHOW POOLS, in the order both admin databases list them.
+/// The client and server counts of PgCat's SHOW POOLS.
 const POOL_COUNTS: [&str; 10] = [
     "cl_active",
     "cl_waiting",
@@ -413,9 +413,27 @@ pub const PGB_STATS_TOTALS: &[&str] = &[
     "query_time",
     "wait_time",
 ];
-/// PgBouncer's SHOW POOLS.
-pub static PGB_POOLS: LazyLock<Vec<&str>> =
-    LazyLock::new(|| [&["database", "user"][..], &POOL_COUNTS, &["pool_mode"]].concat());
+/// PgBouncer's SHOW POOLS (1.18 and later: the cancel request columns).
+pub static PGB_POOLS: LazyLock<Vec<&str>> = LazyLock::new(|| {
+    vec![
+        "database",
+        "user",
+        "cl_active",
+        "cl_waiting",
+        "cl_active_cancel_req",
+        "cl_waiting_cancel_req",
+        "sv_active",
+        "sv_active_cancel",
+        "sv_being_canceled",
+        "sv_idle",
+        "sv_used",
+        "sv_tested",
+        "sv_login",
+        "maxwait",
+        "maxwait_us",
+        "pool_mode",
+    ]
+});
 /// PgBouncer's SHOW CLIENTS / SHOW SERVERS core columns (its docs).
 pub const PGB_SOCKETS: &[&str] = &[
     "type",

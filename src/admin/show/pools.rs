@@ -2,8 +2,8 @@
 
 use super::*;
 
-/// The columns of `counts` in [`pools`], the same in both flavours.
-const COUNT_COLUMNS: [Col; 9] = [
+/// PgCat's SHOW POOLS columns after `cl_active` (its pre-1.18 PgBouncer set).
+const PGCAT_COUNTS: [Col; 9] = [
     ("cl_waiting", true),
     ("cl_cancel_req", true),
     ("sv_active", true),
@@ -15,20 +15,79 @@ const COUNT_COLUMNS: [Col; 9] = [
     ("maxwait_us", true),
 ];
 
+/// PgBouncer 1.18+'s SHOW POOLS columns.
+const PGBOUNCER_COLUMNS: [Col; 16] = [
+    ("database", false),
+    ("user", false),
+    ("cl_active", true),
+    ("cl_waiting", true),
+    ("cl_active_cancel_req", true),
+    ("cl_waiting_cancel_req", true),
+    ("sv_active", true),
+    ("sv_active_cancel", true),
+    ("sv_being_canceled", true),
+    ("sv_idle", true),
+    ("sv_used", true),
+    ("sv_tested", true),
+    ("sv_login", true),
+    ("maxwait", true),
+    ("maxwait_us", true),
+    ("pool_mode", false),
+];
+
+/// SHOW POOLS: one row per pool user. Cancel requests are forwarded as they arrive, never
+/// queued, and a server is not held back while a cancel reaches it: `cl_waiting_cancel_req`
+/// and `sv_being_canceled` are always 0; `sv_used` too (a returned server is reused as is).
 pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
     let rows = report::pools(app);
-    let counts = |p: &report::PoolRow| {
-        vec![
-            n(p.cl_waiting),
-            n(0),
-            n(p.sv_active),
-            n(p.sv_idle),
-            n(0),
-            n(0),
-            n(0),
-            n(p.maxwait_us / 1_000_000),
-            n(p.maxwait_us % 1_000_000),
-        ]
+    let wait = |p: &report::PoolRow| (p.maxwait_us / 1_000_000, p.maxwait_us % 1_000_000);
+    let data = match flavor {
+        Flavor::PgCat => rows
+            .iter()
+            .map(|p| {
+                let (s, us) = wait(p);
+                vec![
+                    p.pool.clone(),
+                    p.user.clone(),
+                    p.mode.to_string(),
+                    n(p.cl_idle),
+                    n(p.cl_active),
+                    n(p.cl_waiting),
+                    n(p.cl_active_cancel_req),
+                    n(p.sv_active),
+                    n(p.sv_idle),
+                    n(0),
+                    n(p.sv_tested),
+                    n(p.sv_login),
+                    n(s),
+                    n(us),
+                ]
+            })
+            .collect(),
+        Flavor::PgBouncer => rows
+            .iter()
+            .map(|p| {
+                let (s, us) = wait(p);
+                vec![
+                    p.pool.clone(),
+                    p.user.clone(),
+                    n(p.cl_active + p.cl_idle),
+                    n(p.cl_waiting),
+                    n(p.cl_active_cancel_req),
+                    n(0),
+                    n(p.sv_active),
+                    n(p.sv_active_cancel),
+                    n(0),
+                    n(p.sv_idle),
+                    n(0),
+                    n(p.sv_tested),
+                    n(p.sv_login),
+                    n(s),
+                    n(us),
+                    p.mode.to_string(),
+                ]
+            })
+            .collect(),
     };
     match flavor {
         Flavor::PgCat => {
@@ -39,37 +98,9 @@ pub(super) fn pools(app: &App, flavor: Flavor, out: &mut BytesMut) {
                 ("cl_idle", true),
                 ("cl_active", true),
             ];
-            let cols = [&head[..], &COUNT_COLUMNS].concat();
-            let data = rows
-                .iter()
-                .map(|p| {
-                    let mut row = vec![
-                        p.pool.clone(),
-                        p.user.clone(),
-                        p.mode.to_string(),
-                        n(p.cl_idle),
-                        n(p.cl_active),
-                    ];
-                    row.extend(counts(p));
-                    row
-                })
-                .collect();
-            result(out, &cols, data);
+            result(out, &[&head[..], &PGCAT_COUNTS].concat(), data);
         }
-        Flavor::PgBouncer => {
-            let head: [Col; 3] = [("database", false), ("user", false), ("cl_active", true)];
-            let cols = [&head[..], &COUNT_COLUMNS, &[("pool_mode", false)]].concat();
-            let data = rows
-                .iter()
-                .map(|p| {
-                    let mut row = vec![p.pool.clone(), p.user.clone(), n(p.cl_active + p.cl_idle)];
-                    row.extend(counts(p));
-                    row.push(p.mode.to_string());
-                    row
-                })
-                .collect();
-            result(out, &cols, data);
-        }
+        Flavor::PgBouncer => result(out, &PGBOUNCER_COLUMNS, data),
     }
 }
 
