@@ -52,6 +52,9 @@ pub struct App {
     pub clients_taken_over: AtomicU64,
     /// Logins to the admin console (logged at DEBUG: exporters log in every scrape).
     pub admin_logins: AtomicU64,
+    /// Databases whose new clients are refused (admin DISABLE), and SUSPEND in force.
+    disabled: Mutex<std::collections::BTreeSet<String>>,
+    pub suspended: AtomicBool,
 }
 
 /// A client on its way to another process: its socket and its state.
@@ -95,6 +98,8 @@ impl App {
             previous: Mutex::new(None),
             clients_taken_over: AtomicU64::new(0),
             admin_logins: AtomicU64::new(0),
+            disabled: Mutex::default(),
+            suspended: AtomicBool::new(false),
         })
     }
 
@@ -102,6 +107,22 @@ impl App {
     pub fn connection(&self) -> Connection {
         self.connections.fetch_add(1, Ordering::Relaxed);
         Connection(self.connections.clone())
+    }
+
+    /// Admin DISABLE (`true`) or ENABLE of new clients of `database`.
+    pub fn set_disabled(&self, database: &str, disabled: bool) {
+        let mut set = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
+        if disabled {
+            set.insert(database.to_string());
+        } else {
+            set.remove(database);
+        }
+    }
+
+    /// New clients of `database` are refused (admin DISABLE).
+    pub fn is_disabled(&self, database: &str) -> bool {
+        let set = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
+        !set.is_empty() && set.contains(database)
     }
 
     /// A new client's id.

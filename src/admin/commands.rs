@@ -48,7 +48,11 @@ async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) -> bool {
         "SET" => Ok("SET".to_string()),
         "RELOAD" => reload(app, out),
         "PAUSE" => pause(app, &arg, true).await,
-        "RESUME" => pause(app, &arg, false).await,
+        "RESUME" => {
+            app.suspended
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            pause(app, &arg, false).await
+        }
         "SHUTDOWN" => {
             app.begin_shutdown();
             Ok("SHUTDOWN".to_string())
@@ -66,6 +70,14 @@ async fn run(app: &App, flavor: Flavor, sql: &str, out: &mut BytesMut) -> bool {
                     .and_then(|()| reconnect(app, &arg, "KILL"))
             }
         }
+        "SUSPEND" => {
+            app.suspended
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            pause(app, "", true).await.map(|_| "SUSPEND".to_string())
+        }
+        "WAIT_CLOSE" => wait_close(app, &arg).await,
+        "ENABLE" | "DISABLE" => enable(app, &arg, first.eq_ignore_ascii_case("DISABLE")),
+        "KILL_CLIENT" => kill_client(app, &arg),
         "BAN" => ban(app, &words[1..]),
         "UNBAN" => unban(app, &words[1..]),
         _ => Err(unknown(text)),
@@ -179,12 +191,71 @@ fn unban(app: &App, args: &[&str]) -> Result<String, PgError> {
     Ok("UNBAN".to_string())
 }
 
-/// Closes the idle server connections of the targets; the pools open fresh ones.
+/// Replaces the server connections of the targets: idle ones are closed now, busy ones
+/// when they are given back (WAIT_CLOSE waits for those); the pools open fresh ones.
 fn reconnect(app: &App, arg: &str, tag: &str) -> Result<String, PgError> {
     for p in targets(app, arg)? {
         for a in p.shards.iter().flatten() {
-            a.pool.retain(|_, _| false);
+            a.replace_connections();
         }
     }
     Ok(tag.to_string())
+}
+
+/// `WAIT_CLOSE [db]`: returns once the connections a RECONNECT (or KILL) replaced are
+/// closed.
+async fn wait_close(app: &App, arg: &str) -> Result<String, PgError> {
+    let pools = targets(app, arg)?;
+    loop {
+        let mut waiting = false;
+        for a in pools.iter().flat_map(|p| p.shards.iter().flatten()) {
+            let Some(cutoff) = a.replaced_at() else {
+                continue;
+            };
+            a.close_replaced_idle();
+            let db = &a.database;
+            waiting |= (app.registry.servers().iter()).any(|s| {
+                &s.database == db && s.addr == format!("{}:{}", a.host, a.port) && s.since <= cutoff
+            });
+        }
+        if !waiting {
+            return Ok("WAIT_CLOSE".to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `ENABLE db` / `DISABLE db`: new clients of the database are let in, or refused.
+fn enable(app: &App, arg: &str, disable: bool) -> Result<String, PgError> {
+    let db = arg.trim();
+    if db.is_empty() || !app.pools().all().iter().any(|p| &*p.pool_name == db) {
+        return Err(PgError::error("3D000", format!("no such database: {db}"))
+            .with_hint("SHOW DATABASES lists them."));
+    }
+    app.set_disabled(db, disable);
+    Ok(if disable { "DISABLE" } else { "ENABLE" }.to_string())
+}
+
+/// `KILL_CLIENT id`: closes one client (the id as SHOW CLIENTS shows it: `ptr` on the
+/// `pgbouncer` console, `client_id` on `pgcat`).
+fn kill_client(app: &App, arg: &str) -> Result<String, PgError> {
+    let text = arg.trim();
+    let hex = text.trim_start_matches("0x").trim_start_matches("0X");
+    let id = u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|_| !hex.is_empty());
+    let found = id.is_some_and(|id| {
+        let found = std::cell::Cell::new(false);
+        app.registry.interrupt(Interrupt::KILLED, |c| {
+            let hit = c.id == id && !crate::admin::is_admin_database(&c.database);
+            found.set(found.get() | hit);
+            hit
+        });
+        found.get()
+    });
+    if !found {
+        return Err(PgError::error("08003", format!("no such client: {text}"))
+            .with_hint("SHOW CLIENTS lists them (ptr on pgbouncer, client_id on pgcat)."));
+    }
+    Ok("KILL_CLIENT".to_string())
 }

@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::stats::{ClientState, ServerState, Totals};
 use crate::wire::messages::{self, PgError};
 
+mod bouncer;
 mod connections;
 mod pools;
 mod stats;
@@ -80,6 +81,13 @@ pub fn run(app: &App, flavor: Flavor, what: &str, out: &mut BytesMut) -> Result<
         "bans" => bans(app, out),
         "mirrors" => mirrors(app, out),
         "peers" => peers(app, out),
+        "mem" => bouncer::mem(app, out),
+        "fds" => bouncer::fds(out),
+        "sockets" | "active_sockets" => bouncer::sockets(app, what == "active_sockets", out),
+        "dns_hosts" => bouncer::dns_hosts(app, out),
+        "dns_zones" => bouncer::dns_zones(out),
+        "state" => bouncer::state(app, out),
+        "peer_pools" => bouncer::peer_pools(app, out),
         _ => {
             return Err(
                 PgError::error("42601", format!("unsupported SHOW target: {what}"))
@@ -95,6 +103,8 @@ fn help(out: &mut BytesMut) {
         "Console usage",
         "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
         "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|BANS|TRANSACTIONS|MIRRORS|PEERS",
+        "SHOW MEM|FDS|SOCKETS|ACTIVE_SOCKETS|DNS_HOSTS|DNS_ZONES|STATE|PEER_POOLS",
+        "SUSPEND | WAIT_CLOSE [db] | ENABLE db | DISABLE db | KILL_CLIENT id",
         "SET key = arg (accepted, no effect)",
         "RELOAD",
         "PAUSE [db] | PAUSE db,user",
@@ -185,6 +195,22 @@ fn config(app: &App, out: &mut BytesMut) {
     let rows: Vec<(&str, String, bool)> = vec![
         ("host", g.host.clone(), false),
         ("port", n(g.port), false),
+        // PgBouncer's names, which its exporters read.
+        ("listen_addr", g.host.clone(), false),
+        ("listen_port", n(g.port), false),
+        ("max_client_conn", n(g.max_client_conn), true),
+        ("max_user_connections", n(0), false),
+        ("client_login_timeout", n(g.client_login_timeout), true),
+        ("dns_max_ttl", n(g.dns_max_ttl), true),
+        ("so_reuseport", n(g.so_reuseport), false),
+        (
+            "unix_socket_dir",
+            g.unix_socket_dir
+                .as_ref()
+                .map_or(String::new(), |d| d.display().to_string()),
+            false,
+        ),
+        ("peer_id", g.peer_id.map_or(0, u64::from).to_string(), false),
         ("connect_timeout", n(g.connect_timeout), true),
         ("idle_timeout", n(g.idle_timeout), true),
         ("server_lifetime", n(g.server_lifetime), true),

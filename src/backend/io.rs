@@ -43,6 +43,11 @@ impl ServerIo {
         }
     }
 
+    /// The pooler's end of the connection (TCP).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.tcp().and_then(|s| s.local_addr().ok())
+    }
+
     /// What was read from the server and not consumed yet.
     #[inline]
     pub fn received(&self) -> &[u8] {

@@ -196,6 +196,12 @@ pub async fn login(
     if app.shutting_down() {
         return Err(PgError::fatal("57P03", "the pooler is shutting down").into());
     }
+    if app.is_disabled(&database) {
+        let reason = format!(
+            "database \"{database}\" is disabled (admin DISABLE); ENABLE lets clients in again"
+        );
+        return Err(PgError::fatal("57P03", reason).into());
+    }
     if app.too_many_clients() {
         let max = app.config().general.max_client_conn;
         return Err(PgError::fatal(

@@ -69,6 +69,15 @@ impl DnsCache {
         self.lock().len()
     }
 
+    /// The cached names and their addresses, by name (SHOW DNS_HOSTS).
+    pub fn entries(&self) -> Vec<(String, Vec<IpAddr>)> {
+        let mut all: Vec<_> = (self.lock().iter())
+            .map(|(name, ips)| (name.clone(), ips.iter().copied().collect()))
+            .collect();
+        all.sort();
+        all
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<IpAddr>>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }

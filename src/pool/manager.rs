@@ -81,6 +81,14 @@ impl Cutoff {
         (self.after_base).store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// The moment set last, if any.
+    pub fn at(&self) -> Option<Instant> {
+        match self.after_base.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.base + Duration::from_nanos(nanos)),
+        }
+    }
+
     pub(super) fn excludes(&self, created: Instant) -> bool {
         match self.after_base.load(Ordering::Relaxed) {
             0 => false,
@@ -116,7 +124,14 @@ impl managed::Manager for Manager {
             );
         }
         let statements = NonZeroUsize::new(self.statement_cache).map(ServerStatements::new);
-        let info = (self.registry).server(&self.pool_name, &self.target.user, &self.target.addr());
+        let local = conn.io().local_addr();
+        let backend_pid = conn.session().cancel_key().pid;
+        let names = (
+            self.pool_name.as_str(),
+            self.target.user.as_str(),
+            &*self.target.addr(),
+        );
+        let info = (self.registry).server(names, local, backend_pid);
         let stats = ServerStats::new(self.counters.clone(), info, self.health.clone());
         conn.session_mut().pooled(stats, statements);
         Ok(conn)

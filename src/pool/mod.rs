@@ -72,6 +72,16 @@ impl Address {
     /// when they come back (their transactions finish first).
     pub fn replace_connections(&self) {
         self.pool.manager().cutoff.set_now();
+        self.close_replaced_idle();
+    }
+
+    /// When `replace_connections` last ran, if ever.
+    pub fn replaced_at(&self) -> Option<std::time::Instant> {
+        self.pool.manager().cutoff.at()
+    }
+
+    /// Closes the idle connections made before the last `replace_connections`.
+    pub fn close_replaced_idle(&self) {
         let cutoff = &self.pool.manager().cutoff;
         self.pool
             .retain(|_, metrics| !cutoff.excludes(metrics.created));

@@ -260,6 +260,10 @@ pub struct ServerInfo {
     pub database: String,
     pub user: String,
     pub addr: String,
+    /// The pooler's end of the connection (SHOW SERVERS' local_addr, local_port).
+    pub local: Option<SocketAddr>,
+    /// The server's backend process (SHOW SERVERS' remote_pid).
+    pub backend_pid: i32,
     pub connected_at: SystemTime,
     pub since: Instant,
     state: AtomicU8,
@@ -431,13 +435,21 @@ impl Registry {
     }
 
     /// Registers a server connection; removed when the record is dropped.
-    pub fn server(self: &Arc<Self>, database: &str, user: &str, addr: &str) -> Arc<ServerInfo> {
+    /// `local`: the pooler's end of the connection; `backend_pid`: the server's process.
+    pub fn server(
+        self: &Arc<Self>,
+        (database, user, addr): (&str, &str, &str),
+        local: Option<SocketAddr>,
+        backend_pid: i32,
+    ) -> Arc<ServerInfo> {
         let id = self.ids.fetch_add(1, Relaxed) + 1;
         let info = Arc::new(ServerInfo {
             id,
             database: database.to_string(),
             user: user.to_string(),
             addr: addr.to_string(),
+            local,
+            backend_pid,
             connected_at: SystemTime::now(),
             since: Instant::now(),
             state: AtomicU8::new(ServerState::Idle as u8),

@@ -139,26 +139,41 @@ pub(super) fn databases(app: &App, flavor: Flavor, out: &mut BytesMut) {
         }
         rows = merged;
     }
-    let data = rows
-        .into_iter()
-        .map(|r| {
-            let banned = r.ban.is_some() as u8;
-            vec![
-                r.name,
-                r.host,
-                n(r.port),
-                r.database,
-                r.user,
-                n(r.pool_size),
-                n(r.min_pool_size),
-                n(0),
-                mode_name(r.mode).to_string(),
-                n(r.pool_size),
-                n(r.connections),
-                n(r.paused as u8),
-                n(banned),
-            ]
-        })
-        .collect();
+    let mut data: Vec<Vec<String>> = Vec::new();
+    if flavor == Flavor::PgBouncer {
+        // PgBouncer lists its admin database too (exporters expect the row).
+        let port = app.config().general.port;
+        let console = [
+            "pgbouncer",
+            "",
+            &n(port),
+            "pgbouncer",
+            "pgbouncer",
+            "2",
+            "0",
+            "0",
+        ];
+        let mut row: Vec<String> = console.iter().map(|s| s.to_string()).collect();
+        row.extend(["statement", "0", "0", "0", "0"].map(String::from));
+        data.push(row);
+    }
+    data.extend(rows.into_iter().map(|r| {
+        let banned = (r.ban.is_some() || app.is_disabled(&r.pool)) as u8;
+        vec![
+            r.name,
+            r.host,
+            n(r.port),
+            r.database,
+            r.user,
+            n(r.pool_size),
+            n(r.min_pool_size),
+            n(0),
+            mode_name(r.mode).to_string(),
+            n(r.pool_size),
+            n(r.connections),
+            n(r.paused as u8),
+            n(banned),
+        ]
+    }));
     result(out, cols, data);
 }
