@@ -170,3 +170,106 @@ fn pgbouncer_console_commands_act() {
         assert!(run("KILL_CLIENT 0xdeadbeef").await.is_err());
     });
 }
+
+/// The PyPI `prometheus-pgbouncer-exporter` 2.1.2 in a venv of its own (psycopg2-binary
+/// in place of the psycopg2 2.8.5 it pins, which needs a compiler and libpq headers).
+fn exporter() -> std::path::PathBuf {
+    let dir = support::repo_path("target/exporter-venv");
+    let bin = dir.join("bin/pgbouncer-exporter");
+    if bin.exists() {
+        return bin;
+    }
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        std::path::Path::new("python3"),
+        &["-m", "venv", dir.to_str().unwrap()],
+    );
+    let pip = dir.join("bin/pip");
+    run(
+        &pip,
+        &[
+            "install",
+            "-q",
+            "psycopg2-binary",
+            "prometheus_client==0.8.0",
+            "python-json-logger==0.1.11",
+            "PyYAML>=5.4.1",
+        ],
+    );
+    run(
+        &pip,
+        &[
+            "install",
+            "-q",
+            "--no-deps",
+            "prometheus-pgbouncer-exporter==2.1.2",
+        ],
+    );
+    bin
+}
+
+#[test]
+fn the_pypi_pgbouncer_exporter_reads_every_series_without_an_error() {
+    let pooler = Pooler::start(&config(shared(), free_port(), "transaction", 2, ""));
+    runtime().block_on(async {
+        let client = pooler
+            .connect(SCRAM_USER, SCRAM_PASS, DB)
+            .await
+            .expect("connect");
+        client.simple_query("SELECT 1").await.expect("query");
+    });
+    let dir = support::scratch_dir();
+    let port = free_port();
+    let config_file = dir.join("exporter.yml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "exporter_host: 127.0.0.1\nexporter_port: {port}\npgbouncers:\n  - dsn: postgresql://admin:admin@127.0.0.1:{}/pgbouncer\n    connect_timeout: 5\n",
+            pooler.port
+        ),
+    )
+    .unwrap();
+    let log = dir.join("exporter.log");
+    let mut child = std::process::Command::new(exporter())
+        .args(["--config", config_file.to_str().unwrap()])
+        .args(["--log-file", log.to_str().unwrap(), "--log-level", "INFO"])
+        .spawn()
+        .expect("pgbouncer-exporter");
+    let page = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let page = std::panic::catch_unwind(|| support::scrape(port)).ok()?;
+            page.contains("pgbouncer_up").then_some(page)
+        })
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(page.contains("pgbouncer_up 1.0"), "{page}\n{logged}");
+    for series in [
+        "pgbouncer_stats_queries_total{database=\"app\"}",
+        "pgbouncer_stats_transactions_total{database=\"app\"}",
+        "pgbouncer_stats_received_bytes_total{database=\"app\"}",
+        "pgbouncer_pools_client_active_connections{database=\"app\"",
+        "pgbouncer_pools_server_login_connections{database=\"app\"",
+        "pgbouncer_pools_client_maxwait_seconds{database=\"app\"",
+        "pgbouncer_databases_database_pool_size{",
+        "pgbouncer_databases_database_current_connections{",
+        "pgbouncer_config_max_client_conn ",
+        "pgbouncer_config_max_user_connections ",
+    ] {
+        assert!(page.contains(series), "no {series}:\n{page}\n{logged}");
+    }
+    assert!(!logged.contains("Unable"), "{logged}");
+}

@@ -259,3 +259,34 @@ async fn futures_load(pooler: &Pooler) -> Vec<tokio::task::JoinHandle<()>> {
     }
     running
 }
+
+/// fixtures/grafana-dashboard.json: every metric its queries use is on the page.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let text = std::fs::read_to_string(support::repo_path("fixtures/grafana-dashboard.json"))
+        .expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    assert!(exprs.len() >= panels.len(), "{exprs:?}");
+    let (_pooler, port) = pooler_with_metrics();
+    let page = support::scrape(port);
+    let name = regex::Regex::new(r"pgcat_[a-z_]+").unwrap();
+    let mut checked = 0;
+    for expr in exprs {
+        for m in name.find_iter(expr) {
+            let typed = format!("# TYPE {} ", m.as_str());
+            assert!(
+                page.contains(&typed),
+                "{} (in {expr}) is not exported",
+                m.as_str()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked}");
+}
