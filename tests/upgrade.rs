@@ -10,6 +10,7 @@
 //!   exits when it leaves.
 //! - A new binary whose configuration is broken does not take over: the old process keeps
 //!   serving.
+//! - TLS clients and admin consoles cannot move: closed at their idle point with 57P01.
 //! - Two instances as peers: a CancelRequest sent to B for a client of A cancels its
 //!   `pg_sleep(30)` within a second; likewise two `so_reuseport` processes on one port.
 
@@ -382,4 +383,42 @@ fn two_so_reuseport_processes_share_a_port_and_cancel_each_others_clients() {
             b.logs()
         );
     }
+}
+
+/// TLS clients (whose session keys cannot move) and admin consoles are closed at their idle
+/// point with 57P01, saying why.
+#[test]
+fn tls_clients_and_admin_consoles_are_closed_with_57p01() {
+    let pidfile = support::scratch_dir().join("pgcat.pid");
+    let tls = format!(
+        "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
+        support::repo_path("fixtures/tls/server.pem").display(),
+        support::repo_path("fixtures/tls/server.key").display()
+    );
+    let pooler = Pooler::start(&support::with_general(
+        &upgradable("transaction", &pidfile),
+        &tls,
+    ));
+    let _stop = Stop(pidfile.clone());
+    let pid = pid_in(&pidfile).unwrap();
+    let console = runtime().block_on(support::admin::admin(pooler.port, "pgbouncer"));
+    // psql over TLS: a query, the upgrade (psql's \! runs a shell), then another query.
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={SCRAM_USER} dbname={DB} sslmode=require",
+        pooler.port
+    );
+    let upgrade = format!("\\! kill -USR2 {pid}; sleep 4");
+    let out = support::psql_with(
+        shared(),
+        &conninfo,
+        SCRAM_PASS,
+        &["SELECT 1", &upgrade, "SELECT 2"],
+    );
+    let err = out.expect_err("the TLS session is closed by the upgrade");
+    assert!(err.contains("being upgraded"), "{err}");
+    runtime().block_on(async {
+        let after = console.simple_query("SHOW STATE").await;
+        assert!(after.is_err(), "the admin console is closed");
+    });
+    assert_ne!(pid_in(&pidfile), Some(pid), "the upgrade took place");
 }
