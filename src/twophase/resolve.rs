@@ -104,25 +104,26 @@ async fn resolve_shard(
         role: Some(Role::Primary),
     };
     let mut server = pool.checkout(route).await.map_err(|e| e.message)?;
+    // One round trip: the setting on every row, and one row even with nothing prepared.
     let sql = format!(
-        "SELECT gid, extract(epoch FROM now() - prepared)::bigint \
-         FROM pg_catalog.pg_prepared_xacts \
-         WHERE database = current_database() AND owner = current_user AND starts_with(gid, {}) \
-         ORDER BY prepared",
+        "SELECT p.gid, extract(epoch FROM now() - p.prepared)::bigint, \
+                current_setting('max_prepared_transactions') \
+         FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_prepared_xacts p \
+           ON p.database = current_database() AND p.owner = current_user \
+          AND starts_with(p.gid, {}) \
+         ORDER BY p.prepared",
         quote_literal(coordinator.prefix())
     );
-    let listed = server.query_rows(&sql).await;
-    let enabled = match server.query_row("SHOW max_prepared_transactions").await {
-        Ok(row) => row.first().cloned().flatten().is_none_or(|v| v != "0"),
-        Err(_) => true,
-    };
-    let rows = match listed {
+    let rows = match server.query_rows(&sql).await {
         Ok(rows) => rows,
         Err(e) => {
             checkin(server, pool.mode).await;
             return Err(e.to_string());
         }
     };
+    let enabled = (rows.first())
+        .and_then(|row| row.get(2).cloned().flatten())
+        .is_none_or(|v| v != "0");
     let mut found = Vec::new();
     let mut left = Vec::new();
     for row in rows {
