@@ -57,8 +57,15 @@
 # pgcat) under `valgrind --tool=callgrind` once per workload (default: select extended
 # prepared), warms it up with 300 transactions per client, zeroes the counters, runs `pgbench
 # -t $CG_TX` (500 per client), dumps the counters and prints instructions per transaction (the
-# pooler's user space; what the kernel spends is not counted). Needs valgrind
+# pooler's user space; what the kernel spends is not counted). PgBouncer, a target by
+# default, runs under callgrind the same way, so the table shows both. Needs valgrind
 # (`apt-get install valgrind`).
+#
+# STRACE=1 bench/pgbench.sh counts instead the system calls per transaction of each pooler
+# target (default: pgbouncer pgcat; workloads select extended select-200): after 300
+# transactions per client of warm-up, `strace -f -c` is attached to the pooler for a `pgbench
+# -t $CG_TX` run, and the calls of each kind are divided by the transactions: one table per
+# workload, the poolers side by side. Needs strace (`apt-get install strace`).
 #
 # Environment: SCALE (10), DURATION (15 s), ROUNDS (3), CLIENTS (16), IDLE_CLIENTS (2000),
 #   WORKLOADS (space-separated subset of the names above, default all), TARGETS (default
@@ -85,10 +92,14 @@ CLIENTS=${CLIENTS:-16}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 WARMUP=${WARMUP:-5}
 CALLGRIND=${CALLGRIND:-}
+STRACE=${STRACE:-}
 CG_TX=${CG_TX:-500}
 if [ -n "$CALLGRIND" ]; then
     WORKLOADS=${WORKLOADS:-"select extended prepared"}
-    TARGETS=${TARGETS:-"pgcat"}
+    TARGETS=${TARGETS:-"pgbouncer pgcat"}
+elif [ -n "$STRACE" ]; then
+    WORKLOADS=${WORKLOADS:-"select extended select-200"}
+    TARGETS=${TARGETS:-"pgbouncer pgcat"}
 else
     WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
     TARGETS=${TARGETS:-"direct pgbouncer pgcat pgcat+parser"}
@@ -295,6 +306,19 @@ EOF
 fi
 start_pgbouncer() {
     rm -f "$WORK/pgbouncer.pid"
+    if [ "${#PGCAT_WRAP[@]}" -gt 0 ]; then
+        # Under a wrapper (valgrind): in the foreground of its own background process.
+        # runuser stays the parent: the wrapped process's pid is the shell's that execs it.
+        rm -f "$WORK/pgbouncer.wrapped"
+        as_pg bash -c 'echo $$ >"$1"; shift; ulimit -n "$(ulimit -Hn)"; exec "$@"' _ "$WORK/pgbouncer.wrapped" \
+            "${PGCAT_WRAP[@]}" pgbouncer "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+        local i
+        for ((i = 0; i < 100; i++)); do [ -s "$WORK/pgbouncer.wrapped" ] && break; sleep 0.1; done
+        PGB_PID=$(cat "$WORK/pgbouncer.wrapped")
+        POOLER_PID[pgbouncer]=$PGB_PID
+        log "$PGB_VERSION under ${PGCAT_WRAP[0]} on port ${PORT[pgbouncer]} (pid $PGB_PID)"
+        return 0
+    fi
     # runuser's PAM session resets the open-file limit: raise it again for the idle-client test
     as_pg bash -c 'ulimit -n "$(ulimit -Hn)"; exec pgbouncer -d "$1"' _ "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 ||
         { cat "$WORK/pgbouncer.out" "$WORK/pgbouncer.log" >&2 2>/dev/null; die "pgbouncer did not start"; }
@@ -574,6 +598,83 @@ idle_test() { # target
     sleep 2   # let the pooler notice the closed clients before the next measurement
     return 0
 }
+# callgrind_control for target $1's process (PgBouncer's runs as postgres: so does this).
+cg_control() { # target option pid
+    if [ "$1" = pgbouncer ]; then
+        as_pg timeout 60 callgrind_control "$2" "$3" >/dev/null 2>&1
+    else
+        timeout 60 callgrind_control "$2" "$3" >/dev/null 2>&1
+    fi
+}
+
+# STRACE=1: the system calls per transaction of each pooler, side by side, then exit.
+strace_run() {
+    command -v strace >/dev/null || die "STRACE=1 needs strace (apt-get install strace)"
+    local t w pid tx out
+    declare -A CALLS=() NAMES=()
+    echo "System calls per transaction in the pooler (strace -f -c; pgbench -t $CG_TX per client after 300 each of warm-up):"
+    for w in $WORKLOADS; do
+        for t in "${ACTIVE[@]}"; do
+            [[ $t == pgcat* || $t == pgbouncer ]] || continue
+            # PgBouncer 1.18 keeps no prepared statements in transaction mode.
+            if [ "$t" = pgbouncer ] && [ "$w" = prepared ]; then continue; fi
+            case $t in
+                pgbouncer) start_pgbouncer ;;
+                pgcat+parser) start_pgcat "$t" "$PARSER_KEYS" ;;
+                *) start_pgcat "$t" "" ;;
+            esac
+            wait_answers "$t"
+            pid=${POOLER_PID[$t]}
+            # shellcheck disable=SC2046
+            bounded "$WORK/st-warm-$w.log" 600 pgbench -n -j 2 -t 300 -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
+                $(pgbench_args "$w") bench || die "$t $w: warm-up failed"
+            out="$WORK/st-${t/+/-}-$w.txt"
+            strace -f -c -o "$out" -p "$pid" 2>/dev/null &
+            local tracer=$!
+            sleep 1
+            # shellcheck disable=SC2046
+            bounded "$WORK/st-run-$w.log" 1200 pgbench -n -j 2 -t "$CG_TX" -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
+                $(pgbench_args "$w") bench || die "$t $w: pgbench failed"
+            kill -INT "$tracer" 2>/dev/null || true
+            wait "$tracer" 2>/dev/null || true
+            stop_poolers
+            tx=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$WORK/st-run-$w.log")
+            [ -n "$tx" ] && [ -s "$out" ] || die "$t $w: no strace summary"
+            # strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall"
+            while read -r name calls; do
+                CALLS[$w/$t/$name]=$(awk -v c="$calls" -v n="$tx" 'BEGIN { printf "%.2f", c / n }')
+                NAMES[$w/$name]=1
+            done < <(awk '$1 ~ /^[0-9.]+$/ && NF >= 5 { print $NF, $4 }' "$out")
+        done
+        echo
+        echo "$(label "$w"):"
+        echo
+        local head="| system call |" rule="|---|"
+        for t in "${ACTIVE[@]}"; do
+            [[ $t == pgcat* || $t == pgbouncer ]] || continue
+            head="$head $t |"; rule="$rule---:|"
+        done
+        echo "$head"; echo "$rule"
+        local n line
+        for n in $(printf '%s\n' "${!NAMES[@]}" | awk -F/ -v w="$w" '$1 == w { print $2 }' | sort); do
+            line="| \`$n\` |"
+            local keep=0
+            for t in "${ACTIVE[@]}"; do
+                [[ $t == pgcat* || $t == pgbouncer ]] || continue
+                line="$line ${CALLS[$w/$t/$n]:-0.00} |"
+                if [ "${CALLS[$w/$t/$n]:-0.00}" != 0.00 ]; then keep=1; fi
+            done
+            if [ "$keep" = 1 ]; then echo "$line"; fi
+        done
+    done
+}
+if [ -n "$STRACE" ]; then
+    strace_run >"$WORK/strace.md"
+    cat "$WORK/strace.md"
+    [ -n "${OUT:-}" ] && { cp "$WORK/strace.md" "$OUT"; log "report written to $OUT"; }
+    exit 0
+fi
+
 # CALLGRIND=1: the pooler's instructions per transaction, then exit.
 callgrind_run() {
     command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
@@ -584,20 +685,29 @@ callgrind_run() {
     echo "| workload | target | transactions | instructions | per transaction |"
     echo "|---|---|---:|---:|---:|"
     for t in "${ACTIVE[@]}"; do
-        [[ $t == pgcat* ]] || continue
+        [[ $t == pgcat* || $t == pgbouncer ]] || continue
         for w in $WORKLOADS; do
+            if [ "$t" = pgbouncer ] && [ "$w" = prepared ]; then
+                # PgBouncer 1.18 keeps no prepared statements in transaction mode: pgbench fails.
+                printf '| %s | %s | (fails) | | |\n' "$(label "$w")" "$t"
+                continue
+            fi
             PGCAT_WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/cg-${t/+/-}-$w")
-            if [ "$t" = pgcat+parser ]; then start_pgcat "$t" "$PARSER_KEYS"; else start_pgcat "$t" ""; fi
+            case $t in
+                pgbouncer) start_pgbouncer ;;
+                pgcat+parser) start_pgcat "$t" "$PARSER_KEYS" ;;
+                *) start_pgcat "$t" "" ;;
+            esac
             wait_answers "$t"
             pid=${POOLER_PID[$t]}
             # shellcheck disable=SC2046
             bounded "$WORK/cg-warm-$w.log" 1200 pgbench -n -j 2 -t 300 -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
                 $(pgbench_args "$w") bench || die "$t $w: warm-up failed"
-            timeout 60 callgrind_control -z "$pid" >/dev/null 2>&1
+            cg_control "$t" -z "$pid"
             # shellcheck disable=SC2046
             bounded "$WORK/cg-run-$w.log" 1800 pgbench -n -j 2 -t "$CG_TX" -h 127.0.0.1 -p "${PORT[$t]}" -U bench \
                 $(pgbench_args "$w") bench || die "$t $w: pgbench failed"
-            timeout 60 callgrind_control -d "$pid" >/dev/null 2>&1
+            cg_control "$t" -d "$pid"
             stop_poolers
             dump="$WORK/cg-${t/+/-}-$w.1"
             ir=$(awk '/^summary:/ { print $2; exit }' "$dump")
