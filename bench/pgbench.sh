@@ -9,8 +9,10 @@
 #   1. builds target/release/pgcat (`cargo build --release`; SKIP_BUILD=1 uses the binary as is);
 #   2. starts a throwaway PostgreSQL (initdb; defaults except listen address, port, socket dir,
 #      max_connections = 300 and password_encryption = md5 so that every hop is md5), creates
-#      role `bench` (md5 password) and database `bench`, runs `pgbench -i -s $SCALE`;
-#   3. starts the targets, all on 127.0.0.1 free ports, all with md5 client auth:
+#      role `bench` (md5 password), role `bench_scram` (the same password stored as a SCRAM
+#      secret, for connect-scram) and database `bench`, runs `pgbench -i -s $SCALE`;
+#   3. starts the targets, all on 127.0.0.1 free ports, all with md5 client auth (SCRAM for
+#      bench_scram: PgBouncer has its SCRAM secret in the auth_file, pgcat its password):
 #        direct        PostgreSQL itself
 #        pgbouncer     if `pgbouncer` is on PATH: transaction mode, default_pool_size 20,
 #                      auth_type md5 with an auth_file
@@ -23,9 +25,12 @@
 #                      one-thread epoll relay with one server connection per client and no
 #                      protocol work, the floor under any pooler in a readiness model;
 #        relay-uring   (likewise) bench/relay_uring.c, the same relay on io_uring (needs
-#                      liburing: apt-get install liburing-dev). Neither pools, so they run
-#                      only the workloads with as many server connections as clients
-#                      (select, extended, tpcb, prepared);
+#                      liburing: apt-get install liburing-dev);
+#        relay-tokio   (likewise) bench/relay_tokio.rs, the same relay on tokio (one thread,
+#                      as the pooler runs here), built with `cargo build --release --example
+#                      relay_tokio`: what tokio costs before the pooler does anything. No
+#                      relay pools, so they run only the workloads with as many server
+#                      connections as clients (select, extended, tpcb, prepared);
 #   4. memory per idle client, on the freshly started poolers: a python3 script (stdlib sockets,
 #      startup + md5 login) opens $IDLE_CLIENTS idle connections to each pooler in turn;
 #      (VmRSS after - VmRSS before) / clients. The poolers are then restarted and warmed up
@@ -37,6 +42,8 @@
 #        tpcb           built-in tpcb-like, $CLIENTS clients
 #        select-200     -S, 200 clients (the poolers have 20 server connections)
 #        connect        -S -C (a new connection per transaction), $CLIENTS clients
+#        connect-scram  the same as user bench_scram: a SCRAM login per transaction (by name;
+#                       CALLGRIND=1 and STRACE=1 run it by default)
 #        prepared       -S -M prepared, $CLIENTS clients
 #      Runs use -n; before a tpcb run the script vacuums branches/tellers and truncates history
 #      on PostgreSQL directly (what pgbench does by itself), so the pooler only sees the workload.
@@ -54,7 +61,7 @@
 #
 # CALLGRIND=1 bench/pgbench.sh measures instead the pooler's own instructions per transaction,
 # which a shared machine does not disturb: after steps 1-2 it runs each pgcat target (default:
-# pgcat) under `valgrind --tool=callgrind` once per workload (default: select extended
+# pgcat; relay targets too when named) under `valgrind --tool=callgrind` once per workload (default: select extended
 # prepared), warms it up with 300 transactions per client, zeroes the counters, runs `pgbench
 # -t $CG_TX` (500 per client), dumps the counters and prints instructions per transaction (the
 # pooler's user space; what the kernel spends is not counted). PgBouncer, a target by
@@ -95,10 +102,10 @@ CALLGRIND=${CALLGRIND:-}
 STRACE=${STRACE:-}
 CG_TX=${CG_TX:-500}
 if [ -n "$CALLGRIND" ]; then
-    WORKLOADS=${WORKLOADS:-"select extended prepared"}
+    WORKLOADS=${WORKLOADS:-"select extended prepared connect connect-scram"}
     TARGETS=${TARGETS:-"pgbouncer pgcat"}
 elif [ -n "$STRACE" ]; then
-    WORKLOADS=${WORKLOADS:-"select extended select-200"}
+    WORKLOADS=${WORKLOADS:-"select extended select-200 connect connect-scram"}
     TARGETS=${TARGETS:-"pgbouncer pgcat"}
 else
     WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
@@ -204,13 +211,13 @@ fi
 ACTIVE=()
 for t in $TARGETS; do
     case $t in
-        direct|pgcat|pgcat+parser|relay-epoll|relay-uring) ACTIVE+=("$t") ;;
+        direct|pgcat|pgcat+parser|relay-epoll|relay-uring|relay-tokio) ACTIVE+=("$t") ;;
         pgbouncer) [ "$HAVE_PGB" = 1 ] && ACTIVE+=("$t") ;;
         *) die "unknown target $t" ;;
     esac
 done
 for w in $WORKLOADS; do
-    case $w in select|extended|tpcb|select-200|connect|prepared) ;; *) die "unknown workload $w" ;; esac
+    case $w in select|extended|tpcb|select-200|connect|connect-scram|prepared) ;; *) die "unknown workload $w" ;; esac
 done
 
 # Raise our open-file limit for the idle-client test (children inherit it).
@@ -228,7 +235,7 @@ log "work dir $WORK"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_PORT=$(free_port)
 declare -A PORT=([direct]=$PG_PORT)
-for t in pgbouncer pgcat pgcat+parser relay-epoll relay-uring; do
+for t in pgbouncer pgcat pgcat+parser relay-epoll relay-uring relay-tokio; do
     while :; do
         p=$(free_port)
         case " ${PORT[*]} " in *" $p "*) ;; *) PORT[$t]=$p; break ;; esac
@@ -238,6 +245,12 @@ done
 # The reference relays, built from source; a target whose build fails is dropped.
 build_relay() { # target
     local t=$1 src="$ROOT/bench/${1/-/_}.c" libs=()
+    if [ "$t" = relay-tokio ]; then
+        (cd "$ROOT" && cargo build --release --quiet --example relay_tokio) >"$WORK/$t.build.log" 2>&1 &&
+            cp "$(dirname "$PGCAT_BIN")/examples/relay_tokio" "$WORK/$t" && return 0
+        log "$t: cannot build bench/relay_tokio.rs (see $WORK/$t.build.log): skipping it"
+        return 1
+    fi
     [ "$t" = relay-uring ] && libs=(-luring)
     if command -v cc >/dev/null && cc -O2 -o "$WORK/$t" "$src" "${libs[@]}" 2>"$WORK/$t.build.log"; then return 0; fi
     log "$t: cannot build $src (needs cc$([ "$t" = relay-uring ] && echo ' and liburing-dev')): skipping it"
@@ -251,7 +264,7 @@ done
 ACTIVE=("${KEPT[@]}")
 # A relay has one server connection per client: it runs only where the poolers have as many.
 runs_workload() { # target workload
-    case $1:$2 in relay-*:connect|relay-*:select-200) return 1 ;; esac
+    case $1:$2 in relay-*:connect*|relay-*:select-200) return 1 ;; esac
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -273,15 +286,21 @@ log "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on port $PG_PO
 
 psql_su() { as_pg timeout 300 psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
 psql_su -d postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+# The connect-scram workload's user: the same password, stored as a SCRAM secret (PgBouncer
+# gets that secret in its auth_file, so neither pooler derives keys from a password per login).
+psql_su -d postgres -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'"
 log "pgbench -i -s $SCALE"
 bounded "$WORK/init.log" 1800 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench ||
     { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
-psql_su -d bench -c "VACUUM ANALYZE" -c "CHECKPOINT"
+psql_su -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_scram" -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
 # ---------------------------------------------------------------- poolers
 has_target() { [[ " ${ACTIVE[*]} " == *" $1 "* ]]; }
 if has_target pgbouncer; then
     printf '"bench" "md5%s"\n' "$(printf '%s' benchbench | md5sum | cut -d' ' -f1)" >"$WORK/userlist.txt"
+    # auth_type md5 authenticates a user whose auth_file entry is a SCRAM secret with SCRAM.
+    printf '"bench_scram" "%s"\n' "$(psql_su -d postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")" \
+        >>"$WORK/userlist.txt"
     cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench
@@ -351,6 +370,12 @@ password = "bench"
 auth_type = "md5"
 pool_size = $POOL_SIZE
 
+[pools.bench.users.1]
+username = "bench_scram"
+password = "bench"
+auth_type = "scram-sha-256"
+pool_size = $POOL_SIZE
+
 [pools.bench.shards.0]
 database = "bench"
 servers = [["127.0.0.1", $PG_PORT, "primary"]]
@@ -385,13 +410,15 @@ start_poolers() {
     has_target pgbouncer && start_pgbouncer
     has_target pgcat && start_pgcat pgcat ""
     has_target pgcat+parser && start_pgcat pgcat+parser "$PARSER_KEYS"
-    for t in relay-epoll relay-uring; do
-        has_target "$t" || continue
-        "$WORK/$t" "${PORT[$t]}" "$PG_PORT" >"$WORK/$t.log" 2>&1 &
-        POOLER_PID[$t]=$!
-        log "$t on port ${PORT[$t]} (pid ${POOLER_PID[$t]})"
+    for t in relay-epoll relay-uring relay-tokio; do
+        has_target "$t" && start_relay "$t"
     done
     for t in "${ACTIVE[@]}"; do wait_answers "$t"; done
+}
+start_relay() { # target
+    "${PGCAT_WRAP[@]}" "$WORK/$1" "${PORT[$1]}" "$PG_PORT" >"$WORK/$1.log" 2>&1 &
+    POOLER_PID[$1]=$!
+    log "$1 on port ${PORT[$1]} (pid ${POOLER_PID[$1]})"
 }
 stop_poolers() {
     local t
@@ -450,6 +477,7 @@ pgbench_args() { # workload -> pgbench options (besides -j -T -n and the connect
         tpcb) echo "-c $CLIENTS" ;;
         select-200) echo "-S -c $BIG_CLIENTS" ;;
         connect) echo "-S -C -c $CLIENTS" ;;
+        connect-scram) echo "-S -C -c $CLIENTS -U bench_scram" ;;
         prepared) echo "-S -M prepared -c $CLIENTS" ;;
     esac
 }
@@ -461,6 +489,7 @@ label() {
         tpcb) echo "tpcb-like, $CLIENTS clients" ;;
         select-200) echo "\`-S\`, $BIG_CLIENTS clients / $POOL_SIZE server conns" ;;
         connect) echo "\`-S -C\`, $CLIENTS clients" ;;
+        connect-scram) echo "\`-S -C\`, SCRAM, $CLIENTS clients" ;;
         prepared) echo "\`-S -M prepared\`, $CLIENTS clients" ;;
     esac
 }
@@ -685,8 +714,9 @@ callgrind_run() {
     echo "| workload | target | transactions | instructions | per transaction |"
     echo "|---|---|---:|---:|---:|"
     for t in "${ACTIVE[@]}"; do
-        [[ $t == pgcat* || $t == pgbouncer ]] || continue
+        [[ $t == direct ]] && continue
         for w in $WORKLOADS; do
+            runs_workload "$t" "$w" || continue
             if [ "$t" = pgbouncer ] && [ "$w" = prepared ]; then
                 # PgBouncer 1.18 keeps no prepared statements in transaction mode: pgbench fails.
                 printf '| %s | %s | (fails) | | |\n' "$(label "$w")" "$t"
@@ -696,6 +726,7 @@ callgrind_run() {
             case $t in
                 pgbouncer) start_pgbouncer ;;
                 pgcat+parser) start_pgcat "$t" "$PARSER_KEYS" ;;
+                relay-*) start_relay "$t" ;;
                 *) start_pgcat "$t" "" ;;
             esac
             wait_answers "$t"
@@ -861,7 +892,7 @@ report() {
         echo "(CPU per transaction × / TPS ×):"
         echo
         local cols=() r
-        for t in pgcat relay-epoll relay-uring; do has_target "$t" && cols+=("$t"); done
+        for t in pgcat relay-epoll relay-uring relay-tokio; do has_target "$t" && cols+=("$t"); done
         printf '| workload |%s\n' "$(printf ' %s |' "${cols[@]}")"
         printf '|---|%s\n' "$(printf -- '---:|%.0s' "${cols[@]}")"
         for w in $WORKLOADS; do

@@ -5,6 +5,7 @@
 //! Everything else (per-pool sums, client and server lists, averages) is computed when an
 //! operator asks, from the registries here. Nothing in this module does I/O.
 
+pub mod clock;
 pub mod health;
 mod registry;
 

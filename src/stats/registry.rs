@@ -15,6 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use rand::Rng;
 
+use super::clock;
 use crate::auth::constant_time_eq;
 use crate::net::CancelKey;
 
@@ -60,7 +61,8 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// Cancel requests being forwarded to its servers now.
     cancels: AtomicU16,
-    /// When the current wait for a server began (µs since `since`), 0 when not waiting.
+    /// When the current wait for a server began (µs of [`clock::now_us`]), 0 when not
+    /// waiting.
     wait_started_us: AtomicU64,
     /// Longest wait for a server so far, µs.
     max_wait_us: AtomicU64,
@@ -212,23 +214,18 @@ impl ClientInfo {
         }
     }
 
-    /// The clock is read (`now`) only when a wait for a server starts or ends.
-    pub fn set_state(&self, state: ClientState, now: impl FnOnce() -> Instant) {
+    /// The clock is read (`now`, µs of [`clock::now_us`]) only when a wait for a server
+    /// starts or ends.
+    pub fn set_state(&self, state: ClientState, now: impl FnOnce() -> u64) {
         let started = self.wait_started_us.load(Relaxed);
         if state == ClientState::Waiting {
-            let at = self.micros_at(now());
-            self.wait_started_us.store(at.max(1), Relaxed);
+            self.wait_started_us.store(now().max(1), Relaxed);
         } else if started != 0 {
-            let waited = self.micros_at(now()).saturating_sub(started);
+            let waited = now().saturating_sub(started);
             self.max_wait_us.fetch_max(waited, Relaxed);
             self.wait_started_us.store(0, Relaxed);
         }
         self.state.store(state as u8, Relaxed);
-    }
-
-    /// µs from `since` to `at`.
-    fn micros_at(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.since).as_micros() as u64
     }
 
     /// The longest the client has waited for a server, in µs (including a wait in progress).
@@ -240,7 +237,7 @@ impl ClientInfo {
     pub fn waiting_us(&self) -> u64 {
         match self.wait_started_us.load(Relaxed) {
             0 => 0,
-            start => self.micros_at(Instant::now()).saturating_sub(start),
+            start => clock::now_us().saturating_sub(start),
         }
     }
 }

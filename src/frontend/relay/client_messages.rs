@@ -116,7 +116,7 @@ impl Client {
                     let len = body.map_or(0, <[u8]>::len);
                     splice(&mut out, buf, &mut copied, (start, len), &mut replacement);
                     flow.replies.push(Expect::Query);
-                    flow.query_started.get_or_insert_with(Instant::now);
+                    flow.query_started.get_or_insert_with(now_us);
                 }
                 b'Q' => {
                     // SQL PREPARE/EXECUTE of the client's statements, renamed.
@@ -157,7 +157,7 @@ impl Client {
                         }
                     }
                     flow.replies.push(Expect::Query);
-                    flow.query_started.get_or_insert_with(Instant::now);
+                    flow.query_started.get_or_insert_with(now_us);
                     if let (Some(r), Some(body)) = (rewritten, body) {
                         if let Some((server_name, client_name)) = r.defines {
                             flow.replies.push(Expect::Defines(server_name, client_name));
@@ -168,7 +168,7 @@ impl Client {
                 }
                 b'F' => {
                     flow.replies.push(Expect::FunctionCall);
-                    flow.query_started.get_or_insert_with(Instant::now);
+                    flow.query_started.get_or_insert_with(now_us);
                 }
                 b'S' => {
                     flow.replies.push_sync(|server_name, client_name| {
@@ -178,7 +178,7 @@ impl Client {
                         statements.undefine(client_name);
                     });
                     flow.batch = false;
-                    flow.query_started.get_or_insert_with(Instant::now);
+                    flow.query_started.get_or_insert_with(now_us);
                 }
                 b'E' => {
                     flow.replies.push_execute();

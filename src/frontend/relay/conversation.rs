@@ -44,9 +44,7 @@ impl Client {
                     // Anything the client already sent is a new request: routed afresh.
                     return End::Released;
                 }
-                self.session
-                    .info
-                    .set_state(ClientState::Pinned, Instant::now);
+                self.session.info.set_state(ClientState::Pinned, now_us);
             }
             if settled && self.has_complete_message() {
                 // Requests held back behind an SQL extension (see `extension_cut`).

@@ -49,7 +49,7 @@ impl Client {
         len: usize,
     ) -> Result<(), ClientError> {
         let pool = self.session.pool.clone();
-        let server = self.take_shard(0, None, Instant::now()).await;
+        let server = self.take_shard(0, None, now_us()).await;
         let mut server = match server {
             Ok(server) => server,
             Err(e) => return self.reject(e, false).await,

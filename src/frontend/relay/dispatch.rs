@@ -225,21 +225,21 @@ impl Client {
     ) -> Result<Option<Box<Held>>, ClientError> {
         let pool = self.session.pool.clone();
         let info = self.session.info.clone();
-        let waited = Instant::now();
+        let waited = now_us();
         info.set_state(ClientState::Waiting, || waited);
         let min_lsn = self.rare.as_ref().map_or(0, |r| r.min_lsn);
         let mut got = waited;
         let taken = pool
             .take_with_params(route, min_lsn, &self.session.params, |server| {
-                got = Instant::now();
-                let waited_us = got.duration_since(waited).as_micros() as u64;
+                got = now_us();
+                let waited_us = got.saturating_sub(waited);
                 server.session().count_checkout(waited_us);
             })
             .await;
         let mut server = match taken {
             Ok(server) => server,
             Err(TakeError::Checkout(e)) => {
-                info.set_state(ClientState::Idle, Instant::now);
+                info.set_state(ClientState::Idle, now_us);
                 info.error_count.fetch_add(1, Relaxed);
                 let rare = self.rare.get_or_insert_with(Default::default);
                 rare.checkout_failures += 1;
@@ -259,7 +259,7 @@ impl Client {
                     }
                     _ => drop(Object::take(server)),
                 }
-                info.set_state(ClientState::Idle, Instant::now);
+                info.set_state(ClientState::Idle, now_us);
                 self.reject(to_client, false).await?;
                 return Ok(None);
             }

@@ -71,7 +71,7 @@ impl Client {
                     drop(Object::take(server));
                 }
                 info.hold_server(None);
-                info.set_state(ClientState::Idle, Instant::now);
+                info.set_state(ClientState::Idle, now_us);
                 let error = crate::merge::on_shard(shard, e.to_client());
                 return self.reject(error, false).await;
             }
@@ -111,7 +111,7 @@ impl Client {
             pool.schema_epoch.changed();
         }
         info.hold_server(None);
-        info.set_state(ClientState::Idle, Instant::now);
+        info.set_state(ClientState::Idle, now_us);
         info.query_count.fetch_add(1, Relaxed);
         info.xact_count.fetch_add(1, Relaxed);
         let mut out = match answer {
@@ -159,7 +159,7 @@ impl Client {
     ) -> Result<Vec<(usize, Server)>, PgError> {
         let info = self.session.info.clone();
         let mode = self.session.pool.mode;
-        let waited = Instant::now();
+        let waited = now_us();
         info.set_state(ClientState::Waiting, || waited);
         let mut servers: Vec<(usize, Server)> = Vec::new();
         for shard in shards {
@@ -169,12 +169,12 @@ impl Client {
                     for (_, server) in servers {
                         checkin(server, mode).await;
                     }
-                    info.set_state(ClientState::Idle, Instant::now);
+                    info.set_state(ClientState::Idle, now_us);
                     return Err(error);
                 }
             }
         }
-        info.set_state(ClientState::Active, Instant::now);
+        info.set_state(ClientState::Active, now_us);
         info.hold_servers(
             servers
                 .iter()
@@ -184,12 +184,12 @@ impl Client {
     }
 
     /// A server of `shard` for a statement on several shards (`waited`: since when the
-    /// client waits), or the client's error naming the shard.
+    /// client waits, µs of [`now_us`]), or the client's error naming the shard.
     pub(super) async fn take_shard(
         &self,
         shard: usize,
         role: Option<Role>,
-        waited: Instant,
+        waited: u64,
     ) -> Result<Server, PgError> {
         let route = Route {
             shard: Some(shard),
@@ -201,7 +201,7 @@ impl Client {
             .session
             .pool
             .take_with_params(route, min_lsn, params, |server| {
-                let waited_us = waited.elapsed().as_micros() as u64;
+                let waited_us = now_us().saturating_sub(waited);
                 server.session().count_checkout(waited_us);
             })
             .await;

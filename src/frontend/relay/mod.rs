@@ -21,7 +21,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use deadpool::managed::Object;
@@ -43,6 +42,7 @@ use crate::backend::{BackendError, Dirty, ServerConn};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{abandon, checkin, Server, TakeError, UserPool};
+use crate::stats::clock::now_us;
 use crate::stats::{ClientState, Interrupt};
 use crate::wire::frame::{FrameError, INSPECT_CAP};
 use crate::wire::messages::{self, field, PgError, ServerError};
@@ -91,9 +91,10 @@ struct Flow {
     failed: bool,
     /// The transaction in progress changed the schema (its rollback changes it again).
     ddl: bool,
-    /// When the query being answered was sent, and when the transaction began.
-    query_started: Option<Instant>,
-    xact_started: Instant,
+    /// When the query being answered was sent, and when the transaction began (µs of
+    /// [`now_us`]).
+    query_started: Option<u64>,
+    xact_started: u64,
     /// The parser's analysis of the Query (or Parse) the server was taken for, which has
     /// that text's session effects.
     routed: Option<Routed>,
@@ -103,7 +104,7 @@ struct Flow {
 
 impl Flow {
     /// A conversation whose first request is sent `now` (the server was just taken).
-    fn new(now: Instant) -> Flow {
+    fn new(now: u64) -> Flow {
         Flow {
             replies: Replies::for_batch(),
             batch: false,
@@ -235,7 +236,7 @@ impl Client {
     /// the login on) if given, until it is idle or done as [`Client::until_idle`].
     pub(super) async fn start(self: Box<Self>, bound: Option<Server>) -> Option<Box<Self>> {
         let bound = bound.map(|server| {
-            let mut flow = Flow::new(Instant::now());
+            let mut flow = Flow::new(now_us());
             flow.query_started = None;
             Box::new(Held {
                 server,
@@ -322,7 +323,7 @@ impl Client {
             }
             if held.is_none() {
                 self.follow_reload();
-                self.session.info.set_state(ClientState::Idle, Instant::now);
+                self.session.info.set_state(ClientState::Idle, now_us);
             }
         }
     }

@@ -71,11 +71,10 @@ impl Client {
                     b'Z' => {
                         flow.status = body.and_then(|b| b.first().copied()).unwrap_or(b'I');
                         flow.copy = false;
-                        let now = Instant::now();
-                        let started = flow.query_started.take().unwrap_or(now);
-                        let query_us = now.duration_since(started).as_micros() as u64;
-                        let xact_us = (flow.status == b'I')
-                            .then(|| now.duration_since(flow.xact_started).as_micros() as u64);
+                        let now = now_us();
+                        let query_us = now.saturating_sub(flow.query_started.take().unwrap_or(now));
+                        let xact_us =
+                            (flow.status == b'I').then(|| now.saturating_sub(flow.xact_started));
                         session.count_query(query_us, xact_us);
                         info.query_count.fetch_add(1, Relaxed);
                         if flow.status == b'I' {

@@ -258,7 +258,7 @@ impl Client {
         let (role, begin) = (spread.role, spread.begin.clone());
         let highest = spread.servers.last().map(|(shard, _)| *shard);
         for shard in missing {
-            let taken = self.take_shard(shard, role, Instant::now()).await;
+            let taken = self.take_shard(shard, role, now_us()).await;
             let mut server = match taken {
                 Ok(server) => server,
                 Err(e) if highest.is_some_and(|h| h > shard) => {
