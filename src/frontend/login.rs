@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use deadpool::managed::Object;
 use pgcat_parser::SessionRouting;
 use rand::RngCore;
 use tokio::io::AsyncReadExt;
@@ -343,7 +342,7 @@ async fn bind_session_server(
         Ok(server) => Ok(Some(server)),
         Err(TakeError::Checkout(e)) => Err(e),
         Err(TakeError::Params(server, e)) => {
-            drop(Object::take(server));
+            server.discard();
             Err(e.to_client())
         }
     }

@@ -309,6 +309,20 @@ pub fn command_request<'a>(
     parse_command(sql).map(|c| (c, true))
 }
 
+/// Whether the buffer starts with a whole simple Query, or an unnamed Parse, that is none of
+/// the requests the pooler may answer itself (an SQL extension, LISTEN, a statement naming
+/// a prepared statement, a prepare of a known statement): its first word tells, so the
+/// checks for each of them are skipped for ordinary queries (one header read and two byte
+/// comparisons).
+pub fn plain_query(buf: &[u8]) -> bool {
+    let sql = match frame::whole(buf, INSPECT_CAP) {
+        Ok(Some((b'Q', body, _))) => body,
+        Ok(Some((b'P', [0, sql @ ..], _))) => sql,
+        _ => return false,
+    };
+    !may_be_command(sql) && !pgcat_parser::may_name(sql)
+}
+
 /// The named statements an extension batch prepares: (name, SQL).
 pub fn parsed_names(buf: &[u8]) -> Vec<(String, String)> {
     let mut names = Vec::new();

@@ -87,11 +87,8 @@ impl UserPool {
             tls: server_tls.clone(),
             dns: shared.dns.clone(),
         };
-        let queue_mode = if general.server_round_robin {
-            QueueMode::Fifo
-        } else {
-            QueueMode::Lifo
-        };
+        // server_round_robin: the longest idle connection first (else the most recent).
+        let lifo = !general.server_round_robin;
         let auth_query = match (
             &pool.auth_query,
             &pool.auth_query_user,
@@ -175,20 +172,13 @@ impl UserPool {
                     logging_in: Default::default(),
                     testing: Default::default(),
                 };
-                let pool = ServerPool::builder(manager)
-                    .max_size(user.pool_size as usize)
-                    .wait_timeout(Some(settings.connect_timeout))
-                    .create_timeout(Some(settings.connect_timeout))
-                    // Recycling only waits in the pre-reuse health check, which has
-                    // its own timeout (healthcheck_timeout); no timer per checkout.
-                    .queue_mode(queue_mode)
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| BuildError::Pool {
-                        pool: name.to_string(),
-                        user: user.username.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let pool = ServerPool::new(
+                    manager,
+                    user.pool_size as usize,
+                    settings.connect_timeout,
+                    settings.connect_timeout,
+                    lifo,
+                );
                 addresses.push(Address {
                     host: server.host.clone(),
                     port: server.port,

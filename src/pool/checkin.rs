@@ -2,8 +2,6 @@
 //! session mode), rolled back if its client left inside a transaction, and closed instead
 //! when that fails or when its state is unknown (a query or batch in flight).
 
-use deadpool::managed::Object;
-
 use super::Server;
 use crate::backend::Dirty;
 use crate::config::PoolMode;
@@ -18,7 +16,7 @@ pub async fn checkin(mut server: Server, mode: PoolMode) {
     if server.session().dirty().any() {
         if let Err(e) = server.reset().await {
             tracing::warn!(server = %server.session().addr(), error = %e, "server reset failed; closing the connection");
-            drop(Object::take(server));
+            server.discard();
         }
     }
 }
@@ -29,7 +27,7 @@ pub async fn checkin(mut server: Server, mode: PoolMode) {
 pub async fn abandon(mut server: Server, status: u8, clean: bool, mode: PoolMode) {
     if !clean {
         let key = server.session().cancel_key().clone();
-        drop(Object::take(server));
+        server.discard();
         tokio::spawn(async move {
             let _ = crate::backend::cancel(&key).await;
         });
@@ -38,7 +36,7 @@ pub async fn abandon(mut server: Server, status: u8, clean: bool, mode: PoolMode
     if status != b'I' {
         if let Err(e) = server.execute("ROLLBACK").await {
             tracing::warn!(server = %server.session().addr(), error = %e, "rollback of an abandoned transaction failed; closing the connection");
-            drop(Object::take(server));
+            server.discard();
             return;
         }
     }

@@ -4,16 +4,6 @@
 
 use super::*;
 
-/// `pool`'s timeouts for a checkout that does not wait: tried first, so no timer is armed
-/// when a connection is free (waiting clients still come first: a free permit means
-/// nobody waits).
-fn no_wait(pool: &ServerPool) -> Timeouts {
-    Timeouts {
-        wait: Some(std::time::Duration::ZERO),
-        ..pool.timeouts()
-    }
-}
-
 impl UserPool {
     /// The shard of a transaction the router did not place: `default_shard`.
     pub fn default_shard_index(&self) -> usize {
@@ -136,12 +126,14 @@ impl UserPool {
         if let ([only], None) = (candidates.as_slice(), fallback) {
             return self.take_from(only).await;
         }
-        let no_wait = no_wait(&candidates[0].pool);
+        // A checkout that does not wait is tried first everywhere, so no timer is armed when
+        // a connection is free (waiting clients still come first: a free permit means
+        // nobody waits).
         let mut last_error = None;
         for address in &candidates {
-            match address.pool.timeout_get(&no_wait).await {
+            match address.pool.try_get().await {
                 Ok(server) => return Ok(server),
-                Err(PoolError::Timeout(TimeoutType::Wait)) => {}
+                Err(PoolError::Busy) => {}
                 Err(e) => last_error = Some(self.checkout_error(address, e)),
             }
         }
@@ -149,7 +141,7 @@ impl UserPool {
         for address in &candidates {
             match Box::pin(address.pool.get()).await {
                 Ok(server) => return Ok(server),
-                Err(PoolError::Timeout(TimeoutType::Wait)) => busy = true,
+                Err(PoolError::Busy) => busy = true,
                 Err(e) => last_error = Some(self.checkout_error(address, e)),
             }
         }
@@ -165,19 +157,15 @@ impl UserPool {
 
     /// A connection to `address`, waiting for one (up to `connect_timeout`) if none is free.
     async fn take_from(&self, address: &Address) -> Result<Server, PgError> {
-        match address.pool.timeout_get(&no_wait(&address.pool)).await {
+        match address.pool.try_get().await {
             // Waiting is the slow path: boxed, so the request future stays small.
-            Err(PoolError::Timeout(TimeoutType::Wait)) => Box::pin(address.pool.get()).await,
+            Err(PoolError::Busy) => Box::pin(address.pool.get()).await,
             got => got,
         }
         .map_err(|e| self.checkout_error(address, e))
     }
 
-    fn checkout_error(
-        &self,
-        address: &Address,
-        e: PoolError<crate::backend::BackendError>,
-    ) -> PgError {
+    fn checkout_error(&self, address: &Address, e: PoolError) -> PgError {
         let ms = self.connect_timeout.as_millis();
         // A server that cannot be reached or logged in to is banned; a busy pool is not.
         let credentials = matches!(
@@ -187,10 +175,10 @@ impl UserPool {
                     | crate::backend::BackendError::Auth { .. }
             )
         );
-        if !credentials && !matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
+        if !credentials && !matches!(e, PoolError::Busy) {
             let unreachable = matches!(
                 e,
-                PoolError::Timeout(_)
+                PoolError::CreateTimeout
                     | PoolError::Backend(crate::backend::BackendError::Connect { .. })
             );
             address.health.ban(
@@ -201,7 +189,7 @@ impl UserPool {
             );
         }
         match e {
-            PoolError::Timeout(TimeoutType::Wait) => PgError::error(
+            PoolError::Busy => PgError::error(
                 "53300",
                 format!(
                     "no server connection available for database \"{}\" user \"{}\" within {ms} ms",
@@ -209,12 +197,11 @@ impl UserPool {
                 ),
             )
             .with_hint("All pool_size connections are busy; raise pool_size or connect_timeout, or shorten transactions."),
-            PoolError::Timeout(_) => PgError::error(
+            PoolError::CreateTimeout => PgError::error(
                 "08001",
                 format!("could not connect to server {}:{} within {ms} ms (connect_timeout)", address.host, address.port),
             ),
             PoolError::Backend(e) => e.to_client(),
-            other => PgError::error("08006", format!("could not get a server connection: {other}")),
         }
     }
 

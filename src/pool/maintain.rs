@@ -1,10 +1,11 @@
-//! Pool maintenance deadpool does not do: keeps `min_pool_size` connections open per
+//! Pool maintenance: keeps `min_pool_size` connections open per
 //! address and closes idle connections past `idle_timeout` and any past `server_lifetime`.
 //! One task per pool user; it stops when the pools are dropped.
 
 use std::time::Duration;
 
 use super::{ServerPool, UserPool};
+use crate::stats::clock::now_us;
 
 pub fn spawn(up: &UserPool, min: usize, idle_timeout: Duration, lifetime: Duration) {
     let weak: Vec<_> = up.shards.iter().flatten().map(|a| a.pool.weak()).collect();
@@ -29,11 +30,16 @@ pub fn spawn(up: &UserPool, min: usize, idle_timeout: Duration, lifetime: Durati
 
 fn reap(pool: &ServerPool, min: usize, idle_timeout: Duration, lifetime: Duration) {
     let mut removable = pool.status().size.saturating_sub(min);
+    let (now, idle_timeout, lifetime) = (
+        now_us(),
+        idle_timeout.as_micros() as u64,
+        lifetime.as_micros() as u64,
+    );
     pool.retain(|_, metrics| {
-        if metrics.age() > lifetime {
+        if metrics.age_us(now) > lifetime {
             return false;
         }
-        if metrics.last_used() > idle_timeout && removable > 0 {
+        if metrics.idle_us(now) > idle_timeout && removable > 0 {
             removable -= 1;
             return false;
         }

@@ -1,16 +1,17 @@
-//! The deadpool manager for server connections: how to open one and whether an idle one
-//! may be handed out again (within `server_lifetime`, still connected, nothing unread).
+//! The factory of an address's server connections (see `slots`): how to open one and
+//! whether an idle one may be handed out again (within `server_lifetime`, still connected,
+//! nothing unread).
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-
 use super::health::Health;
+use super::slots::{Factory, Metrics, Pool, Pooled};
 use crate::backend::statements::ServerStatements;
 use crate::backend::{self, BackendError, ServerConn, ServerStats, ServerTarget, TcpSettings};
+use crate::stats::clock::now_us;
 use crate::stats::{Counters, Registry};
 
 pub struct Manager {
@@ -58,48 +59,44 @@ impl Drop for During<'_> {
 
 /// A moment before which connections are not reused (the server's address changed); one
 /// atomic load per reuse.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Cutoff {
-    base: Instant,
-    /// Nanoseconds after `base`; 0: none.
-    after_base: AtomicU64,
-}
-
-impl Default for Cutoff {
-    fn default() -> Cutoff {
-        Cutoff {
-            base: Instant::now(),
-            after_base: AtomicU64::new(0),
-        }
-    }
+    /// µs of [`now_us`]; 0: none.
+    at_us: AtomicU64,
+    /// The same moment on `Instant`'s clock, for the admin console.
+    at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Cutoff {
     /// Connections made until now are not reused.
     pub fn set_now(&self) {
-        let nanos = self.base.elapsed().as_nanos().max(1);
-        (self.after_base).store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.at_us.store(now_us(), Ordering::Relaxed);
     }
 
     /// The moment set last, if any.
     pub fn at(&self) -> Option<Instant> {
-        match self.after_base.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(self.base + Duration::from_nanos(nanos)),
-        }
+        *self.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn excludes(&self, created: Instant) -> bool {
-        match self.after_base.load(Ordering::Relaxed) {
+    /// Whether a connection opened at `created` (µs of [`now_us`]) is not to be reused.
+    pub(super) fn excludes(&self, created: u64) -> bool {
+        match self.at_us.load(Ordering::Relaxed) {
             0 => false,
-            nanos => created <= self.base + Duration::from_nanos(nanos),
+            at => created <= at,
         }
     }
 }
 
-/// Boxed, so deadpool moves a pointer, not the connection, on every checkout and return.
-impl managed::Manager for Manager {
-    type Type = Box<ServerConn>;
+/// An address's pool of server connections.
+pub type ServerPool = Pool<Manager>;
+/// A server connection handed out by its pool.
+pub type Server = Pooled<Manager>;
+
+/// Connections are boxed, so the pool moves a pointer, not the connection, on every
+/// checkout and return.
+impl Factory for Manager {
+    type Conn = ServerConn;
     type Error = BackendError;
 
     async fn create(&self) -> Result<Box<ServerConn>, BackendError> {
@@ -137,24 +134,23 @@ impl managed::Manager for Manager {
         Ok(conn)
     }
 
+    /// One that waited longer than `healthcheck_delay` is checked first.
     async fn recycle(
         &self,
-        conn: &mut Box<ServerConn>,
+        conn: &mut ServerConn,
         metrics: &Metrics,
-    ) -> RecycleResult<BackendError> {
-        // One clock read for both ages.
-        let now = Instant::now();
-        if now.saturating_duration_since(metrics.created) > self.server_lifetime {
-            return Err(RecycleError::message("server_lifetime reached"));
+        now: u64,
+    ) -> Result<(), &'static str> {
+        if metrics.age_us(now) > self.server_lifetime.as_micros() as u64 {
+            return Err("server_lifetime reached");
         }
         if self.cutoff.excludes(metrics.created) {
-            return Err(RecycleError::message("the server's address changed"));
+            return Err("the server's address changed");
         }
         if !conn.is_alive() {
-            return Err(RecycleError::message("server closed the connection"));
+            return Err("server closed the connection");
         }
-        let last_used = metrics.recycled.unwrap_or(metrics.created);
-        if now.saturating_duration_since(last_used) > self.healthcheck_delay {
+        if metrics.idle_us(now) > self.healthcheck_delay.as_micros() as u64 {
             let _counted = During::new(&self.testing);
             let check = Box::pin(tokio::time::timeout(
                 self.healthcheck_timeout,
@@ -164,9 +160,7 @@ impl managed::Manager for Manager {
             match check {
                 Ok(Ok(_)) => {}
                 // This connection is gone, not necessarily the server: a new one is made.
-                Ok(Err(e)) if e.lost_connection() => {
-                    return Err(RecycleError::message("server closed the connection"))
-                }
+                Ok(Err(e)) if e.lost_connection() => return Err("server closed the connection"),
                 Ok(Err(_)) => {
                     self.health.ban(
                         self.ban_secs,
@@ -174,7 +168,7 @@ impl managed::Manager for Manager {
                         false,
                         false,
                     );
-                    return Err(RecycleError::message("health check before reuse failed"));
+                    return Err("health check before reuse failed");
                 }
                 Err(_) => {
                     self.health.ban(
@@ -183,13 +177,10 @@ impl managed::Manager for Manager {
                         false,
                         true,
                     );
-                    return Err(RecycleError::message("health check before reuse timed out"));
+                    return Err("health check before reuse timed out");
                 }
             }
         }
         Ok(())
     }
 }
-
-pub type ServerPool = managed::Pool<Manager>;
-pub type Server = managed::Object<Manager>;

@@ -1,12 +1,12 @@
-//! Server connection pools: one deadpool pool per (pool, user, shard, address), grouped
-//! per pool user, plus the maintenance that deadpool lacks (min_pool_size kept warm, idle
-//! and lifetime reaping). Checkout is deadpool's: fair FIFO waiting, no global lock.
+//! Server connection pools: one pool per (pool, user, shard, address) (`slots`: fair FIFO
+//! waiting, no global lock), grouped per pool user, plus their maintenance (min_pool_size
+//! kept warm, idle and lifetime reaping).
 //!
 //! Here: a pool user's addresses and settings (`UserPool`). Beside it: `build` (from the
 //! config, and reload), `checkout` (which address, and the error when none), `take` (a
 //! server with the client's parameters applied), `checkin` (giving it back), `auth_query`, `health` (checks and bans),
 //! `activity` (activity-based routing),
-//! `maintain` (warm and reap), `manager` (deadpool's connection factory), `notify`
+//! `maintain` (warm and reap), `manager` (the connection factory), `notify`
 //! (LISTEN/NOTIFY hub), `reported` (canonical ParameterStatus), `router` (the pool's
 //! router settings and analysis cache).
 
@@ -22,6 +22,7 @@ mod manager;
 pub mod notify;
 mod reported;
 pub mod router;
+pub mod slots;
 mod take;
 
 use std::collections::HashMap;
@@ -29,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{PoolError, QueueMode, TimeoutType, Timeouts};
 use pgcat_parser::{Role as RouteRole, Route};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -50,6 +50,7 @@ pub use checkin::{abandon, checkin};
 pub use take::TakeError;
 
 pub use manager::{Manager, Server, ServerPool};
+type PoolError = slots::PoolError<BackendError>;
 
 /// One server address of a shard and its connections.
 pub struct Address {

@@ -2,7 +2,6 @@
 //! found dead while they are applied (killed while idle in the pool) is replaced, since
 //! nothing of the client's has reached it yet.
 
-use deadpool::managed::Object;
 use pgcat_parser::Route;
 
 use super::{Server, UserPool};
@@ -27,7 +26,7 @@ impl TakeError {
         match self {
             TakeError::Checkout(e) => e,
             TakeError::Params(server, e) => {
-                drop(Object::take(server));
+                server.discard();
                 e.to_client()
             }
         }
@@ -55,7 +54,7 @@ impl UserPool {
             match server.sync_params(params).await {
                 Ok(()) => return Ok(server),
                 Err(e) if e.lost_connection() && attempts < ATTEMPTS => {
-                    drop(Object::take(server));
+                    server.discard();
                 }
                 Err(e) => return Err(TakeError::Params(server, e)),
             }

@@ -399,7 +399,7 @@ async fn read_through(
 async fn release(servers: Vec<(usize, Server)>, broken: &[bool], mode: crate::config::PoolMode) {
     for ((_, server), broken) in servers.into_iter().zip(broken) {
         if *broken {
-            drop(Object::take(server));
+            server.discard();
         } else {
             checkin(server, mode).await;
         }
@@ -409,6 +409,6 @@ async fn release(servers: Vec<(usize, Server)>, broken: &[bool], mode: crate::co
 /// Closes servers whose state is unknown (a COPY cut short).
 fn close_all(servers: Vec<(usize, Server)>) {
     for (_, server) in servers {
-        drop(Object::take(server));
+        server.discard();
     }
 }

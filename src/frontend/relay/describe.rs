@@ -61,11 +61,11 @@ impl Client {
                 self.described(&parse, &out, described).await
             }
             Ok((out, described, _)) => {
-                drop(Object::take(server));
+                server.discard();
                 self.described(&parse, &out, described).await
             }
             Err(e) => {
-                drop(Object::take(server));
+                server.discard();
                 self.reject(e.to_client(), false).await
             }
         }

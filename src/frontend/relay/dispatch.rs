@@ -52,18 +52,8 @@ impl Client {
             .into());
         }
         let in_transaction = self.held_begin.is_some();
-        if !in_transaction && self.mode == Mode::Rewrite && self.prepare_locally().await? {
-            return Ok(Idle::Answered);
-        }
         let status = if in_transaction { b'T' } else { b'I' };
-        if self.close_command_statement(status).await?
-            || self.answer_statement_sql(status).await?
-            || self.answer_listen(status).await?
-        {
-            return Ok(Idle::Answered);
-        }
-        if self.command_request().is_some() {
-            self.answer_command(status).await?;
+        if !request::plain_query(&self.buf) && self.answer_here(in_transaction, status).await? {
             return Ok(Idle::Answered);
         }
         let pool = self.session.pool.clone();
@@ -171,6 +161,30 @@ impl Client {
         }
     }
 
+    /// Answers the request at the start of the buffer if the pooler answers it without a
+    /// server (a known prepare outside a transaction, a Close of or statement about the
+    /// client's statements, LISTEN, an SQL extension): whether it did.
+    pub(super) async fn answer_here(
+        &mut self,
+        in_transaction: bool,
+        status: u8,
+    ) -> Result<bool, ClientError> {
+        if !in_transaction && self.mode == Mode::Rewrite && self.prepare_locally().await? {
+            return Ok(true);
+        }
+        if self.close_command_statement(status).await?
+            || self.answer_statement_sql(status).await?
+            || self.answer_listen(status).await?
+        {
+            return Ok(true);
+        }
+        if self.command_request().is_some() {
+            self.answer_command(status).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// With several shards, a lone BEGIN waits for the statement after it (whose keys or
     /// hints pick the shard): the pooler answers it, and answers COMMIT/ROLLBACK of a
     /// transaction that never got further.
@@ -257,7 +271,7 @@ impl Client {
                     BackendError::Query { .. } if !e.lost_connection() => {
                         checkin(server, pool.mode).await
                     }
-                    _ => drop(Object::take(server)),
+                    _ => server.discard(),
                 }
                 info.set_state(ClientState::Idle, now_us);
                 self.reject(to_client, false).await?;
@@ -270,7 +284,7 @@ impl Client {
         flow.shard = route.shard;
         if let Some(begin) = begin {
             if let Err(e) = server.write_all(&begin).await {
-                drop(Object::take(server));
+                server.discard();
                 self.reject(e.to_client(), false).await?;
                 return Ok(None);
             }

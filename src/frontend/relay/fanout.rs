@@ -68,7 +68,7 @@ impl Client {
         if write {
             if let Err((shard, e)) = write::begin_all(&mut servers, "BEGIN").await {
                 for (_, server) in servers {
-                    drop(Object::take(server));
+                    server.discard();
                 }
                 info.hold_server(None);
                 info.set_state(ClientState::Idle, now_us);
@@ -125,7 +125,7 @@ impl Client {
                 // Some servers got the statement and their answers were not read: closed,
                 // never reused.
                 for (_, server) in servers.drain(..) {
-                    drop(Object::take(server));
+                    server.discard();
                 }
                 let Lost::Server(shard, e) = lost else {
                     return Err(ClientError::Gone);
@@ -140,7 +140,7 @@ impl Client {
         messages::ready_for_query(&mut out, b'I');
         for ((_, server), broken) in servers.into_iter().zip(broken) {
             if broken {
-                drop(Object::take(server));
+                server.discard();
             } else {
                 checkin(server, pool.mode).await;
             }
@@ -394,7 +394,7 @@ pub(super) async fn learn_collations(
     held: Option<&mut Server>,
 ) -> Result<(), PgError> {
     if merge.is_ordered() || merge.is_combining() {
-        merge.collations(pool.collations(held.map(|s| &mut ***s)).await?);
+        merge.collations(pool.collations(held.map(|s| &mut **s)).await?);
     }
     Ok(())
 }

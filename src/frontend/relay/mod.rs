@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
-use deadpool::managed::Object;
 use pgcat_parser::{Role, Route, SessionEffects, SessionRouting};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
@@ -471,7 +470,7 @@ impl Client {
                 self.tag()
                     .in_scope(|| tracing::warn!(error = %e, "server connection lost"));
                 if let Some(h) = held.take() {
-                    drop(Object::take(h.server));
+                    h.server.discard();
                     // Part of a message reached the client: nothing more can be said.
                     if !h.scan.at_boundary() {
                         return Err(ClientError::Gone);
@@ -482,7 +481,7 @@ impl Client {
             End::Fatal(e) => {
                 self.session.info.hold_server(None);
                 if let Some(h) = held.take() {
-                    drop(Object::take(h.server));
+                    h.server.discard();
                 }
                 return Err(e.into());
             }

@@ -98,7 +98,7 @@ impl Drop for Spread {
                 Ok(handle) => {
                     handle.spawn(abandon(server, b'T', !self.in_flight, self.mode));
                 }
-                Err(_) => drop(Object::take(server)),
+                Err(_) => server.discard(),
             }
         }
     }
@@ -157,14 +157,7 @@ impl Client {
             }
             _ => {}
         }
-        if self.close_command_statement(status).await?
-            || self.answer_statement_sql(status).await?
-            || self.answer_listen(status).await?
-        {
-            return Ok(true);
-        }
-        if self.command_request().is_some() {
-            self.answer_command(status).await?;
+        if self.answer_here(true, status).await? {
             return Ok(true);
         }
         if let Some((tag, _, mut total)) = crate::wire::frame::whole(&self.buf, REWRITE_CAP)? {
@@ -275,7 +268,7 @@ impl Client {
                 Err(e) => return Err(e),
             };
             if let Err(e) = server.execute(&begin).await {
-                drop(Object::take(server));
+                server.discard();
                 return Err(crate::merge::on_shard(shard, e.to_client()));
             }
             let info = self.session.info.clone();
@@ -472,7 +465,7 @@ impl Client {
         info.xact_count.fetch_add(1, Relaxed);
         for ((_, server), broken) in servers.into_iter().zip(broken) {
             if broken {
-                drop(Object::take(server));
+                server.discard();
             } else {
                 checkin(server, spread.mode).await;
             }
