@@ -1,8 +1,9 @@
 //! SCRAM-SHA-256 authentication of clients (RFC 5802, RFC 7677), as PostgreSQL does it.
 //!
 //! The pooler keeps, per user, a verifier in PostgreSQL's own form (salt, iterations,
-//! StoredKey, ServerKey), computed once from the configured password: a login costs two
-//! HMACs and a hash, not a PBKDF2 run. Channel binding is not offered (SCRAM-SHA-256-PLUS
+//! StoredKey, ServerKey), computed once from the configured password, with both keys'
+//! HMAC pads hashed once too: a login costs two HMACs over the exchange's messages and a
+//! hash, not a PBKDF2 run. Channel binding is not offered (SCRAM-SHA-256-PLUS
 //! is not advertised, even over TLS), so a client may send `n` or `y` but never `p`.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,13 +23,34 @@ pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// What PostgreSQL stores in `pg_authid.rolpassword` for a SCRAM user.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Verifier {
     pub iterations: u32,
     pub salt: Vec<u8>,
     pub stored_key: [u8; 32],
     pub server_key: [u8; 32],
+    /// HMAC keyed with each key (its pads hashed): cloned per login.
+    stored_mac: HmacSha256,
+    server_mac: HmacSha256,
 }
+
+impl PartialEq for Verifier {
+    fn eq(&self, other: &Verifier) -> bool {
+        (
+            self.iterations,
+            &self.salt,
+            self.stored_key,
+            self.server_key,
+        ) == (
+            other.iterations,
+            &other.salt,
+            other.stored_key,
+            other.server_key,
+        )
+    }
+}
+
+impl Eq for Verifier {}
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,6 +59,29 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
+    fn new(iterations: u32, salt: Vec<u8>, stored_key: [u8; 32], server_key: [u8; 32]) -> Verifier {
+        let keyed =
+            |key: &[u8]| HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+        Verifier {
+            iterations,
+            salt,
+            stored_mac: keyed(&stored_key),
+            server_mac: keyed(&server_key),
+            stored_key,
+            server_key,
+        }
+    }
+
+    /// HMAC of `data` under StoredKey and under ServerKey.
+    fn signatures(&self, data: &[u8]) -> ([u8; 32], [u8; 32]) {
+        let sign = |mac: &HmacSha256| -> [u8; 32] {
+            let mut mac = mac.clone();
+            mac.update(data);
+            mac.finalize().into_bytes().into()
+        };
+        (sign(&self.stored_mac), sign(&self.server_mac))
+    }
+
     /// Derives a verifier from a cleartext password with a fresh random salt and
     /// PostgreSQL's default 4096 iterations (SASLprep applied as PostgreSQL does).
     pub fn from_password(password: &str) -> Verifier {
@@ -50,12 +95,12 @@ impl Verifier {
         let (iter_salt, keys) = rest.split_once('$')?;
         let (iterations, salt) = iter_salt.split_once(':')?;
         let (stored, server) = keys.split_once(':')?;
-        Some(Verifier {
-            iterations: iterations.parse().ok()?,
-            salt: B64.decode(salt).ok()?,
-            stored_key: B64.decode(stored).ok()?.try_into().ok()?,
-            server_key: B64.decode(server).ok()?.try_into().ok()?,
-        })
+        Some(Verifier::new(
+            iterations.parse().ok()?,
+            B64.decode(salt).ok()?,
+            B64.decode(stored).ok()?.try_into().ok()?,
+            B64.decode(server).ok()?.try_into().ok()?,
+        ))
     }
 
     /// A verifier no password matches, for unknown users: the exchange looks the same as
@@ -64,12 +109,7 @@ impl Verifier {
         let salt = hmac(process_secret, user.as_bytes())[..16].to_vec();
         let mut stored_key = [0u8; 32];
         rand::rng().fill_bytes(&mut stored_key);
-        Verifier {
-            iterations: 4096,
-            salt,
-            stored_key,
-            server_key: [0; 32],
-        }
+        Verifier::new(4096, salt, stored_key, [0; 32])
     }
 }
 
@@ -175,7 +215,8 @@ impl Exchange {
             "{},{},{}",
             self.client_first_bare, self.server_first, without_proof
         );
-        let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let (client_signature, server_signature) =
+            self.verifier.signatures(auth_message.as_bytes());
         let mut client_key = [0u8; 32];
         for i in 0..32 {
             client_key[i] = proof[i] ^ client_signature[i];
@@ -184,7 +225,6 @@ impl Exchange {
         if !constant_time_eq(&stored_key, &self.verifier.stored_key) {
             return Err(AuthError::Failed);
         }
-        let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
         Ok((format!("v={}", B64.encode(server_signature)), client_key))
     }
 }
