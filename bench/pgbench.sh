@@ -42,8 +42,7 @@
 #        tpcb           built-in tpcb-like, $CLIENTS clients
 #        select-200     -S, 200 clients (the poolers have 20 server connections)
 #        connect        -S -C (a new connection per transaction), $CLIENTS clients
-#        connect-scram  the same as user bench_scram: a SCRAM login per transaction (by name;
-#                       CALLGRIND=1 and STRACE=1 run it by default)
+#        connect-scram  the same as user bench_scram: a SCRAM login per transaction
 #        prepared       -S -M prepared, $CLIENTS clients
 #      Runs use -n; before a tpcb run the script vacuums branches/tellers and truncates history
 #      on PostgreSQL directly (what pgbench does by itself), so the pooler only sees the workload.
@@ -108,7 +107,7 @@ elif [ -n "$STRACE" ]; then
     WORKLOADS=${WORKLOADS:-"select extended select-200 connect connect-scram"}
     TARGETS=${TARGETS:-"pgbouncer pgcat"}
 else
-    WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect prepared"}
+    WORKLOADS=${WORKLOADS:-"select extended tpcb select-200 connect connect-scram prepared"}
     TARGETS=${TARGETS:-"direct pgbouncer pgcat pgcat+parser"}
 fi
 PGCAT_WORKERS=${PGCAT_WORKERS:-1}
@@ -856,7 +855,7 @@ report() {
     fi
     if [[ " ${ACTIVE[*]} " == *" pgbouncer "* ]] && [[ " ${ACTIVE[*]} " == *" pgcat "* ]]; then
         echo
-        echo "Targets of issue 7 (pgcat against PgBouncer in this run):"
+        echo "Targets of issues 7 and 24 (pgcat against PgBouncer in this run):"
         echo
         echo "| target | goal | measured | result |"
         echo "|---|---|---:|---|"
@@ -875,6 +874,15 @@ report() {
         check "tpcb TPS (× PgBouncer)" "≥" 1.0 "$(ratio "$(med tpcb pgcat 4)" "$(med tpcb pgbouncer 4)")"
         check "connect-per-tx TPS (× PgBouncer)" "≥" 1.0 "$(ratio "$(med connect pgcat 4)" "$(med connect pgbouncer 4)")"
         check "memory per idle client (KB)" "≤" 1.0 "$(fmt "${IDLE_KB[pgcat]:--}" %.2f)"
+        # Issue 24's time figures (the user's view of its counted targets).
+        local w
+        for w in select extended tpcb select-200 connect connect-scram; do
+            case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
+            check "issue 24: pooler CPU per tx, $(label "$w") (× PgBouncer)" "≤" 1.0 \
+                "$(ratio "$(med "$w" pgcat 7)" "$(med "$w" pgbouncer 7)")"
+            check "issue 24: TPS, $(label "$w") (× PgBouncer)" "≥" 1.0 \
+                "$(ratio "$(med "$w" pgcat 4)" "$(med "$w" pgbouncer 4)")"
+        done
         if [[ " ${ACTIVE[*]} " == *" pgcat+parser "* ]]; then
             local worst=- a b d
             for w in $WORKLOADS; do
