@@ -45,6 +45,9 @@ pub struct App {
     /// new process.
     handover: Mutex<Option<std::sync::mpsc::Sender<Handoff>>>,
     handing_over: AtomicBool,
+    /// Clients leaving for the new process whose socket and state are not written to it
+    /// yet (they are no longer in the registry): the process waits for them before exiting.
+    handoffs_in_flight: AtomicU64,
     /// After an online upgrade, while the previous process still serves clients: where
     /// cancel requests for keys unknown here go.
     previous: Mutex<Option<std::os::unix::net::UnixStream>>,
@@ -95,6 +98,7 @@ impl App {
             client_ids: AtomicU64::new(1),
             handover: Mutex::new(None),
             handing_over: AtomicBool::new(false),
+            handoffs_in_flight: AtomicU64::new(0),
             previous: Mutex::new(None),
             clients_taken_over: AtomicU64::new(0),
             admin_logins: AtomicU64::new(0),
@@ -141,6 +145,21 @@ impl App {
     /// An upgrade is handing clients over.
     pub fn handing_over(&self) -> bool {
         self.handing_over.load(Ordering::Relaxed)
+    }
+
+    /// A client starts leaving for the new process (before it leaves the registry); each
+    /// is ended by [`App::handoff_done`] once it is written to the new process or stays.
+    pub fn handoff_begins(&self) {
+        self.handoffs_in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn handoff_done(&self) {
+        self.handoffs_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Clients between [`App::handoff_begins`] and [`App::handoff_done`].
+    pub fn handoffs_in_flight(&self) -> u64 {
+        self.handoffs_in_flight.load(Ordering::SeqCst)
     }
 
     /// Sends a client to the new process; given back when no upgrade takes it.

@@ -196,9 +196,11 @@ fn clone_listener(l: &std::net::TcpListener) -> std::io::Result<std::net::TcpLis
 async fn all_moved(app: &App) {
     loop {
         let clients = app.registry.clients();
-        if clients
-            .iter()
-            .all(|c| crate::admin::is_admin_database(&c.database))
+        // A client leaving is out of the registry before the new process has it.
+        if app.handoffs_in_flight() == 0
+            && clients
+                .iter()
+                .all(|c| crate::admin::is_admin_database(&c.database))
         {
             return;
         }

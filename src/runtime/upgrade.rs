@@ -148,6 +148,7 @@ fn send_clients(
                 crate::frontend::handover::serve_moved(app.clone(), (fd, state));
             }
         }
+        app.handoff_done();
     }
 }
 

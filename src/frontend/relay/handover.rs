@@ -44,18 +44,26 @@ impl Client {
     }
 
     /// Moves the client to the new process; when that cannot be (the new process is gone),
-    /// it stays, served from its state as a moved client is.
+    /// it stays, served from its state as a moved client is. Counted in flight from before
+    /// it leaves the registry until the upgrade's sender has written it (or it stayed), so
+    /// the process does not exit in between.
     pub(super) fn hand_over(self: Box<Self>) {
         let app = self.app.clone();
         let tag = self.tag();
+        app.handoff_begins();
         match self.export() {
             Ok(client) => {
                 if let Err(client) = app.hand_over(client) {
-                    crate::frontend::handover::serve_moved(app, client);
+                    crate::frontend::handover::serve_moved(app.clone(), client);
+                    app.handoff_done();
                 }
             }
-            Err(e) => tag
-                .in_scope(|| tracing::warn!(error = %e.message, "could not hand the client over")),
+            Err(e) => {
+                app.handoff_done();
+                tag.in_scope(
+                    || tracing::warn!(error = %e.message, "could not hand the client over"),
+                )
+            }
         }
     }
 
