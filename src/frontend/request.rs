@@ -315,12 +315,18 @@ pub fn command_request<'a>(
 /// checks for each of them are skipped for ordinary queries (one header read and two byte
 /// comparisons).
 pub fn plain_query(buf: &[u8]) -> bool {
-    let sql = match frame::whole(buf, INSPECT_CAP) {
-        Ok(Some((b'Q', body, _))) => body,
-        Ok(Some((b'P', [0, sql @ ..], _))) => sql,
-        _ => return false,
-    };
-    !may_be_command(sql) && !pgcat_parser::may_name(sql)
+    simple_or_unnamed_sql(buf)
+        .is_some_and(|(sql, _)| !may_be_command(sql) && !pgcat_parser::may_name(sql))
+}
+
+/// The SQL bytes (up to the message's end) of the whole Query, or the whole unnamed
+/// Parse, at the start of the buffer, and whether it is a Parse.
+pub fn simple_or_unnamed_sql(buf: &[u8]) -> Option<(&[u8], bool)> {
+    match frame::whole(buf, INSPECT_CAP).ok()?? {
+        (b'Q', body, _) => Some((body, false)),
+        (b'P', [0, sql @ ..], _) => Some((sql, true)),
+        _ => None,
+    }
 }
 
 /// The named statements an extension batch prepares: (name, SQL).

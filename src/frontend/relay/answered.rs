@@ -190,12 +190,7 @@ impl Client {
     /// [`pgcat_parser::named_statement`]), and whether it is extended. Anything else is
     /// dismissed on its first byte, before any UTF-8 check: this runs for every request.
     fn named_request(&self) -> Option<(&str, bool)> {
-        let (tag, body, _) = crate::wire::frame::whole(&self.buf, INSPECT_CAP).ok()??;
-        let (sql, extended) = match tag {
-            b'Q' => (body, false),
-            b'P' => (body.strip_prefix(&[0])?, true),
-            _ => return None,
-        };
+        let (sql, extended) = request::simple_or_unnamed_sql(&self.buf)?;
         may_name(sql).then(|| (request::text(sql), extended))
     }
 
