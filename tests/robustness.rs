@@ -103,6 +103,10 @@ fn listen_socket(port: u16) -> String {
 }
 
 const BENCH_DB: &str = "robust_bench";
+
+/// A silent client's end: how long after it started to connect, and after its connect
+/// completed, its socket closed, and the bytes it received.
+type Closed = (Duration, Duration, Vec<u8>);
 const SILENT: usize = 1000;
 
 #[test]
@@ -182,7 +186,7 @@ fn silent_clients_closed_by_client_login_timeout_while_pgbench_runs_clean() {
         })
     };
 
-    let results: Vec<Result<(Duration, Duration, Vec<u8>), String>> = rt.block_on(async {
+    let results: Vec<Result<Closed, String>> = rt.block_on(async {
         let mut out = Vec::new();
         for t in tasks {
             out.push(t.await.unwrap_or_else(|e| Err(format!("task: {e}"))));

@@ -5,6 +5,7 @@
 
 pub mod cancel;
 mod cross_shard;
+mod extension;
 pub mod handover;
 mod lazy_map;
 mod listen;

@@ -136,7 +136,7 @@ impl Client {
         bool,
     )> {
         let named = &self.command_statements;
-        request::command_request(buf, |name| named.get(name).map(String::as_str))
+        extension::command_request(buf, |name| named.get(name).map(String::as_str))
     }
 
     /// Answers the SQL extension at the start of the buffer (a Query, or an extended
@@ -150,24 +150,24 @@ impl Client {
             let pool = self.session.pool.clone();
             let before = self.routing;
             let mut trial = self.routing;
-            let result = request::apply(&command, &mut trial, &pool, status != b'I');
+            let result = extension::apply(&command, &mut trial, &pool, status != b'I');
             let mut out = BytesMut::new();
             let reply_status = if result.is_err() && status == b'T' {
                 b'T'
             } else {
                 status
             };
-            match request::answer(
+            match extension::answer(
                 &self.buf,
                 extended,
-                (request::column_of(&command), "SET"),
+                (extension::column_of(&command), "SET"),
                 &result,
                 reply_status,
                 &mut out,
             )? {
                 Some(used) => {
                     if extended {
-                        for (name, sql) in request::parsed_names(&self.buf[..used]) {
+                        for (name, sql) in extension::parsed_names(&self.buf[..used]) {
                             self.command_statements.insert(name, sql);
                         }
                     }
@@ -190,7 +190,7 @@ impl Client {
     /// [`pgcat_parser::named_statement`]), and whether it is extended. Anything else is
     /// dismissed on its first byte, before any UTF-8 check: this runs for every request.
     fn named_request(&self) -> Option<(&str, bool)> {
-        let (sql, extended) = request::simple_or_unnamed_sql(&self.buf)?;
+        let (sql, extended) = extension::simple_or_unnamed_sql(&self.buf)?;
         may_name(sql).then(|| (request::text(sql), extended))
     }
 
@@ -198,7 +198,7 @@ impl Client {
     /// through its Sync), so that the pooler answers and applies it once.
     async fn read_request(&mut self, extended: bool) -> Result<(), ClientError> {
         let probe = |buf: &BytesMut| {
-            request::answer(
+            extension::answer(
                 buf,
                 extended,
                 ("", ""),
@@ -255,7 +255,7 @@ impl Client {
         self.reply_here(extended, tag, &result, status).await
     }
 
-    /// Answers the whole request at the start of the buffer (see [`request::answer`]) with
+    /// Answers the whole request at the start of the buffer (see [`extension::answer`]) with
     /// `result` (`Ok(None)`: CommandComplete `done`) and consumes it.
     async fn reply_here(
         &mut self,
@@ -265,7 +265,7 @@ impl Client {
         status: u8,
     ) -> Result<bool, ClientError> {
         let mut out = BytesMut::new();
-        let used = request::answer(&self.buf, extended, ("", done), result, status, &mut out)?
+        let used = extension::answer(&self.buf, extended, ("", done), result, status, &mut out)?
             .unwrap_or_default();
         self.buf.advance(used);
         self.stream.send(&out).await?;

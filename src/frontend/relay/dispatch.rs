@@ -53,7 +53,7 @@ impl Client {
         }
         let in_transaction = self.held_begin.is_some();
         let status = if in_transaction { b'T' } else { b'I' };
-        if !request::plain_query(&self.buf) && self.answer_here(in_transaction, status).await? {
+        if !extension::plain_query(&self.buf) && self.answer_here(in_transaction, status).await? {
             return Ok(Idle::Answered);
         }
         let pool = self.session.pool.clone();

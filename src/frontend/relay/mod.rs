@@ -28,6 +28,7 @@ use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::cross_shard;
+use super::extension;
 use super::lazy_map::LazyMap;
 use super::listen::{self, Listen, Listening};
 use super::login::Session;
