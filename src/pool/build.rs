@@ -157,11 +157,12 @@ impl UserPool {
                 let manager = Manager {
                     target,
                     tcp: tcp.clone(),
-                    server_lifetime: settings.server_lifetime,
+                    server_lifetime_us: u64::try_from(settings.server_lifetime.as_micros())
+                        .unwrap_or(u64::MAX),
                     statement_cache: pool.prepared_statements_cache_size,
                     counters: counters.clone(),
                     health: health.clone(),
-                    healthcheck_delay: Duration::from_millis(general.healthcheck_delay),
+                    healthcheck_delay_us: general.healthcheck_delay.saturating_mul(1000),
                     healthcheck_timeout: Duration::from_millis(general.healthcheck_timeout.max(1)),
                     ban_secs: general.ban_time.max(1) as u64,
                     registry: registry.clone(),

@@ -17,13 +17,14 @@ use crate::stats::{Counters, Registry};
 pub struct Manager {
     pub target: ServerTarget,
     pub tcp: TcpSettings,
-    pub server_lifetime: Duration,
+    /// `server_lifetime` in µs of [`now_us`].
+    pub server_lifetime_us: u64,
     /// `prepared_statements_cache_size`: statements kept per server (0 = off).
     pub statement_cache: usize,
     pub counters: Arc<Counters>,
     pub health: Arc<Health>,
-    /// A connection idle longer than this is checked before it is handed out.
-    pub healthcheck_delay: Duration,
+    /// A connection idle longer than this (µs) is checked before it is handed out.
+    pub healthcheck_delay_us: u64,
     pub healthcheck_timeout: Duration,
     pub ban_secs: u64,
     pub registry: Arc<Registry>,
@@ -63,20 +64,20 @@ impl Drop for During<'_> {
 pub struct Cutoff {
     /// µs of [`now_us`]; 0: none.
     at_us: AtomicU64,
-    /// The same moment on `Instant`'s clock, for the admin console.
-    at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Cutoff {
     /// Connections made until now are not reused.
     pub fn set_now(&self) {
-        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.at_us.store(now_us(), Ordering::Relaxed);
     }
 
-    /// The moment set last, if any.
+    /// The moment set last, if any, on `Instant`'s clock (for the admin console, which
+    /// compares it with the registry's connection times): as long before now as it was.
     pub fn at(&self) -> Option<Instant> {
-        *self.at.lock().unwrap_or_else(|p| p.into_inner())
+        let at = self.at_us.load(Ordering::Relaxed);
+        let ago = Duration::from_micros(now_us().saturating_sub(at));
+        (at != 0).then(|| Instant::now().checked_sub(ago)).flatten()
     }
 
     /// Whether a connection opened at `created` (µs of [`now_us`]) is not to be reused.
@@ -141,7 +142,7 @@ impl Factory for Manager {
         metrics: &Metrics,
         now: u64,
     ) -> Result<(), &'static str> {
-        if metrics.age_us(now) > self.server_lifetime.as_micros() as u64 {
+        if metrics.age_us(now) > self.server_lifetime_us {
             return Err("server_lifetime reached");
         }
         if self.cutoff.excludes(metrics.created) {
@@ -150,7 +151,7 @@ impl Factory for Manager {
         if !conn.is_alive() {
             return Err("server closed the connection");
         }
-        if metrics.idle_us(now) > self.healthcheck_delay.as_micros() as u64 {
+        if metrics.idle_us(now) > self.healthcheck_delay_us {
             let _counted = During::new(&self.testing);
             let check = Box::pin(tokio::time::timeout(
                 self.healthcheck_timeout,
