@@ -120,6 +120,7 @@ pub fn refused_on_held(
             sql: Some(sql),
             bind: Some(body),
             parse_at: None,
+            memo: None,
         },
         None => Request::Query(sql),
     };

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use super::lazy_map::LazyMap;
 use super::replies::{Expect, Replies};
 use crate::backend::statements::{Have, ServerStatements, Statement};
+use crate::pool::router::AnalysisMemo;
 use crate::wire::messages::{self, PgError};
 use crate::wire::startup::cstr;
 
@@ -56,6 +57,8 @@ struct Named {
     stmt: Arc<Statement>,
     may_change_session: bool,
     epoch: u64,
+    /// The router's analysis of its text, once made.
+    analysis: AnalysisMemo,
 }
 
 impl Named {
@@ -64,6 +67,7 @@ impl Named {
             may_change_session: super::state::may_change_session(&stmt.body),
             stmt,
             epoch,
+            analysis: AnalysisMemo::default(),
         }
     }
 }
@@ -196,9 +200,16 @@ impl ClientStatements {
 
     /// The SQL of the client's named statement `name`.
     pub fn sql_of(&self, name: &str) -> Option<&str> {
-        let stmt = &self.map.get(name)?.stmt;
-        let end = stmt.body.iter().position(|b| *b == 0)?;
-        std::str::from_utf8(&stmt.body[..end]).ok()
+        self.prepared(name).map(|(sql, _)| sql)
+    }
+
+    /// The SQL of the client's named statement `name`, and where its analysis is kept.
+    pub fn prepared(&self, name: &str) -> Option<(&str, &AnalysisMemo)> {
+        let named = self.map.get(name)?;
+        let body = &named.stmt.body;
+        let end = body.iter().position(|b| *b == 0)?;
+        let sql = std::str::from_utf8(&body[..end]).ok()?;
+        Some((sql, &named.analysis))
     }
 
     /// True when `body` is a named Parse whose statement `known` says a server prepared.

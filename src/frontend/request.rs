@@ -9,6 +9,7 @@ use pgcat_parser::{
     bind_param_as_i64, resolve_keys, route, Analysis, CrossShard, Role, Route, SessionRouting,
 };
 
+use crate::pool::router::AnalysisMemo;
 use crate::pool::UserPool;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::messages::PgError;
@@ -25,6 +26,8 @@ pub enum Request<'a> {
         sql: Option<&'a str>,
         bind: Option<&'a [u8]>,
         parse_at: Option<usize>,
+        /// Where the analysis of a statement prepared earlier is kept.
+        memo: Option<&'a AnalysisMemo>,
     },
     /// Something else (FunctionCall, a Query too large to inspect): default route.
     Opaque,
@@ -50,24 +53,54 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Where an extended batch's SQL comes from: a Parse in the batch (`parse_at`), or a
+/// statement the client prepared earlier (`memo`).
+#[derive(Default, Clone, Copy)]
+struct Source<'a> {
+    sql: Option<&'a str>,
+    parse_at: Option<usize>,
+    memo: Option<&'a AnalysisMemo>,
+}
+
+impl<'a> Source<'a> {
+    fn request(self, bind: Option<&'a [u8]>) -> Request<'a> {
+        Request::Extended {
+            sql: self.sql,
+            bind,
+            parse_at: self.parse_at,
+            memo: self.memo,
+        }
+    }
+}
+
 /// Reads the first request from `buf`; `None` when more bytes are needed. `named` finds
-/// the SQL of a client's named statement.
+/// the SQL of a client's named statement, and where its analysis is kept.
 pub fn first_request<'a>(
     buf: &'a [u8],
     cap: usize,
-    named: impl Fn(&str) -> Option<&'a str>,
+    named: impl Fn(&str) -> Option<(&'a str, &'a AnalysisMemo)>,
 ) -> Result<Option<Request<'a>>, FrameError> {
     let mut pos = 0;
     // Statements parsed earlier in this batch: (name, SQL, where its Parse starts); usually
     // one, kept inline.
     let mut parsed: smallvec::SmallVec<[(&str, &str, usize); 2]> = smallvec::SmallVec::new();
+    let in_batch = |&(_, sql, at): &(&'a str, &'a str, usize)| Source {
+        sql: Some(sql),
+        parse_at: Some(at),
+        memo: None,
+    };
     let lookup = |parsed: &[(&'a str, &'a str, usize)], name: &str| {
-        parsed
-            .iter()
-            .rev()
-            .find(|(n, _, _)| *n == name)
-            .map(|&(_, sql, at)| (Some(sql), Some(at)))
-            .unwrap_or_else(|| (if name.is_empty() { None } else { named(name) }, None))
+        if let Some(p) = parsed.iter().rev().find(|(n, _, _)| *n == name) {
+            return in_batch(p);
+        }
+        match Some(name).filter(|n| !n.is_empty()).and_then(&named) {
+            Some((sql, memo)) => Source {
+                sql: Some(sql),
+                parse_at: None,
+                memo: Some(memo),
+            },
+            None => Source::default(),
+        }
     };
     loop {
         let Some((tag, len)) = frame::header(&buf[pos..])? else {
@@ -87,28 +120,18 @@ pub fn first_request<'a>(
                 }
             }
             b'B' => {
-                let (sql, parse_at) = cstr(body)
+                let source = cstr(body)
                     .and_then(|(_, rest)| cstr(rest))
-                    .map_or((None, None), |(stmt, _)| lookup(&parsed, stmt));
-                return Ok(Some(Request::Extended {
-                    sql,
-                    bind: Some(body),
-                    parse_at,
-                }));
+                    .map_or_else(|_| Source::default(), |(stmt, _)| lookup(&parsed, stmt));
+                return Ok(Some(source.request(Some(body))));
             }
             b'D' | b'E' | b'S' | b'H' | b'C' => {
-                let (sql, parse_at) = if tag == b'D' && body.first() == Some(&b'S') {
-                    cstr(&body[1..]).map_or((None, None), |(n, _)| lookup(&parsed, n))
+                let source = if tag == b'D' && body.first() == Some(&b'S') {
+                    cstr(&body[1..]).map_or_else(|_| Source::default(), |(n, _)| lookup(&parsed, n))
                 } else {
-                    parsed
-                        .last()
-                        .map_or((None, None), |&(_, sql, at)| (Some(sql), Some(at)))
+                    parsed.last().map_or_else(Source::default, in_batch)
                 };
-                return Ok(Some(Request::Extended {
-                    sql,
-                    bind: None,
-                    parse_at,
-                }));
+                return Ok(Some(source.request(None)));
             }
             _ => return Ok(Some(Request::Opaque)),
         }
@@ -141,14 +164,15 @@ pub fn decide(
     pool: &UserPool,
 ) -> Result<Decision, PgError> {
     let router = &pool.router;
-    let (sql, bind, at) = match *request {
-        Request::Query(sql) => (Some(sql), None, Some(0)),
+    let (sql, bind, at, memo) = match *request {
+        Request::Query(sql) => (Some(sql), None, Some(0), None),
         Request::Extended {
             sql,
             bind,
             parse_at,
-        } => (sql, bind, parse_at),
-        Request::Opaque => (None, None, None),
+            memo,
+        } => (sql, bind, parse_at, memo),
+        Request::Opaque => (None, None, None, None),
     };
     let Some(sql) = sql else {
         // Unknown text (a FunctionCall, a query too large to read, a Bind of an unnamed
@@ -170,9 +194,10 @@ pub fn decide(
     let hint = router.hints.find(sql);
     let parsing = session.parser_enabled(&router.routing)
         && (router.routing.read_write_splitting || router.routing.automatic_key.is_some());
-    let mut analysed = parsing.then(|| router.analyze(sql));
-    let default_analysis = Default::default();
-    let analysis = analysed.as_deref().unwrap_or(&default_analysis);
+    let mut analysed = parsing.then(|| router.analyze_once(sql, memo));
+    // Not analysed: routed as unparsed (built once, not per request).
+    static UNPARSED: std::sync::LazyLock<Analysis> = std::sync::LazyLock::new(Analysis::default);
+    let analysis = analysed.as_deref().unwrap_or(&UNPARSED);
     let keys =
         resolve_keys(&analysis.keys, |i| bind.and_then(|b| bind_param(b, i))).unwrap_or_default();
     let mut routed = route(
@@ -205,7 +230,7 @@ pub fn decide(
     if let Some(shard) = routed.shard.filter(|_| keys_for_all) {
         check_shard(shard, pool)?;
     } else if decides {
-        let analysis = analysed.get_or_insert_with(|| router.analyze(sql));
+        let analysis = analysed.get_or_insert_with(|| router.analyze_once(sql, memo));
         let describe_only = matches!(request, Request::Extended { bind: None, .. });
         all_shards = super::cross_shard::place(analysis, session, pool, describe_only)?;
         if !all_shards {
@@ -325,7 +350,8 @@ mod tests {
 
         // A statement prepared in an earlier batch: its SQL is known, no Parse here.
         let buf = bind("old");
-        let request = first_request(&buf, 1024, |n| (n == "old").then_some("SELECT 2"))
+        let memo = AnalysisMemo::default();
+        let request = first_request(&buf, 1024, |n| (n == "old").then_some(("SELECT 2", &memo)))
             .expect("frames")
             .expect("whole");
         let Request::Extended { sql, parse_at, .. } = request else {

@@ -87,7 +87,7 @@ impl Client {
         }
         let statements = &self.statements;
         let request =
-            request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
+            request::first_request(&self.buf, REWRITE_CAP, |name| statements.prepared(name))?;
         let Some(request) = request else {
             if read(&mut self.stream, &mut self.buf).await? == 0 {
                 return Ok(Idle::Exit);

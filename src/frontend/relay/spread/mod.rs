@@ -188,7 +188,7 @@ impl Client {
     async fn spread_statement(&mut self) -> Result<(), ClientError> {
         let statements = &self.statements;
         let request =
-            request::first_request(&self.buf, REWRITE_CAP, |name| statements.sql_of(name))?;
+            request::first_request(&self.buf, REWRITE_CAP, |name| statements.prepared(name))?;
         let Some(request) = request else {
             return self.read_more().await;
         };
