@@ -10,6 +10,7 @@ use rand::RngCore;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::scram::Verifier;
 use crate::config::{self, Config};
 use crate::net::dns::DnsCache;
 use crate::net::tls;
@@ -24,6 +25,9 @@ pub struct App {
     pools: RwLock<Arc<Pools>>,
     /// Per-process secret behind the fake SCRAM salts of unknown users.
     pub mock_secret: [u8; 32],
+    /// The admin user's SCRAM verifier and the `admin_password` it was derived from: one
+    /// PBKDF2 run per password, not per admin login.
+    admin_verifier: Mutex<Option<(String, Verifier)>>,
     /// Every client and server connection, for SHOW CLIENTS/SERVERS and cl_*/sv_* figures.
     pub registry: Arc<stats::Registry>,
     /// Health and bans of every server address.
@@ -90,6 +94,7 @@ impl App {
             config: RwLock::new(Arc::new(config)),
             pools: RwLock::new(Arc::new(pools)),
             mock_secret,
+            admin_verifier: Mutex::new(None),
             registry,
             healths,
             dns,
@@ -190,6 +195,22 @@ impl App {
     /// More client connections are open than `max_client_conn` allows.
     pub fn too_many_clients(&self) -> bool {
         self.connections.load(Ordering::Relaxed) > self.config().general.max_client_conn
+    }
+
+    /// The SCRAM verifier of `admin_password`, derived on first use after it changes.
+    pub fn admin_verifier(&self, admin_password: &str) -> Verifier {
+        let mut kept = self
+            .admin_verifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &*kept {
+            Some((password, verifier)) if password == admin_password => verifier.clone(),
+            _ => {
+                let verifier = Verifier::from_password(admin_password);
+                *kept = Some((admin_password.to_string(), verifier.clone()));
+                verifier
+            }
+        }
     }
 
     /// The configuration in force.
@@ -350,5 +371,26 @@ fn client_tls(config: &Config) -> Result<Option<TlsAcceptor>, String> {
             .map(Some)
             .map_err(|(key, reason)| format!("{key}: {reason}")),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin verifier is derived once per password: the same one (same salt) while
+    /// `admin_password` stays, a new one when it changes.
+    #[tokio::test]
+    async fn the_admin_verifier_is_derived_once_per_password() {
+        let toml = "[general]\nadmin_username = \"admin\"\nadmin_password = \"a\"\n\
+                    [pools.db.users.0]\nusername = \"u\"\npassword = \"p\"\npool_size = 1\n\
+                    [pools.db.shards.0]\ndatabase = \"d\"\nservers = [[\"127.0.0.1\", 5432, \"primary\"]]\n";
+        let loaded = config::parse(toml, std::path::Path::new("test.toml")).expect("valid");
+        let app = App::new(loaded.config).expect("app");
+        let first = app.admin_verifier("a");
+        assert_eq!(app.admin_verifier("a").salt, first.salt, "kept");
+        let changed = app.admin_verifier("b");
+        assert_ne!(changed.salt, first.salt, "derived again for a new password");
+        assert_eq!(app.admin_verifier("b").salt, changed.salt);
     }
 }

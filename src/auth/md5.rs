@@ -5,31 +5,25 @@
 
 use super::{constant_time_eq, AuthError};
 
-/// Checks a client's PasswordMessage payload (without the NUL) for an MD5 challenge.
-/// `password` is `None` for an unknown user: the exchange still happens and fails.
-pub fn verify(
-    user: &str,
-    password: Option<&str>,
-    salt: [u8; 4],
-    response: &[u8],
-) -> Result<(), AuthError> {
-    let Some(password) = password else {
-        return Err(AuthError::Failed);
-    };
-    let expected = answer(&md5_hex(&[password.as_bytes(), user.as_bytes()]), salt);
-    if constant_time_eq(&expected, response) {
-        Ok(())
-    } else {
-        Err(AuthError::Failed)
+/// md5(password + user) in hex: what PostgreSQL stores (after `md5`) and what a login's
+/// answer is computed from; derived once per user and password, not per login.
+pub fn password_hex(user: &str, password: &str) -> [u8; 32] {
+    md5_hex(&[password.as_bytes(), user.as_bytes()])
+}
+
+/// Checks a client's PasswordMessage payload (without the NUL) for an MD5 challenge
+/// against [`password_hex`]. `None` for an unknown user: the exchange still happens and
+/// fails.
+pub fn verify(hex: Option<&[u8; 32]>, salt: [u8; 4], response: &[u8]) -> Result<(), AuthError> {
+    match hex {
+        Some(hex) if constant_time_eq(&answer(hex, salt), response) => Ok(()),
+        _ => Err(AuthError::Failed),
     }
 }
 
 /// Checks a response against PostgreSQL's stored `md5<hex>` (auth_query users).
 pub fn verify_stored(stored: &str, salt: [u8; 4], response: &[u8]) -> Result<(), AuthError> {
-    match stored_hex(stored) {
-        Some(hex) if constant_time_eq(&answer(hex, salt), response) => Ok(()),
-        _ => Err(AuthError::Failed),
-    }
+    verify(stored_hex(stored), salt, response)
 }
 
 /// The answer to an MD5 challenge from the stored `md5<hex>` (hex of md5(password +
@@ -40,11 +34,8 @@ pub fn answer_from_stored(stored: &str, salt: [u8; 4]) -> Option<String> {
 }
 
 /// The hex digits of a stored `md5<32 hex digits>`.
-fn stored_hex(stored: &str) -> Option<&[u8]> {
-    stored
-        .strip_prefix("md5")
-        .filter(|h| h.len() == 32)
-        .map(str::as_bytes)
+fn stored_hex(stored: &str) -> Option<&[u8; 32]> {
+    stored.strip_prefix("md5")?.as_bytes().try_into().ok()
 }
 
 /// `"md5" + md5(hex + salt)`, where `hex` is md5(password + user) in hex.
@@ -105,14 +96,19 @@ mod tests {
     fn accepts_the_right_hash_only() {
         let salt = [1, 2, 3, 4];
         let good = postgres_protocol::authentication::md5_hash(b"bob", b"secret", salt);
-        assert_eq!(verify("bob", Some("secret"), salt, good.as_bytes()), Ok(()));
+        let hex = |user, password| Some(password_hex(user, password));
         assert_eq!(
-            verify("bob", Some("other"), salt, good.as_bytes()),
+            verify(hex("bob", "secret").as_ref(), salt, good.as_bytes()),
+            Ok(())
+        );
+        assert_eq!(
+            verify(hex("bob", "other").as_ref(), salt, good.as_bytes()),
             Err(AuthError::Failed)
         );
         assert_eq!(
-            verify("bob", None, salt, good.as_bytes()),
+            verify(hex("eve", "secret").as_ref(), salt, good.as_bytes()),
             Err(AuthError::Failed)
         );
+        assert_eq!(verify(None, salt, good.as_bytes()), Err(AuthError::Failed));
     }
 }

@@ -70,9 +70,10 @@ fn pending(buf: BytesMut) -> BytesMut {
 }
 
 /// What a user's password is checked against.
-struct Credentials<'a> {
+struct Credentials {
     auth_type: AuthType,
-    password: Option<&'a str>,
+    /// md5(password + user) in hex, for md5.
+    md5_hex: Option<[u8; 32]>,
     verifier: Option<scram::Verifier>,
     /// PostgreSQL's stored `md5…` (auth_query), checked instead of `password`.
     md5_stored: Option<String>,
@@ -165,9 +166,9 @@ pub async fn login(
         let general = &config.general;
         let credentials = (user == general.admin_username).then(|| Credentials {
             auth_type: general.admin_auth_type,
-            password: Some(general.admin_password.as_str()),
+            md5_hex: Some(md5::password_hex(&user, &general.admin_password)),
             verifier: (general.admin_auth_type == AuthType::ScramSha256)
-                .then(|| scram::Verifier::from_password(&general.admin_password)),
+                .then(|| app.admin_verifier(&general.admin_password)),
             md5_stored: None,
         });
         authenticate(stream, &mut out, &mut buf, app, &user, credentials).await?;
@@ -230,19 +231,19 @@ pub async fn login(
         None if p.auth_query.is_some() => None, // no such role in PostgreSQL
         None => Some(Credentials {
             auth_type: p.auth_type,
-            password: p.password.as_deref(),
+            md5_hex: p.md5_hex,
             verifier: p.verifier.clone(),
             md5_stored: None,
         }),
         Some(hash) if hash.starts_with("md5") => Some(Credentials {
             auth_type: AuthType::Md5,
-            password: None,
+            md5_hex: None,
             verifier: None,
             md5_stored: Some(hash.to_string()),
         }),
         Some(hash) => Some(Credentials {
             auth_type: AuthType::ScramSha256,
-            password: None,
+            md5_hex: None,
             verifier: scram::Verifier::parse(hash),
             md5_stored: None,
         }),
@@ -380,7 +381,7 @@ async fn authenticate(
     buf: &mut BytesMut,
     app: &App,
     user: &str,
-    credentials: Option<Credentials<'_>>,
+    credentials: Option<Credentials>,
 ) -> Result<Option<ServerSecret>, ClientError> {
     let auth_type = credentials
         .as_ref()
@@ -399,8 +400,8 @@ async fn authenticate(
                     .map(|()| Some(ServerSecret::Md5Hash(stored)))
                     .map_err(|_| failed(user)),
                 None => {
-                    let password = credentials.as_ref().and_then(|c| c.password);
-                    md5::verify(user, password, salt, response)
+                    let hex = credentials.as_ref().and_then(|c| c.md5_hex.as_ref());
+                    md5::verify(hex, salt, response)
                         .map(|()| None)
                         .map_err(|_| failed(user))
                 }

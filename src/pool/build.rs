@@ -197,12 +197,17 @@ impl UserPool {
             (AuthType::ScramSha256, Some(p)) => Some(Verifier::from_password(p)),
             _ => None,
         };
+        let md5_hex = match (user.auth_type, &user.password) {
+            (AuthType::Md5, Some(p)) => Some(crate::auth::md5::password_hex(&user.username, p)),
+            _ => None,
+        };
         let up = UserPool {
             pool_name: name.into(),
             username: user.username.as_str().into(),
             auth_type: user.auth_type,
             password: user.password.clone(),
             verifier,
+            md5_hex,
             auth_query: auth_query.filter(|_| user.password.is_none()),
             stored_password: std::sync::Mutex::new(None),
             server_secret: secret,

@@ -105,6 +105,8 @@ pub struct UserPool {
     pub password: Option<String>,
     /// SCRAM verifier derived once from `password`.
     pub verifier: Option<Verifier>,
+    /// md5(password + user) in hex, derived once from `password` for md5 logins.
+    pub md5_hex: Option<[u8; 32]>,
     /// For a user without `password`: how to fetch its stored hash.
     pub auth_query: Option<AuthQuery>,
     /// What auth_query returned (a hash, or no such role) and when, until a login fails

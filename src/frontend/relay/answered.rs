@@ -21,7 +21,7 @@ impl Client {
                 matches!(crate::wire::frame::header(rest), Ok(Some((_, l))) if rest.len() > l);
             small && (!complete || self.command_request_at(rest).is_some())
         };
-        if self.request_boundary && candidate(buf) {
+        if self.request_boundary && !extension::plain_query(buf) && candidate(buf) {
             return 0;
         }
         let mut pos = 0;

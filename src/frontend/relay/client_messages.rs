@@ -42,7 +42,9 @@ impl Client {
         flow: &mut Flow,
         server_scan: &mut Scanner,
     ) -> Option<End> {
-        if flow.settled() && self.scanner.at_boundary() {
+        // An ordinary whole Query or unnamed Parse (its first word tells) is none of the
+        // requests intercepted here.
+        if flow.settled() && self.scanner.at_boundary() && !extension::plain_query(&self.buf) {
             match crate::wire::frame::header(&self.buf) {
                 // A small Query or Parse still arriving: it may be an SQL extension, which
                 // must not reach the server. Wait for the rest.
