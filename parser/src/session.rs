@@ -50,7 +50,36 @@ pub struct SessionEffects {
 impl SessionEffects {
     /// Whether the query left nothing behind that a reset must undo or a tracker must see.
     pub fn is_empty(&self) -> bool {
-        *self == SessionEffects::default()
+        // Every field named (a new one must be added here), none built or dropped: this is
+        // asked of every routed query.
+        let SessionEffects {
+            set,
+            reset,
+            reset_all,
+            set_config,
+            prepare,
+            deallocate_all,
+            listen,
+            unlisten_all,
+            advisory_lock,
+            temp_table,
+            declare_with_hold,
+            discard_all,
+            other,
+        } = self;
+        set.is_empty()
+            && reset.is_empty()
+            && !(*reset_all
+                | *set_config
+                | *prepare
+                | *deallocate_all
+                | *listen
+                | *unlisten_all
+                | *advisory_lock
+                | *temp_table
+                | *declare_with_hold
+                | *discard_all
+                | *other)
     }
 }
 
@@ -336,6 +365,33 @@ pub(crate) fn contains_ci(haystack: &str, needle: &str) -> bool {
 mod tests {
     use super::*;
     use crate::parsed::Parsed;
+
+    /// Empty means equal to the default, field by field.
+    #[test]
+    fn empty_is_the_default() {
+        assert!(SessionEffects::default().is_empty());
+        let flags: [fn(&mut SessionEffects); 13] = [
+            |e| e.set.push(("a".into(), None)),
+            |e| e.reset.push("a".into()),
+            |e| e.reset_all = true,
+            |e| e.set_config = true,
+            |e| e.prepare = true,
+            |e| e.deallocate_all = true,
+            |e| e.listen = true,
+            |e| e.unlisten_all = true,
+            |e| e.advisory_lock = true,
+            |e| e.temp_table = true,
+            |e| e.declare_with_hold = true,
+            |e| e.discard_all = true,
+            |e| e.other = true,
+        ];
+        for (i, set) in flags.iter().enumerate() {
+            let mut e = SessionEffects::default();
+            set(&mut e);
+            assert_ne!(e, SessionEffects::default(), "{i}");
+            assert!(!e.is_empty(), "{i}");
+        }
+    }
 
     #[test]
     fn contains_ci_matches_the_plain_definition() {
