@@ -12,7 +12,8 @@
 //! Layers, bottom to top: a module uses only modules of lower layers (tests/architecture.rs
 //! reads this list and fails on any other use, so it stays true).
 //! 1. `wire` (protocol framing and the messages the pooler writes), `auth` (proofs of
-//!    identity, both directions), `localpg` (throwaway local PostgreSQL clusters)
+//!    identity, both directions), `localpg` (throwaway local PostgreSQL clusters), `fault`
+//!    (fault points for crash and race tests)
 //! 2. `net` (sockets and TLS), `merge` (the shards' answers to a statement run on every
 //!    shard, made into the one answer a single database would give), `copy` (COPY data
 //!    split into rows by sharding key)
@@ -34,6 +35,7 @@ pub mod backend;
 pub mod config;
 pub mod copy;
 pub mod demo;
+pub mod fault;
 pub mod frontend;
 pub mod localpg;
 pub mod merge;

@@ -149,6 +149,54 @@ fn a_client_keeps_its_settings_statements_and_cancel_key_across_an_upgrade() {
     assert!(logs.contains("upgrade complete"), "{logs}");
 }
 
+/// Idle clients on their way to the new process (each held 700 ms before it is written, by
+/// a fault point) are waited for: the previous process exits only after the last one was
+/// written, and each client runs its next query, with its own setting, on the new process.
+/// (Before 0ae8557 the previous process could exit with a client in flight and lose it.)
+#[test]
+fn idle_clients_still_on_their_way_are_waited_for_before_the_old_process_exits() {
+    let pidfile = support::scratch_dir().join("pgcat.pid");
+    let mut pooler = Pooler::start_with_env(
+        &upgradable("transaction", &pidfile),
+        &[("PGCAT_FAULT", "handoff_send=pause:700")],
+    );
+    let _stop = Stop(pidfile.clone());
+    runtime().block_on(async {
+        let mut clients = Vec::new();
+        for i in 0..3 {
+            let client = pooler
+                .connect(SCRAM_USER, SCRAM_PASS, DB)
+                .await
+                .expect("connect");
+            client
+                .batch_execute(&format!("SET application_name = 'moving{i}'"))
+                .await
+                .expect("SET");
+            clients.push(client);
+        }
+        let new = upgraded(&pidfile, &pooler.log).await;
+        assert_ne!(new as u32, pooler.pid());
+        for (i, client) in clients.iter().enumerate() {
+            let shown = support::rows(client, "SHOW application_name").await;
+            assert_eq!(shown, [[format!("moving{i}")]], "client {i}");
+        }
+    });
+    assert!(
+        pooler.wait_exit(Duration::from_secs(15)).is_some(),
+        "{}",
+        pooler.logs()
+    );
+    let logs = pooler.logs();
+    assert!(logs.contains("upgrade complete"), "{logs}");
+    assert!(!logs.contains("could not move"), "{logs}");
+    assert_eq!(
+        logs.matches("fault point reached: pausing the thread")
+            .count(),
+        3,
+        "each client held once on its way:\n{logs}"
+    );
+}
+
 #[test]
 fn pgbench_runs_through_two_upgrades_without_a_failed_transaction() {
     let cluster = shared();

@@ -138,6 +138,7 @@ fn send_clients(
     handle: &tokio::runtime::Handle,
 ) {
     for (fd, state) in clients {
+        crate::fault::point_blocking(crate::fault::HANDOFF_SEND);
         match fdpass::send(sock, b'C', &state, &[fd.as_raw_fd()]) {
             Ok(()) => {
                 moved.fetch_add(1, Ordering::Relaxed);

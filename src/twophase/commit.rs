@@ -8,8 +8,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{fault, TwoPhase};
+use super::TwoPhase;
 use crate::backend::quote_literal;
+use crate::fault;
 use crate::pool::Server;
 use crate::wire::messages::PgError;
 

@@ -11,7 +11,6 @@
 //! resolve each other's transactions and a restarted pooler never reuses an id.
 
 mod commit;
-pub mod fault;
 mod log;
 mod resolve;
 
