@@ -574,7 +574,18 @@ fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
             let result = client.simple_query("SELECT pg_sleep(60)::text FROM slow").await;
             (result.map(|_| ()), started.elapsed())
         });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once every shard runs it (a cancel that reaches a server before its statement
+        // does is ignored by PostgreSQL).
+        let running = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'";
+        let all_running = tokio::task::spawn_blocking(move || {
+            support::wait_until(Duration::from_secs(20), || {
+                cluster
+                    .psql(&cluster.primary, "postgres", running)
+                    .is_ok_and(|n| n.trim() == SHARDS.to_string())
+            })
+        });
+        assert!(all_running.await.expect("wait"), "every shard runs the statement");
         cancel
             .cancel_query(tokio_postgres::NoTls)
             .await

@@ -125,9 +125,11 @@ fn a_client_keeps_its_settings_statements_and_cancel_key_across_an_upgrade() {
         assert_eq!(again.get::<_, i32>(0), 2);
         // Its cancel key cancels a pg_sleep run on the new process.
         let token = client.cancel_token();
-        let sleeping = client.simple_query("SELECT pg_sleep(30)");
+        let sleeping = client.simple_query("SELECT pg_sleep(30) /* after the upgrade */");
         let cancel = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::task::spawn_blocking(|| wait_running("after the upgrade"))
+                .await
+                .expect("wait for the statement");
             token
                 .cancel_query(tokio_postgres::NoTls)
                 .await
@@ -350,14 +352,38 @@ fn a_new_binary_with_a_broken_config_leaves_the_old_process_serving() {
     assert!(pooler.logs().contains("pool_size"), "{}", pooler.logs());
 }
 
-/// A client on `a_port` runs `pg_sleep(30)`; its CancelRequest goes to `b_port`.
+/// Waits until PostgreSQL runs the statement whose text ends with the comment `/* tag */`.
+fn wait_running(tag: &str) {
+    let cluster = shared();
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%/* {tag} */'"
+    );
+    let started = support::wait_until(Duration::from_secs(20), || {
+        cluster
+            .psql(&cluster.primary, "postgres", &running)
+            .is_ok_and(|n| n.trim() == "1")
+    });
+    assert!(
+        started,
+        "the statement /* {tag} */ did not start within 20 s"
+    );
+}
+
+/// A client on `a_port` runs `pg_sleep(30)`; once PostgreSQL runs it, its CancelRequest goes
+/// to `b_port`. (A cancel that reaches the server before the statement does is ignored, by
+/// PostgreSQL as by a pooler, so the test waits for the statement to be running.)
 fn cancel_through(a_port: u16, b_port: u16) -> Duration {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut client = RawConn::connect(a_port, SCRAM_USER, SCRAM_PASS, DB).expect("connect");
     let (pid, secret) = client.key.expect("a cancel key");
+    let tag = format!("cancel_through {a_port} {b_port} {call}");
     client
-        .send(&support::raw::query("SELECT pg_sleep(30)"))
+        .send(&support::raw::query(&format!(
+            "SELECT pg_sleep(30) /* {tag} */"
+        )))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_running(&tag);
     let start = Instant::now();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", b_port)).unwrap();
     std::io::Write::write_all(&mut s, &cancel_request(pid, secret)).unwrap();
@@ -387,7 +413,17 @@ fn peers(ports: [u16; 2], hosts: [&str; 2], extra: [&str; 2]) -> (Pooler, Pooler
         toml.push_str(&table);
         toml
     };
-    (Pooler::start(&make(0)), Pooler::start(&make(1)))
+    // Started one after the other, each serving before the next starts: with `so_reuseport`
+    // the port answers as soon as the first one listens, so the log says when each does.
+    let start = |id: usize| {
+        let pooler = Pooler::start(&make(id));
+        let serving = support::wait_until(Duration::from_secs(20), || {
+            pooler.logs().contains("pgcat is accepting connections")
+        });
+        assert!(serving, "peer {} did not start:\n{}", id + 1, pooler.logs());
+        pooler
+    };
+    (start(0), start(1))
 }
 
 #[test]
