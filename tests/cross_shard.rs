@@ -472,6 +472,10 @@ fn default_shard_all_answers_plain_selects_as_one_database_and_refuses_the_rest(
 
 #[path = "cross_shard/copy.rs"]
 mod copy;
+#[path = "cross_shard/drivers.rs"]
+mod drivers;
+#[path = "cross_shard/execution.rs"]
+mod execution;
 #[path = "cross_shard/inserts.rs"]
 mod inserts;
 #[path = "cross_shard/several.rs"]
@@ -553,154 +557,6 @@ fn set_shard_to_all_runs_on_every_shard_until_the_next_set_shard() {
         assert_eq!(rows(&client, "SHOW SHARD").await, [["all"]]);
         same_as_oracle(&client, &oracle, PLAIN_SELECTS).await;
     });
-}
-
-#[test]
-fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
-    let cluster = cluster();
-    let pooler = pooler(cluster, ALL);
-    runtime().block_on(async {
-        let client = connect_xs(&pooler).await;
-        // Each shard sleeps 1 s: about 1 s in all, not 3.
-        let started = Instant::now();
-        let slept = rows(&client, "SELECT pg_sleep(1)::text FROM slow").await;
-        let took = started.elapsed();
-        assert_eq!(slept.len(), SHARDS, "one row per shard's `slow`");
-        assert!(took < Duration::from_millis(2500), "took {took:?}: the shards ran one by one");
-
-        let cancel = client.cancel_token();
-        let sleeping = tokio::spawn(async move {
-            let started = Instant::now();
-            let result = client.simple_query("SELECT pg_sleep(60)::text FROM slow").await;
-            (result.map(|_| ()), started.elapsed())
-        });
-        // Once every shard runs it (a cancel that reaches a server before its statement
-        // does is ignored by PostgreSQL).
-        let running = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'";
-        let all_running = tokio::task::spawn_blocking(move || {
-            support::wait_until(Duration::from_secs(20), || {
-                cluster
-                    .psql(&cluster.primary, "postgres", running)
-                    .is_ok_and(|n| n.trim() == SHARDS.to_string())
-            })
-        });
-        assert!(all_running.await.expect("wait"), "every shard runs the statement");
-        cancel
-            .cancel_query(tokio_postgres::NoTls)
-            .await
-            .expect("send the cancel");
-        let (result, took) = tokio::time::timeout(Duration::from_secs(30), sleeping)
-            .await
-            .expect("the cancel ends the statement")
-            .expect("task");
-        let (code, _) = expect_error("cancelled", result);
-        assert_eq!(code, "57014", "canceling statement due to user request");
-        assert!(took < Duration::from_secs(20), "took {took:?}");
-        // No shard is still sleeping.
-        let still = cluster
-            .psql(
-                &cluster.primary,
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'",
-            )
-            .expect("pg_stat_activity");
-        assert_eq!(still.trim(), "0", "every shard's statement was cancelled");
-    });
-    let _ = shared();
-}
-
-#[test]
-fn a_shard_that_is_down_fails_the_statement_instead_of_dropping_out() {
-    let cluster = cluster();
-    let toml = pooler_toml(cluster, ALL, 2, 2_000);
-    let live = format!(
-        "[\"{}\", {}, \"primary\"]",
-        cluster.primary.host, cluster.primary.port
-    );
-    let at = toml.rfind(&live).expect("shard 2's server");
-    let dead = format!("[\"127.0.0.1\", {}, \"primary\"]", free_port());
-    let pooler = Pooler::start(&format!(
-        "{}{dead}{}",
-        &toml[..at],
-        &toml[at + live.len()..]
-    ));
-    runtime().block_on(async {
-        let client = connect_xs(&pooler).await;
-        for sql in [
-            "SELECT count(*) FROM items",
-            "SELECT id FROM items ORDER BY id LIMIT 3",
-        ] {
-            let error = try_rows(&client, sql).await.expect_err(sql);
-            let db = error.as_db_error().expect("an ErrorResponse");
-            assert_eq!(db.code().code(), "08006", "{sql}: {}", db.message());
-            assert!(db.message().contains("could not connect"), "{sql}: {db:?}");
-            assert_eq!(
-                db.detail(),
-                Some("The statement needs a server of shard 2.")
-            );
-        }
-        // The shards that are up still answer what is theirs.
-        let key = (1..)
-            .find(|id| pg_bigint_hash(*id, SHARDS) == 0)
-            .expect("a key on shard 0");
-        let one = rows(&client, &format!("SELECT id FROM items WHERE id = {key}")).await;
-        assert_eq!(one, [[key.to_string()]]);
-    });
-}
-
-#[test]
-fn psql_gets_the_oracles_answers() {
-    let cluster = cluster();
-    let pooler = pooler(cluster, ALL);
-    let conninfo =
-        |port: u16, db: &str| format!("host=127.0.0.1 port={port} user={SHARD_USER} dbname={db}");
-    for sql in [
-        "SELECT count(*), sum(amount), max(id) FROM items",
-        "SELECT id, value FROM items WHERE grp = 2 ORDER BY id DESC LIMIT 8",
-        "SELECT id, value, amount FROM items ORDER BY id",
-    ] {
-        let want = support::psql_with(
-            cluster,
-            &conninfo(cluster.primary.port, "xs_oracle"),
-            SHARD_PASS,
-            &[sql],
-        )
-        .expect("the oracle answers");
-        let got = support::psql_with(cluster, &conninfo(pooler.port, POOL), SHARD_PASS, &[sql])
-            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", pooler.logs()));
-        assert_eq!(got, want, "{sql} through psql");
-    }
-}
-
-#[test]
-fn psycopg_and_asyncpg_get_the_oracles_answers() {
-    let python = match support::python_venv() {
-        Ok(p) => p,
-        Err(reason) => {
-            eprintln!("SKIP: {reason}");
-            return;
-        }
-    };
-    let cluster = cluster();
-    let pooler = pooler(cluster, ALL);
-    let dsn = |port: u16, db: &str| {
-        format!("host=127.0.0.1 port={port} user={SHARD_USER} password={SHARD_PASS} dbname={db}")
-    };
-    let out = std::process::Command::new(python)
-        .arg(support::repo_path("tests/python/cross_shard.py"))
-        .env("PGCAT_DSN", dsn(pooler.port, POOL))
-        .env("ORACLE_DSN", dsn(cluster.primary.port, "xs_oracle"))
-        .output()
-        .expect("run tests/python/cross_shard.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n--- pooler log\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        support::tail(&pooler.logs(), 30)
-    );
-    assert_eq!(stdout.matches("CHECK ").count(), 42, "{stdout}");
 }
 
 #[test]
