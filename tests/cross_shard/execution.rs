@@ -15,26 +15,29 @@ fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
         let slept = rows(&client, "SELECT pg_sleep(1)::text FROM slow").await;
         let took = started.elapsed();
         assert_eq!(slept.len(), SHARDS, "one row per shard's `slow`");
-        assert!(took < Duration::from_millis(2500), "took {took:?}: the shards ran one by one");
+        assert!(
+            took < Duration::from_millis(2500),
+            "took {took:?}: the shards ran one by one"
+        );
 
+        const SLEEPING: &str = "SELECT pg_sleep(60)::text FROM slow";
         let cancel = client.cancel_token();
         let sleeping = tokio::spawn(async move {
             let started = Instant::now();
-            let result = client.simple_query("SELECT pg_sleep(60)::text FROM slow").await;
+            let result = client.simple_query(SLEEPING).await;
             (result.map(|_| ()), started.elapsed())
         });
         // Once every shard runs it (a cancel that reaches a server before its statement
         // does is ignored by PostgreSQL).
-        let running = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'";
-        let all_running = tokio::task::spawn_blocking(move || {
+        let all_running = tokio::task::spawn_blocking(|| {
             support::wait_until(Duration::from_secs(20), || {
-                cluster
-                    .psql(&cluster.primary, "postgres", running)
-                    .is_ok_and(|n| n.trim() == SHARDS.to_string())
+                support::backends_in_state("active", SLEEPING) == SHARDS.to_string()
             })
         });
-        assert!(all_running.await.expect("wait"), "every shard runs the statement");
+        assert!(
+            all_running.await.expect("wait"),
+            "every shard runs the statement"
+        );
         cancel
             .cancel_query(tokio_postgres::NoTls)
             .await
@@ -47,14 +50,8 @@ fn the_shards_run_in_parallel_and_a_cancel_reaches_every_one() {
         assert_eq!(code, "57014", "canceling statement due to user request");
         assert!(took < Duration::from_secs(20), "took {took:?}");
         // No shard is still sleeping.
-        let still = cluster
-            .psql(
-                &cluster.primary,
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'",
-            )
-            .expect("pg_stat_activity");
-        assert_eq!(still.trim(), "0", "every shard's statement was cancelled");
+        let still = support::backends_in_state("active", SLEEPING);
+        assert_eq!(still, "0", "every shard's statement was cancelled");
     });
     let _ = shared();
 }
