@@ -88,6 +88,15 @@ fn started(pool_mode: &str) -> (Pooler, PathBuf, Stop) {
     (pooler, pidfile, stop)
 }
 
+/// Waits up to `limit` for the previous process to exit after an upgrade it completed;
+/// its log.
+fn exited_after_upgrade(pooler: &mut Pooler, limit: Duration) -> String {
+    assert!(pooler.wait_exit(limit).is_some(), "{}", pooler.logs());
+    let logs = pooler.logs();
+    assert!(logs.contains("upgrade complete"), "{logs}");
+    logs
+}
+
 /// [`upgrade`], off the async workers.
 async fn upgraded(pidfile: &Path, log: &Path) -> i32 {
     let (pidfile, log) = (pidfile.to_path_buf(), log.to_path_buf());
@@ -142,13 +151,7 @@ fn a_client_keeps_its_settings_statements_and_cancel_key_across_an_upgrade() {
         assert!(start.elapsed() < Duration::from_secs(5));
     });
     // The old process exits once its clients moved.
-    assert!(
-        pooler.wait_exit(Duration::from_secs(10)).is_some(),
-        "{}",
-        pooler.logs()
-    );
-    let logs = pooler.logs();
-    assert!(logs.contains("upgrade complete"), "{logs}");
+    exited_after_upgrade(&mut pooler, Duration::from_secs(10));
 }
 
 /// Idle clients on their way to the new process (each held 700 ms before it is written, by
@@ -183,13 +186,7 @@ fn idle_clients_still_on_their_way_are_waited_for_before_the_old_process_exits()
             assert_eq!(shown, [[format!("moving{i}")]], "client {i}");
         }
     });
-    assert!(
-        pooler.wait_exit(Duration::from_secs(15)).is_some(),
-        "{}",
-        pooler.logs()
-    );
-    let logs = pooler.logs();
-    assert!(logs.contains("upgrade complete"), "{logs}");
+    let logs = exited_after_upgrade(&mut pooler, Duration::from_secs(15));
     assert!(!logs.contains("could not move"), "{logs}");
     assert_eq!(
         logs.matches("fault point reached: pausing the thread")
